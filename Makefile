@@ -1,0 +1,59 @@
+# Two commands do all the set-up on a fresh machine: `make demo` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+export PYTHONPATH := $(CURDIR)/include:$(CURDIR)/plugins
+export VIDSEARCH_DATA_DIR ?= $(CURDIR)/data
+
+.PHONY: help install system-deps venv weaviate up down status demo test test-unit bench lock clean
+
+help:
+	@echo "make demo    install everything, start the embedded stack, ingest a sample video"
+	@echo "make test    install everything, run the whole test suite"
+	@echo "make up / make down / make status   the embedded stack (Postgres, Weaviate, Airflow)"
+	@echo "make bench   stage benchmarks (writes bench/reports/)"
+
+install: system-deps venv weaviate
+
+system-deps:
+	@bash scripts/install-system-deps.sh
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet -r requirements.txt
+	touch $@
+
+weaviate: venv
+	$(PY) -m devstack build-weaviate
+
+up: install
+	$(PY) -m devstack up
+
+down:
+	@if [ -x $(PY) ]; then $(PY) -m devstack down; fi
+
+status: venv
+	$(PY) -m devstack status
+
+demo: install
+	VIDSEARCH_TINY_MODELS=$${VIDSEARCH_TINY_MODELS:-auto} $(PY) -m devstack up
+	$(PY) scripts/demo.py
+
+test: install
+	$(PY) -m pytest
+
+test-unit: venv
+	$(PY) -m pytest tests/unit
+
+bench: install
+	$(PY) bench/stages.py
+
+# Re-resolve requirements.in into exact pins (needs the package index).
+lock:
+	rm -rf .lockvenv && $(PYTHON) -m venv .lockvenv
+	.lockvenv/bin/pip install --quiet -r requirements.in
+	.lockvenv/bin/pip freeze --exclude-editable > requirements.txt
+	rm -rf .lockvenv

@@ -1,0 +1,223 @@
+"""
+# video_ingest
+
+Turns one video into searchable objects. One DAG run = one video.
+
+`probe` → `split` → per segment (a mapped task group, one row per segment in the grid, named like
+`seg0003 [00:30.000-00:40.000]`): `extract_frames` → `detect_embed` → `index` → `finalize`.
+
+* **probe** fetches the source (path, http(s) URL or `s3://` URI), checks it is a decodable video and
+  copies it to object storage under its content hash. Bad input fails here, once, without retries.
+* **split** cuts stream-copied segment files at keyframes (no re-encode).
+* **extract_frames** samples a segment at `sample_fps` into one frame bundle.
+* **detect_embed** runs the detect+embed worker command (DETR-family detector, CLIP-family crop
+  embeddings) as a local process; the same argv runs in a GPU pod in production.
+* **index** upserts the segment's objects into Weaviate and its frames and objects into Postgres.
+* **finalize** checks both stores agree object for object and emits an asset event for the collection.
+
+Every write is keyed by deterministic ids: running the same video again changes no count.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from airflow.sdk import AssetAlias, Param, dag, get_current_context, task, task_group
+from airflow.sdk.definitions.retry_policy import ExceptionRetryPolicy, RetryAction, RetryRule
+
+COLLECTIONS_ALIAS = "vidsearch_collections"
+
+# Permanent errors (bad input, bad parameters, missing model weights) fail at once; everything else
+# (Weaviate 5xx, storage or network hiccups, a crashed worker) retries with exponential backoff.
+DEFAULT_ARGS: dict[str, Any] = {
+    "owner": "vidsearch",
+    "retries": 3,
+    "retry_delay": timedelta(seconds=15),
+    "retry_exponential_backoff": 2.0,
+    "max_retry_delay": timedelta(minutes=10),
+    "retry_policy": ExceptionRetryPolicy(
+        rules=[
+            RetryRule(
+                exception="vidsearch.errors.PermanentError",
+                action=RetryAction.FAIL,
+                reason="permanent error: retrying cannot help",
+            )
+        ]
+    ),
+}
+
+PARAMS = {
+    "source": Param(
+        type="string",
+        minLength=1,
+        title="Video source",
+        description="A local path, an http(s) URL or an s3:// URI of the video to ingest.",
+    ),
+    "collection": Param(
+        "default",
+        type="string",
+        pattern=r"^[a-z][a-z0-9_]{0,62}$",
+        title="Collection",
+        description="Catalog collection to add the video's objects to (lowercase letters, digits, _).",
+    ),
+    "segment_seconds": Param(
+        10,
+        type="number",
+        exclusiveMinimum=0,
+        maximum=3600,
+        title="Segment length (s)",
+        description="Nominal segment length; cuts land on the next keyframe. One mapped task per segment.",
+    ),
+    "sample_fps": Param(
+        1,
+        type="number",
+        exclusiveMinimum=0,
+        maximum=120,
+        title="Sampling rate (frames/s)",
+        description="Frames sampled per second of video for detection.",
+    ),
+    "time_limit_seconds": Param(
+        None,
+        type=["null", "number"],
+        exclusiveMinimum=0,
+        title="Time limit (s)",
+        description="Only ingest the first N seconds of the video. Empty: the whole video.",
+    ),
+    "score_threshold": Param(
+        0.7,
+        type="number",
+        minimum=0,
+        maximum=1,
+        title="Detection score threshold",
+        description="Detections scoring below this are dropped.",
+    ),
+    "detector_model": Param(
+        "facebook/detr-resnet-50",
+        type="string",
+        minLength=1,
+        title="Detector model",
+        description="A transformers object-detection model: hub id or local folder.",
+    ),
+    "embedder_model": Param(
+        "openai/clip-vit-base-patch32",
+        type="string",
+        minLength=1,
+        title="Embedder model",
+        description="A CLIP-family model (hub id or local folder) embedding the object crops.",
+    ),
+}
+
+
+def _params() -> Any:
+    from vidsearch.pipeline import IngestParams
+
+    params = dict(get_current_context()["params"])
+    return IngestParams.model_validate({k: params[k] for k in IngestParams.model_fields if k in params})
+
+
+def _name_segment(segment: Any) -> None:
+    """Let the grid name this mapped task instance after its segment and time range."""
+    get_current_context()["segment_label"] = segment.label
+
+
+@dag(
+    dag_id="video_ingest",
+    schedule=None,
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    max_active_runs=8,
+    default_args=DEFAULT_ARGS,
+    params=PARAMS,
+    tags=["vidsearch", "ingest"],
+    doc_md=__doc__,
+)
+def video_ingest() -> None:
+    @task(execution_timeout=timedelta(minutes=30))
+    def probe() -> dict:
+        """Fetch the source, check it is a decodable video and stage it in object storage."""
+        from vidsearch import pipeline
+        from vidsearch_airflow.services import services
+
+        ctx = get_current_context()
+        out = pipeline.probe_video(services(), ctx["run_id"], ctx["dag"].dag_id, _params())
+        return out.model_dump(mode="json")
+
+    @task(execution_timeout=timedelta(minutes=30))
+    def split(probed: dict) -> list[dict]:
+        """Cut the video into keyframe-aligned segment files; one mapped group per segment follows."""
+        from vidsearch import pipeline
+        from vidsearch_airflow.services import services
+
+        segs = pipeline.split_video(services(), _params(), pipeline.ProbeOutput.model_validate(probed))
+        return [s.model_dump(mode="json") for s in segs]
+
+    @task(map_index_template="{{ segment_label }}", execution_timeout=timedelta(minutes=20))
+    def extract_frames(segment: dict, probed: dict) -> dict:
+        """Sample the segment's frames into one bundle."""
+        from vidsearch import pipeline
+        from vidsearch.records import Segment
+        from vidsearch_airflow.services import services
+
+        seg = Segment.model_validate(segment)
+        _name_segment(seg)
+        start = pipeline.ProbeOutput.model_validate(probed).manifest.start_time_s
+        return pipeline.extract_frames(services(), _params(), seg, start).model_dump(mode="json")
+
+    @task(map_index_template="{{ segment_label }}", execution_timeout=timedelta(minutes=60))
+    def detect_embed(segment: dict, bundle: dict) -> str:
+        """Run the detect+embed worker command on the segment's bundle."""
+        from vidsearch import pipeline
+        from vidsearch.records import FrameBundle, Segment
+        from vidsearch_airflow.services import services
+
+        seg = Segment.model_validate(segment)
+        _name_segment(seg)
+        return pipeline.detect_and_embed_locally(
+            services(), _params(), seg, FrameBundle.model_validate(bundle)
+        )
+
+    @task(map_index_template="{{ segment_label }}", execution_timeout=timedelta(minutes=20))
+    def index(segment: dict, bundle: dict, output_uri: str) -> dict:
+        """Upsert the segment's objects into Weaviate and its frames and objects into Postgres."""
+        from vidsearch import pipeline
+        from vidsearch.records import FrameBundle, Segment
+        from vidsearch_airflow.services import services
+
+        seg = Segment.model_validate(segment)
+        _name_segment(seg)
+        return pipeline.index_segment(
+            services(), _params(), seg, FrameBundle.model_validate(bundle), output_uri
+        )
+
+    @task_group(group_id="segment")
+    def process_segment(segment: dict, probed: dict) -> None:
+        bundle = extract_frames(segment=segment, probed=probed)
+        output_uri = detect_embed(segment=segment, bundle=bundle)
+        index(segment=segment, bundle=bundle, output_uri=output_uri)
+
+    @task(outlets=[AssetAlias(COLLECTIONS_ALIAS)], execution_timeout=timedelta(minutes=10))
+    def finalize(probed: dict, *, outlet_events: Any = None) -> dict:
+        """Check Postgres and Weaviate agree object for object; emit the collection's asset event."""
+        from airflow.sdk import Asset
+
+        from vidsearch import pipeline
+        from vidsearch_airflow.services import services
+
+        params = _params()
+        ctx = get_current_context()
+        video_id = pipeline.ProbeOutput.model_validate(probed).manifest.video_id
+        summary = pipeline.finalize(services(), ctx["run_id"], params, video_id)
+        outlet_events[AssetAlias(COLLECTIONS_ALIAS)].add(
+            Asset(f"vidsearch://collections/{params.collection}", group="vidsearch"),
+            extra=summary.model_dump(mode="json"),
+        )
+        return summary.model_dump(mode="json")
+
+    probed = probe()
+    segments = split(probed)
+    groups = process_segment.partial(probed=probed).expand(segment=segments)
+    groups >> finalize(probed)
+
+
+video_ingest()

@@ -1,0 +1,507 @@
+"""The Postgres catalog: collections, ingest runs, videos, segments, frames and objects.
+
+Tables are declared once here (SQLAlchemy Core) and created by Alembic migrations under
+`vidsearch/migrations/`. Every write is an upsert keyed on deterministic ids, so a re-run of any stage
+leaves the same rows behind. Keys include the collection: one video may be ingested into several
+collections, each with its own embedding space.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import functools
+import json
+from pathlib import Path
+from typing import Any, Iterable, Optional, Sequence
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql as pg
+
+from .errors import InputError, TransientError
+from .records import DetectedObject, FrameBundle, Segment, VideoManifest
+
+metadata = sa.MetaData()
+
+
+class SegmentState(str, enum.Enum):
+    PENDING = "pending"
+    DONE = "done"
+    FAILED = "failed"
+    QUARANTINED = "quarantined"
+
+
+class RunState(str, enum.Enum):
+    RUNNING = "running"
+    SUCCESS = "success"
+    FAILED = "failed"
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+_ts = functools.partial(sa.Column, type_=sa.DateTime(timezone=True), nullable=False, default=_now)
+
+collections = sa.Table(
+    "collections",
+    metadata,
+    sa.Column("name", sa.Text, primary_key=True),
+    sa.Column("embedder_model", sa.Text, nullable=False),
+    sa.Column("embedding_dim", sa.Integer, nullable=False),
+    sa.Column("weaviate_collection", sa.Text, nullable=False),
+    _ts("created_at"),
+)
+
+ingest_runs = sa.Table(
+    "ingest_runs",
+    metadata,
+    sa.Column("run_id", sa.Text, primary_key=True),
+    sa.Column("dag_id", sa.Text, nullable=False),
+    sa.Column("collection", sa.Text, nullable=False),
+    sa.Column("source", sa.Text, nullable=False),
+    sa.Column("video_id", sa.Text, nullable=True),
+    sa.Column("state", sa.Text, nullable=False),
+    sa.Column("error", sa.Text, nullable=True),
+    sa.Column("params", pg.JSONB, nullable=False),
+    sa.Column("summary", pg.JSONB, nullable=True),
+    _ts("started_at"),
+    _ts("updated_at"),
+)
+
+videos = sa.Table(
+    "videos",
+    metadata,
+    sa.Column("collection", sa.Text, primary_key=True),
+    sa.Column("video_id", sa.Text, primary_key=True),
+    sa.Column("source", sa.Text, nullable=False),
+    sa.Column("content_sha256", sa.Text, nullable=False),
+    sa.Column("source_uri", sa.Text, nullable=False),
+    sa.Column("manifest", pg.JSONB, nullable=False),
+    sa.Column("state", sa.Text, nullable=False),
+    sa.Column("last_run_id", sa.Text, nullable=True),
+    _ts("created_at"),
+    _ts("updated_at"),
+)
+
+segments = sa.Table(
+    "segments",
+    metadata,
+    sa.Column("collection", sa.Text, primary_key=True),
+    sa.Column("video_id", sa.Text, primary_key=True),
+    sa.Column("segment_index", sa.Integer, primary_key=True),
+    sa.Column("start_s", sa.Float, nullable=False),
+    sa.Column("end_s", sa.Float, nullable=False),
+    sa.Column("uri", sa.Text, nullable=False),
+    sa.Column("state", sa.Text, nullable=False),
+    sa.Column("error", sa.Text, nullable=True),
+    sa.Column("frame_count", sa.Integer, nullable=True),
+    sa.Column("object_count", sa.Integer, nullable=True),
+    sa.Column("bundle_uri", sa.Text, nullable=True),
+    _ts("updated_at"),
+    sa.ForeignKeyConstraint(
+        ["collection", "video_id"], ["videos.collection", "videos.video_id"], ondelete="CASCADE"
+    ),
+)
+
+frames = sa.Table(
+    "frames",
+    metadata,
+    sa.Column("collection", sa.Text, primary_key=True),
+    sa.Column("video_id", sa.Text, primary_key=True),
+    sa.Column("segment_index", sa.Integer, primary_key=True),
+    sa.Column("frame_index", sa.Integer, primary_key=True),
+    sa.Column("pts_s", sa.Float, nullable=False),
+    sa.Column("bundle_uri", sa.Text, nullable=False),
+    sa.Column("member", sa.Text, nullable=False),
+    sa.Column("width", sa.Integer, nullable=False),
+    sa.Column("height", sa.Integer, nullable=False),
+    sa.ForeignKeyConstraint(
+        ["collection", "video_id", "segment_index"],
+        ["segments.collection", "segments.video_id", "segments.segment_index"],
+        ondelete="CASCADE",
+    ),
+)
+
+objects = sa.Table(
+    "objects",
+    metadata,
+    sa.Column("collection", sa.Text, primary_key=True),
+    sa.Column("object_id", pg.UUID(as_uuid=False), primary_key=True),
+    sa.Column("video_id", sa.Text, nullable=False),
+    sa.Column("segment_index", sa.Integer, nullable=False),
+    sa.Column("frame_index", sa.Integer, nullable=False),
+    sa.Column("pts_s", sa.Float, nullable=False),
+    sa.Column("x0", sa.Float, nullable=False),
+    sa.Column("y0", sa.Float, nullable=False),
+    sa.Column("x1", sa.Float, nullable=False),
+    sa.Column("y1", sa.Float, nullable=False),
+    sa.Column("label", sa.Text, nullable=False),
+    sa.Column("label_id", sa.Integer, nullable=False),
+    sa.Column("score", sa.Float, nullable=False),
+    sa.Column("detector_model", sa.Text, nullable=False),
+    sa.Column("embedder_model", sa.Text, nullable=False),
+    sa.ForeignKeyConstraint(
+        ["collection", "video_id", "segment_index", "frame_index"],
+        ["frames.collection", "frames.video_id", "frames.segment_index", "frames.frame_index"],
+        ondelete="CASCADE",
+    ),
+    sa.Index("ix_objects_segment", "collection", "video_id", "segment_index"),
+)
+
+MIGRATIONS_DIR = Path(__file__).with_name("migrations")
+_MIGRATION_LOCK = 0x76696473  # "vids": advisory lock id serialising concurrent migrations
+
+
+def sqlalchemy_url(url: str) -> str:
+    """Normalise `postgres://` / `postgresql://` URLs to the psycopg2 driver SQLAlchemy needs."""
+    if url.startswith("postgres://"):
+        url = "postgresql://" + url[len("postgres://") :]
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg2://" + url[len("postgresql://") :]
+    return url
+
+
+@functools.lru_cache(maxsize=8)
+def engine_for(url: str) -> sa.Engine:
+    """One pooled engine per URL per process."""
+    return sa.create_engine(sqlalchemy_url(url), pool_pre_ping=True, future=True)
+
+
+def migrate(engine: sa.Engine) -> None:
+    """Bring the schema to the newest Alembic revision; safe when several processes race."""
+    from alembic import command
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    with _transient_db_errors(), engine.begin() as conn:
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _MIGRATION_LOCK})
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "head")
+
+
+class _transient_db_errors:
+    """Turn connection-level database failures into TransientError (worth a retry)."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
+        if isinstance(exc, (sa.exc.OperationalError, sa.exc.InterfaceError)) and getattr(
+            exc, "connection_invalidated", True
+        ):
+            raise TransientError(f"catalog database unavailable: {exc.orig}") from exc
+        return False
+
+
+def _upsert(table: sa.Table, rows: Sequence[dict[str, Any]], keys: Iterable[str]) -> Any:
+    stmt = pg.insert(table).values(list(rows))
+    key_set = set(keys)
+    update = {c.name: stmt.excluded[c.name] for c in table.columns if c.name not in key_set}
+    update.pop("created_at", None)
+    return stmt.on_conflict_do_update(index_elements=list(key_set), set_=update)
+
+
+class Catalog:
+    """Reads and writes the catalog. Every method is one transaction."""
+
+    def __init__(self, engine: sa.Engine):
+        self.engine = engine
+
+    @classmethod
+    def from_url(cls, url: str) -> "Catalog":
+        return cls(engine_for(url))
+
+    # -- runs ------------------------------------------------------------------------------
+    def start_run(self, run_id: str, dag_id: str, collection: str, source: str, params: dict) -> None:
+        row = dict(
+            run_id=run_id,
+            dag_id=dag_id,
+            collection=collection,
+            source=source,
+            state=RunState.RUNNING.value,
+            error=None,
+            params=params,
+            started_at=_now(),
+            updated_at=_now(),
+        )
+        with _transient_db_errors(), self.engine.begin() as conn:
+            stmt = pg.insert(ingest_runs).values(row)
+            # A retried or cleared run keeps its start time but is running again.
+            stmt = stmt.on_conflict_do_update(
+                index_elements=["run_id"],
+                set_={"state": stmt.excluded.state, "error": None, "updated_at": _now()},
+            )
+            conn.execute(stmt)
+
+    def end_run(
+        self,
+        run_id: str,
+        state: RunState,
+        *,
+        error: Optional[str] = None,
+        video_id: Optional[str] = None,
+        summary: Optional[dict] = None,
+    ) -> None:
+        values: dict[str, Any] = {"state": state.value, "error": error, "updated_at": _now()}
+        if video_id is not None:
+            values["video_id"] = video_id
+        if summary is not None:
+            values["summary"] = summary
+        with _transient_db_errors(), self.engine.begin() as conn:
+            conn.execute(sa.update(ingest_runs).where(ingest_runs.c.run_id == run_id).values(values))
+
+    def get_run(self, run_id: str) -> Optional[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(ingest_runs).where(ingest_runs.c.run_id == run_id)).first()
+        return dict(row._mapping) if row else None
+
+    # -- collections -----------------------------------------------------------------------
+    def register_collection(
+        self, name: str, embedder_model: str, embedding_dim: int, weaviate_collection: str
+    ) -> None:
+        """Pin a collection to one embedding space; a different embedder later is an input error."""
+        with _transient_db_errors(), self.engine.begin() as conn:
+            conn.execute(
+                pg.insert(collections)
+                .values(
+                    name=name,
+                    embedder_model=embedder_model,
+                    embedding_dim=embedding_dim,
+                    weaviate_collection=weaviate_collection,
+                )
+                .on_conflict_do_nothing(index_elements=["name"])
+            )
+            row = conn.execute(sa.select(collections).where(collections.c.name == name)).one()
+        if row.embedder_model != embedder_model or row.embedding_dim != embedding_dim:
+            raise InputError(
+                f"collection {name!r} holds embeddings of {row.embedder_model!r} "
+                f"({row.embedding_dim}-d); cannot add {embedder_model!r} ({embedding_dim}-d): "
+                "use another collection"
+            )
+
+    def get_collection(self, name: str) -> Optional[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(collections).where(collections.c.name == name)).first()
+        return dict(row._mapping) if row else None
+
+    # -- videos and segments ---------------------------------------------------------------
+    def upsert_video(
+        self, collection: str, manifest: VideoManifest, source_uri: str, run_id: str
+    ) -> None:
+        row = dict(
+            collection=collection,
+            video_id=manifest.video_id,
+            source=manifest.source,
+            content_sha256=manifest.content_sha256,
+            source_uri=source_uri,
+            manifest=manifest.model_dump(mode="json"),
+            state="ingesting",
+            last_run_id=run_id,
+            created_at=_now(),
+            updated_at=_now(),
+        )
+        with _transient_db_errors(), self.engine.begin() as conn:
+            conn.execute(_upsert(videos, [row], ["collection", "video_id"]))
+
+    def set_video_state(self, collection: str, video_id: str, state: str) -> None:
+        with _transient_db_errors(), self.engine.begin() as conn:
+            conn.execute(
+                sa.update(videos)
+                .where(videos.c.collection == collection, videos.c.video_id == video_id)
+                .values(state=state, updated_at=_now())
+            )
+
+    def upsert_segments(self, collection: str, segs: Sequence[Segment]) -> None:
+        """Record the plan. A segment already done keeps its state (re-runs skip no work, but
+        a crash between split and index never leaves a done segment marked pending)."""
+        if not segs:
+            return
+        rows = [
+            dict(
+                collection=collection,
+                video_id=s.video_id,
+                segment_index=s.index,
+                start_s=s.start_s,
+                end_s=s.end_s,
+                uri=s.uri,
+                state=SegmentState.PENDING.value,
+                error=None,
+                updated_at=_now(),
+            )
+            for s in segs
+        ]
+        stmt = pg.insert(segments).values(rows)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["collection", "video_id", "segment_index"],
+            set_={
+                "start_s": stmt.excluded.start_s,
+                "end_s": stmt.excluded.end_s,
+                "uri": stmt.excluded.uri,
+                "updated_at": stmt.excluded.updated_at,
+            },
+        )
+        with _transient_db_errors(), self.engine.begin() as conn:
+            conn.execute(stmt)
+            # Segments beyond the new plan (e.g. a shorter time limit this time) are not part of the
+            # video any more: dropping them cascades to their frames and objects.
+            conn.execute(
+                sa.delete(segments).where(
+                    segments.c.collection == collection,
+                    segments.c.video_id == segs[0].video_id,
+                    segments.c.segment_index >= len(segs),
+                )
+            )
+
+    def set_segment_state(
+        self,
+        collection: str,
+        video_id: str,
+        segment_index: int,
+        state: SegmentState,
+        error: Optional[str] = None,
+    ) -> None:
+        with _transient_db_errors(), self.engine.begin() as conn:
+            conn.execute(
+                sa.update(segments)
+                .where(
+                    segments.c.collection == collection,
+                    segments.c.video_id == video_id,
+                    segments.c.segment_index == segment_index,
+                )
+                .values(state=state.value, error=error, updated_at=_now())
+            )
+
+    def write_segment_index(
+        self,
+        collection: str,
+        bundle: FrameBundle,
+        objs: Sequence[DetectedObject],
+        detector_model: str,
+        embedder_model: str,
+    ) -> None:
+        """Replace one segment's frames and objects and mark it done, in one transaction.
+
+        Rows with the same keys are updated in place; rows of an earlier run that this run did not
+        produce are removed, so the segment ends up exactly as this run saw it.
+        """
+        key = dict(collection=collection, video_id=bundle.video_id, segment_index=bundle.segment_index)
+        frame_rows = [
+            dict(
+                **key,
+                frame_index=f.index,
+                pts_s=f.pts_s,
+                bundle_uri=bundle.uri,
+                member=f.member,
+                width=bundle.width,
+                height=bundle.height,
+            )
+            for f in bundle.frames
+        ]
+        object_rows = [
+            dict(
+                collection=collection,
+                object_id=o.object_id,
+                video_id=o.video_id,
+                segment_index=o.segment_index,
+                frame_index=o.frame_index,
+                pts_s=o.pts_s,
+                x0=o.box.x0,
+                y0=o.box.y0,
+                x1=o.box.x1,
+                y1=o.box.y1,
+                label=o.label,
+                label_id=o.label_id,
+                score=o.score,
+                detector_model=detector_model,
+                embedder_model=embedder_model,
+            )
+            for o in objs
+        ]
+        seg_filter = (
+            (objects.c.collection == collection)
+            & (objects.c.video_id == bundle.video_id)
+            & (objects.c.segment_index == bundle.segment_index)
+        )
+        with _transient_db_errors(), self.engine.begin() as conn:
+            conn.execute(
+                sa.delete(objects).where(
+                    seg_filter, objects.c.object_id.notin_([o.object_id for o in objs])
+                )
+            )
+            conn.execute(
+                sa.delete(frames).where(
+                    frames.c.collection == collection,
+                    frames.c.video_id == bundle.video_id,
+                    frames.c.segment_index == bundle.segment_index,
+                    frames.c.frame_index >= len(bundle.frames),
+                )
+            )
+            if frame_rows:
+                conn.execute(
+                    _upsert(frames, frame_rows, ["collection", "video_id", "segment_index", "frame_index"])
+                )
+            for start in range(0, len(object_rows), 5000):
+                conn.execute(_upsert(objects, object_rows[start : start + 5000], ["collection", "object_id"]))
+            conn.execute(
+                sa.update(segments)
+                .where(
+                    segments.c.collection == collection,
+                    segments.c.video_id == bundle.video_id,
+                    segments.c.segment_index == bundle.segment_index,
+                )
+                .values(
+                    state=SegmentState.DONE.value,
+                    error=None,
+                    frame_count=len(frame_rows),
+                    object_count=len(object_rows),
+                    bundle_uri=bundle.uri,
+                    updated_at=_now(),
+                )
+            )
+
+    # -- reads -----------------------------------------------------------------------------
+    def segment_states(self, collection: str, video_id: str) -> dict[int, dict[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(segments)
+                .where(segments.c.collection == collection, segments.c.video_id == video_id)
+                .order_by(segments.c.segment_index)
+            ).all()
+        return {r.segment_index: dict(r._mapping) for r in rows}
+
+    def counts(self, collection: str, video_id: str) -> dict[str, int]:
+        """Rows per table for one video."""
+        with self.engine.connect() as conn:
+
+            def count(table: sa.Table) -> int:
+                return conn.execute(
+                    sa.select(sa.func.count())
+                    .select_from(table)
+                    .where(table.c.collection == collection, table.c.video_id == video_id)
+                ).scalar_one()
+
+            return {"segments": count(segments), "frames": count(frames), "objects": count(objects)}
+
+    def object_counts_by_segment(self, collection: str, video_id: str) -> dict[int, int]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(objects.c.segment_index, sa.func.count())
+                .where(objects.c.collection == collection, objects.c.video_id == video_id)
+                .group_by(objects.c.segment_index)
+            ).all()
+        return {int(i): int(n) for i, n in rows}
+
+    def object_ids(self, collection: str, video_id: str) -> set[str]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(objects.c.object_id).where(
+                    objects.c.collection == collection, objects.c.video_id == video_id
+                )
+            ).all()
+        return {str(r[0]) for r in rows}
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, default=str, sort_keys=True)

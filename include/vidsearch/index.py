@@ -1,0 +1,228 @@
+"""The vector index: detected objects in Weaviate (weaviate-client v4).
+
+One Weaviate collection per catalog collection (`VideoObjects_<name>`), because each catalog collection
+is pinned to one embedding space (vectors of different models must never be compared). Vectors are
+self-provided (our embedder computes them); the distance is cosine. Object ids are the deterministic
+uuid5 of `records.object_id`, and batch import overwrites an existing id, so re-runs never duplicate.
+Batch errors are checked and raised; transient server errors are retried with backoff here and,
+after that, surface as `TransientError` for the orchestrator's retries.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any, Callable, Iterable, Optional, Sequence, TypeVar
+
+import numpy as np
+import tenacity
+import weaviate
+from weaviate.classes.config import Configure, DataType, Property, VectorDistances
+from weaviate.classes.data import DataObject
+from weaviate.classes.query import Filter
+from weaviate.exceptions import (
+    UnexpectedStatusCodeError,
+    WeaviateBaseError,
+    WeaviateConnectionError,
+    WeaviateQueryError,
+)
+
+from .errors import InputError, TransientError
+from .records import DetectedObject
+
+log = logging.getLogger(__name__)
+
+COLLECTION_NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+BATCH_SIZE = 500
+T = TypeVar("T")
+
+PROPERTIES = [
+    Property(name="collection", data_type=DataType.TEXT, skip_vectorization=True),
+    Property(name="video_id", data_type=DataType.TEXT, skip_vectorization=True),
+    Property(name="segment_index", data_type=DataType.INT),
+    Property(name="frame_index", data_type=DataType.INT),
+    Property(name="pts_s", data_type=DataType.NUMBER),
+    Property(name="box", data_type=DataType.NUMBER_ARRAY),
+    Property(name="label", data_type=DataType.TEXT, skip_vectorization=True),
+    Property(name="score", data_type=DataType.NUMBER),
+]
+
+
+def validate_collection_name(collection: str) -> str:
+    if not COLLECTION_NAME_RE.match(collection):
+        raise InputError(
+            f"invalid collection name {collection!r}: use 1-63 lowercase letters, digits or '_', "
+            "starting with a letter"
+        )
+    return collection
+
+
+def weaviate_collection_name(collection: str) -> str:
+    """`demo` -> `VideoObjects_demo` (Weaviate class names must start upper-case)."""
+    return f"VideoObjects_{validate_collection_name(collection)}"
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Server-side 5xx, 429, timeouts and connection failures are worth retrying."""
+    if isinstance(exc, UnexpectedStatusCodeError):
+        return exc.status_code >= 500 or exc.status_code == 429
+    if isinstance(exc, _BatchError):
+        return exc.transient
+    return isinstance(exc, (WeaviateConnectionError, WeaviateQueryError, ConnectionError, TimeoutError))
+
+
+def _retrying(fn: Callable[[], T], what: str, attempts: int = 4) -> T:
+    """Run `fn`, retrying transient failures with exponential backoff; then raise TransientError."""
+    try:
+        for attempt in tenacity.Retrying(
+            retry=tenacity.retry_if_exception(is_transient),
+            wait=tenacity.wait_exponential(multiplier=0.5, max=8),
+            stop=tenacity.stop_after_attempt(attempts),
+            reraise=True,
+        ):
+            with attempt:
+                return fn()
+    except WeaviateBaseError as exc:
+        if is_transient(exc):
+            raise TransientError(f"weaviate unavailable while {what}: {exc}") from exc
+        raise
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def segment_filter(video_id: str, segment_index: Optional[int] = None) -> Any:
+    f = Filter.by_property("video_id").equal(video_id)
+    if segment_index is not None:
+        f = f & Filter.by_property("segment_index").equal(segment_index)
+    return f
+
+
+class ObjectIndex:
+    """Detected objects of every catalog collection, on one Weaviate client."""
+
+    def __init__(self, client: weaviate.WeaviateClient):
+        self.client = client
+
+    def ensure_collection(self, collection: str) -> str:
+        """Create the Weaviate collection if needed; returns its name. Safe under concurrency."""
+        name = weaviate_collection_name(collection)
+
+        def create() -> None:
+            if self.client.collections.exists(name):
+                return
+            try:
+                self.client.collections.create(
+                    name,
+                    properties=PROPERTIES,
+                    vector_config=Configure.Vectors.self_provided(
+                        vector_index_config=Configure.VectorIndex.hnsw(
+                            distance_metric=VectorDistances.COSINE
+                        )
+                    ),
+                )
+            except UnexpectedStatusCodeError as exc:
+                # Another task created it between exists() and create(): that is fine.
+                if not (exc.status_code == 422 and self.client.collections.exists(name)):
+                    raise
+
+        _retrying(create, f"creating collection {name}")
+        return name
+
+    def _coll(self, collection: str) -> Any:
+        return self.client.collections.use(weaviate_collection_name(collection))
+
+    def upsert_segment(
+        self,
+        collection: str,
+        video_id: str,
+        segment_index: int,
+        objects: Sequence[DetectedObject],
+        vectors: np.ndarray,
+    ) -> int:
+        """Make Weaviate hold exactly `objects` for this segment (upsert, then drop stale ids)."""
+        if len(objects) != len(vectors):
+            raise ValueError(f"{len(objects)} objects but {len(vectors)} vectors")
+        coll = self._coll(collection)
+        for start in range(0, len(objects), BATCH_SIZE):
+            chunk = [
+                DataObject(
+                    uuid=o.object_id,
+                    properties={
+                        "collection": collection,
+                        "video_id": o.video_id,
+                        "segment_index": o.segment_index,
+                        "frame_index": o.frame_index,
+                        "pts_s": o.pts_s,
+                        "box": [o.box.x0, o.box.y0, o.box.x1, o.box.y1],
+                        "label": o.label,
+                        "score": o.score,
+                    },
+                    vector=vectors[start + i].astype(float).tolist(),
+                )
+                for i, o in enumerate(objects[start : start + BATCH_SIZE])
+            ]
+
+            def insert(chunk: list[DataObject] = chunk) -> None:
+                result = coll.data.insert_many(chunk)
+                if result.errors:
+                    first = next(iter(result.errors.values()))
+                    message = getattr(first, "message", str(first))
+                    # A server-side failure of part of the batch is transient; a rejected object
+                    # (wrong dimension, bad property) is not, and must never be dropped silently.
+                    raise _BatchError(len(result.errors), len(chunk), message)
+
+            _retrying(insert, f"importing objects of {video_id}/{segment_index}")
+
+        keep = {o.object_id for o in objects}
+        stale = [u for u in self.ids(collection, video_id, segment_index) if u not in keep]
+        for start in range(0, len(stale), BATCH_SIZE):
+            ids = stale[start : start + BATCH_SIZE]
+            _retrying(
+                lambda ids=ids: coll.data.delete_many(where=Filter.by_id().contains_any(ids)),
+                f"deleting stale objects of {video_id}/{segment_index}",
+            )
+        return len(objects)
+
+    def ids(self, collection: str, video_id: str, segment_index: Optional[int] = None) -> list[str]:
+        """Every object id stored for a video (or one of its segments)."""
+        coll = self._coll(collection)
+
+        def fetch() -> list[str]:
+            return [str(o.uuid) for o in _fetch_all(coll, segment_filter(video_id, segment_index))]
+
+        return _retrying(fetch, f"listing objects of {video_id}")
+
+    def count(self, collection: str, video_id: str, segment_index: Optional[int] = None) -> int:
+        coll = self._coll(collection)
+        return _retrying(
+            lambda: coll.aggregate.over_all(
+                filters=segment_filter(video_id, segment_index), total_count=True
+            ).total_count
+            or 0,
+            f"counting objects of {video_id}",
+        )
+
+
+class _BatchError(WeaviateBaseError):
+    def __init__(self, failed: int, total: int, message: str):
+        super().__init__(f"{failed} of {total} objects failed to import; first error: {message}")
+        self.transient = any(
+            s in message.lower() for s in ("timeout", "unavailable", "connection", "too many", "503")
+        )
+
+
+def _fetch_all(coll: Any, filters: Any, page: int = 1000) -> Iterable[Any]:
+    """Page through every object matching `filters` (ids only).
+
+    Weaviate's cursor (`after`) cannot be combined with filters, so this pages by offset; the
+    server caps offset+limit at QUERY_MAXIMUM_RESULTS (10,000 by default), which bounds one
+    segment's objects, the unit this is called for.
+    """
+    offset = 0
+    while True:
+        res = coll.query.fetch_objects(
+            filters=filters, limit=page, offset=offset, return_properties=[], include_vector=False
+        )
+        yield from res.objects
+        if len(res.objects) < page:
+            return
+        offset += page

@@ -1,0 +1,423 @@
+"""Model resolution: turn a model id into a local folder that `from_pretrained` loads without the network.
+
+Two modes:
+
+* Real mode: `model` is a local folder (used as is, after checking it holds a model) or a Hugging Face
+  hub id. A hub id is looked up in the local HF cache first (`HF_HOME`), then downloaded when the hub is
+  reachable. When the weights cannot be had, `ModelUnavailableError` says so in one line, quickly: with
+  `HF_HUB_OFFLINE=1` nothing touches the network, and otherwise one short-timeout metadata call decides.
+* Tiny mode (`VIDSEARCH_TINY_MODELS=1`, tests and offline demos): small random models are built from
+  fixed configs with a fixed seed, saved once into `cache_dir/tiny-<kind>-<hash>` and returned, so they
+  load through exactly the same `from_pretrained` path as real models. They detect and embed nonsense,
+  but every shape, dtype and code path is the real one.
+
+Nothing here imports torch or transformers at module import time: the worker's `--help` and the
+Airflow scheduler stay fast.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Any, Literal
+
+from .errors import ModelUnavailableError
+
+logger = logging.getLogger(__name__)
+
+ModelKind = Literal["detector", "embedder"]
+
+TINY_ENV = "VIDSEARCH_TINY_MODELS"
+CACHE_ENV = "VIDSEARCH_MODEL_CACHE"
+# Short: a metadata call that does not answer in this time means "no hub here", not "wait longer".
+HUB_METADATA_TIMEOUT_S = 10.0
+
+# Bump when the tiny recipes change in a way the config hash cannot see (tokenizer, processor code).
+_TINY_RECIPE_VERSION = 1
+_TINY_SEED = 1234
+TINY_DETECTOR_LABELS: tuple[str, ...] = ("person", "car", "bicycle", "dog", "cat", "truck")
+
+_CONFIG_FILE = "config.json"
+_PROCESSOR_FILE = "preprocessor_config.json"
+_WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
+# What a hub snapshot needs for our loaders: configs, tokenizer files, one weight format.
+_HUB_COMMON_PATTERNS = ["*.json", "*.txt", "*.model"]
+
+_HOW_TO_PROVIDE = (
+    "download it where the hub is reachable and save_pretrained() the model and its processor into a "
+    "folder and pass that folder, or pre-populate the Hugging Face cache (HF_HOME), or set "
+    f"{TINY_ENV}=1 to use tiny random models (tests and offline demos only)"
+)
+
+
+def is_tiny_mode() -> bool:
+    """True when env `VIDSEARCH_TINY_MODELS` is 1/true/yes (case-insensitive)."""
+    return os.environ.get(TINY_ENV, "").strip().lower() in ("1", "true", "yes")
+
+
+def default_cache_dir() -> Path:
+    """Where tiny models are built: env `VIDSEARCH_MODEL_CACHE`, else `~/.cache/vidsearch/models`."""
+    configured = os.environ.get(CACHE_ENV, "").strip()
+    return Path(configured).expanduser() if configured else Path.home() / ".cache" / "vidsearch" / "models"
+
+
+def resolve_model(model: str, kind: ModelKind, *, tiny: bool, cache_dir: Path) -> str:
+    """A local folder holding a loadable model (config, weights, processor) for `model`.
+
+    Real mode: a local folder is returned (resolved) when it holds a model; a hub id is returned as the
+    folder of its cached or freshly downloaded snapshot. Tiny mode ignores `model` and returns the folder
+    of the tiny model of `kind`, building it under `cache_dir` the first time.
+
+    Raises ModelUnavailableError (one line, naming the model and how to provide it) when the weights
+    cannot be had: offline and not cached, unknown id, gated repo, or a folder that is not a model.
+    """
+    if kind not in ("detector", "embedder"):
+        raise ValueError(f"unknown model kind {kind!r}")
+    if tiny:
+        return str(ensure_tiny_model(kind, Path(cache_dir)))
+    model = model.strip()
+    if not model:
+        raise ModelUnavailableError(f"no {kind} model given; {_HOW_TO_PROVIDE}")
+    path = Path(model).expanduser()
+    if path.is_dir():
+        _check_model_folder(path, model, kind)
+        return str(path.resolve())
+    if _looks_like_path(model):
+        raise ModelUnavailableError(f"{kind} model folder {model!r} does not exist; {_HOW_TO_PROVIDE}")
+    return _resolve_hub_model(model, kind)
+
+
+# --------------------------------------------------------------------------------------------- real
+
+
+def _looks_like_path(model: str) -> bool:
+    # Hub ids are `name` or `org/name`; anything with more parts or a path prefix was meant as a folder.
+    return model.startswith(("/", ".", "~")) or model.count("/") > 1 or os.sep != "/" and os.sep in model
+
+
+def _offline() -> bool:
+    # Read the environment on every call: huggingface_hub freezes HF_HUB_OFFLINE at import time.
+    return any(
+        os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+        for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    )
+
+
+def _check_model_folder(path: Path, model: str, kind: ModelKind) -> None:
+    """Raise ModelUnavailableError unless `path` holds a config, weights and an image processor for `kind`."""
+    config_file = path / _CONFIG_FILE
+    if not config_file.is_file():
+        raise ModelUnavailableError(
+            f"{kind} model {model!r} is not a model folder (no {_CONFIG_FILE}); {_HOW_TO_PROVIDE}"
+        )
+    if not any((path / name).is_file() for name in _WEIGHT_FILES):
+        raise ModelUnavailableError(
+            f"{kind} model {model!r} has no weights (expected one of {', '.join(_WEIGHT_FILES)}); "
+            f"{_HOW_TO_PROVIDE}"
+        )
+    if not (path / _PROCESSOR_FILE).is_file():
+        raise ModelUnavailableError(
+            f"{kind} model {model!r} has no image processor ({_PROCESSOR_FILE}): save the processor "
+            "with save_pretrained() into the same folder"
+        )
+    try:
+        config = json.loads(config_file.read_text())
+    except (OSError, ValueError) as exc:
+        raise ModelUnavailableError(f"{kind} model {model!r} has an unreadable {_CONFIG_FILE}: {exc}") from exc
+    model_type = config.get("model_type") if isinstance(config, dict) else None
+    if not model_type:
+        raise ModelUnavailableError(f"{kind} model {model!r}: {_CONFIG_FILE} names no model_type")
+    if kind == "detector":
+        from transformers.models.auto.modeling_auto import MODEL_FOR_OBJECT_DETECTION_MAPPING_NAMES
+
+        if model_type not in MODEL_FOR_OBJECT_DETECTION_MAPPING_NAMES:
+            raise ModelUnavailableError(
+                f"detector model {model!r} is a {model_type!r} model, not an object detector "
+                f"(supported: {', '.join(sorted(MODEL_FOR_OBJECT_DETECTION_MAPPING_NAMES))})"
+            )
+
+
+def _resolve_hub_model(model: str, kind: ModelKind) -> str:
+    from huggingface_hub import HfApi, snapshot_download
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        HFValidationError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+    )
+
+    # 1. The local cache, never the network: the common case in a pod with a pre-populated HF_HOME.
+    try:
+        folder = Path(snapshot_download(model, local_files_only=True))
+    except HFValidationError as exc:
+        raise ModelUnavailableError(f"{kind} model {model!r} is neither a folder nor a valid hub id") from exc
+    except (LocalEntryNotFoundError, OSError, ValueError):
+        folder = None
+    if folder is not None:
+        try:
+            _check_model_folder(folder, model, kind)
+            return str(folder)
+        except ModelUnavailableError as exc:
+            if _offline():
+                raise
+            # An incomplete cache entry (e.g. only config.json fetched earlier): try a real download.
+            logger.info("cached snapshot of %s is incomplete (%s); downloading", model, exc)
+
+    if _offline():
+        raise ModelUnavailableError(
+            f"{kind} model {model!r} is not in the Hugging Face cache and HF_HUB_OFFLINE is set; "
+            f"{_HOW_TO_PROVIDE}"
+        )
+
+    # 2. One short metadata call: it tells "unknown id" from "no network" without download retries.
+    try:
+        info = HfApi().model_info(model, timeout=HUB_METADATA_TIMEOUT_S)
+    except GatedRepoError as exc:
+        raise ModelUnavailableError(
+            f"{kind} model {model!r} is gated on the hub: accept its terms and set HF_TOKEN, or {_HOW_TO_PROVIDE}"
+        ) from exc
+    except RepositoryNotFoundError as exc:
+        raise ModelUnavailableError(f"{kind} model {model!r} does not exist on the hub; {_HOW_TO_PROVIDE}") from exc
+    except Exception as exc:  # noqa: BLE001 - connection refused, DNS, timeout, proxy: all "no hub here"
+        raise ModelUnavailableError(
+            f"{kind} model {model!r} cannot be fetched, the hub is unreachable "
+            f"({type(exc).__name__}); {_HOW_TO_PROVIDE}"
+        ) from exc
+
+    files = [sibling.rfilename for sibling in (info.siblings or [])]
+    # One weight format only: repos often carry safetensors, PyTorch, TF and Flax copies of the weights.
+    if any(name.endswith(".safetensors") for name in files):
+        patterns = [*_HUB_COMMON_PATTERNS, "*.safetensors"]
+    else:
+        patterns = [*_HUB_COMMON_PATTERNS, "pytorch_model*.bin"]
+    try:
+        folder = Path(snapshot_download(model, allow_patterns=patterns, etag_timeout=HUB_METADATA_TIMEOUT_S))
+    except Exception as exc:  # noqa: BLE001 - any failure to fetch means the weights cannot be had
+        raise ModelUnavailableError(
+            f"{kind} model {model!r} could not be downloaded ({type(exc).__name__}: {_one_line(exc)}); "
+            f"{_HOW_TO_PROVIDE}"
+        ) from exc
+    _check_model_folder(folder, model, kind)
+    return str(folder)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+# --------------------------------------------------------------------------------------------- tiny
+
+
+def tiny_detector_spec() -> dict[str, Any]:
+    """The tiny DETR recipe: the config kwargs and the image processor kwargs (JSON-able, hashed)."""
+    id2label = dict(enumerate(TINY_DETECTOR_LABELS))
+    return {
+        "model": {
+            "backbone_config": {
+                # A transformers ResNet (not timm): no timm weights, no network, a few thousand parameters.
+                "model_type": "resnet",
+                "num_channels": 3,
+                "embedding_size": 8,
+                "hidden_sizes": [8, 16, 16, 32],
+                "depths": [1, 1, 1, 1],
+                "layer_type": "basic",
+                "out_features": ["stage4"],
+            },
+            "num_queries": 8,
+            "d_model": 32,
+            "encoder_layers": 1,
+            "decoder_layers": 1,
+            "encoder_attention_heads": 2,
+            "decoder_attention_heads": 2,
+            "encoder_ffn_dim": 64,
+            "decoder_ffn_dim": 64,
+            "id2label": {str(k): v for k, v in id2label.items()},
+            "label2id": {v: k for k, v in id2label.items()},
+        },
+        "processor": {"size": {"shortest_edge": 64, "longest_edge": 96}},
+    }
+
+
+def tiny_embedder_spec() -> dict[str, Any]:
+    """The tiny CLIP recipe: vision/text tower configs and the image processor kwargs (hashed)."""
+    vocab, merges = _tiny_bpe_vocab()
+    return {
+        "model": {
+            "projection_dim": 32,
+            "vision_config": {
+                "image_size": 32,
+                "patch_size": 8,
+                "hidden_size": 32,
+                "intermediate_size": 64,
+                "num_hidden_layers": 2,
+                "num_attention_heads": 2,
+            },
+            "text_config": {
+                "vocab_size": len(vocab),
+                "hidden_size": 32,
+                "intermediate_size": 64,
+                "num_hidden_layers": 2,
+                "num_attention_heads": 2,
+                "max_position_embeddings": 32,
+                "bos_token_id": vocab["<|startoftext|>"],
+                "eos_token_id": vocab["<|endoftext|>"],
+                "pad_token_id": vocab["<|endoftext|>"],
+            },
+        },
+        "processor": {
+            "size": {"shortest_edge": 32},
+            "crop_size": {"height": 32, "width": 32},
+        },
+        "tokenizer": {"vocab_size": len(vocab), "merges": [" ".join(m) for m in merges]},
+    }
+
+
+def tiny_model_dir(kind: ModelKind, cache_dir: Path) -> Path:
+    """The folder the tiny model of `kind` lives in: `cache_dir/tiny-<kind>-<hash of recipe>`."""
+    return Path(cache_dir) / f"tiny-{kind}-{_tiny_hash(kind)}"
+
+
+def ensure_tiny_model(kind: ModelKind, cache_dir: Path) -> Path:
+    """Build the tiny model of `kind` once (atomically; concurrent builders are safe) and return its folder."""
+    target = tiny_model_dir(kind, cache_dir)
+    if (target / _CONFIG_FILE).is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Build next to the target (same filesystem) so the final rename is atomic: readers see either no
+    # folder or a complete one, never a half-written model.
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=f".{uuid.uuid4().hex[:8]}", dir=target.parent))
+    try:
+        if kind == "detector":
+            _build_tiny_detector(staging)
+        else:
+            _build_tiny_embedder(staging)
+        try:
+            os.rename(staging, target)
+            logger.info("built tiny %s model in %s", kind, target)
+        except OSError:
+            # Another process won the race (the target exists and is non-empty): use its copy.
+            if not (target / _CONFIG_FILE).is_file():
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def _tiny_hash(kind: ModelKind) -> str:
+    import transformers
+
+    spec = tiny_detector_spec() if kind == "detector" else tiny_embedder_spec()
+    # The transformers major.minor is part of the key: a saved tiny model is rebuilt, not reinterpreted,
+    # after an upgrade that changes how configs or weights are laid out.
+    version = ".".join(transformers.__version__.split(".")[:2])
+    blob = json.dumps(
+        {"recipe": _TINY_RECIPE_VERSION, "seed": _TINY_SEED, "transformers": version, "spec": spec},
+        sort_keys=True,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def _seeded() -> None:
+    import torch
+
+    torch.manual_seed(_TINY_SEED)
+
+
+def _build_tiny_detector(folder: Path) -> None:
+    import torch
+    from transformers import DetrConfig, DetrForObjectDetection, DetrImageProcessor, ResNetConfig
+
+    spec = tiny_detector_spec()
+    model_kwargs = dict(spec["model"])
+    backbone_kwargs = dict(model_kwargs.pop("backbone_config"))
+    backbone_kwargs.pop("model_type")
+    config = DetrConfig(
+        backbone_config=ResNetConfig(**backbone_kwargs),
+        **{**model_kwargs, "id2label": {int(k): v for k, v in model_kwargs["id2label"].items()}},
+    )
+    _seeded()
+    model = DetrForObjectDetection(config).eval()
+    with torch.no_grad():
+        # Random init gives near-uniform class scores; a wider spread of logits makes scores vary across
+        # queries, so thresholds in tests actually filter something.
+        model.class_labels_classifier.weight.mul_(20.0)
+    model.save_pretrained(folder)
+    DetrImageProcessor(**spec["processor"]).save_pretrained(folder)
+
+
+def _build_tiny_embedder(folder: Path) -> None:
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPTokenizer
+
+    spec = tiny_embedder_spec()
+    config = CLIPConfig(**spec["model"])
+    _seeded()
+    model = CLIPModel(config).eval()
+    model.save_pretrained(folder)
+    CLIPImageProcessor(**spec["processor"]).save_pretrained(folder)
+
+    # The tokenizer comes from a self-made byte-level BPE vocabulary written to files the way a real CLIP
+    # repo ships them (vocab.json + merges.txt, kept in the folder); save_pretrained adds tokenizer.json.
+    vocab, merges = _tiny_bpe_vocab()
+    vocab_file = folder / "vocab.json"
+    merges_file = folder / "merges.txt"
+    vocab_file.write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
+    merges_file.write_text("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges), encoding="utf-8")
+    tokenizer = CLIPTokenizer(
+        vocab=json.loads(vocab_file.read_text(encoding="utf-8")),
+        merges=[
+            tuple(line.split(" ")) for line in merges_file.read_text(encoding="utf-8").splitlines()[1:] if line
+        ],
+        model_max_length=spec["model"]["text_config"]["max_position_embeddings"],
+    )
+    tokenizer.save_pretrained(folder)
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    """GPT-2/CLIP's reversible byte -> printable character table used by byte-level BPE."""
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
+    printable += list(range(ord("®"), ord("ÿ") + 1))
+    chars = printable[:]
+    extra = 0
+    for byte in range(256):
+        if byte not in printable:
+            printable.append(byte)
+            chars.append(256 + extra)
+            extra += 1
+    return dict(zip(printable, (chr(c) for c in chars)))
+
+
+# A few words the tiny tokenizer merges into single tokens (the rest falls back to bytes): enough for
+# text-search tests to exercise merges without shipping a real vocabulary.
+_TINY_WORDS = ("person", "car", "dog", "cat", "red", "the", "a")
+
+
+def _tiny_bpe_vocab() -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """A CLIP-style byte-level vocab (every byte, with and without `</w>`) plus merges for `_TINY_WORDS`."""
+    symbols = list(_bytes_to_unicode().values())
+    vocab_tokens = symbols + [s + "</w>" for s in symbols]
+    merges: list[tuple[str, str]] = []
+    for word in _TINY_WORDS:
+        # Merge left to right: ((p e) r) ... the last symbol carries the end-of-word suffix.
+        parts = list(word[:-1]) + [word[-1] + "</w>"]
+        while len(parts) > 1:
+            pair = (parts[0], parts[1])
+            merged = pair[0] + pair[1]
+            if pair not in merges:
+                merges.append(pair)
+            if merged not in vocab_tokens:
+                vocab_tokens.append(merged)
+            parts = [merged, *parts[2:]]
+    vocab_tokens += ["<|startoftext|>", "<|endoftext|>"]
+    return {token: index for index, token in enumerate(vocab_tokens)}, merges

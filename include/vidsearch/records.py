@@ -1,0 +1,139 @@
+"""Typed records passed between stages.
+
+Small records travel between tasks as JSON (`model_dump(mode="json")` / `model_validate`); large data
+(segment files, frame bundles, embeddings) lives in object storage and records carry only its URI.
+All timestamps are seconds relative to the start of the video (the first presentation timestamp of its
+video stream is 0).
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Optional
+
+from pydantic import BaseModel, ConfigDict, Field
+
+# Namespace for deterministic object ids. Never change it: ids in Weaviate and Postgres depend on it.
+OBJECT_NAMESPACE = uuid.UUID("6f1c1c52-7d2e-4c55-9a55-0d6a2f3e9b10")
+
+
+class Record(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class VideoManifest(Record):
+    """What ffprobe says about one video, normalised."""
+
+    video_id: str = Field(description="First 32 hex digits of the content's SHA-256.")
+    source: str = Field(description="The source as the user gave it (path, URL or s3:// URI).")
+    content_sha256: str
+    size_bytes: int
+    container: str
+    duration_s: float = Field(gt=0)
+    video_codec: str
+    width: int = Field(gt=0, description="Display width, after rotation.")
+    height: int = Field(gt=0, description="Display height, after rotation.")
+    coded_width: int
+    coded_height: int
+    rotation: int = Field(description="Clockwise display rotation in degrees: 0, 90, 180 or 270.")
+    frame_rate: float = Field(gt=0, description="Average frame rate (frames / duration).")
+    nominal_frame_rate: float = Field(description="r_frame_rate: the stream's base rate.")
+    variable_frame_rate: bool
+    frame_count: Optional[int] = None
+    start_time_s: float = Field(description="PTS of the first video frame in the container's timeline.")
+    has_audio: bool
+    audio_codec: Optional[str] = None
+
+
+class Segment(Record):
+    """A contiguous time range of one video, stored as its own file."""
+
+    video_id: str
+    index: int = Field(ge=0)
+    start_s: float = Field(ge=0)
+    end_s: float
+    uri: str = Field(description="Object-storage URI of the segment file.")
+
+    @property
+    def name(self) -> str:
+        return f"seg{self.index:04d}"
+
+    @property
+    def label(self) -> str:
+        """Human name for logs and the Airflow grid, e.g. `seg0003 [00:30.000-00:40.000]`."""
+        return f"{self.name} [{format_ts(self.start_s)}-{format_ts(self.end_s)}]"
+
+
+class FrameRef(Record):
+    """One sampled frame inside a bundle."""
+
+    index: int = Field(ge=0, description="Position in the bundle.")
+    pts_s: float = Field(ge=0, description="Exact presentation time relative to the video start.")
+    member: str = Field(description="File name of the encoded frame inside the bundle.")
+
+
+class FrameBundle(Record):
+    """All sampled frames of one segment: one object in storage, never one per frame."""
+
+    video_id: str
+    segment_index: int
+    uri: str
+    width: int
+    height: int
+    sample_fps: float
+    frames: list[FrameRef]
+
+
+class Box(Record):
+    """Pixel box in display coordinates: x0 <= x1, y0 <= y1."""
+
+    x0: float
+    y0: float
+    x1: float
+    y1: float
+
+    @property
+    def area(self) -> float:
+        return max(0.0, self.x1 - self.x0) * max(0.0, self.y1 - self.y0)
+
+
+class DetectedObject(Record):
+    """One detection; its embedding is stored next to it, row for row."""
+
+    object_id: str
+    video_id: str
+    segment_index: int
+    frame_index: int
+    pts_s: float
+    box: Box
+    label: str
+    label_id: int
+    score: float = Field(ge=0, le=1)
+
+
+class DetectEmbedResult(Record):
+    """What the detect+embed worker writes (besides the embedding matrix)."""
+
+    video_id: str
+    segment_index: int
+    detector_model: str
+    embedder_model: str
+    embedding_dim: int
+    device: str
+    frame_count: int
+    objects: list[DetectedObject]
+    timings_s: dict[str, float] = Field(default_factory=dict)
+
+
+def object_id(video_id: str, segment_index: int, pts_s: float, box: Box) -> str:
+    """Deterministic id: the same detection in a re-run gets the same id (an overwrite, not a copy)."""
+    name = (
+        f"{video_id}/{segment_index}/{pts_s:.6f}/"
+        f"{box.x0:.2f},{box.y0:.2f},{box.x1:.2f},{box.y1:.2f}"
+    )
+    return str(uuid.uuid5(OBJECT_NAMESPACE, name))
+
+
+def format_ts(seconds: float) -> str:
+    minutes, rest = divmod(max(seconds, 0.0), 60.0)
+    return f"{int(minutes):02d}:{rest:06.3f}"
