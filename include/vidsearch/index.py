@@ -25,6 +25,7 @@ from weaviate.exceptions import (
     WeaviateBaseError,
     WeaviateConnectionError,
     WeaviateQueryError,
+    WeaviateStartUpError,
 )
 
 from .errors import InputError, TransientError
@@ -68,7 +69,10 @@ def is_transient(exc: BaseException) -> bool:
         return exc.status_code >= 500 or exc.status_code == 429
     if isinstance(exc, _BatchError):
         return exc.transient
-    return isinstance(exc, (WeaviateConnectionError, WeaviateQueryError, ConnectionError, TimeoutError))
+    return isinstance(
+        exc,
+        (WeaviateConnectionError, WeaviateStartUpError, WeaviateQueryError, ConnectionError, TimeoutError),
+    )
 
 
 def _retrying(fn: Callable[[], T], what: str, attempts: int = 4) -> T:
@@ -97,10 +101,21 @@ def segment_filter(video_id: str, segment_index: Optional[int] = None) -> Any:
 
 
 class ObjectIndex:
-    """Detected objects of every catalog collection, on one Weaviate client."""
+    """Detected objects of every catalog collection, on one Weaviate client.
 
-    def __init__(self, client: weaviate.WeaviateClient):
-        self.client = client
+    Takes a connected client, or a function returning one: then the connection is made on first
+    use, with the same retries and error typing as every other call.
+    """
+
+    def __init__(self, client: weaviate.WeaviateClient | Callable[[], weaviate.WeaviateClient]):
+        self._client = client if isinstance(client, weaviate.WeaviateClient) else None
+        self._connect = None if self._client is not None else client
+
+    @property
+    def client(self) -> weaviate.WeaviateClient:
+        if self._client is None:
+            self._client = _retrying(self._connect, "connecting")
+        return self._client
 
     def ensure_collection(self, collection: str) -> str:
         """Create the Weaviate collection if needed; returns its name. Safe under concurrency."""

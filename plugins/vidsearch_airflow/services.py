@@ -51,7 +51,7 @@ def catalog() -> cat.Catalog:
 def object_index() -> ObjectIndex:
     from airflow.providers.weaviate.hooks.weaviate import WeaviateHook
 
-    return ObjectIndex(WeaviateHook(conn_id=WEAVIATE_CONN_ID).get_conn())
+    return ObjectIndex(lambda: WeaviateHook(conn_id=WEAVIATE_CONN_ID).get_conn())
 
 
 def services() -> Services:

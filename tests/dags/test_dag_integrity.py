@@ -1,0 +1,94 @@
+"""The test trio every DAG must pass, plus trigger-form validation of `video_ingest`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+DAGS = Path(__file__).resolve().parents[2] / "dags"
+
+
+@pytest.fixture(scope="module")
+def dagbag():
+    from airflow.dag_processing.dagbag import DagBag
+
+    return DagBag(dag_folder=str(DAGS))
+
+
+def test_no_import_errors(dagbag):
+    assert dagbag.import_errors == {}
+    assert "video_ingest" in dagbag.dags
+
+
+def test_every_dag_has_tags(dagbag):
+    for dag_id, dag in dagbag.dags.items():
+        assert dag.tags, f"{dag_id} has no tags"
+
+
+def test_every_task_retries_with_backoff(dagbag):
+    for dag_id, dag in dagbag.dags.items():
+        for task in dag.tasks:
+            assert task.retries >= 2, f"{dag_id}.{task.task_id} retries={task.retries}"
+            assert task.retry_exponential_backoff, f"{dag_id}.{task.task_id} has no backoff"
+            assert task.retry_policy is not None, f"{dag_id}.{task.task_id} retries permanent errors"
+
+
+def test_segment_tasks_are_named_after_their_segment(dagbag):
+    dag = dagbag.dags["video_ingest"]
+    for task_id in ("segment.extract_frames", "segment.detect_embed", "segment.index"):
+        assert dag.get_task(task_id).map_index_template == "{{ segment_label }}"
+
+
+def test_params_have_titles_and_descriptions(dagbag):
+    params = dagbag.dags["video_ingest"].params
+    for name in params:
+        param = params.get_param(name)
+        assert param.schema.get("title") and param.description, name
+
+
+def _validate(dagbag, **values):
+    import copy
+
+    params = copy.deepcopy(dagbag.dags["video_ingest"].params)
+    for key, value in values.items():
+        params[key] = value
+    return params.validate()
+
+
+def test_params_accept_good_values(dagbag):
+    resolved = _validate(
+        dagbag,
+        source="/videos/a.mp4",
+        collection="retail_cams",
+        segment_seconds=2.5,
+        sample_fps=0.5,
+        time_limit_seconds=30,
+        score_threshold=0.9,
+    )
+    assert resolved["segment_seconds"] == 2.5
+    assert resolved["detector_model"] == "facebook/detr-resnet-50"
+    assert resolved["embedder_model"] == "openai/clip-vit-base-patch32"
+    assert resolved["time_limit_seconds"] == 30
+    assert _validate(dagbag, source="s3://bucket/v.mp4")["time_limit_seconds"] is None
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {},  # source is required
+        {"source": ""},
+        {"source": "a.mp4", "collection": "Has Spaces"},
+        {"source": "a.mp4", "segment_seconds": 0},
+        {"source": "a.mp4", "segment_seconds": "ten"},
+        {"source": "a.mp4", "sample_fps": -1},
+        {"source": "a.mp4", "time_limit_seconds": 0},
+        {"source": "a.mp4", "score_threshold": 1.5},
+        {"source": "a.mp4", "detector_model": ""},
+    ],
+)
+def test_params_reject_bad_values(dagbag, bad):
+    from airflow.sdk.exceptions import ParamValidationError
+
+    with pytest.raises(ParamValidationError):
+        _validate(dagbag, **bad)

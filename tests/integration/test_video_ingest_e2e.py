@@ -1,0 +1,195 @@
+"""`video_ingest` end to end with `dag.test()` against the real Postgres and Weaviate.
+
+The video is generated: moving shapes, an audio track, a non-integer frame rate (30000/1001).
+Models are tiny random ones built from configs and loaded through `from_pretrained`.
+"""
+
+from __future__ import annotations
+
+import http.server
+import os
+import socket
+import threading
+from functools import partial
+from pathlib import Path
+
+import pytest
+
+from vidsearch import storage, synth
+
+pytestmark = pytest.mark.integration
+
+DAGS = Path(__file__).resolve().parents[2] / "dags"
+
+
+@pytest.fixture(scope="module")
+def dag(airflow_db):
+    from airflow.dag_processing.dagbag import DagBag
+
+    return DagBag(dag_folder=str(DAGS)).dags["video_ingest"]
+
+
+@pytest.fixture(scope="module")
+def video(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("videos") / "shapes.mp4"
+    synth.make_video(path, duration_s=9.0, width=320, height=180, fps="30000/1001", audio=True)
+    return path
+
+
+def _conf(source: str, **extra) -> dict:
+    conf = {
+        "source": source,
+        "collection": "e2e",
+        "segment_seconds": 3,
+        "sample_fps": 2,
+        "score_threshold": 0.0,  # tiny random models: keep every non-degenerate box
+        "detector_model": "facebook/detr-resnet-50",
+        "embedder_model": "openai/clip-vit-base-patch32",
+    }
+    conf.update(extra)
+    return conf
+
+
+def _states(dagrun) -> dict[tuple[str, int], tuple[str, int]]:
+    return {(ti.task_id, ti.map_index): (ti.state, ti.try_number) for ti in dagrun.get_task_instances()}
+
+
+def _everything_under(root: str) -> set[str]:
+    return set(storage.list_prefix(root))
+
+
+def _store_counts(catalog, weaviate_client, collection: str) -> tuple[int, int]:
+    import sqlalchemy as sa
+
+    from vidsearch.catalog import objects
+
+    with catalog.engine.connect() as conn:
+        pg = conn.execute(
+            sa.select(sa.func.count()).select_from(objects).where(objects.c.collection == collection)
+        ).scalar_one()
+    name = f"VideoObjects_{collection}"
+    if not weaviate_client.collections.exists(name):
+        return pg, 0
+    wv = weaviate_client.collections.use(name).aggregate.over_all(total_count=True).total_count
+    return pg, wv
+
+
+def test_ingest_end_to_end_then_rerun_changes_nothing(dag, video, catalog, weaviate_client):
+    from vidsearch.probe import probe_video
+
+    manifest = probe_video(video, str(video))
+    dagrun = dag.test(run_conf=_conf(str(video)))
+    states = _states(dagrun)
+    assert dagrun.state == "success", states
+
+    segments = catalog.segment_states("e2e", manifest.video_id)
+    n_segments = len(segments)
+    assert n_segments == 3
+    assert {s["state"] for s in segments.values()} == {"done"}
+    # One mapped task instance per segment, each named after its segment and time range.
+    mapped = sorted(ti for ti in dagrun.get_task_instances() if ti.task_id == "segment.index")
+    assert len(mapped) == n_segments
+    assert [ti.rendered_map_index for ti in sorted(mapped, key=lambda t: t.map_index)][0].startswith("seg0000 [00:00.000-")
+
+    counts = catalog.counts("e2e", manifest.video_id)
+    # 9 s at 2 frames/s, sampled on a global grid: 18 frames (boundary rounding may cost one).
+    assert 17 <= counts["frames"] <= 18
+    assert counts["frames"] == sum(s["frame_count"] for s in segments.values())
+    assert counts["objects"] > 0
+    assert counts["objects"] == sum(s["object_count"] for s in segments.values())
+
+    pg_ids = catalog.object_ids("e2e", manifest.video_id)
+    from vidsearch.index import ObjectIndex
+
+    index = ObjectIndex(weaviate_client)
+    wv_ids = set()
+    for seg in segments:
+        wv_ids |= set(index.ids("e2e", manifest.video_id, seg))
+    assert pg_ids == wv_ids and len(pg_ids) == counts["objects"]
+
+    run = catalog.get_run(dagrun.run_id)
+    assert run["state"] == "success" and run["video_id"] == manifest.video_id
+    assert run["summary"]["objects"] == counts["objects"]
+
+    # The same video again: same ids, same counts, in both stores.
+    before = _store_counts(catalog, weaviate_client, "e2e")
+    again = dag.test(run_conf=_conf(str(video)))
+    assert again.state == "success", _states(again)
+    assert catalog.counts("e2e", manifest.video_id) == counts
+    assert catalog.object_ids("e2e", manifest.video_id) == pg_ids
+    assert _store_counts(catalog, weaviate_client, "e2e") == before
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):  # keep test output readable
+        pass
+
+
+@pytest.fixture(scope="module")
+def http_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("www")
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), partial(_QuietHandler, directory=str(root)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield root, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _bad_sources(tmp: Path, video: Path, http_root) -> dict[str, tuple[str, str]]:
+    """name -> (source, a phrase the one-line reason must contain)."""
+    www, base = http_root
+    text = tmp / "notes.txt"
+    text.write_text("this is not a video\n" * 50)
+    empty = tmp / "empty.mp4"
+    empty.write_bytes(b"")
+    audio = tmp / "audio.m4a"
+    synth.make_audio_only(audio)
+    truncated = tmp / "truncated.mp4"
+    synth.make_truncated(video, truncated)
+    corrupt = tmp / "corrupt.mp4"
+    data = bytearray(video.read_bytes())
+    for i in range(4096, len(data), 97):  # overwrite the stream with noise, keep the size
+        data[i] = (data[i] * 31 + 7) % 256
+    corrupt.write_bytes(bytes(data[:64]) + os.urandom(len(data) - 64))
+    return {
+        "missing": (str(tmp / "does-not-exist.mp4"), "not found"),
+        "text": (str(text), "video"),
+        "zero_byte": (str(empty), "empty"),
+        "audio_only": (str(audio), "no video stream"),
+        "truncated": (str(truncated), ""),
+        "corrupt": (str(corrupt), ""),
+        "unreachable_url": (f"http://127.0.0.1:{_closed_port()}/v.mp4", "unreachable"),
+        "file_url": (f"file://{video}", "file://"),
+        "link_local_url": ("http://169.254.169.254/latest/video.mp4", "link-local"),
+    }
+
+
+BAD = ["missing", "text", "zero_byte", "audio_only", "truncated", "corrupt", "unreachable_url", "file_url", "link_local_url"]
+
+
+@pytest.mark.parametrize("name", BAD)
+def test_bad_input_fails_at_probe_without_retry_or_writes(
+    name, dag, video, http_root, tmp_path, catalog, weaviate_client, storage_root
+):
+    source, phrase = _bad_sources(tmp_path, video, http_root)[name]
+    files_before = _everything_under(storage_root)
+    stores_before = _store_counts(catalog, weaviate_client, "bad_inputs")
+
+    dagrun = dag.test(run_conf=_conf(source, collection="bad_inputs"))
+
+    states = _states(dagrun)
+    assert dagrun.state == "failed"
+    assert states[("probe", -1)] == ("failed", 1), states  # one try: permanent errors do not retry
+    assert all(state != "success" for (task, _), (state, _) in states.items() if task != "probe")
+    run = catalog.get_run(dagrun.run_id)
+    assert run["state"] == "failed"
+    assert run["error"] and "\n" not in run["error"]
+    assert phrase.lower() in run["error"].lower(), run["error"]
+    assert _everything_under(storage_root) == files_before
+    assert _store_counts(catalog, weaviate_client, "bad_inputs") == stores_before
