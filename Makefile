@@ -39,7 +39,6 @@ status: venv
 	$(PY) -m devstack status
 
 demo: install
-	VIDSEARCH_TINY_MODELS=$${VIDSEARCH_TINY_MODELS:-auto} $(PY) -m devstack up
 	$(PY) scripts/demo.py
 
 test: install

@@ -30,12 +30,14 @@ def pytest_configure(config: pytest.Config) -> None:
         return
     base = Path(tempfile.mkdtemp(prefix="vidsearch-tests-"))
     _state["base"] = base
+    # Airflow reads its configuration when first imported, so Postgres (seconds to start) runs from
+    # the beginning; Weaviate's ports are fixed now but it starts on first use.
     pg = start_postgres(base / "pg", free_port())
     _state["pg"] = pg
     pg.ensure_database("airflow")
     pg.ensure_database("vidsearch")
-    wv = start_weaviate(base / "weaviate", free_port(), free_port(), base / "weaviate.log")
-    _state["weaviate"] = wv
+    wv_http, wv_grpc = free_port(), free_port()
+    _state["weaviate_ports"] = (wv_http, wv_grpc)
 
     env = {
         "AIRFLOW_HOME": str(base / "airflow"),
@@ -50,7 +52,7 @@ def pytest_configure(config: pytest.Config) -> None:
         "AIRFLOW_CONN_WEAVIATE_DEFAULT": (
             '{"conn_type": "weaviate", "host": "127.0.0.1", "port": %d, '
             '"extra": {"grpc_host": "127.0.0.1", "grpc_port": %d, '
-            '"http_secure": false, "grpc_secure": false}}' % (wv.http_port, wv.grpc_port)
+            '"http_secure": false, "grpc_secure": false}}' % (wv_http, wv_grpc)
         ),
         "VIDSEARCH_STORAGE_ROOT": f"file://{base / 'objects'}",
         "VIDSEARCH_TINY_MODELS": "1",
@@ -94,6 +96,10 @@ def catalog(catalog_url):
 
 @pytest.fixture(scope="session")
 def weaviate_server():
+    if "weaviate" not in _state:
+        base = _state["base"]
+        http_port, grpc_port = _state["weaviate_ports"]
+        _state["weaviate"] = start_weaviate(base / "weaviate", http_port, grpc_port, base / "weaviate.log")
     return _state["weaviate"]
 
 

@@ -23,11 +23,14 @@ import logging
 import os
 import shutil
 import tempfile
-import uuid
+import threading
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from .errors import ModelUnavailableError
+from .errors import InputError, ModelUnavailableError
+
+if TYPE_CHECKING:
+    import torch
 
 logger = logging.getLogger(__name__)
 
@@ -41,10 +44,12 @@ HUB_METADATA_TIMEOUT_S = 10.0
 # Bump when the tiny recipes change in a way the config hash cannot see (tokenizer, processor code).
 _TINY_RECIPE_VERSION = 1
 _TINY_SEED = 1234
+_BUILD_LOCK = threading.Lock()
 TINY_DETECTOR_LABELS: tuple[str, ...] = ("person", "car", "bicycle", "dog", "cat", "truck")
 
 _CONFIG_FILE = "config.json"
-_PROCESSOR_FILE = "preprocessor_config.json"
+# An image processor is saved on its own (preprocessor_config.json) or inside a processor's config.
+_PROCESSOR_FILES = ("preprocessor_config.json", "processor_config.json")
 _WEIGHT_FILES = (
     "model.safetensors",
     "model.safetensors.index.json",
@@ -98,6 +103,60 @@ def resolve_model(model: str, kind: ModelKind, *, tiny: bool, cache_dir: Path) -
     return _resolve_hub_model(model, kind)
 
 
+def select_device(device: str) -> torch.device:
+    """`auto` -> the first CUDA GPU when there is one, else the CPU; `cpu`; `cuda` or `cuda:N`.
+
+    Raises InputError for an unknown name or when CUDA is asked for but not available (a pod scheduled
+    without a GPU is a configuration error: retrying on the same node cannot help).
+    """
+    import torch
+
+    name = device.strip().lower()
+    if name == "auto":
+        return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
+    if name == "cpu":
+        return torch.device("cpu")
+    if name == "cuda" or name.startswith("cuda:"):
+        if not torch.cuda.is_available():
+            raise InputError(f"device {device!r} requested but CUDA is not available")
+        try:
+            selected = torch.device(name)
+        except RuntimeError:
+            raise InputError(f"unknown device {device!r} (expected auto, cpu, cuda or cuda:N)") from None
+        index = selected.index if selected.index is not None else torch.cuda.current_device()
+        if index >= torch.cuda.device_count():
+            raise InputError(f"device {device!r} requested but only {torch.cuda.device_count()} GPU(s) exist")
+        return torch.device("cuda", index)
+    raise InputError(f"unknown device {device!r} (expected auto, cpu, cuda or cuda:N)")
+
+
+def select_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """The compute dtype: `float32`, `float16` or `bfloat16` (also `fp32`/`fp16`/`bf16`).
+
+    Half precision is only used on CUDA; on the CPU it falls back to float32 (slow and lossy there)
+    with a warning, so one argv works on GPU pods and CPU fallbacks alike.
+    """
+    import torch
+
+    aliases = {
+        "float32": torch.float32,
+        "fp32": torch.float32,
+        "float16": torch.float16,
+        "fp16": torch.float16,
+        "half": torch.float16,
+        "bfloat16": torch.bfloat16,
+        "bf16": torch.bfloat16,
+    }
+    try:
+        selected = aliases[dtype.strip().lower()]
+    except KeyError:
+        raise InputError(f"unknown dtype {dtype!r} (expected float32, float16 or bfloat16)") from None
+    if selected != torch.float32 and device.type != "cuda":
+        logger.warning("dtype %s is only used on CUDA; running in float32 on %s", dtype, device)
+        return torch.float32
+    return selected
+
+
 # --------------------------------------------------------------------------------------------- real
 
 
@@ -114,6 +173,17 @@ def _offline() -> bool:
     )
 
 
+def _hub_cache_dir() -> str:
+    """The HF hub cache as the environment says now (huggingface_hub freezes it at import time)."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return os.path.expanduser(os.environ["HF_HUB_CACHE"])
+    if os.environ.get("HF_HOME"):
+        return os.path.join(os.path.expanduser(os.environ["HF_HOME"]), "hub")
+    from huggingface_hub import constants
+
+    return constants.HF_HUB_CACHE
+
+
 def _check_model_folder(path: Path, model: str, kind: ModelKind) -> None:
     """Raise ModelUnavailableError unless `path` holds a config, weights and an image processor for `kind`."""
     config_file = path / _CONFIG_FILE
@@ -126,10 +196,10 @@ def _check_model_folder(path: Path, model: str, kind: ModelKind) -> None:
             f"{kind} model {model!r} has no weights (expected one of {', '.join(_WEIGHT_FILES)}); "
             f"{_HOW_TO_PROVIDE}"
         )
-    if not (path / _PROCESSOR_FILE).is_file():
+    if not any((path / name).is_file() for name in _PROCESSOR_FILES):
         raise ModelUnavailableError(
-            f"{kind} model {model!r} has no image processor ({_PROCESSOR_FILE}): save the processor "
-            "with save_pretrained() into the same folder"
+            f"{kind} model {model!r} has no image processor ({' or '.join(_PROCESSOR_FILES)}): save the "
+            "processor with save_pretrained() into the same folder"
         )
     try:
         config = json.loads(config_file.read_text())
@@ -159,7 +229,7 @@ def _resolve_hub_model(model: str, kind: ModelKind) -> str:
 
     # 1. The local cache, never the network: the common case in a pod with a pre-populated HF_HOME.
     try:
-        folder = Path(snapshot_download(model, local_files_only=True))
+        folder = Path(snapshot_download(model, local_files_only=True, cache_dir=_hub_cache_dir()))
     except HFValidationError as exc:
         raise ModelUnavailableError(f"{kind} model {model!r} is neither a folder nor a valid hub id") from exc
     except (LocalEntryNotFoundError, OSError, ValueError):
@@ -202,7 +272,11 @@ def _resolve_hub_model(model: str, kind: ModelKind) -> str:
     else:
         patterns = [*_HUB_COMMON_PATTERNS, "pytorch_model*.bin"]
     try:
-        folder = Path(snapshot_download(model, allow_patterns=patterns, etag_timeout=HUB_METADATA_TIMEOUT_S))
+        folder = Path(
+            snapshot_download(
+                model, allow_patterns=patterns, etag_timeout=HUB_METADATA_TIMEOUT_S, cache_dir=_hub_cache_dir()
+            )
+        )
     except Exception as exc:  # noqa: BLE001 - any failure to fetch means the weights cannot be had
         raise ModelUnavailableError(
             f"{kind} model {model!r} could not be downloaded ({type(exc).__name__}: {_one_line(exc)}); "
@@ -243,6 +317,10 @@ def tiny_detector_spec() -> dict[str, Any]:
             "decoder_attention_heads": 2,
             "encoder_ffn_dim": 64,
             "decoder_ffn_dim": 64,
+            # DETR's default init (std 0.02) makes every query of an untrained model identical (same box,
+            # same score). A wide init gives varied scores and boxes, some reaching past the frame edges
+            # or collapsing to zero area: exactly the cases thresholding and clipping must handle.
+            "init_std": 0.5,
             "id2label": {str(k): v for k, v in id2label.items()},
             "label2id": {v: k for k, v in id2label.items()},
         },
@@ -290,28 +368,37 @@ def tiny_model_dir(kind: ModelKind, cache_dir: Path) -> Path:
 
 
 def ensure_tiny_model(kind: ModelKind, cache_dir: Path) -> Path:
-    """Build the tiny model of `kind` once (atomically; concurrent builders are safe) and return its folder."""
+    """Build the tiny model of `kind` once and return its folder.
+
+    Safe under concurrency: threads of one process build one at a time (model init draws from torch's
+    global RNG, which concurrent builds would interleave), and processes race benignly: each builds in
+    its own staging folder and the first atomic rename wins.
+    """
     target = tiny_model_dir(kind, cache_dir)
     if (target / _CONFIG_FILE).is_file():
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # Build next to the target (same filesystem) so the final rename is atomic: readers see either no
-    # folder or a complete one, never a half-written model.
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=f".{uuid.uuid4().hex[:8]}", dir=target.parent))
-    try:
-        if kind == "detector":
-            _build_tiny_detector(staging)
-        else:
-            _build_tiny_embedder(staging)
+    with _BUILD_LOCK:
+        if (target / _CONFIG_FILE).is_file():
+            return target
+        target.parent.mkdir(parents=True, exist_ok=True)
+        # Build next to the target (same filesystem) so the final rename is atomic: readers see either
+        # no folder or a complete one, never a half-written model.
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
         try:
-            os.rename(staging, target)
-            logger.info("built tiny %s model in %s", kind, target)
-        except OSError:
-            # Another process won the race (the target exists and is non-empty): use its copy.
-            if not (target / _CONFIG_FILE).is_file():
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+            if kind == "detector":
+                _build_tiny_detector(staging)
+            else:
+                _build_tiny_embedder(staging)
+            try:
+                os.rename(staging, target)
+                logger.info("built tiny %s model in %s", kind, target)
+            except OSError:
+                # Another process won the race (the target exists and is not empty): use its copy,
+                # identical to ours since the build is deterministic.
+                if not (target / _CONFIG_FILE).is_file():
+                    raise
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     return target
 
 
@@ -336,7 +423,6 @@ def _seeded() -> None:
 
 
 def _build_tiny_detector(folder: Path) -> None:
-    import torch
     from transformers import DetrConfig, DetrForObjectDetection, DetrImageProcessor, ResNetConfig
 
     spec = tiny_detector_spec()
@@ -349,10 +435,6 @@ def _build_tiny_detector(folder: Path) -> None:
     )
     _seeded()
     model = DetrForObjectDetection(config).eval()
-    with torch.no_grad():
-        # Random init gives near-uniform class scores; a wider spread of logits makes scores vary across
-        # queries, so thresholds in tests actually filter something.
-        model.class_labels_classifier.weight.mul_(20.0)
     model.save_pretrained(folder)
     DetrImageProcessor(**spec["processor"]).save_pretrained(folder)
 

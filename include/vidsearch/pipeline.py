@@ -159,6 +159,7 @@ def worker_argv(svc: Services, params: IngestParams, bundle: FrameBundle) -> lis
         batch_size=params.batch_size,
         device=params.device,
         tiny=svc.tiny_models,
+        model_cache=svc.model_cache,
     )
 
 

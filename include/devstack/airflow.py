@@ -1,0 +1,324 @@
+"""Airflow 3 for the dev stack: its configuration (as env), its processes, its health.
+
+Airflow is never imported here: every component runs as ``<this python> -m airflow <command>`` in its
+own session, detached from the caller, with a pid file in ``data/run`` and its output in
+``data/logs/airflow-<component>.log``. All configuration goes through environment variables built by
+`env_for_stack`, which also carries the project's own settings (connections, storage root, models),
+so the demo script and a user's shell can talk to the same stack.
+
+State kept under ``data/airflow`` (``AIRFLOW_HOME``), generated once:
+
+* ``simple_auth_manager_passwords.json``  the admin user's random password (SimpleAuthManager format)
+* ``devstack-secrets.json``               fernet key, JWT secret and API secret key, shared by all
+  components (they must agree, or the api-server rejects the scheduler's task tokens)
+"""
+
+from __future__ import annotations
+
+import base64
+import importlib.util
+import json
+import os
+import secrets
+import shlex
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from . import (
+    DevstackError,
+    StackConfig,
+    cache_dir,
+    live_pid,
+    log_tail,
+    stop_process,
+    write_pid_file,
+)
+
+# Start order; `down` stops them in reverse.
+COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
+# Keys of /api/v2/monitor/health that report on each heartbeat-based component.
+HEALTH_KEYS = {"scheduler": "scheduler", "dag-processor": "dag_processor", "triggerer": "triggerer"}
+ADMIN_USER = "admin"
+SIMPLE_AUTH_MANAGER = "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
+# Values passed through unchanged from the caller's environment when set.
+PASSTHROUGH = ("VIDSEARCH_TINY_MODELS", "HF_HUB_OFFLINE", "HF_HOME", "VIDSEARCH_FFMPEG", "VIDSEARCH_FFPROBE")
+
+
+# --------------------------------------------------------------------------------------------------
+# Generated-once state
+# --------------------------------------------------------------------------------------------------
+
+
+def _write_private_json(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.touch(mode=0o600)
+    tmp.write_text(json.dumps(data, indent=1) + "\n")
+    tmp.replace(path)
+
+
+def admin_password_file(cfg: StackConfig) -> Path:
+    """The SimpleAuthManager passwords file (``{"admin": "<password>"}``)."""
+    return cfg.airflow_home / "simple_auth_manager_passwords.json"
+
+
+def admin_password(cfg: StackConfig) -> str:
+    """The admin password, generated (random) and stored on first use; never hardcoded."""
+    path = admin_password_file(cfg)
+    passwords = json.loads(path.read_text() or "{}") if path.exists() else {}
+    if not passwords.get(ADMIN_USER):
+        passwords[ADMIN_USER] = secrets.token_urlsafe(12)
+        _write_private_json(path, passwords)
+    return passwords[ADMIN_USER]
+
+
+def _secrets(cfg: StackConfig) -> dict[str, str]:
+    """Fernet key, JWT secret and API secret key shared by all components, generated once."""
+    path = cfg.airflow_home / "devstack-secrets.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    values = {
+        "fernet_key": base64.urlsafe_b64encode(os.urandom(32)).decode(),
+        "jwt_secret": secrets.token_urlsafe(32),
+        "api_secret_key": secrets.token_urlsafe(32),
+    }
+    _write_private_json(path, values)
+    return values
+
+
+def _postgres_credentials(cfg: StackConfig) -> dict[str, str]:
+    from .postgres import _load_credentials
+
+    cfg.postgres_dir.mkdir(parents=True, exist_ok=True)
+    return _load_credentials(cfg.postgres_dir)
+
+
+# --------------------------------------------------------------------------------------------------
+# Environment
+# --------------------------------------------------------------------------------------------------
+
+
+def api_url(cfg: StackConfig) -> str:
+    return f"http://127.0.0.1:{cfg.airflow_port}"
+
+
+def env_for_stack(cfg: StackConfig | None = None) -> dict[str, str]:
+    """Everything a client needs to talk to the stack, as env vars (nothing from os.environ but the
+    pass-through values and PYTHONPATH).
+
+    Project settings: ``AIRFLOW_CONN_VIDSEARCH_POSTGRES`` (db ``vidsearch``),
+    ``AIRFLOW_CONN_WEAVIATE_DEFAULT`` (JSON form read by the Weaviate provider hook),
+    ``VIDSEARCH_STORAGE_ROOT`` (``file://<data>/objects``), ``VIDSEARCH_MODEL_CACHE``,
+    ``VIDSEARCH_DATABASE_URL``, ``VIDSEARCH_WEAVIATE_*``, ``AIRFLOW_API_URL``,
+    ``VIDSEARCH_AIRFLOW_USER`` / ``VIDSEARCH_AIRFLOW_PASSWORD_FILE``, ``PYTHONPATH``; plus the full
+    Airflow configuration (``AIRFLOW_HOME``, ``AIRFLOW__*``) so the ``airflow`` CLI works too.
+    Creates the generated-once credentials when they do not exist yet.
+    """
+    cfg = cfg or StackConfig.from_env()
+    pg = _postgres_credentials(cfg)
+    pg_base = f"{pg['user']}:{pg['password']}@127.0.0.1:{cfg.pg_port}"
+    sec = _secrets(cfg)
+    admin_password(cfg)
+    weaviate_conn = {
+        "conn_type": "weaviate",
+        "host": "127.0.0.1",
+        "port": cfg.weaviate_http_port,
+        "extra": {
+            "grpc_host": "127.0.0.1",
+            "grpc_port": cfg.weaviate_grpc_port,
+            "http_secure": False,
+            "grpc_secure": False,
+        },
+    }
+    python_path = [str(cfg.repo_root / "include"), str(cfg.repo_root / "plugins")]
+    for entry in os.environ.get("PYTHONPATH", "").split(os.pathsep):
+        entry = str(Path(entry).resolve()) if entry else ""
+        if entry and entry not in python_path:
+            python_path.append(entry)
+    env = {
+        # --- the project's own settings
+        "VIDSEARCH_DATA_DIR": str(cfg.data_dir),
+        "VIDSEARCH_STORAGE_ROOT": f"file://{cfg.objects_dir}",
+        "VIDSEARCH_MODEL_CACHE": os.environ.get("VIDSEARCH_MODEL_CACHE") or str(cache_dir() / "models"),
+        "VIDSEARCH_DATABASE_URL": f"postgresql://{pg_base}/vidsearch",
+        "VIDSEARCH_WEAVIATE_URL": f"http://127.0.0.1:{cfg.weaviate_http_port}",
+        "VIDSEARCH_WEAVIATE_HTTP_PORT": str(cfg.weaviate_http_port),
+        "VIDSEARCH_WEAVIATE_GRPC_PORT": str(cfg.weaviate_grpc_port),
+        "AIRFLOW_CONN_VIDSEARCH_POSTGRES": f"postgresql://{pg_base}/vidsearch",
+        "AIRFLOW_CONN_WEAVIATE_DEFAULT": json.dumps(weaviate_conn),
+        "AIRFLOW_API_URL": api_url(cfg),
+        "VIDSEARCH_AIRFLOW_USER": ADMIN_USER,
+        "VIDSEARCH_AIRFLOW_PASSWORD_FILE": str(admin_password_file(cfg)),
+        "PYTHONPATH": os.pathsep.join(python_path),
+        # --- Airflow configuration
+        "AIRFLOW_HOME": str(cfg.airflow_home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(cfg.repo_root / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(cfg.repo_root / "plugins"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+        "AIRFLOW__CORE__FERNET_KEY": sec["fernet_key"],
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{api_url(cfg)}/execution/",
+        "AIRFLOW__CORE__AUTH_MANAGER": SIMPLE_AUTH_MANAGER,
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN_USER}:admin",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(admin_password_file(cfg)),
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"postgresql+psycopg2://{pg_base}/airflow",
+        "AIRFLOW__API__HOST": "127.0.0.1",
+        "AIRFLOW__API__PORT": str(cfg.airflow_port),
+        "AIRFLOW__API__SECRET_KEY": sec["api_secret_key"],
+        "AIRFLOW__API_AUTH__JWT_SECRET": sec["jwt_secret"],
+        # New DAG files show up within 30 s instead of the default 5 min.
+        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
+    }
+    env.update({k: os.environ[k] for k in PASSTHROUGH if os.environ.get(k)})
+    return env
+
+
+def shell_exports(env: dict[str, str]) -> str:
+    """`env` as ``export KEY=value`` lines, quoted for POSIX shells."""
+    return "\n".join(f"export {k}={shlex.quote(v)}" for k, v in env.items())
+
+
+def process_env(cfg: StackConfig) -> dict[str, str]:
+    """The environment of the Airflow processes: the caller's env overlaid with `env_for_stack`."""
+    return {**os.environ, **env_for_stack(cfg)}
+
+
+# --------------------------------------------------------------------------------------------------
+# Processes
+# --------------------------------------------------------------------------------------------------
+
+
+def airflow_argv(*args: str) -> list[str]:
+    """``<this python> -m airflow <args>``; raises `DevstackError` if Airflow is not installed."""
+    if importlib.util.find_spec("airflow") is None:
+        raise DevstackError(f"apache-airflow is not installed for {sys.executable}")
+    return [sys.executable, "-m", "airflow", *args]
+
+
+def migrate_db(cfg: StackConfig, timeout: float = 900) -> float:
+    """Run ``airflow db migrate`` (idempotent) and return its duration; raises with the log tail."""
+    log_path = cfg.log_file("airflow-db-migrate")
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    with open(log_path, "ab") as log:
+        try:
+            result = subprocess.run(
+                airflow_argv("db", "migrate"),
+                env=process_env(cfg),
+                cwd=cfg.airflow_home,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                timeout=timeout,
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise DevstackError(f"'airflow db migrate' timed out after {timeout:.0f}s; log {log_path}") from exc
+    if result.returncode != 0:
+        raise DevstackError(
+            f"'airflow db migrate' failed (exit {result.returncode}); log {log_path}:\n{log_tail(log_path)}"
+        )
+    return time.monotonic() - started
+
+
+def component_pid(cfg: StackConfig, name: str) -> int | None:
+    """The pid of Airflow component `name` if it runs (a stale pid file is removed)."""
+    return live_pid(cfg.pid_file(f"airflow-{name}"))
+
+
+def start_component(cfg: StackConfig, name: str) -> int:
+    """Start Airflow component `name` detached (own session, pid file, log file); return its pid."""
+    args = [name]
+    if name == "api-server":
+        args += ["--host", "127.0.0.1", "--port", str(cfg.airflow_port)]
+    log_path = cfg.log_file(f"airflow-{name}")
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(
+            airflow_argv(*args),
+            env=process_env(cfg),
+            cwd=cfg.airflow_home,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    write_pid_file(cfg.pid_file(f"airflow-{name}"), proc.pid)
+    return proc.pid
+
+
+def stop_component(cfg: StackConfig, name: str, timeout: float = 60.0) -> bool:
+    """SIGTERM component `name` (and its process group), SIGKILL after `timeout` s.
+
+    Returns True when it was running. Tolerates a component that is already down.
+    """
+    pid = component_pid(cfg, name)
+    if pid is not None:
+        stop_process(pid, timeout=timeout)
+    cfg.pid_file(f"airflow-{name}").unlink(missing_ok=True)
+    return pid is not None
+
+
+# --------------------------------------------------------------------------------------------------
+# Health
+# --------------------------------------------------------------------------------------------------
+
+
+def health(cfg: StackConfig, timeout: float = 3.0) -> dict | None:
+    """The JSON of ``/api/v2/monitor/health``, or None when the api-server does not answer."""
+    try:
+        with urllib.request.urlopen(f"{api_url(cfg)}/api/v2/monitor/health", timeout=timeout) as resp:
+            return json.loads(resp.read())
+    except Exception:
+        return None
+
+
+def component_health(cfg: StackConfig, report: dict | None = None) -> dict[str, bool]:
+    """Per component: healthy or not (api-server: it answers; others: their heartbeat is fresh)."""
+    report = health(cfg) if report is None else report
+    result = {"api-server": report is not None}
+    for name, key in HEALTH_KEYS.items():
+        status = ((report or {}).get(key) or {}).get("status")
+        result[name] = status == "healthy"
+    return result
+
+
+def wait_healthy(cfg: StackConfig, timeout: float = 240.0) -> None:
+    """Block until every component is alive and reported healthy.
+
+    Raises `DevstackError` naming the failed component and its log as soon as one process exits, or
+    naming the still-unhealthy ones at `timeout`.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        for name in COMPONENTS:
+            if component_pid(cfg, name) is None:
+                log_path = cfg.log_file(f"airflow-{name}")
+                raise DevstackError(
+                    f"Airflow {name} exited while starting; log {log_path}:\n{log_tail(log_path)}"
+                )
+        status = component_health(cfg)
+        if all(status.values()):
+            return
+        if time.monotonic() >= deadline:
+            bad = [name for name, ok in status.items() if not ok]
+            details = "\n".join(f"  {name}: log {cfg.log_file(f'airflow-{name}')}" for name in bad)
+            raise DevstackError(
+                f"Airflow not healthy after {timeout:.0f}s: {', '.join(bad)} "
+                f"(health: {api_url(cfg)}/api/v2/monitor/health)\n{details}"
+            )
+        time.sleep(1.0)
+
+
+def all_running_and_healthy(cfg: StackConfig) -> bool:
+    """True when every component has a live process and the health endpoint reports all healthy."""
+    if any(component_pid(cfg, name) is None for name in COMPONENTS):
+        return False
+    return all(component_health(cfg).values())
+
+
+def running_pids(cfg: StackConfig) -> dict[str, int | None]:
+    return {name: component_pid(cfg, name) for name in COMPONENTS}

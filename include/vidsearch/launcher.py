@@ -1,0 +1,195 @@
+"""Launching the detect+embed worker and reading back what it wrote.
+
+`worker_argv` builds the exact command a Kubernetes pod runs; `run_local` runs the same command as a
+local subprocess and turns its exit code into the library's typed errors; `read_result` loads a
+finished worker's output (the indexer's input) and checks that its two files agree.
+"""
+
+from __future__ import annotations
+
+import collections
+import io
+import logging
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Mapping, Optional
+
+import numpy as np
+from pydantic import ValidationError
+
+from . import storage
+from .errors import PermanentError, QualityGateError, TransientError
+from .records import DetectEmbedResult
+from .worker import EMBEDDINGS_FILE, ERROR_MARKER, EXIT_PERMANENT, EXIT_TRANSIENT, RESULT_FILE
+
+logger = logging.getLogger(__name__)
+
+# The folder that holds the `vidsearch` package: the worker subprocess must import it.
+INCLUDE_DIR = Path(__file__).resolve().parents[1]
+_TAIL_LINES = 50
+
+
+def worker_argv(
+    frames_uri: str,
+    output_uri: str,
+    detector: str,
+    embedder: str,
+    score_threshold: float,
+    batch_size: int,
+    device: str,
+    tiny: bool,
+    *,
+    dtype: str = "float32",
+    model_cache: Optional[str] = None,
+) -> list[str]:
+    """The worker command line, starting `python -m vidsearch.worker`: exactly what a pod runs.
+
+    `model_cache` (tiny-model folder) is passed only when given; otherwise the worker uses
+    VIDSEARCH_MODEL_CACHE or its default.
+    """
+    argv = [
+        "python", "-m", "vidsearch.worker",
+        "--frames-uri", frames_uri,
+        "--output-uri", output_uri,
+        "--detector", detector,
+        "--embedder", embedder,
+        "--score-threshold", repr(float(score_threshold)),
+        "--batch-size", str(int(batch_size)),
+        "--device", device,
+        "--dtype", dtype,
+    ]  # fmt: skip
+    # Explicit either way: the pod's command must not depend on an environment variable it may not have.
+    argv.append("--tiny-models" if tiny else "--no-tiny-models")
+    if model_cache:
+        argv += ["--model-cache", str(model_cache)]
+    return argv
+
+
+def _output_uri(argv: list[str]) -> str:
+    for i, arg in enumerate(argv):
+        if arg == "--output-uri" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--output-uri="):
+            return arg.split("=", 1)[1]
+    raise ValueError("worker argv has no --output-uri")
+
+
+def _failure_reason(tail: collections.deque[str]) -> str:
+    """The worker's one-line reason (its marked last line), else the last non-empty line it printed."""
+    for line in reversed(tail):
+        if line.startswith(ERROR_MARKER):
+            reason = line[len(ERROR_MARKER) :].strip()
+            for kind in ("permanent:", "transient:", "failed:"):
+                if reason.startswith(kind):
+                    return reason[len(kind) :].strip()
+            return reason
+    for line in reversed(tail):
+        if line.strip():
+            return line.strip()
+    return "no output"
+
+
+def run_local(
+    argv: list[str], env: Optional[Mapping[str, str]] = None, timeout_s: Optional[float] = None
+) -> DetectEmbedResult:
+    """Run the worker argv as a local subprocess and return the DetectEmbedResult it wrote.
+
+    A leading "python" is replaced by this interpreter; `env` adds to (and overrides) this process's
+    environment, and the include/ folder is put first on PYTHONPATH. The worker's output lines are
+    logged as they come. Raises PermanentError (exit 3, with the worker's one-line reason),
+    TransientError (exit 75 or a timeout: retry) or RuntimeError (any other failure: retryable).
+    """
+    argv = list(argv)
+    if argv and argv[0] == "python":
+        argv[0] = sys.executable
+    output_uri = _output_uri(argv)
+    child_env = {**os.environ, **(env or {})}
+    child_env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(INCLUDE_DIR), child_env.get("PYTHONPATH", "")) if p
+    )
+    child_env.setdefault("PYTHONUNBUFFERED", "1")
+
+    logger.info("running worker: %s", " ".join(argv))
+    tail: collections.deque[str] = collections.deque(maxlen=_TAIL_LINES)
+    proc = subprocess.Popen(
+        argv,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,  # one ordered stream: progress, warnings, tracebacks, the reason line
+        stdin=subprocess.DEVNULL,
+        env=child_env,
+        text=True,
+        errors="replace",
+        bufsize=1,
+    )
+
+    def pump() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            line = line.rstrip("\n")
+            tail.append(line)
+            logger.info("[worker] %s", line)
+
+    reader = threading.Thread(target=pump, name="worker-output", daemon=True)
+    reader.start()
+    try:
+        returncode = proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        reader.join(timeout=5)
+        raise TransientError(f"detect+embed worker timed out after {timeout_s:g}s") from None
+    except BaseException:
+        # Interrupted (task killed, Ctrl-C): do not leave an orphan holding the GPU.
+        proc.kill()
+        proc.wait()
+        raise
+    reader.join(timeout=5)
+
+    if returncode == EXIT_PERMANENT:
+        raise PermanentError(_failure_reason(tail))
+    if returncode == EXIT_TRANSIENT:
+        raise TransientError(f"detect+embed worker: {_failure_reason(tail)}")
+    if returncode != 0:
+        how = f"was killed by signal {-returncode}" if returncode < 0 else f"exited with code {returncode}"
+        raise RuntimeError(f"detect+embed worker {how}: {_failure_reason(tail)}")
+    try:
+        result, _ = read_result(output_uri)
+    except FileNotFoundError as exc:
+        raise RuntimeError(f"detect+embed worker exited 0 but {exc} is missing") from exc
+    return result
+
+
+def read_result(output_uri: str) -> tuple[DetectEmbedResult, np.ndarray]:
+    """The worker output under `output_uri`: its result and float32 (N, D) embeddings, row i <-> objects[i].
+
+    Raises FileNotFoundError when the worker has not finished there (no result.json, or no
+    embeddings.npy), QualityGateError when the two files disagree (row count, dimension, dtype,
+    non-finite values).
+    """
+    result_uri = storage.join(output_uri, RESULT_FILE)
+    embeddings_uri = storage.join(output_uri, EMBEDDINGS_FILE)
+    try:
+        result = DetectEmbedResult.model_validate_json(storage.read_bytes(result_uri))
+    except FileNotFoundError:
+        raise FileNotFoundError(result_uri) from None
+    except ValidationError as exc:
+        raise QualityGateError(f"{result_uri} is not a valid DetectEmbedResult: {exc.error_count()} errors") from exc
+    try:
+        raw = storage.read_bytes(embeddings_uri)
+    except FileNotFoundError:
+        raise FileNotFoundError(embeddings_uri) from None
+    try:
+        embeddings = np.load(io.BytesIO(raw), allow_pickle=False)
+    except ValueError as exc:
+        raise QualityGateError(f"{embeddings_uri} is not a numpy array: {exc}") from exc
+    expected = (len(result.objects), result.embedding_dim)
+    if embeddings.dtype != np.float32 or embeddings.shape != expected:
+        raise QualityGateError(
+            f"{embeddings_uri} holds {embeddings.dtype} {embeddings.shape}, expected float32 {expected}"
+        )
+    if not np.isfinite(embeddings).all():
+        raise QualityGateError(f"{embeddings_uri} holds non-finite values")
+    return result, embeddings

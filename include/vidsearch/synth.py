@@ -1,0 +1,308 @@
+"""Synthetic videos for tests, the demo and the benchmark, made with ffmpeg's lavfi sources.
+
+Nothing is downloaded. `make_video` draws a few clearly visible, differently coloured boxes moving over
+a plain dark background (so a detector has something to find and frames differ from one another),
+encodes H.264 (libx264, yuv420p) plus an AAC sine tone into MP4. The other helpers make the awkward
+inputs the pipeline must handle: variable frame rate, rotation metadata, audio only, truncated files,
+zero-byte, text and random-byte files.
+
+Every maker returns the path it wrote and overwrites an existing file.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+from fractions import Fraction
+from pathlib import Path
+
+from . import ffmpeg as ff
+
+BACKGROUND = "0x1e2a38"
+
+# (colour, width and height as fractions of the frame, x and y expressions in t, W, H, w, h).
+# Different speeds and directions so the shapes cross each other now and then.
+_SHAPES: tuple[tuple[str, float, float, str, str], ...] = (
+    ("0xe53935", 0.14, 0.20, "(W-w)*(0.5+0.45*sin(0.9*t))", "H*0.10"),
+    ("0x43a047", 0.22, 0.12, "(W-w)*(0.5+0.45*sin(0.6*t+2))", "H*0.62"),
+    ("0xfdd835", 0.08, 0.30, "W*0.72", "(H-h)*(0.5+0.45*cos(1.3*t))"),
+    ("0x1e88e5", 0.12, 0.12, "(W-w)*(0.5+0.45*cos(0.7*t+1))", "(H-h)*(0.5+0.45*sin(1.1*t))"),
+    ("0xffffff", 0.05, 0.08, "(W-w)*(0.5+0.45*sin(2.1*t+4))", "(H-h)*(0.5+0.45*cos(0.5*t))"),
+)
+
+
+def _even(value: float) -> int:
+    """yuv420p needs even dimensions."""
+    return max(2, int(round(value / 2.0)) * 2)
+
+
+def _scene_graph(width: int, height: int, fps: str, duration_s: float) -> tuple[list[str], str]:
+    """lavfi inputs and a filter_complex producing `[v]`: moving boxes over a plain background."""
+    inputs = ["-f", "lavfi", "-i", f"color=c={BACKGROUND}:s={width}x{height}:r={fps}:d={duration_s}"]
+    chains = []
+    last = "0:v"
+    for i, (colour, fw, fh, x, y) in enumerate(_SHAPES, start=1):
+        inputs += ["-f", "lavfi", "-i", f"color=c={colour}:s={_even(width * fw)}x{_even(height * fh)}:r={fps}"]
+        out = "v" if i == len(_SHAPES) else f"s{i}"
+        # overlay evaluates x/y for every frame (eval=frame is its default); shortest=1 ends the
+        # output with the finite background.
+        chains.append(f"[{last}][{i}:v]overlay=x='{x}':y='{y}':shortest=1[{out}]")
+        last = out
+    return inputs, ";".join(chains)
+
+
+def _x264_args(gop_frames: int | None, crf: int, preset: str) -> list[str]:
+    args = ["-c:v", "libx264", "-preset", preset, "-crf", str(crf), "-pix_fmt", "yuv420p"]
+    if gop_frames is not None:
+        if gop_frames < 1:
+            raise ValueError("gop_frames must be >= 1")
+        # Fixed GOP: keyframes exactly every gop_frames frames, no extra scene-cut keyframes.
+        args += ["-g", str(gop_frames), "-keyint_min", str(gop_frames), "-sc_threshold", "0"]
+    return args
+
+
+def _rotation_cw(path: Path) -> int:
+    doc = ff.ffprobe_json(["-show_streams", "-select_streams", "V:0", ff.file_url(path)], timeout_s=60)
+    for stream in doc.get("streams", []):
+        for side in stream.get("side_data_list", []) or []:
+            if "rotation" in side:
+                return int(round(-float(side["rotation"]))) % 360
+    return 0
+
+
+def _set_rotation(src: Path, dst: Path, rotate_cw: int) -> None:
+    """Remux `src` to `dst` with a display matrix saying "rotate clockwise by rotate_cw to display".
+
+    ffmpeg 5.x writes the matrix from a `rotate` tag on stream copy (and reads the tag as
+    counter-clockwise degrees); ffmpeg >= 6 has `-display_rotation` (counter-clockwise) instead. Try
+    both and verify with ffprobe, so this works whichever ffmpeg is installed.
+    """
+    ccw = (-rotate_cw) % 360
+    attempts = [
+        [*ff.input_args(src), "-map", "0", "-c", "copy", "-metadata:s:v:0", f"rotate={ccw}"],
+        [*ff.input_args(src, before=["-display_rotation:v:0", str(ccw)]), "-map", "0", "-c", "copy"],
+    ]
+    errors = []
+    for args in attempts:
+        try:
+            ff.ffmpeg([*args, "-y", ff.file_url(dst)], timeout_s=120)
+        except ff.FFmpegError as exc:
+            errors.append(str(exc))
+            continue
+        if _rotation_cw(dst) == rotate_cw % 360:
+            return
+        errors.append("rotation not written")
+    raise RuntimeError(f"could not write rotation {rotate_cw}: {'; '.join(errors)}")
+
+
+def make_video(
+    path: str | os.PathLike[str],
+    duration_s: float = 12.0,
+    width: int = 640,
+    height: int = 360,
+    fps: str = "30000/1001",
+    audio: bool = True,
+    gop_frames: int | None = None,
+    rotate: int | None = None,
+    *,
+    faststart: bool = True,
+    crf: int = 28,
+    preset: str = "veryfast",
+) -> Path:
+    """Write an H.264/AAC MP4 of moving coloured boxes.
+
+    `fps` is an ffmpeg rate ("30000/1001", "25"); `gop_frames` fixes the keyframe interval (default:
+    x264's, up to 250 frames plus scene cuts); `rotate` (0/90/180/270, clockwise) adds a display matrix,
+    so the coded frame is width x height and the displayed one is rotated. `faststart` puts the index
+    (moov) first, as web-ready files do: a truncated copy then still probes fine and only decoding
+    reveals the damage.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if duration_s <= 0:
+        raise ValueError("duration_s must be > 0")
+    if rotate is not None and rotate % 90 != 0:
+        raise ValueError("rotate must be a multiple of 90")
+    width, height = _even(width), _even(height)
+    inputs, graph = _scene_graph(width, height, fps, duration_s)
+    maps = ["-map", "[v]"]
+    if audio:
+        audio_index = len(_SHAPES) + 1
+        inputs += ["-f", "lavfi", "-i", f"sine=frequency=440:sample_rate=48000:duration={duration_s}"]
+        maps += ["-map", f"{audio_index}:a", "-c:a", "aac", "-b:a", "64k"]
+    args = [
+        *inputs,
+        "-filter_complex",
+        graph,
+        *maps,
+        *_x264_args(gop_frames, crf, preset),
+        "-t",
+        f"{duration_s}",
+        *(["-movflags", "+faststart"] if faststart else []),
+        "-y",
+    ]
+    if not rotate or rotate % 360 == 0:
+        ff.ffmpeg([*args, ff.file_url(path)], timeout_s=600)
+        return path
+    with tempfile.TemporaryDirectory(prefix="vidsearch-synth-") as tmp:
+        plain = Path(tmp) / "plain.mp4"
+        ff.ffmpeg([*args, ff.file_url(plain)], timeout_s=600)
+        _set_rotation(plain, path, rotate % 360)
+    return path
+
+
+def make_vfr_video(
+    path: str | os.PathLike[str],
+    duration_s: float = 6.0,
+    width: int = 320,
+    height: int = 180,
+    audio: bool = False,
+) -> Path:
+    """Write a variable-frame-rate H.264 MP4: frame intervals alternate 1/20 s and 1/60 s (30 fps avg).
+
+    Timestamps are rewritten with `setpts` on a 1/90000 time base and encoded with `-fps_mode vfr` so
+    that ffmpeg neither duplicates nor drops frames to make the rate constant.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    width, height = _even(width), _even(height)
+    inputs, graph = _scene_graph(width, height, "30", duration_s)
+    graph = graph.replace("[v]", "[raw]") + (
+        ";[raw]settb=expr=1/90000,setpts='(floor(N/2)/15+mod(N,2)/20)/TB'[v]"
+    )
+    maps = ["-map", "[v]"]
+    if audio:
+        inputs += ["-f", "lavfi", "-i", f"sine=frequency=440:sample_rate=48000:duration={duration_s}"]
+        maps += ["-map", f"{len(_SHAPES) + 1}:a", "-c:a", "aac", "-b:a", "64k"]
+    ff.ffmpeg(
+        [
+            *inputs,
+            "-filter_complex",
+            graph,
+            *maps,
+            *_x264_args(None, 28, "veryfast"),
+            "-fps_mode",
+            "vfr",
+            # Without this the encoder time base is 1/(nominal rate) and the timestamps are rounded
+            # back onto a constant-rate grid.
+            "-enc_time_base:v",
+            "1/90000",
+            "-video_track_timescale",
+            "90000",
+            "-movflags",
+            "+faststart",
+            "-y",
+            ff.file_url(path),
+        ],
+        timeout_s=300,
+    )
+    return path
+
+
+def make_audio_only(path: str | os.PathLike[str], duration_s: float = 3.0) -> Path:
+    """An AAC tone in an MP4/M4A container: a valid media file with no video stream."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ff.ffmpeg(
+        [
+            "-f",
+            "lavfi",
+            "-i",
+            f"sine=frequency=440:sample_rate=48000:duration={duration_s}",
+            "-c:a",
+            "aac",
+            "-b:a",
+            "64k",
+            "-f",
+            "mp4",
+            "-y",
+            ff.file_url(path),
+        ],
+        timeout_s=120,
+    )
+    return path
+
+
+def make_audio_with_cover(path: str | os.PathLike[str], duration_s: float = 3.0) -> Path:
+    """Audio plus a cover-art image stream (disposition attached_pic), as music files often carry.
+
+    The cover is a video stream to ffprobe, but not a video: probing must reject this file.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="vidsearch-synth-") as tmp:
+        cover = Path(tmp) / "cover.png"
+        ff.ffmpeg(
+            ["-f", "lavfi", "-i", "color=c=red:s=64x64:d=1", "-frames:v", "1", "-y", ff.file_url(cover)],
+            timeout_s=60,
+        )
+        ff.ffmpeg(
+            [
+                "-f",
+                "lavfi",
+                "-i",
+                f"sine=frequency=440:sample_rate=48000:duration={duration_s}",
+                "-i",
+                ff.file_url(cover),
+                "-map",
+                "0:a",
+                "-map",
+                "1:v",
+                "-c:a",
+                "aac",
+                "-b:a",
+                "64k",
+                "-c:v",
+                "png",
+                "-disposition:v:0",
+                "attached_pic",
+                "-f",
+                "mp4",
+                "-y",
+                ff.file_url(path),
+            ],
+            timeout_s=120,
+        )
+    return path
+
+
+def make_truncated(
+    src: str | os.PathLike[str], dst: str | os.PathLike[str], fraction: float = 0.5
+) -> Path:
+    """Copy the first `fraction` of `src`'s bytes to `dst` (an interrupted download or upload)."""
+    if not 0 < fraction < 1:
+        raise ValueError("fraction must be in (0, 1)")
+    data = Path(src).read_bytes()
+    dst = Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    dst.write_bytes(data[: max(1, int(len(data) * fraction))])
+    return dst
+
+
+def make_zero_byte(path: str | os.PathLike[str]) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"")
+    return path
+
+
+def make_text_file(path: str | os.PathLike[str]) -> Path:
+    """A small text file, e.g. a README mistaken for a video."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("This is not a video.\nJust a few lines of text.\n" * 20, encoding="utf-8")
+    return path
+
+
+def make_corrupt(path: str | os.PathLike[str], size: int = 65536, seed: int = 0) -> Path:
+    """`size` pseudo-random bytes (deterministic for a seed): garbage with a video-like name."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(random.Random(seed).randbytes(size))
+    return path
+
+
+def frame_interval(fps: str) -> Fraction:
+    """Seconds between frames for an ffmpeg rate string ("30000/1001" -> 1001/30000)."""
+    return 1 / Fraction(fps)

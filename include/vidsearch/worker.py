@@ -1,0 +1,303 @@
+"""The detect+embed worker: one frame bundle in, detected objects and their embeddings out.
+
+    python -m vidsearch.worker --frames-uri URI --output-uri PREFIX [options]
+
+It knows nothing about Airflow and touches only object storage URIs, so the same argv runs as a local
+subprocess (`launcher.run_local`) or in a Kubernetes GPU pod. Under PREFIX it writes
+`embeddings.npy` (float32 N x D, row i <-> objects[i]) and then `result.json` (a DetectEmbedResult):
+result.json is written last and marks completion; a stale one is removed before any work starts.
+
+Exit codes (the contract with whoever runs it):
+    0   success
+    3   permanent error: bad input, bad parameters, model unavailable. Do not retry. The last stderr
+        line is `vidsearch-worker-error: permanent: <one-line reason>`.
+    75  transient error (EX_TEMPFAIL): object storage or another service hiccupped. Retry.
+    1   anything else (a bug, out of memory, ...): retryable by the orchestrator's normal policy.
+Progress and timing lines are logged to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import logging
+import os
+import sys
+import time
+import zipfile
+from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn, Sequence
+
+from . import storage
+from .errors import InputError, PermanentError, TransientError
+from .records import DetectedObject, DetectEmbedResult, FrameBundle, object_id
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from .detect import Detection
+
+logger = logging.getLogger("vidsearch.worker")
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_PERMANENT = 3
+EXIT_TRANSIENT = 75  # sysexits.h EX_TEMPFAIL
+
+RESULT_FILE = "result.json"
+EMBEDDINGS_FILE = "embeddings.npy"
+# Prefix of the worker's last stderr line on a typed failure; the launcher reads the reason from it.
+ERROR_MARKER = "vidsearch-worker-error:"
+
+
+class _ArgumentParser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:  # type: ignore[override]
+        raise InputError(f"invalid arguments: {message}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The worker's command line (also the documentation of its argv)."""
+    from .modelstore import default_cache_dir, is_tiny_mode
+
+    parser = _ArgumentParser(
+        prog="python -m vidsearch.worker",
+        description="Detect objects in a frame bundle and embed their crops; write result.json and embeddings.npy.",
+    )
+    parser.add_argument("--frames-uri", required=True, help="URI of the frame bundle (zip of JPEGs + bundle.json)")
+    parser.add_argument("--output-uri", required=True, help="URI prefix for result.json and embeddings.npy")
+    parser.add_argument("--detector", default="facebook/detr-resnet-50", help="hub id or model folder")
+    parser.add_argument("--embedder", default="openai/clip-vit-base-patch32", help="hub id or model folder")
+    parser.add_argument("--score-threshold", type=float, default=0.7, help="keep detections scoring at least this")
+    parser.add_argument("--batch-size", type=int, default=16, help="frames (or crops) per forward pass")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
+    parser.add_argument("--dtype", default="float32", help="float32, float16 or bfloat16 (half only on CUDA)")
+    parser.add_argument(
+        "--tiny-models",
+        action=argparse.BooleanOptionalAction,
+        default=is_tiny_mode(),
+        help="use tiny random models (tests, offline demos); default from VIDSEARCH_TINY_MODELS",
+    )
+    parser.add_argument(
+        "--model-cache",
+        default=str(default_cache_dir()),
+        help="folder for built tiny models; default from VIDSEARCH_MODEL_CACHE",
+    )
+    return parser
+
+
+def read_frames(uri: str) -> tuple[FrameBundle, list[np.ndarray]]:
+    """The bundle record and its RGB frames; every way a bundle can be unusable becomes InputError."""
+    from PIL import UnidentifiedImageError
+
+    from .frames import read_bundle
+
+    try:
+        bundle, frames = read_bundle(uri)
+    except (PermanentError, TransientError):
+        raise
+    except FileNotFoundError as exc:
+        raise InputError(f"frame bundle {uri} does not exist") from exc
+    except (zipfile.BadZipFile, KeyError, ValueError, EOFError, UnidentifiedImageError) as exc:
+        # ValueError covers malformed bundle.json (JSON and pydantic validation errors).
+        raise InputError(f"frame bundle {uri} is corrupt: {type(exc).__name__}: {_one_line(exc)}") from exc
+    if len(frames) != len(bundle.frames):
+        raise InputError(f"frame bundle {uri} lists {len(bundle.frames)} frames but holds {len(frames)}")
+    return bundle, frames
+
+
+def run(args: argparse.Namespace) -> DetectEmbedResult:
+    """Do the work described by parsed `args`; raises typed errors (see the module docstring)."""
+    started = time.perf_counter()
+    timings: dict[str, float] = {}
+    if not 0.0 <= args.score_threshold <= 1.0:
+        raise InputError(f"--score-threshold must be in [0, 1], got {args.score_threshold}")
+    if args.batch_size < 1:
+        raise InputError(f"--batch-size must be positive, got {args.batch_size}")
+
+    result_uri = storage.join(args.output_uri, RESULT_FILE)
+    embeddings_uri = storage.join(args.output_uri, EMBEDDINGS_FILE)
+
+    phase = time.perf_counter()
+    bundle, frames = read_frames(args.frames_uri)
+    timings["read_bundle"] = time.perf_counter() - phase
+    total = len(frames)
+    logger.info(
+        "bundle %s: video %s segment %d, %d frames %dx%d",
+        args.frames_uri, bundle.video_id, bundle.segment_index, total, bundle.width, bundle.height,
+    )
+
+    # Imported only now: a bad bundle or bad arguments fail in a fraction of a second, before torch loads.
+    import numpy as np
+
+    from .detect import Detector
+    from .embed import Embedder
+    from .modelstore import resolve_model, select_device, select_dtype
+
+    # Device and dtype first: an unusable one is reported before any model download.
+    select_dtype(args.dtype, select_device(args.device))
+
+    # A result.json left by an earlier run would pair with the embeddings this run is about to write.
+    if storage.exists(result_uri):
+        storage.delete_prefix(result_uri)
+
+    cache_dir = Path(args.model_cache).expanduser()
+    if args.tiny_models:
+        logger.info(
+            "tiny-model mode: random tiny models from %s replace %s and %s", cache_dir, args.detector, args.embedder
+        )
+    phase = time.perf_counter()
+    detector_path = resolve_model(args.detector, "detector", tiny=args.tiny_models, cache_dir=cache_dir)
+    detector = Detector(detector_path, device=args.device, dtype=args.dtype)
+    timings["load_detector"] = time.perf_counter() - phase
+    device = str(detector.device)
+    if detector.device.type == "cuda":
+        import torch
+
+        logger.info("device %s (%s), dtype %s", device, torch.cuda.get_device_name(detector.device), detector.dtype)
+    else:
+        logger.info("device %s, dtype %s", device, detector.dtype)
+
+    phase = time.perf_counter()
+    detections = detector.detect(
+        frames,
+        args.score_threshold,
+        args.batch_size,
+        progress=lambda done, n: logger.info("detect: %d/%d frames", done, n),
+    )
+    timings["detect"] = time.perf_counter() - phase
+    # Free the detector before the embedder loads: on a small GPU the two need not fit together.
+    del detector
+    _release_cuda_memory()
+
+    # Ids are derived from (video, segment, pts, box): two identical boxes in one frame would collide.
+    # They are the same detection for search purposes; keep the higher-scoring one (listed first).
+    seen: set[str] = set()
+    kept: list[list[Detection]] = []
+    objects: list[DetectedObject] = []
+    for ref, frame_detections in zip(bundle.frames, detections):
+        frame_kept: list[Detection] = []
+        for det in frame_detections:
+            oid = object_id(bundle.video_id, bundle.segment_index, ref.pts_s, det.box)
+            if oid in seen:
+                continue
+            seen.add(oid)
+            frame_kept.append(det)
+            objects.append(
+                DetectedObject(
+                    object_id=oid,
+                    video_id=bundle.video_id,
+                    segment_index=bundle.segment_index,
+                    frame_index=ref.index,
+                    pts_s=ref.pts_s,
+                    box=det.box,
+                    label=det.label,
+                    label_id=det.label_id,
+                    score=det.score,
+                )
+            )
+        kept.append(frame_kept)
+    dropped = sum(len(d) for d in detections) - len(objects)
+    if dropped:
+        logger.info("dropped %d duplicate detections (same frame and box)", dropped)
+    logger.info("detect: %d objects in %d frames", len(objects), total)
+
+    phase = time.perf_counter()
+    embedder_path = resolve_model(args.embedder, "embedder", tiny=args.tiny_models, cache_dir=cache_dir)
+    embedder = Embedder(embedder_path, device=args.device, dtype=args.dtype)
+    timings["load_embedder"] = time.perf_counter() - phase
+
+    phase = time.perf_counter()
+    embeddings = embedder.embed_crops(
+        frames,
+        [[det.box for det in frame_kept] for frame_kept in kept],
+        args.batch_size,
+        progress=lambda done, n: logger.info("embed: %d/%d crops", done, n),
+    )
+    timings["embed"] = time.perf_counter() - phase
+    if embeddings.shape != (len(objects), embedder.dim):  # a broken invariant, not bad input
+        raise RuntimeError(f"embeddings have shape {embeddings.shape} for {len(objects)} objects")
+
+    phase = time.perf_counter()
+    buffer = io.BytesIO()
+    np.save(buffer, embeddings.astype(np.float32, copy=False), allow_pickle=False)
+    storage.write_bytes(embeddings_uri, buffer.getvalue())
+    timings["write_embeddings"] = time.perf_counter() - phase
+    timings["total"] = time.perf_counter() - started
+
+    result = DetectEmbedResult(
+        video_id=bundle.video_id,
+        segment_index=bundle.segment_index,
+        # In tiny mode the folder name (tiny-<kind>-<hash>) is the model: its vectors must never be
+        # mistaken for, or mixed with, those of the real model that was asked for.
+        detector_model=Path(detector_path).name if args.tiny_models else args.detector,
+        embedder_model=Path(embedder_path).name if args.tiny_models else args.embedder,
+        embedding_dim=embedder.dim,
+        device=device,
+        frame_count=total,
+        objects=objects,
+        timings_s={k: round(v, 4) for k, v in timings.items()},
+    )
+    # Last: its presence means embeddings.npy is complete and matches it.
+    storage.write_bytes(result_uri, json.dumps(result.model_dump(mode="json")).encode())
+    logger.info(
+        "done: %d objects, dim %d, %s",
+        len(objects), embedder.dim, ", ".join(f"{k} {v:.2f}s" for k, v in timings.items()),
+    )
+    return result
+
+
+def _release_cuda_memory() -> None:
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= 400 else text[:397] + "..."
+
+
+def _configure_logging() -> None:
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=os.environ.get("VIDSEARCH_LOG_LEVEL", "INFO").upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    # Progress bars from transformers/huggingface_hub are noise in task logs (and full of \r). Both
+    # read this variable when first imported, which happens later, in `run`.
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the worker; returns the process exit code (see the module docstring)."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except InputError as exc:
+        # Bad arguments are as permanent as bad input (argparse alone would exit 2).
+        parser.print_usage(sys.stderr)
+        print(f"{ERROR_MARKER} permanent: {_one_line(exc)}", file=sys.stderr, flush=True)
+        return EXIT_PERMANENT
+    _configure_logging()
+    try:
+        run(args)
+    except PermanentError as exc:
+        print(f"{ERROR_MARKER} permanent: {_one_line(exc)}", file=sys.stderr, flush=True)
+        return EXIT_PERMANENT
+    except TransientError as exc:
+        print(f"{ERROR_MARKER} transient: {_one_line(exc)}", file=sys.stderr, flush=True)
+        return EXIT_TRANSIENT
+    except Exception as exc:  # noqa: BLE001 - the exit code is the contract; the traceback goes to the log
+        logger.exception("worker failed")
+        print(f"{ERROR_MARKER} failed: {type(exc).__name__}: {_one_line(exc)}", file=sys.stderr, flush=True)
+        return EXIT_FAILURE
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

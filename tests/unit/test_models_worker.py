@@ -1,0 +1,244 @@
+"""The detect+embed worker command and its launcher: output files, exit-code contract, error mapping."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from vidsearch import launcher, modelstore, storage, worker
+from vidsearch.errors import PermanentError, QualityGateError, TransientError
+from vidsearch.frames import BUNDLE_JSON, member_name
+from vidsearch.records import FrameBundle, FrameRef
+
+INCLUDE = Path(launcher.__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    configured = os.environ.get(modelstore.CACHE_ENV)
+    return Path(configured) if configured else tmp_path_factory.mktemp("models")
+
+
+def write_bundle(path: Path, frames: list[np.ndarray], video_id: str = "ab" * 16, segment_index: int = 2) -> str:
+    """A bundle in the frames-stage format: stored zip of JPEG members plus bundle.json."""
+    height, width = frames[0].shape[:2]
+    refs = [FrameRef(index=i, pts_s=20.0 + 0.5 * i, member=member_name(i)) for i in range(len(frames))]
+    bundle = FrameBundle(
+        video_id=video_id,
+        segment_index=segment_index,
+        uri=str(path),
+        width=width,
+        height=height,
+        sample_fps=2.0,
+        frames=refs,
+    )
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as zf:
+        for ref, frame in zip(refs, frames):
+            buf = io.BytesIO()
+            Image.fromarray(frame).save(buf, format="JPEG", quality=90)
+            zf.writestr(ref.member, buf.getvalue())
+        zf.writestr(BUNDLE_JSON, bundle.model_dump_json())
+    return str(path)
+
+
+@pytest.fixture()
+def bundle_uri(tmp_path: Path) -> str:
+    rng = np.random.default_rng(3)
+    frames = []
+    for i in range(4):
+        frame = rng.integers(0, 100, size=(48, 64, 3), dtype=np.uint8)
+        frame[8:40, 4 + 10 * i : 24 + 10 * i] = (40, 220, 60)
+        frames.append(frame)
+    return write_bundle(tmp_path / "seg0002.zip", frames)
+
+
+def _argv(frames_uri: str, output_uri: str, model_cache: Path, **overrides: object) -> list[str]:
+    kwargs = dict(
+        frames_uri=frames_uri,
+        output_uri=output_uri,
+        detector="facebook/detr-resnet-50",
+        embedder="openai/clip-vit-base-patch32",
+        score_threshold=0.3,
+        batch_size=3,
+        device="cpu",
+        tiny=True,
+        model_cache=str(model_cache),
+    )
+    kwargs.update(overrides)
+    return launcher.worker_argv(**kwargs)  # type: ignore[arg-type]
+
+
+def test_worker_argv_is_a_pod_command(model_cache: Path) -> None:
+    argv = _argv("s3://b/f.zip", "s3://b/out", model_cache)
+    assert argv[:3] == ["python", "-m", "vidsearch.worker"]
+    assert argv[argv.index("--frames-uri") + 1] == "s3://b/f.zip"
+    assert argv[argv.index("--score-threshold") + 1] == "0.3"
+    assert "--tiny-models" in argv
+    real = _argv("a", "b", model_cache, tiny=False)
+    assert "--tiny-models" not in real and "--no-tiny-models" in real
+    parsed = worker.build_parser().parse_args(argv[3:])
+    assert (parsed.batch_size, parsed.device, parsed.tiny_models) == (3, "cpu", True)
+    assert worker.build_parser().parse_args(real[3:]).tiny_models is False
+
+
+def test_worker_end_to_end_in_a_subprocess(bundle_uri: str, tmp_path: Path, model_cache: Path) -> None:
+    output_uri = f"file://{tmp_path / 'out' / 'seg0002'}"
+    result = launcher.run_local(_argv(bundle_uri, output_uri, model_cache), timeout_s=300)
+
+    assert storage.exists(storage.join(output_uri, "result.json"))
+    assert storage.exists(storage.join(output_uri, "embeddings.npy"))
+    again, embeddings = launcher.read_result(output_uri)
+    assert again == result
+    assert (result.video_id, result.segment_index, result.frame_count) == ("ab" * 16, 2, 4)
+    assert result.device == "cpu"
+    assert result.detector_model.startswith("tiny-detector-") and result.embedder_model.startswith("tiny-embedder-")
+    assert len(result.objects) > 0
+    assert embeddings.shape == (len(result.objects), result.embedding_dim) and embeddings.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(embeddings, axis=1), 1.0, atol=1e-5)
+    assert len({o.object_id for o in result.objects}) == len(result.objects)
+    for obj in result.objects:
+        assert 0 <= obj.frame_index < 4 and obj.pts_s == 20.0 + 0.5 * obj.frame_index
+        assert 0 <= obj.box.x0 < obj.box.x1 <= 64 and 0 <= obj.box.y0 < obj.box.y1 <= 48
+        assert obj.score >= 0.3
+    assert [o.frame_index for o in result.objects] == sorted(o.frame_index for o in result.objects)
+    assert {"read_bundle", "detect", "embed", "total"} <= set(result.timings_s)
+
+    # A re-run over the same output (in-process this time: same code, no second interpreter start)
+    # gives the same ids and vectors: an overwrite, not copies.
+    assert worker.main(_argv(bundle_uri, output_uri, model_cache)[3:]) == worker.EXIT_OK
+    rerun, rerun_embeddings = launcher.read_result(output_uri)
+    assert [o.object_id for o in rerun.objects] == [o.object_id for o in result.objects]
+    np.testing.assert_allclose(rerun_embeddings, embeddings, atol=1e-5)
+
+
+def _run_worker_process(argv: list[str]) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(INCLUDE), os.environ.get("PYTHONPATH", "")])}
+    return subprocess.run(
+        [sys.executable, *argv[1:]], env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+@pytest.mark.parametrize("damage", ["missing", "not-a-zip", "no-bundle-json", "bad-jpeg"])
+def test_unusable_bundle_exits_3_and_raises_permanent(
+    damage: str, tmp_path: Path, model_cache: Path, bundle_uri: str
+) -> None:
+    path = tmp_path / "broken.zip"
+    if damage == "not-a-zip":
+        path.write_bytes(b"this is not a zip file")
+    elif damage == "no-bundle-json":
+        with zipfile.ZipFile(path, "w") as zf:
+            zf.writestr(member_name(0), b"\xff\xd8")
+    elif damage == "bad-jpeg":
+        with zipfile.ZipFile(bundle_uri) as src, zipfile.ZipFile(path, "w") as dst:
+            for name in src.namelist():
+                dst.writestr(name, src.read(name) if name == BUNDLE_JSON else b"garbage")
+    argv = _argv(str(path), str(tmp_path / "out"), model_cache)
+
+    if damage == "missing":  # the raw contract once: exit code 3 and a marked one-line reason
+        proc = _run_worker_process(argv)
+        assert proc.returncode == worker.EXIT_PERMANENT, proc.stderr
+        last = proc.stderr.strip().splitlines()[-1]
+        assert last.startswith(f"{worker.ERROR_MARKER} permanent: ") and str(path) in last
+    # run_local raises PermanentError only for exit code 3, with the worker's reason as message.
+    with pytest.raises(PermanentError, match="broken.zip"):
+        launcher.run_local(argv, timeout_s=120)
+    assert not (tmp_path / "out").exists()
+
+
+def test_invalid_arguments_exit_3(tmp_path: Path, model_cache: Path) -> None:
+    proc = _run_worker_process(_argv(str(tmp_path / "x.zip"), str(tmp_path / "out"), model_cache, score_threshold=1.5))
+    assert proc.returncode == worker.EXIT_PERMANENT
+    assert "score-threshold" in proc.stderr.strip().splitlines()[-1]
+    proc = _run_worker_process(["python", "-m", "vidsearch.worker", "--frames-uri", "x"])
+    assert proc.returncode == worker.EXIT_PERMANENT and "--output-uri" in proc.stderr
+
+
+def test_unavailable_model_is_permanent_and_clears_a_stale_result(
+    bundle_uri: str, tmp_path: Path, model_cache: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    output = tmp_path / "out"
+    output.mkdir()
+    (output / "result.json").write_text("{}")  # left by an earlier run
+    argv = _argv(bundle_uri, str(output), model_cache, tiny=False, detector="vidsearch-tests/no-such-detector")
+    assert worker.main(argv[3:]) == worker.EXIT_PERMANENT
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith(f"{worker.ERROR_MARKER} permanent:") and "vidsearch-tests/no-such-detector" in last
+    assert not (output / "result.json").exists()
+
+
+def test_transient_errors_exit_75(
+    bundle_uri: str, tmp_path: Path, model_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def storage_down(uri: str) -> bytes:
+        raise TransientError(f"object storage unavailable for {uri}: connection reset")
+
+    monkeypatch.setattr(storage, "read_bytes", storage_down)
+    argv = _argv(bundle_uri, str(tmp_path / "out"), model_cache)
+    assert worker.main(argv[3:]) == worker.EXIT_TRANSIENT
+
+
+def _script(code: str) -> list[str]:
+    return ["python", "-c", code, "--output-uri", "file:///nonexistent"]
+
+
+def test_launcher_maps_exit_codes_and_timeouts() -> None:
+    marker = worker.ERROR_MARKER
+    with pytest.raises(PermanentError) as info:
+        launcher.run_local(_script(f"import sys; print('{marker} permanent: bad input here', file=sys.stderr); sys.exit(3)"))
+    assert str(info.value) == "bad input here"
+    with pytest.raises(TransientError, match="storage down"):
+        launcher.run_local(_script(f"import sys; print('{marker} transient: storage down', file=sys.stderr); sys.exit(75)"))
+    with pytest.raises(RuntimeError, match="exited with code 1.*boom"):
+        launcher.run_local(_script("raise SystemExit('boom')"))
+    with pytest.raises(TransientError, match="timed out"):
+        launcher.run_local(_script("import time; time.sleep(30)"), timeout_s=0.5)
+    with pytest.raises(RuntimeError, match="exited 0 but"):
+        launcher.run_local(_script("pass"))
+    # The include/ folder is on the child's path and env is layered over ours.
+    with pytest.raises(PermanentError, match="^vidsearch yes$"):
+        launcher.run_local(
+            _script("import os, sys, vidsearch; print('vidsearch', os.environ['X_TEST'], file=sys.stderr); sys.exit(3)"),
+            env={"X_TEST": "yes"},
+        )
+
+
+def test_read_result_rejects_mismatched_files(bundle_uri: str, tmp_path: Path, model_cache: Path) -> None:
+    output_uri = str(tmp_path / "out")
+    with pytest.raises(FileNotFoundError):
+        launcher.read_result(output_uri)
+    result = {
+        "video_id": "v",
+        "segment_index": 0,
+        "detector_model": "d",
+        "embedder_model": "e",
+        "embedding_dim": 4,
+        "device": "cpu",
+        "frame_count": 1,
+        "objects": [],
+        "timings_s": {},
+    }
+    storage.write_bytes(storage.join(output_uri, "result.json"), json.dumps(result).encode())
+    buf = io.BytesIO()
+    np.save(buf, np.zeros((2, 4), dtype=np.float32))
+    storage.write_bytes(storage.join(output_uri, "embeddings.npy"), buf.getvalue())
+    with pytest.raises(QualityGateError, match="expected float32"):
+        launcher.read_result(output_uri)
+    buf = io.BytesIO()
+    np.save(buf, np.zeros((0, 4), dtype=np.float32))
+    storage.write_bytes(storage.join(output_uri, "embeddings.npy"), buf.getvalue())
+    loaded, vectors = launcher.read_result(output_uri)
+    assert loaded.embedding_dim == 4 and vectors.shape == (0, 4)
+    storage.write_bytes(storage.join(output_uri, "result.json"), b'{"video_id": "v"}')
+    with pytest.raises(QualityGateError, match="not a valid DetectEmbedResult"):
+        launcher.read_result(output_uri)
