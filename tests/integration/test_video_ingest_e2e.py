@@ -54,6 +54,21 @@ def _states(dagrun) -> dict[tuple[str, int], tuple[str, int]]:
     return {(ti.task_id, ti.map_index): (ti.state, ti.try_number) for ti in dagrun.get_task_instances()}
 
 
+def _asset_events(uri: str, run_id: str) -> list[dict]:
+    """Extras of the asset events a run emitted for `uri`."""
+    import sqlalchemy as sa
+    from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.settings import Session
+
+    with Session() as session:
+        rows = session.execute(
+            sa.select(AssetEvent.extra)
+            .join(AssetModel, AssetModel.id == AssetEvent.asset_id)
+            .where(AssetModel.uri == uri, AssetEvent.source_run_id == run_id)
+        ).all()
+    return [dict(r[0]) for r in rows]
+
+
 def _everything_under(root: str) -> set[str]:
     return set(storage.list_prefix(root))
 
@@ -113,6 +128,7 @@ def test_ingest_end_to_end_then_rerun_changes_nothing(dag, video, catalog, weavi
     run = catalog.get_run(dagrun.run_id)
     assert run["state"] == "success" and run["video_id"] == manifest.video_id
     assert run["summary"]["objects"] == counts["objects"]
+    assert _asset_events("vidsearch://collections/e2e", dagrun.run_id) == [run["summary"]]
 
     # The same video again: same ids, same counts, in both stores.
     before = _store_counts(catalog, weaviate_client, "e2e")
@@ -161,13 +177,13 @@ def _bad_sources(tmp: Path, video: Path, http_root) -> dict[str, tuple[str, str]
         data[i] = (data[i] * 31 + 7) % 256
     corrupt.write_bytes(bytes(data[:64]) + os.urandom(len(data) - 64))
     return {
-        "missing": (str(tmp / "does-not-exist.mp4"), "not found"),
+        "missing": (str(tmp / "does-not-exist.mp4"), "no such file"),
         "text": (str(text), "video"),
         "zero_byte": (str(empty), "empty"),
         "audio_only": (str(audio), "no video stream"),
         "truncated": (str(truncated), ""),
         "corrupt": (str(corrupt), ""),
-        "unreachable_url": (f"http://127.0.0.1:{_closed_port()}/v.mp4", "unreachable"),
+        "unreachable_url": (f"http://127.0.0.1:{_closed_port()}/v.mp4", "cannot reach"),
         "file_url": (f"file://{video}", "file://"),
         "link_local_url": ("http://169.254.169.254/latest/video.mp4", "link-local"),
     }

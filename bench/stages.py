@@ -1,0 +1,798 @@
+"""Stage benchmark: time every pipeline stage on a generated one-minute 720p video with tiny models.
+
+    .venv/bin/python bench/stages.py [--duration 60] [--out bench/reports] [--no-e2e] [--keep-temp]
+
+What it does (see bench/README.md for how to read the results):
+
+1. Starts Postgres and Weaviate on free ports with their data in a temporary folder (stopped at the
+   end, always), and configures Airflow, tiny models and object storage through environment
+   variables, exactly as the test suite does (tests/conftest.py).
+2. Generates (or reuses from ~/.cache/vidsearch/bench/) a 1280x720, 30000/1001 fps, H.264 + AAC video
+   of moving boxes with `vidsearch.synth.make_video`.
+3. Times each stage through the same plain functions the DAG tasks call (`vidsearch.pipeline`):
+   probe, split, frame sampling at 1 and 5 frames/s next to ffmpeg's decode-only rate on the same
+   file, the detect+embed worker command per segment (with the worker's own phase timings), indexing
+   into Weaviate + Postgres per segment, and finalize.
+4. Runs `video_ingest` end to end once with `dag.test()` and sets its wall time next to the sum of
+   the task instances' durations and the sum of the stage times measured in step 3.
+5. Writes stages.json (everything), stages.md (a readable summary) and stages.png (a bar chart).
+
+Nothing is downloaded: the tiny models are random models built from configs (cached in
+~/.cache/vidsearch/bench-models), so detections are nonsense but every shape and code path is real.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import hashlib
+import importlib.metadata
+import json
+import logging
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "include"), str(ROOT / "plugins")]
+
+from devstack import cache_dir, free_port, start_postgres, start_weaviate  # noqa: E402
+
+SCHEMA_VERSION = 1
+WIDTH, HEIGHT, FPS = 1280, 720, "30000/1001"
+GOP_FRAMES = 60  # a keyframe every ~2 s, as streaming encoders typically write
+SEGMENT_SECONDS = 10.0
+SAMPLE_RATES = (1.0, 5.0)
+E2E_SAMPLE_FPS = 1.0  # the DAG's default; the stage sum compared with the e2e run uses this rate
+DECODE_RUNS = 3
+COLLECTION = "bench"
+E2E_COLLECTION = "bench_e2e"
+RUN_ID = "bench__stages"
+DAG_ID = "video_ingest"
+STAGE_ORDER = ("probe", "split", "extract_frames", "detect_embed", "index", "finalize")
+
+log = logging.getLogger("bench")
+
+
+def say(message: str) -> None:
+    print(f"[bench] {message}", flush=True)
+
+
+def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
+    start = time.perf_counter()
+    value = fn()
+    return value, time.perf_counter() - start
+
+
+def rate(count: float, seconds: float) -> float | None:
+    return round(count / seconds, 2) if seconds > 0 else None
+
+
+def r(value: float, digits: int = 3) -> float:
+    return round(float(value), digits)
+
+
+# --------------------------------------------------------------------------------------------------
+# Environment: servers, Airflow configuration, machine facts
+# --------------------------------------------------------------------------------------------------
+
+
+class Stack:
+    """Postgres + Weaviate on free ports under `base`; env configured like tests/conftest.py."""
+
+    def __init__(self, base: Path, model_cache: Path):
+        self.base = base
+        self.model_cache = model_cache
+        self.pg = None
+        self.weaviate = None
+
+    def start(self) -> None:
+        self.pg = start_postgres(self.base / "pg", free_port())
+        self.pg.ensure_database("airflow")
+        self.pg.ensure_database("vidsearch")
+        http_port, grpc_port = free_port(), free_port()
+        self.weaviate = start_weaviate(self.base / "weaviate", http_port, grpc_port, self.base / "weaviate.log")
+        os.environ.update(
+            {
+                "AIRFLOW_HOME": str(self.base / "airflow"),
+                "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
+                "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
+                "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+                "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
+                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": self.pg.sqlalchemy_url("airflow"),
+                "AIRFLOW_CONN_VIDSEARCH_POSTGRES": self.pg.url("vidsearch"),
+                "AIRFLOW_CONN_WEAVIATE_DEFAULT": json.dumps(
+                    {
+                        "conn_type": "weaviate",
+                        "host": "127.0.0.1",
+                        "port": http_port,
+                        "extra": {
+                            "grpc_host": "127.0.0.1",
+                            "grpc_port": grpc_port,
+                            "http_secure": False,
+                            "grpc_secure": False,
+                        },
+                    }
+                ),
+                # The DAG run gets its own storage root: it must not find the stage run's copy of the video.
+                "VIDSEARCH_STORAGE_ROOT": f"file://{self.base / 'objects-e2e'}",
+                "VIDSEARCH_TINY_MODELS": "1",
+                "VIDSEARCH_MODEL_CACHE": str(self.model_cache),
+                "HF_HUB_OFFLINE": "1",
+                "PYTHONPATH": os.pathsep.join(
+                    p for p in (str(ROOT / "include"), str(ROOT / "plugins"), os.environ.get("PYTHONPATH", "")) if p
+                ),
+            }
+        )
+
+    def weaviate_client(self):
+        import weaviate
+
+        return weaviate.connect_to_local(
+            host="127.0.0.1", port=self.weaviate.http_port, grpc_port=self.weaviate.grpc_port
+        )
+
+    def stop(self) -> None:
+        for server in (self.weaviate, self.pg):
+            if server is not None:
+                with contextlib.suppress(Exception):
+                    server.stop()
+
+
+def _cmd_output(argv: list[str]) -> str | None:
+    try:
+        return subprocess.run(argv, capture_output=True, text=True, check=True, cwd=ROOT).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def machine_facts() -> dict[str, Any]:
+    import torch
+    import transformers
+
+    cpu_model = None
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu_model = line.split(":", 1)[1].strip()
+                break
+    mem_gib = None
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                mem_gib = round(int(line.split()[1]) / 1024 / 1024, 1)
+    try:  # not `import airflow`: that configures Airflow's logging for this whole process
+        airflow_version = importlib.metadata.version("apache-airflow")
+    except importlib.metadata.PackageNotFoundError:
+        airflow_version = None
+    ffmpeg_line = [" ".join(line.split()[:3]) for line in (_cmd_output(["ffmpeg", "-version"]) or "").splitlines()[:1]]
+    commit = _cmd_output(["git", "rev-parse", "HEAD"])
+    dirty = _cmd_output(["git", "status", "--porcelain", "--untracked-files=no"])
+    return {
+        "cpu_count": os.cpu_count(),
+        "cpu_affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "cpu_model": cpu_model,
+        "memory_gib": mem_gib,
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "cuda_available": torch.cuda.is_available(),
+        "transformers": transformers.__version__,
+        "airflow": airflow_version,
+        "ffmpeg": ffmpeg_line[0] if ffmpeg_line else None,
+        "git_commit": commit,
+        "git_dirty": bool(dirty) if dirty is not None else None,
+    }
+
+
+# --------------------------------------------------------------------------------------------------
+# The video
+# --------------------------------------------------------------------------------------------------
+
+
+def bench_video(duration_s: float) -> tuple[Path, dict[str, Any]]:
+    """The benchmark video, generated once per parameter set (and synth.py version) and cached."""
+    from vidsearch import synth
+
+    params = {
+        "duration_s": float(duration_s),
+        "width": WIDTH,
+        "height": HEIGHT,
+        "fps": FPS,
+        "audio": True,
+        "gop_frames": GOP_FRAMES,
+    }
+    recipe = json.dumps(params, sort_keys=True) + Path(synth.__file__).read_text()
+    key = hashlib.sha256(recipe.encode()).hexdigest()[:12]
+    folder = cache_dir() / "bench"
+    path = folder / f"shapes-{duration_s:g}s-{WIDTH}x{HEIGHT}-{key}.mp4"
+    info: dict[str, Any] = {"params": params, "path": str(path), "cached": path.exists()}
+    if not path.exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp.mp4")
+        _, seconds = timed(lambda: synth.make_video(tmp, **params))
+        tmp.replace(path)
+        info["generate_s"] = r(seconds)
+    info["size_bytes"] = path.stat().st_size
+    return path, info
+
+
+def decode_only(path: Path, runs: int = DECODE_RUNS) -> dict[str, Any]:
+    """ffmpeg decoding the whole video stream to nowhere: the floor for any frame sampling."""
+    from vidsearch import ffmpeg as ff
+
+    argv = [ff.ffmpeg_bin(), "-hide_banner", "-nostdin", "-i", str(path), "-map", "0:v:0", "-f", "null", "-"]
+    times = []
+    frames = None
+    for _ in range(runs):
+        start = time.perf_counter()
+        proc = subprocess.run(argv, capture_output=True, text=True, check=True)
+        times.append(time.perf_counter() - start)
+        # The final progress line: "frame= 1798 fps=... ".
+        for chunk in reversed(proc.stderr.replace("\r", "\n").splitlines()):
+            if chunk.startswith("frame="):
+                frames = int(chunk.split("=", 1)[1].split()[0])
+                break
+    best = min(times)
+    return {"command": " ".join(["ffmpeg", *argv[1:4], "<video>", *argv[5:]]), "runs_s": [r(t) for t in times],
+            "best_s": r(best), "frames": frames}
+
+
+# --------------------------------------------------------------------------------------------------
+# Stages, measured through the pipeline functions the DAG tasks call
+# --------------------------------------------------------------------------------------------------
+
+
+def run_stages(stack: Stack, video: Path, duration_s: float) -> dict[str, Any]:
+    from vidsearch import catalog as cat
+    from vidsearch import frames, launcher, modelstore, pipeline, storage
+    from vidsearch.index import ObjectIndex
+
+    catalog = cat.Catalog.from_url(stack.pg.url("vidsearch"))
+    cat.migrate(catalog.engine)
+    client = stack.weaviate_client()
+    index = ObjectIndex(client)
+    svc = pipeline.Services(
+        catalog=catalog,
+        index=lambda: index,
+        storage_root=f"file://{stack.base / 'objects'}",
+        tiny_models=True,
+        model_cache=str(stack.model_cache),
+    )
+    params = pipeline.IngestParams(
+        source=str(video),
+        collection=COLLECTION,
+        segment_seconds=SEGMENT_SECONDS,
+        sample_fps=E2E_SAMPLE_FPS,
+        score_threshold=0.0,
+    )
+    out: dict[str, Any] = {}
+    try:
+        # Build the tiny models before anything is timed, so no segment pays for it.
+        _, seconds = timed(
+            lambda: [
+                modelstore.resolve_model("x", kind, tiny=True, cache_dir=stack.model_cache)
+                for kind in ("detector", "embedder")
+            ]
+        )
+        out["tiny_models_ready_s"] = r(seconds)
+
+        say("probe")
+        probed, seconds = timed(lambda: pipeline.probe_video(svc, RUN_ID, "bench", params))
+        manifest = probed.manifest
+        out["probe"] = {"wall_s": r(seconds)}
+        out["manifest"] = manifest.model_dump(mode="json")
+
+        say("split")
+        segments, seconds = timed(lambda: pipeline.split_video(svc, params, probed))
+        out["split"] = {"wall_s": r(seconds), "segments": len(segments),
+                        "segment_bounds_s": [[s.start_s, s.end_s] for s in segments]}
+
+        say(f"decode-only baseline (best of {DECODE_RUNS})")
+        base = decode_only(video)
+        frames_decoded = base["frames"] or manifest.frame_count or 0
+        base["frames_per_s"] = rate(frames_decoded, base["best_s"])
+        base["video_s_per_s"] = rate(manifest.duration_s, base["best_s"])
+        out["decode_only"] = base
+
+        # Frame sampling at each rate; the DAG's rate last, so its bundles feed detect+embed.
+        out["extract_frames"] = {}
+        bundles = []
+        for fps in sorted(SAMPLE_RATES, key=lambda f: (f == E2E_SAMPLE_FPS, f)):
+            say(f"extract_frames at {fps:g} frames/s")
+            per_seg = []
+            bundles = []
+            for seg in segments:
+                uri = storage.join(pipeline.video_root(svc, seg.video_id), f"frames-{fps:g}fps", f"{seg.name}.zip")
+                bundle, seconds = timed(
+                    lambda seg=seg, uri=uri: frames.run_frames(seg, fps, uri, video_start_s=manifest.start_time_s)
+                )
+                bundles.append(bundle)
+                per_seg.append({"segment": seg.index, "frames": len(bundle.frames), "wall_s": r(seconds),
+                                "video_s": r(seg.end_s - seg.start_s)})
+            wall = sum(p["wall_s"] for p in per_seg)
+            n = sum(p["frames"] for p in per_seg)
+            out["extract_frames"][f"{fps:g}"] = {
+                "sample_fps": fps,
+                "wall_s": r(wall),
+                "frames": n,
+                "sampled_frames_per_s": rate(n, wall),
+                "video_s_per_s": rate(manifest.duration_s, wall),
+                "per_segment": per_seg,
+            }
+
+        say(f"detect_embed: worker command per segment ({len(bundles)} segments)")
+        det_segments = []
+        for seg, bundle in zip(segments, bundles):
+            argv = pipeline.worker_argv(svc, params, bundle)
+            result, seconds = timed(lambda argv=argv: launcher.run_local(argv))
+            t = result.timings_s
+            det_segments.append(
+                {
+                    "segment": seg.index,
+                    "frames": result.frame_count,
+                    "objects": len(result.objects),
+                    "wall_s": r(seconds),
+                    "timings_s": t,
+                    # Outside the worker's own clock: interpreter start, the worker's module imports,
+                    # and reading the result back in this process.
+                    "process_start_s": r(seconds - t.get("total", 0.0)),
+                    # Inside its clock but in no named phase: importing torch and selecting the device.
+                    "worker_imports_s": r(t.get("total", 0.0) - sum(v for k, v in t.items() if k != "total")),
+                    "model_load_s": r(t.get("load_detector", 0.0) + t.get("load_embedder", 0.0)),
+                    "output_uri": pipeline.detections_uri(svc, bundle),
+                }
+            )
+        out["detect_embed"] = summarize_detect(det_segments, result.device)
+
+        say("index: Weaviate + Postgres per segment")
+        idx_segments = []
+        for seg, bundle, det in zip(segments, bundles, det_segments):
+            counts, seconds = timed(
+                lambda seg=seg, bundle=bundle, det=det: pipeline.index_segment(
+                    svc, params, seg, bundle, det["output_uri"]
+                )
+            )
+            idx_segments.append({"segment": seg.index, "objects": counts["objects"], "frames": counts["frames"],
+                                 "wall_s": r(seconds)})
+        wall = sum(s["wall_s"] for s in idx_segments)
+        objects = sum(s["objects"] for s in idx_segments)
+        out["index"] = {"wall_s": r(wall), "objects": objects, "objects_per_s": rate(objects, wall),
+                        "per_segment": idx_segments}
+
+        say("finalize")
+        summary, seconds = timed(lambda: pipeline.finalize(svc, RUN_ID, params, manifest.video_id))
+        out["finalize"] = {"wall_s": r(seconds), "summary": summary.model_dump(mode="json")}
+    finally:
+        client.close()
+        catalog.engine.dispose()
+
+    dag_rate = f"{E2E_SAMPLE_FPS:g}"
+    out["stage_sum_s"] = {
+        "probe": out["probe"]["wall_s"],
+        "split": out["split"]["wall_s"],
+        "extract_frames": out["extract_frames"][dag_rate]["wall_s"],
+        "detect_embed": out["detect_embed"]["wall_s"],
+        "index": out["index"]["wall_s"],
+        "finalize": out["finalize"]["wall_s"],
+    }
+    out["stage_sum_s"]["total"] = r(sum(out["stage_sum_s"].values()))
+    return out
+
+
+def summarize_detect(segments: list[dict[str, Any]], device: str) -> dict[str, Any]:
+    def total(key: str) -> float:
+        return sum(s["timings_s"].get(key, 0.0) for s in segments)
+
+    frames_n = sum(s["frames"] for s in segments)
+    objects = sum(s["objects"] for s in segments)
+    wall = sum(s["wall_s"] for s in segments)
+    detect_s, embed_s = total("detect"), total("embed")
+    load_s = total("load_detector") + total("load_embedder")
+    overhead = sum(s["process_start_s"] + s["worker_imports_s"] for s in segments)
+    return {
+        "device": device,
+        "score_threshold": 0.0,
+        "segments": len(segments),
+        "frames": frames_n,
+        "objects": objects,
+        "wall_s": r(wall),
+        "wall_per_segment_s": {
+            "mean": r(statistics.mean(s["wall_s"] for s in segments)),
+            "min": r(min(s["wall_s"] for s in segments)),
+            "max": r(max(s["wall_s"] for s in segments)),
+        },
+        "phase_sums_s": {
+            "process_start": r(sum(s["process_start_s"] for s in segments)),
+            "worker_imports": r(sum(s["worker_imports_s"] for s in segments)),
+            "read_bundle": r(total("read_bundle")),
+            "load_models": r(load_s),
+            "detect": r(detect_s),
+            "embed": r(embed_s),
+            "write_embeddings": r(total("write_embeddings")),
+        },
+        "model_load_per_segment_s": r(load_s / len(segments)),
+        # Process start + imports (python, vidsearch, torch): paid again by every segment's process.
+        "startup_per_segment_s": r(overhead / len(segments)),
+        "fixed_cost_share": r((load_s + overhead) / wall, 3) if wall else None,
+        "detect_frames_per_s": rate(frames_n, detect_s),
+        "detections_per_s": rate(objects, detect_s),
+        "embed_crops_per_s": rate(objects, embed_s),
+        "per_segment": segments,
+    }
+
+
+# --------------------------------------------------------------------------------------------------
+# End to end: one dag.test() run of video_ingest
+# --------------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def output_to(path: Path) -> Iterator[None]:
+    """Send this process's stdout/stderr (file descriptors, so child processes too) to `path`."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with open(path, "ab") as fh:
+        os.dup2(fh.fileno(), 1)
+        os.dup2(fh.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+
+
+def run_e2e(stack: Stack, video: Path) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    say("end to end: airflow db migrate")
+    _, seconds = timed(
+        lambda: subprocess.run(
+            [sys.executable, "-m", "airflow", "db", "migrate"],
+            check=True,
+            env=os.environ.copy(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+    )
+    out["airflow_db_migrate_s"] = r(seconds)
+
+    conf = {
+        "source": str(video),
+        "collection": E2E_COLLECTION,
+        "segment_seconds": SEGMENT_SECONDS,
+        "sample_fps": E2E_SAMPLE_FPS,
+        "score_threshold": 0.0,
+    }
+    out["conf"] = conf
+    log_path = stack.base / "dag_test.log"
+
+    def parse_dag():
+        from airflow.dag_processing.dagbag import DagBag
+
+        return DagBag(dag_folder=str(ROOT / "dags")).dags[DAG_ID]
+
+    with output_to(log_path):
+        dag, seconds = timed(parse_dag)
+    out["dag_parse_s"] = r(seconds)
+
+    say(f"end to end: dag.test() of {DAG_ID} (task logs: {log_path})")
+    with output_to(log_path):
+        dagrun, seconds = timed(lambda: dag.test(run_conf=conf))
+    out["wall_s"] = r(seconds)
+    out["state"] = str(getattr(dagrun.state, "value", dagrun.state))
+
+    tis = []
+    for ti in dagrun.get_task_instances():
+        duration = ti.duration
+        if duration is None and ti.start_date and ti.end_date:
+            duration = (ti.end_date - ti.start_date).total_seconds()
+        tis.append(
+            {
+                "task_id": ti.task_id,
+                "map_index": ti.map_index,
+                "state": str(getattr(ti.state, "value", ti.state)),
+                "try_number": ti.try_number,
+                "duration_s": r(duration or 0.0),
+                "start": ti.start_date.isoformat() if ti.start_date else None,
+                "end": ti.end_date.isoformat() if ti.end_date else None,
+            }
+        )
+    tis.sort(key=lambda t: (t["start"] or "", t["task_id"], t["map_index"]))
+    out["task_instances"] = tis
+    by_task: dict[str, float] = {}
+    for ti in tis:
+        stage = ti["task_id"].split(".")[-1]
+        by_task[stage] = r(by_task.get(stage, 0.0) + ti["duration_s"])
+    out["ti_sum_by_stage_s"] = by_task
+    out["ti_sum_s"] = r(sum(by_task.values()))
+    starts = [t["start"] for t in tis if t["start"]]
+    ends = [t["end"] for t in tis if t["end"]]
+    if starts and ends:
+        first = dt.datetime.fromisoformat(min(starts))
+        last = dt.datetime.fromisoformat(max(ends))
+        out["first_start_to_last_end_s"] = r((last - first).total_seconds())
+    if out["state"] != "success":
+        tail = log_path.read_text(errors="replace").splitlines()[-40:]
+        out["log_tail"] = tail
+        say(f"end-to-end run ended {out['state']}; last log lines:\n" + "\n".join(tail))
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Reports
+# --------------------------------------------------------------------------------------------------
+
+
+def fmt(value: Any, digits: int = 1) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}"
+    return f"{value:,}" if isinstance(value, int) else str(value)
+
+
+def write_markdown(report: dict[str, Any], path: Path) -> None:
+    s = report["stages"]
+    m = report["machine"]
+    v = report["video"]
+    man = s["manifest"]
+    dec = s["decode_only"]
+    de = s["detect_embed"]
+    idx = s["index"]
+    lines = [
+        "# Stage benchmark",
+        "",
+        f"Generated {report['generated_at']} by `{report['command']}` in {fmt(report['runtime_s'])} s.",
+        "",
+        f"Machine: {m['cpu_count']} CPU ({m['cpu_model']}), {fmt(m['memory_gib'])} GiB, "
+        f"{'CUDA' if m['cuda_available'] else 'no GPU'}; torch {m['torch']} ({m['torch_threads']} threads), "
+        f"transformers {m['transformers']}, Airflow {m['airflow']}, {m['ffmpeg']}; "
+        f"commit `{(m['git_commit'] or '?')[:10]}`{' (with local changes)' if m['git_dirty'] else ''}.",
+        "",
+        f"Video: generated by `synth.make_video`, {man['duration_s']:.2f} s, {man['width']}x{man['height']} "
+        f"@ {man['frame_rate']:.3f} fps ({man['frame_count']} frames), {man['video_codec']} + {man['audio_codec']}, "
+        f"keyframe every {GOP_FRAMES} frames, {v['size_bytes'] / 1e6:.1f} MB. "
+        f"Segments of {SEGMENT_SECONDS:g} s: {s['split']['segments']}. "
+        "Models: tiny random DETR and CLIP (score_threshold 0.0 keeps every box; up to 8 per frame).",
+        "",
+        "## Stages",
+        "",
+        "Each stage run through the function its DAG task calls, one segment after another, "
+        f"in this process (detect+embed: one worker process per segment, as the DAG runs it). "
+        f"Detect, embed and index use the {E2E_SAMPLE_FPS:g} frame/s bundles.",
+        "",
+        "| stage | time (s) | throughput | notes |",
+        "|---|---:|---|---|",
+        f"| probe | {fmt(s['probe']['wall_s'], 2)} | | copy + SHA-256 + ffprobe + decode check, catalog rows |",
+        f"| split | {fmt(s['split']['wall_s'], 2)} | | stream copy into {s['split']['segments']} segment files |",
+        f"| ffmpeg decode only (reference) | {fmt(dec['best_s'], 2)} | {fmt(dec['frames_per_s'])} frames/s decoded, "
+        f"{fmt(dec['video_s_per_s'])} video s/s | best of {len(dec['runs_s'])}: `{dec['command']}` |",
+    ]
+    for key, fr in s["extract_frames"].items():
+        lines.append(
+            f"| extract_frames @ {key} fps | {fmt(fr['wall_s'], 2)} | {fmt(fr['sampled_frames_per_s'])} sampled frames/s, "
+            f"{fmt(fr['video_s_per_s'])} video s/s | {fr['frames']} frames; "
+            f"{fmt(fr['wall_s'] / dec['best_s'] if dec['best_s'] else None)}x decode-only time |"
+        )
+    ph = de["phase_sums_s"]
+    lines += [
+        f"| detect_embed (worker) | {fmt(de['wall_s'], 2)} | {fmt(de['detect_frames_per_s'])} frames/s detect, "
+        f"{fmt(de['detections_per_s'])} detections/s, {fmt(de['embed_crops_per_s'])} crops/s embed | "
+        f"{de['frames']} frames, {de['objects']} objects on {de['device']}; per segment "
+        f"{fmt(de['wall_per_segment_s']['mean'], 2)} s (process start {fmt(de['startup_per_segment_s'], 2)} s, "
+        f"model load {fmt(de['model_load_per_segment_s'], 2)} s) |",
+        f"| index | {fmt(idx['wall_s'], 2)} | {fmt(idx['objects_per_s'])} objects/s | "
+        f"{idx['objects']} objects into Weaviate and Postgres |",
+        f"| finalize | {fmt(s['finalize']['wall_s'], 2)} | | both stores compared object for object |",
+        f"| **sum of stages** ({E2E_SAMPLE_FPS:g} fps) | **{fmt(s['stage_sum_s']['total'], 2)}** | | |",
+        "",
+        "Detect+embed time per phase, summed over segments (s): "
+        + ", ".join(f"{k.replace('_', ' ')} {fmt(val, 2)}" for k, val in ph.items())
+        + f". Fixed costs (process start, imports, model load) are {fmt(100 * (de['fixed_cost_share'] or 0))}% "
+        "of the worker's wall time. The tiny models' weights are a few kilobytes: their load time is "
+        "almost all transformers importing and initialising the model and processor classes.",
+        "",
+    ]
+    e2e = report.get("end_to_end")
+    if e2e:
+        by = e2e["ti_sum_by_stage_s"]
+        ss = s["stage_sum_s"]
+        lines += [
+            "## End to end (`dag.test()`)",
+            "",
+            f"One run of `{DAG_ID}` (segment_seconds {SEGMENT_SECONDS:g}, sample_fps {E2E_SAMPLE_FPS:g}, "
+            f"score_threshold 0.0): **{e2e['state']}**, {len(e2e['task_instances'])} task instances.",
+            "",
+            "| | time (s) |",
+            "|---|---:|",
+            f"| wall time of `dag.test()` | {fmt(e2e['wall_s'], 2)} |",
+            f"| first task start to last task end | {fmt(e2e.get('first_start_to_last_end_s'), 2)} |",
+            f"| sum of task instance durations (Airflow start/end) | {fmt(e2e['ti_sum_s'], 2)} |",
+            f"| sum of stage times measured above | {fmt(ss['total'], 2)} |",
+            "",
+            "| stage | stage time (s) | task instances (s) | difference (s) |",
+            "|---|---:|---:|---:|",
+        ]
+        for stage in STAGE_ORDER:
+            a, b = ss.get(stage), by.get(stage)
+            diff = b - a if a is not None and b is not None else None
+            lines.append(f"| {stage} | {fmt(a, 2)} | {fmt(b, 2)} | {'+' if (diff or 0) >= 0 else ''}{fmt(diff, 2)} |")
+        gap = e2e["wall_s"] - e2e["ti_sum_s"]
+        first_extra = (by.get("probe") or 0.0) - (ss.get("probe") or 0.0)
+        lines += [
+            "",
+            "Reading it:",
+            "",
+            f"* `dag.test()` runs every task instance one after another in this process (the mapped "
+            f"segments do not overlap), so its wall time is the sum of the task instances plus "
+            f"{fmt(gap, 2)} s of Airflow's own work between and around them: syncing the DAG bundle into "
+            "the metadata DB, scheduling each task instance, rendering templates, recording states.",
+            f"* The task instances take {fmt(e2e['ti_sum_s'] - ss['total'], 2)} s more than the stages run "
+            f"directly. Most of it is the first task: `probe` takes {fmt(first_extra, 2)} s longer as a task "
+            "instance because it pays one-time costs, `dag.test()` starting its in-process Execution API "
+            "and the first import of the Airflow provider hooks (Postgres, Weaviate) and of the task code. "
+            "Every other task adds a fraction of a second: XCom push and pull, a fresh connection to "
+            "the catalog and to Weaviate per task.",
+            "* Inside the stages, each `detect_embed` task starts a new worker process that imports torch "
+            f"and transformers and loads both models again: "
+            f"{fmt(de['startup_per_segment_s'] + de['model_load_per_segment_s'], 2)} s per segment here, "
+            "before the first frame is processed. That is the same in the DAG and in the direct run, and "
+            "it is the largest fixed cost in the pipeline.",
+            "* A real deployment (scheduler + executor) runs the mapped segments in parallel, as executor "
+            "slots or one GPU pod per segment, so its wall time can fall below the sum of stages: towards "
+            "probe + split + the slowest segment + finalize when there are cores or GPUs for every "
+            "segment. It also adds the scheduler's own latency between dependent tasks, which "
+            "`dag.test()` does not have.",
+            "",
+        ]
+    lines += [
+        "## Notes",
+        "",
+        "* Throughputs with tiny random models measure the pipeline's plumbing, not real model cost: "
+        "real DETR-ResNet-50 and CLIP ViT-B/32 are orders of magnitude slower per frame and crop, so "
+        "in production detect+embed dominates and its fixed costs matter less.",
+        "* `video s/s` is seconds of source video processed per second of wall time (realtime factor).",
+        "* The full numbers, per segment and per task instance, are in `stages.json`.",
+        "",
+    ]
+    path.write_text("\n".join(lines))
+
+
+def write_chart(report: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    s = report["stages"]
+    e2e = report.get("end_to_end")
+    ss = s["stage_sum_s"]
+    stages = list(STAGE_ORDER)
+    direct = [ss.get(k, 0.0) for k in stages]
+    airflow = [e2e["ti_sum_by_stage_s"].get(k, 0.0) for k in stages] if e2e else None
+
+    fig, (ax1, ax2) = plt.subplots(
+        1, 2, figsize=(13, 5.2), gridspec_kw={"width_ratios": [1.35, 1]}, constrained_layout=True
+    )
+    ypos = list(range(len(stages)))[::-1]
+    height = 0.38 if airflow else 0.6
+    bars = ax1.barh([y + (height / 2 if airflow else 0) for y in ypos], direct, height,
+                    label="stage, run directly", color="#1e88e5")
+    ax1.bar_label(bars, fmt="%.1f", padding=3, fontsize=8)
+    if airflow:
+        bars = ax1.barh([y - height / 2 for y in ypos], airflow, height,
+                        label="task instances in dag.test()", color="#fb8c00")
+        ax1.bar_label(bars, fmt="%.1f", padding=3, fontsize=8)
+    ax1.set_yticks(ypos, stages)
+    ax1.set_xlabel("seconds (summed over segments)")
+    title = f"Per-stage time, {s['manifest']['duration_s']:.0f} s 720p video, tiny models"
+    if e2e:
+        title += (f"\nsum of stages {ss['total']:.1f} s; dag.test() wall {e2e['wall_s']:.1f} s "
+                  f"(task instances {e2e['ti_sum_s']:.1f} s)")
+    ax1.set_title(title, fontsize=10)
+    ax1.legend(loc="lower right", fontsize=8)
+    ax1.margins(x=0.15)
+    ax1.grid(axis="x", alpha=0.3)
+
+    de = s["detect_embed"]["per_segment"]
+    parts = [
+        ("process start + imports", lambda d: d["process_start_s"] + d["worker_imports_s"], "#9e9e9e"),
+        ("model load", lambda d: d["model_load_s"], "#e53935"),
+        ("read bundle", lambda d: d["timings_s"].get("read_bundle", 0.0), "#8e24aa"),
+        ("detect", lambda d: d["timings_s"].get("detect", 0.0), "#43a047"),
+        ("embed", lambda d: d["timings_s"].get("embed", 0.0), "#fdd835"),
+        ("write", lambda d: d["timings_s"].get("write_embeddings", 0.0), "#00897b"),
+    ]
+    labels = [f"seg{d['segment']}" for d in de]
+    left = [0.0] * len(de)
+    for name, get, colour in parts:
+        widths = [get(d) for d in de]
+        ax2.barh(labels[::-1], widths[::-1], left=left[::-1], color=colour, label=name)
+        left = [a + b for a, b in zip(left, widths)]
+    ax2.set_xlabel("seconds")
+    ax2.set_title("detect_embed worker, per segment: where the time goes", fontsize=10)
+    ax2.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=3, fontsize=8)
+    ax2.grid(axis="x", alpha=0.3)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# --------------------------------------------------------------------------------------------------
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description="Time each pipeline stage (writes JSON, Markdown, PNG).")
+    parser.add_argument("--duration", type=float, default=60.0, help="video length in seconds (default 60)")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "reports", help="report folder")
+    parser.add_argument("--no-e2e", action="store_true", help="skip the dag.test() run")
+    parser.add_argument("--keep-temp", action="store_true", help="keep the temporary folder (servers' data, logs)")
+    args = parser.parse_args()
+    if args.duration <= 0:
+        parser.error("--duration must be positive")
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    warnings.simplefilter("ignore", ResourceWarning)  # unclosed pipes/sockets of libraries: noise here
+    started = time.perf_counter()
+    started_at = dt.datetime.now(dt.timezone.utc)
+    model_cache = cache_dir() / "bench-models"
+    base = Path(tempfile.mkdtemp(prefix="vidsearch-bench-"))
+    stack = Stack(base, model_cache)
+    report: dict[str, Any] = {"schema": SCHEMA_VERSION, "generated_at": started_at.isoformat(timespec="seconds")}
+    argv = ["bench/stages.py", *sys.argv[1:]]
+    report["command"] = ".venv/bin/python " + " ".join(argv)
+    try:
+        say(f"starting Postgres and Weaviate under {base}")
+        _, seconds = timed(stack.start)
+        report["stack_start_s"] = r(seconds)
+        report["machine"] = machine_facts()
+        say(f"video: {args.duration:g} s {WIDTH}x{HEIGHT} @ {FPS}")
+        video, info = bench_video(args.duration)
+        report["video"] = info
+        report["config"] = {
+            "segment_seconds": SEGMENT_SECONDS,
+            "sample_rates": list(SAMPLE_RATES),
+            "dag_sample_fps": E2E_SAMPLE_FPS,
+            "score_threshold": 0.0,
+            "batch_size": 16,
+            "tiny_models": True,
+            "model_cache": str(model_cache),
+        }
+        report["stages"] = run_stages(stack, video, args.duration)
+        if not args.no_e2e:
+            report["end_to_end"] = run_e2e(stack, video)
+    finally:
+        stack.stop()
+        if args.keep_temp:
+            say(f"kept {base}")
+        else:
+            shutil.rmtree(base, ignore_errors=True)
+    report["runtime_s"] = r(time.perf_counter() - started, 1)
+
+    out = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "stages.json").write_text(json.dumps(report, indent=2) + "\n")
+    write_markdown(report, out / "stages.md")
+    write_chart(report, out / "stages.png")
+    say(f"wrote {out / 'stages.json'}, stages.md, stages.png in {report['runtime_s']:.0f} s")
+    print((out / "stages.md").read_text())
+    e2e = report.get("end_to_end")
+    return 0 if not e2e or e2e["state"] == "success" else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
