@@ -125,7 +125,9 @@ def main() -> int:
         sample = cfg.data_dir / "samples" / "demo.mp4"
         if not sample.exists():
             sample.parent.mkdir(parents=True, exist_ok=True)
-            synth.make_video(sample, duration_s=30.0, width=640, height=360, fps="30000/1001", audio=True)
+            synth.make_video(
+                sample, duration_s=30.0, width=640, height=360, fps="30000/1001", audio=True, gop_frames=60
+            )
         source = str(sample)
         print(f"[demo] sample video: {sample}")
 

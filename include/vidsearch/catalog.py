@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import functools
-import json
 from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence
 
@@ -65,6 +64,7 @@ ingest_runs = sa.Table(
     sa.Column("error", sa.Text, nullable=True),
     sa.Column("params", pg.JSONB, nullable=False),
     sa.Column("summary", pg.JSONB, nullable=True),
+    sa.Column("quality_report", sa.Text, nullable=True),  # URI of the run's quality report folder
     _ts("started_at"),
     _ts("updated_at"),
 )
@@ -98,6 +98,7 @@ segments = sa.Table(
     sa.Column("frame_count", sa.Integer, nullable=True),
     sa.Column("object_count", sa.Integer, nullable=True),
     sa.Column("bundle_uri", sa.Text, nullable=True),
+    sa.Column("quality", pg.JSONB, nullable=True),  # failed expectations of a quarantined segment
     _ts("updated_at"),
     sa.ForeignKeyConstraint(
         ["collection", "video_id"], ["videos.collection", "videos.video_id"], ondelete="CASCADE"
@@ -243,10 +244,13 @@ class Catalog:
         error: Optional[str] = None,
         video_id: Optional[str] = None,
         summary: Optional[dict] = None,
+        quality_report: Optional[str] = None,
     ) -> None:
         values: dict[str, Any] = {"state": state.value, "error": error, "updated_at": _now()}
         if video_id is not None:
             values["video_id"] = video_id
+        if quality_report is not None:
+            values["quality_report"] = quality_report
         if summary is not None:
             values["summary"] = summary
         with _transient_db_errors(), self.engine.begin() as conn:
@@ -361,6 +365,7 @@ class Catalog:
         segment_index: int,
         state: SegmentState,
         error: Optional[str] = None,
+        quality: Optional[list[dict[str, Any]]] = None,
     ) -> None:
         with _transient_db_errors(), self.engine.begin() as conn:
             conn.execute(
@@ -370,7 +375,7 @@ class Catalog:
                     segments.c.video_id == video_id,
                     segments.c.segment_index == segment_index,
                 )
-                .values(state=state.value, error=error, updated_at=_now())
+                .values(state=state.value, error=error, quality=quality, updated_at=_now())
             )
 
     def write_segment_index(
@@ -454,6 +459,7 @@ class Catalog:
                 .values(
                     state=SegmentState.DONE.value,
                     error=None,
+                    quality=None,
                     frame_count=len(frame_rows),
                     object_count=len(object_rows),
                     bundle_uri=bundle.uri,
@@ -502,6 +508,3 @@ class Catalog:
             ).all()
         return {str(r[0]) for r in rows}
 
-
-def dumps(value: Any) -> str:
-    return json.dumps(value, default=str, sort_keys=True)

@@ -119,6 +119,9 @@ class DetectEmbedResult(Record):
     detector_model: str
     embedder_model: str
     embedding_dim: int
+    detector_labels: list[str] = Field(
+        default_factory=list, description="The detector's label set: every object's label is one of them."
+    )
     device: str
     frame_count: int
     objects: list[DetectedObject]

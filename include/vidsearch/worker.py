@@ -166,6 +166,7 @@ def run(args: argparse.Namespace) -> DetectEmbedResult:
         progress=lambda done, n: logger.info("detect: %d/%d frames", done, n),
     )
     timings["detect"] = time.perf_counter() - phase
+    detector_labels = sorted(set(detector.labels.values()))
     # Free the detector before the embedder loads: on a small GPU the two need not fit together.
     del detector
     _release_cuda_memory()
@@ -233,6 +234,7 @@ def run(args: argparse.Namespace) -> DetectEmbedResult:
         detector_model=Path(detector_path).name if args.tiny_models else args.detector,
         embedder_model=Path(embedder_path).name if args.tiny_models else args.embedder,
         embedding_dim=embedder.dim,
+        detector_labels=detector_labels,
         device=device,
         frame_count=total,
         objects=objects,
