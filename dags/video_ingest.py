@@ -15,6 +15,11 @@ Turns one video into searchable objects. One DAG run = one video.
 * **index** upserts the segment's objects into Weaviate and its frames and objects into Postgres.
 * **finalize** checks both stores agree object for object and emits an asset event for the collection.
 
+Great Expectations gates check every stage (probe, split, frames, detections, embeddings, index). A
+failed gate stops that segment only: it is marked `quarantined` in the catalog with the failed
+expectations, the other segments go on, and the run ends failed naming it. Each gate's result is kept
+under `<storage root>/quality/<run id>/` (JSON and Markdown); the task log links it.
+
 Every write is keyed by deterministic ids: running the same video again changes no count.
 """
 
@@ -23,7 +28,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from airflow.sdk import AssetAlias, Param, dag, get_current_context, task, task_group
+from airflow.sdk import AssetAlias, Param, TriggerRule, dag, get_current_context, task, task_group
 from airflow.sdk.definitions.retry_policy import ExceptionRetryPolicy, RetryAction, RetryRule
 
 COLLECTIONS_ALIAS = "vidsearch_collections"
@@ -149,7 +154,9 @@ def video_ingest() -> None:
         from vidsearch import pipeline
         from vidsearch_airflow.services import services
 
-        segs = pipeline.split_video(services(), _params(), pipeline.ProbeOutput.model_validate(probed))
+        run_id = get_current_context()["run_id"]
+        probed_out = pipeline.ProbeOutput.model_validate(probed)
+        segs = pipeline.split_video(services(), run_id, _params(), probed_out)
         return [s.model_dump(mode="json") for s in segs]
 
     @task(map_index_template="{{ segment_label }}", execution_timeout=timedelta(minutes=20))
@@ -161,8 +168,10 @@ def video_ingest() -> None:
 
         seg = Segment.model_validate(segment)
         _name_segment(seg)
-        start = pipeline.ProbeOutput.model_validate(probed).manifest.start_time_s
-        return pipeline.extract_frames(services(), _params(), seg, start).model_dump(mode="json")
+        manifest = pipeline.ProbeOutput.model_validate(probed).manifest
+        run_id = get_current_context()["run_id"]
+        bundle = pipeline.extract_frames(services(), run_id, _params(), seg, manifest)
+        return bundle.model_dump(mode="json")
 
     @task(map_index_template="{{ segment_label }}", execution_timeout=timedelta(minutes=60))
     def detect_embed(segment: dict, bundle: dict) -> str:
@@ -186,8 +195,9 @@ def video_ingest() -> None:
 
         seg = Segment.model_validate(segment)
         _name_segment(seg)
+        run_id = get_current_context()["run_id"]
         return pipeline.index_segment(
-            services(), _params(), seg, FrameBundle.model_validate(bundle), output_uri
+            services(), run_id, _params(), seg, FrameBundle.model_validate(bundle), output_uri
         )
 
     @task_group(group_id="segment")
@@ -196,7 +206,13 @@ def video_ingest() -> None:
         output_uri = detect_embed(segment=segment, bundle=bundle)
         index(segment=segment, bundle=bundle, output_uri=output_uri)
 
-    @task(outlets=[AssetAlias(COLLECTIONS_ALIAS)], execution_timeout=timedelta(minutes=10))
+    # Runs once every segment is done, failed or quarantined (as long as something succeeded): the good
+    # segments are still checked, and the run then ends failed naming the bad ones.
+    @task(
+        outlets=[AssetAlias(COLLECTIONS_ALIAS)],
+        execution_timeout=timedelta(minutes=10),
+        trigger_rule=TriggerRule.ALL_DONE_MIN_ONE_SUCCESS,
+    )
     def finalize(probed: dict, *, outlet_events: Any = None) -> dict:
         """Check Postgres and Weaviate agree object for object; emit the collection's asset event."""
         from airflow.sdk import Asset

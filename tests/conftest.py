@@ -9,6 +9,7 @@ and Weaviate, object storage in a temporary folder, tiny models.
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -58,6 +59,9 @@ def pytest_configure(config: pytest.Config) -> None:
         "VIDSEARCH_TINY_MODELS": "1",
         "VIDSEARCH_MODEL_CACHE": str(base / "models"),
         "HF_HUB_OFFLINE": "1",
+        # One JWT secret for every process of the session (in-process servers, subprocess servers,
+        # the token generator in tests), as an Airflow deployment shares it between its components.
+        "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(64),
         "PYTHONPATH": os.pathsep.join(
             [str(ROOT / "include"), str(ROOT / "plugins"), os.environ.get("PYTHONPATH", "")]
         ),

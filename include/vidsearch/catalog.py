@@ -150,6 +150,68 @@ objects = sa.Table(
     sa.Index("ix_objects_segment", "collection", "video_id", "segment_index"),
 )
 
+# -- labels (search and labeling; migration 0003) -----------------------------------------------------
+
+LABEL_POLARITIES = ("positive", "negative")
+LABEL_SOURCES = ("human", "propagated")
+LABEL_ACTIONS = ("add", "remove", "propagate", "undo")
+
+# One row per (object, label name): a human label replaces a propagated one of the same name, and
+# propagation never overwrites a human row (its upsert only updates rows whose source is 'propagated').
+labels = sa.Table(
+    "labels",
+    metadata,
+    sa.Column("collection", sa.Text, primary_key=True),
+    sa.Column("object_id", pg.UUID(as_uuid=False), primary_key=True),
+    sa.Column("name", sa.Text, primary_key=True),
+    sa.Column("polarity", sa.Text, nullable=False),
+    sa.Column("source", sa.Text, nullable=False),
+    sa.Column("propagation_id", pg.UUID(as_uuid=False), nullable=True),
+    sa.Column("score", sa.Float, nullable=True),
+    sa.Column("created_by", sa.Text, nullable=False),
+    _ts("updated_at"),
+    sa.ForeignKeyConstraint(
+        ["collection", "object_id"], ["objects.collection", "objects.object_id"], ondelete="CASCADE"
+    ),
+    sa.Index("ix_labels_name", "collection", "name"),
+    sa.Index("ix_labels_propagation", "propagation_id"),
+)
+
+# One row per propagation run: its inputs (sources, negatives), model and threshold are its provenance.
+propagations = sa.Table(
+    "propagations",
+    metadata,
+    sa.Column("id", pg.UUID(as_uuid=False), primary_key=True),
+    sa.Column("collection", sa.Text, nullable=False),
+    sa.Column("name", sa.Text, nullable=False),
+    sa.Column("sources", pg.JSONB, nullable=False),
+    sa.Column("negatives", pg.JSONB, nullable=False),
+    sa.Column("model", sa.Text, nullable=False),
+    sa.Column("threshold", sa.Float, nullable=False),
+    sa.Column("count", sa.Integer, nullable=False),
+    sa.Column("created_by", sa.Text, nullable=False),
+    _ts("created_at"),
+    sa.Column("undone_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Index("ix_propagations_name", "collection", "name"),
+)
+
+# The audit trail: append-only; object_id is NULL for whole-propagation events (propagate, undo).
+label_events = sa.Table(
+    "label_events",
+    metadata,
+    sa.Column("id", sa.BigInteger, primary_key=True, autoincrement=True),
+    sa.Column("collection", sa.Text, nullable=False),
+    sa.Column("object_id", pg.UUID(as_uuid=False), nullable=True),
+    sa.Column("name", sa.Text, nullable=False),
+    sa.Column("action", sa.Text, nullable=False),
+    sa.Column("polarity", sa.Text, nullable=True),
+    sa.Column("source", sa.Text, nullable=True),
+    sa.Column("propagation_id", pg.UUID(as_uuid=False), nullable=True),
+    sa.Column("actor", sa.Text, nullable=False),
+    _ts("at"),
+    sa.Index("ix_label_events_name", "collection", "name", "id"),
+)
+
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 _MIGRATION_LOCK = 0x76696473  # "vids": advisory lock id serialising concurrent migrations
 
@@ -378,6 +440,42 @@ class Catalog:
                 .values(state=state.value, error=error, quality=quality, updated_at=_now())
             )
 
+    def quarantine_segment(
+        self,
+        collection: str,
+        video_id: str,
+        segment_index: int,
+        error: str,
+        failed_expectations: Optional[list[dict[str, Any]]],
+    ) -> None:
+        """Mark a segment quarantined with the failed expectations, dropping whatever an earlier run
+        indexed for it (its frames and objects), in one transaction."""
+        with _transient_db_errors(), self.engine.begin() as conn:
+            for table in (objects, frames):
+                conn.execute(
+                    sa.delete(table).where(
+                        table.c.collection == collection,
+                        table.c.video_id == video_id,
+                        table.c.segment_index == segment_index,
+                    )
+                )
+            conn.execute(
+                sa.update(segments)
+                .where(
+                    segments.c.collection == collection,
+                    segments.c.video_id == video_id,
+                    segments.c.segment_index == segment_index,
+                )
+                .values(
+                    state=SegmentState.QUARANTINED.value,
+                    error=error,
+                    quality=failed_expectations,
+                    frame_count=None,
+                    object_count=None,
+                    updated_at=_now(),
+                )
+            )
+
     def write_segment_index(
         self,
         collection: str,
@@ -499,12 +597,13 @@ class Catalog:
             ).all()
         return {int(i): int(n) for i, n in rows}
 
-    def object_ids(self, collection: str, video_id: str) -> set[str]:
+    def object_ids(self, collection: str, video_id: str, segment_index: Optional[int] = None) -> set[str]:
+        query = sa.select(objects.c.object_id).where(
+            objects.c.collection == collection, objects.c.video_id == video_id
+        )
+        if segment_index is not None:
+            query = query.where(objects.c.segment_index == segment_index)
         with self.engine.connect() as conn:
-            rows = conn.execute(
-                sa.select(objects.c.object_id).where(
-                    objects.c.collection == collection, objects.c.video_id == video_id
-                )
-            ).all()
+            rows = conn.execute(query).all()
         return {str(r[0]) for r in rows}
 

@@ -197,6 +197,17 @@ class ObjectIndex:
             )
         return len(objects)
 
+    def delete_segment(self, collection: str, video_id: str, segment_index: int) -> None:
+        """Remove every object of one segment (nothing to do when the collection does not exist)."""
+        name = weaviate_collection_name(collection)
+        if not _retrying(lambda: self.client.collections.exists(name), f"looking up {name}"):
+            return
+        coll = self._coll(collection)
+        _retrying(
+            lambda: coll.data.delete_many(where=segment_filter(video_id, segment_index)),
+            f"deleting objects of {video_id}/{segment_index}",
+        )
+
     def ids(self, collection: str, video_id: str, segment_index: Optional[int] = None) -> list[str]:
         """Every object id stored for a video (or one of its segments)."""
         coll = self._coll(collection)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 import tempfile
 from pathlib import Path
 from typing import Callable, Optional
@@ -16,7 +17,7 @@ from typing import Callable, Optional
 from pydantic import Field
 
 from . import catalog as cat
-from . import frames, launcher, probe, sources, split, storage
+from . import frames, launcher, probe, quality, sources, split, storage
 from .errors import PermanentError, QualityGateError
 from .index import ObjectIndex, validate_collection_name, weaviate_collection_name
 from .records import FrameBundle, Record, Segment, VideoManifest
@@ -61,6 +62,21 @@ def video_root(svc: Services, video_id: str) -> str:
     return storage.join(svc.storage_root, "videos", video_id)
 
 
+def quality_root(svc: Services, run_id: str) -> str:
+    """Where one run's validation results live: `<root>/quality/<run id>/`."""
+    return storage.join(svc.storage_root, "quality", re.sub(r"[^A-Za-z0-9_.-]+", "_", run_id))
+
+
+def gate(svc: Services, run_id: str, result: quality.GateResult) -> quality.GateResult:
+    """Keep a gate's result with the run (JSON + Markdown) and stop the work if it failed."""
+    report = quality.write_report(result, quality_root(svc, run_id))
+    if result.success:
+        log.info("%s gate passed for %s (%d expectations): %s", result.stage, result.subject, result.evaluated, report)
+    else:
+        log.error("%s; report: %s", result.summary(), report)
+    return quality.enforce(result)
+
+
 def probe_video(svc: Services, run_id: str, dag_id: str, params: IngestParams) -> ProbeOutput:
     """Fetch and probe the source; only a valid video is copied to object storage and cataloged.
 
@@ -72,6 +88,7 @@ def probe_video(svc: Services, run_id: str, dag_id: str, params: IngestParams) -
         with tempfile.TemporaryDirectory(prefix="vidsearch-probe-") as tmp:
             local = sources.fetch_source(params.source, Path(tmp))
             manifest = probe.probe_video(local, params.source)
+            gate(svc, run_id, quality.check_probe(manifest))
             suffix = local.suffix.lower() if len(local.suffix) <= 6 else ""
             source_uri = storage.join(video_root(svc, manifest.video_id), f"source{suffix}")
             if not storage.exists(source_uri):
@@ -80,7 +97,9 @@ def probe_video(svc: Services, run_id: str, dag_id: str, params: IngestParams) -
         svc.catalog.end_run(run_id, cat.RunState.FAILED, error=_one_line(exc))
         raise
     svc.catalog.upsert_video(params.collection, manifest, source_uri, run_id)
-    svc.catalog.end_run(run_id, cat.RunState.RUNNING, video_id=manifest.video_id)
+    svc.catalog.end_run(
+        run_id, cat.RunState.RUNNING, video_id=manifest.video_id, quality_report=quality_root(svc, run_id)
+    )
     log.info(
         "probed %s: video %s, %.3f s, %dx%d @ %.3f fps%s, audio=%s",
         params.source,
@@ -95,8 +114,8 @@ def probe_video(svc: Services, run_id: str, dag_id: str, params: IngestParams) -
     return ProbeOutput(manifest=manifest, source_uri=source_uri)
 
 
-def split_video(svc: Services, params: IngestParams, probed: ProbeOutput) -> list[Segment]:
-    """Cut the video into segment files and record the plan (every segment pending)."""
+def split_video(svc: Services, run_id: str, params: IngestParams, probed: ProbeOutput) -> list[Segment]:
+    """Cut the video into segment files, gate the cut, and record the plan (every segment pending)."""
     manifest = probed.manifest
     covered = min(manifest.duration_s, params.time_limit_seconds or manifest.duration_s)
     if covered / params.segment_seconds > MAX_SEGMENTS:
@@ -105,29 +124,54 @@ def split_video(svc: Services, params: IngestParams, probed: ProbeOutput) -> lis
             f"{MAX_SEGMENTS} segments: raise segment_seconds"
         )
     svc.index().ensure_collection(params.collection)
-    with storage.local_file(probed.source_uri) as local:
-        segments = split.run_split(
-            local,
-            manifest,
-            params.segment_seconds,
-            params.time_limit_seconds,
-            storage.join(video_root(svc, manifest.video_id), "segments"),
-        )
+    try:
+        with storage.local_file(probed.source_uri) as local:
+            segments = split.run_split(
+                local,
+                manifest,
+                params.segment_seconds,
+                params.time_limit_seconds,
+                storage.join(video_root(svc, manifest.video_id), "segments"),
+            )
+        facts = []
+        for seg in segments:
+            with storage.local_file(seg.uri, suffix=".mkv") as seg_file:
+                facts.append(quality.segment_facts(seg_file))
+        gate(svc, run_id, quality.check_split(manifest, segments, facts, params.time_limit_seconds))
+    except PermanentError as exc:
+        svc.catalog.end_run(run_id, cat.RunState.FAILED, error=_one_line(exc))
+        raise
     svc.catalog.upsert_segments(params.collection, segments)
     log.info("split %s into %d segments", manifest.video_id, len(segments))
     return segments
 
 
 def _mark_failed(svc: Services, params: IngestParams, segment: Segment, exc: BaseException) -> None:
-    state = cat.SegmentState.QUARANTINED if isinstance(exc, QualityGateError) else cat.SegmentState.FAILED
+    """Record a segment's failure. A failed quality gate quarantines it: whatever an earlier run
+    indexed for it is removed from both stores, so they hold exactly the good segments."""
+    gate_result = getattr(exc, "gate_result", None)
     try:
-        svc.catalog.set_segment_state(params.collection, segment.video_id, segment.index, state, _one_line(exc))
+        if isinstance(exc, QualityGateError):
+            svc.index().delete_segment(params.collection, segment.video_id, segment.index)
+            svc.catalog.quarantine_segment(
+                params.collection,
+                segment.video_id,
+                segment.index,
+                _one_line(exc),
+                [f.model_dump(mode="json") for f in gate_result.failed] if gate_result else None,
+            )
+        else:
+            svc.catalog.set_segment_state(
+                params.collection, segment.video_id, segment.index, cat.SegmentState.FAILED, _one_line(exc)
+            )
     except Exception:  # noqa: BLE001 - the original error matters more than the bookkeeping
         log.exception("could not record the failure of %s", segment.label)
 
 
-def extract_frames(svc: Services, params: IngestParams, segment: Segment, video_start_s: float = 0.0) -> FrameBundle:
-    """Sample one segment into one frame bundle in object storage."""
+def extract_frames(
+    svc: Services, run_id: str, params: IngestParams, segment: Segment, manifest: VideoManifest
+) -> FrameBundle:
+    """Sample one segment into one frame bundle in object storage, then gate the frames."""
     try:
         bundle_uri = storage.join(video_root(svc, segment.video_id), "frames", f"{segment.name}.zip")
         bundle = frames.run_frames(
@@ -135,7 +179,21 @@ def extract_frames(svc: Services, params: IngestParams, segment: Segment, video_
             params.sample_fps,
             bundle_uri,
             time_limit_s=params.time_limit_seconds,
-            video_start_s=video_start_s,
+            video_start_s=manifest.start_time_s,
+            expected_size=(manifest.width, manifest.height),
+        )
+        _, images = frames.read_bundle(bundle.uri)
+        gate(
+            svc,
+            run_id,
+            quality.check_frames(
+                segment,
+                bundle,
+                quality.frame_stats(images),
+                params.sample_fps,
+                params.time_limit_seconds,
+                source_fps=manifest.frame_rate,
+            ),
         )
     except Exception as exc:
         _mark_failed(svc, params, segment, exc)
@@ -174,20 +232,39 @@ def detect_and_embed_locally(svc: Services, params: IngestParams, segment: Segme
 
 
 def index_segment(
-    svc: Services, params: IngestParams, segment: Segment, bundle: FrameBundle, output_uri: str
+    svc: Services, run_id: str, params: IngestParams, segment: Segment, bundle: FrameBundle, output_uri: str
 ) -> dict[str, int]:
-    """Write one segment's objects to Weaviate, then its frames and objects to Postgres (done)."""
+    """Gate the detections and embeddings, write the segment's objects to Weaviate, then its frames
+    and objects to Postgres (marking it done), then gate that both stores hold the same objects."""
     try:
         result, vectors = launcher.read_result(output_uri)
+        gate(
+            svc,
+            run_id,
+            quality.check_detections(result, bundle, params.score_threshold, set(result.detector_labels)),
+        )
+        registered = svc.catalog.get_collection(params.collection)
+        expected_dim = registered["embedding_dim"] if registered else result.embedding_dim
+        gate(svc, run_id, quality.check_embeddings(result, vectors, expected_dim))
         svc.catalog.register_collection(
             params.collection,
             result.embedder_model,
             result.embedding_dim,
             weaviate_collection_name(params.collection),
         )
-        svc.index().upsert_segment(params.collection, segment.video_id, segment.index, result.objects, vectors)
+        index = svc.index()
+        index.upsert_segment(params.collection, segment.video_id, segment.index, result.objects, vectors)
         svc.catalog.write_segment_index(
             params.collection, bundle, result.objects, result.detector_model, result.embedder_model
+        )
+        gate(
+            svc,
+            run_id,
+            quality.check_index(
+                segment.name,
+                svc.catalog.object_ids(params.collection, segment.video_id, segment.index),
+                set(index.ids(params.collection, segment.video_id, segment.index)),
+            ),
         )
     except Exception as exc:
         _mark_failed(svc, params, segment, exc)
@@ -201,14 +278,23 @@ class IngestSummary(Record):
     collection: str
     segments: int
     segments_done: int
+    segments_quarantined: list[int] = Field(default_factory=list)
+    segments_failed: list[int] = Field(default_factory=list)
     frames: int
     objects: int
     weaviate_objects: int
 
 
 def finalize(svc: Services, run_id: str, params: IngestParams, video_id: str) -> IngestSummary:
-    """Check that Postgres and Weaviate agree object for object, then close the run."""
+    """Check that Postgres and Weaviate agree object for object, then close the run.
+
+    Runs even when some segments failed or were quarantined (the good ones are still checked); the
+    run then ends failed, naming them. An error an earlier step recorded on the run is kept.
+    """
     states = svc.catalog.segment_states(params.collection, video_id)
+    run = svc.catalog.get_run(run_id)
+    if run and run["state"] == cat.RunState.FAILED.value and run["error"]:
+        raise PermanentError(run["error"])
     pg_counts = svc.catalog.counts(params.collection, video_id)
     index = svc.index()
     pg_ids = svc.catalog.object_ids(params.collection, video_id)
@@ -220,6 +306,10 @@ def finalize(svc: Services, run_id: str, params: IngestParams, video_id: str) ->
         collection=params.collection,
         segments=len(states),
         segments_done=sum(1 for s in states.values() if s["state"] == cat.SegmentState.DONE.value),
+        segments_quarantined=sorted(
+            i for i, s in states.items() if s["state"] == cat.SegmentState.QUARANTINED.value
+        ),
+        segments_failed=sorted(i for i, s in states.items() if s["state"] == cat.SegmentState.FAILED.value),
         frames=pg_counts["frames"],
         objects=pg_counts["objects"],
         weaviate_objects=len(wv_ids),
@@ -230,9 +320,13 @@ def finalize(svc: Services, run_id: str, params: IngestParams, video_id: str) ->
             f"stores disagree: {len(pg_ids - wv_ids)} objects only in Postgres, "
             f"{len(wv_ids - pg_ids)} only in Weaviate"
         )
-    not_done = sorted(i for i, s in states.items() if s["state"] != cat.SegmentState.DONE.value)
-    if not_done:
-        problems.append(f"segments not done: {not_done}")
+    for state in (cat.SegmentState.QUARANTINED, cat.SegmentState.FAILED, cat.SegmentState.PENDING):
+        hit = [s for s in states.values() if s["state"] == state.value]
+        if hit:
+            problems.append(
+                f"{len(hit)} segment(s) {state.value}: "
+                + ", ".join(f"seg{s['segment_index']:04d} ({s['error'] or 'not run'})" for s in hit)
+            )
     if problems:
         message = "; ".join(problems)
         svc.catalog.end_run(run_id, cat.RunState.FAILED, error=message, summary=summary.model_dump())

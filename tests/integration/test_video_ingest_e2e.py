@@ -212,3 +212,66 @@ def test_bad_input_fails_at_probe_without_retry_or_writes(
     assert phrase.lower() in run["error"].lower(), run["error"]
     assert _everything_under(storage_root) == files_before
     assert _store_counts(catalog, weaviate_client, "bad_inputs") == stores_before
+
+
+@pytest.fixture(scope="module")
+def video_with_blank_stretch(tmp_path_factory) -> Path:
+    """9 s of moving shapes whose middle 3 s (the second segment) are a flat black picture."""
+    import subprocess
+
+    tmp = tmp_path_factory.mktemp("blank")
+    shapes = tmp / "shapes.mp4"
+    synth.make_video(shapes, duration_s=9.0, width=320, height=180, fps="30000/1001", audio=True, gop_frames=30)
+    out = tmp / "blank-middle.mp4"
+    subprocess.run(
+        [
+            "ffmpeg", "-v", "error", "-y", "-i", str(shapes),
+            "-vf", "drawbox=x=0:y=0:w=iw:h=ih:color=black:t=fill:enable='between(t,3.1,5.9)'",
+            "-c:v", "libx264", "-g", "30", "-pix_fmt", "yuv420p", "-c:a", "copy", str(out),
+        ],
+        check=True,
+    )
+    return out
+
+
+def test_a_bad_segment_is_quarantined_and_the_others_are_indexed(
+    dag, video_with_blank_stretch, catalog, weaviate_client, storage_root
+):
+    from vidsearch.index import ObjectIndex
+    from vidsearch.probe import probe_video
+
+    video = video_with_blank_stretch
+    manifest = probe_video(video, str(video))
+    dagrun = dag.test(run_conf=_conf(str(video), collection="quarantine"))
+    states = _states(dagrun)
+    assert dagrun.state == "failed", states
+
+    segments = catalog.segment_states("quarantine", manifest.video_id)
+    assert {i: s["state"] for i, s in segments.items()} == {0: "done", 1: "quarantined", 2: "done"}
+    bad = segments[1]
+    assert "frames gate failed for seg0001" in bad["error"] and "pixel_std" in bad["error"]
+    assert any(f["column"] == "pixel_std" for f in bad["quality"]), bad["quality"]
+    # The grid shows which segment failed: its frames task failed once (no retry), downstream did not run.
+    assert states[("segment.extract_frames", 1)] == ("failed", 1)
+    assert states[("segment.index", 1)][0] == "upstream_failed"
+    assert states[("segment.index", 0)][0] == states[("segment.index", 2)][0] == "success"
+    assert states[("finalize", -1)][0] == "failed"
+
+    # Both stores hold exactly the good segments' objects.
+    good = {i for i, s in segments.items() if s["state"] == "done"}
+    pg_ids = catalog.object_ids("quarantine", manifest.video_id)
+    index = ObjectIndex(weaviate_client)
+    wv_ids = set()
+    for seg in segments:
+        wv_ids |= set(index.ids("quarantine", manifest.video_id, seg))
+    assert pg_ids == wv_ids
+    assert len(pg_ids) == sum(segments[i]["object_count"] for i in good) > 0
+    assert catalog.object_ids("quarantine", manifest.video_id, 1) == set()
+
+    run = catalog.get_run(dagrun.run_id)
+    assert run["state"] == "failed" and "seg0001" in run["error"] and "quarantined" in run["error"]
+    # Validation results are kept per run: JSON + Markdown per gate, the failure among them.
+    reports = storage.list_prefix(run["quality_report"])
+    names = {r.rsplit("/", 1)[-1] for r in reports}
+    assert {"probe-video.json", "split-video.json", "frames-seg0001.json", "frames-seg0001.md"} <= names
+    assert "FAIL" in storage.read_bytes(next(r for r in reports if r.endswith("frames-seg0001.md"))).decode()
