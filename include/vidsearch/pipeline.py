@@ -146,7 +146,7 @@ def split_video(svc: Services, run_id: str, params: IngestParams, probed: ProbeO
     return segments
 
 
-def _mark_failed(svc: Services, params: IngestParams, segment: Segment, exc: BaseException) -> None:
+def mark_segment_failed(svc: Services, params: IngestParams, segment: Segment, exc: BaseException) -> None:
     """Record a segment's failure. A failed quality gate quarantines it: whatever an earlier run
     indexed for it is removed from both stores, so they hold exactly the good segments."""
     gate_result = getattr(exc, "gate_result", None)
@@ -196,7 +196,7 @@ def extract_frames(
             ),
         )
     except Exception as exc:
-        _mark_failed(svc, params, segment, exc)
+        mark_segment_failed(svc, params, segment, exc)
         raise
     log.info("%s: %d frames sampled at %g fps", segment.label, len(bundle.frames), params.sample_fps)
     return bundle
@@ -206,8 +206,22 @@ def detections_uri(svc: Services, bundle: FrameBundle) -> str:
     return storage.join(video_root(svc, bundle.video_id), "objects", f"seg{bundle.segment_index:04d}")
 
 
-def worker_argv(svc: Services, params: IngestParams, bundle: FrameBundle) -> list[str]:
-    """The detect+embed command for one segment: the same argv for a local process or a GPU pod."""
+_UNSET = object()
+
+
+def worker_argv(
+    svc: Services,
+    params: IngestParams,
+    bundle: FrameBundle,
+    *,
+    dtype: str = "float32",
+    model_cache: Optional[str] | object = _UNSET,
+) -> list[str]:
+    """The detect+embed command for one segment: the same argv for a local process or a GPU pod.
+
+    A pod gets `model_cache=None`: it uses its image's default (or the mounted cache), not this
+    machine's folder.
+    """
     return launcher.worker_argv(
         frames_uri=bundle.uri,
         output_uri=detections_uri(svc, bundle),
@@ -217,7 +231,8 @@ def worker_argv(svc: Services, params: IngestParams, bundle: FrameBundle) -> lis
         batch_size=params.batch_size,
         device=params.device,
         tiny=svc.tiny_models,
-        model_cache=svc.model_cache,
+        dtype=dtype,
+        model_cache=svc.model_cache if model_cache is _UNSET else model_cache,
     )
 
 
@@ -226,7 +241,7 @@ def detect_and_embed_locally(svc: Services, params: IngestParams, segment: Segme
     try:
         launcher.run_local(worker_argv(svc, params, bundle))
     except Exception as exc:
-        _mark_failed(svc, params, segment, exc)
+        mark_segment_failed(svc, params, segment, exc)
         raise
     return detections_uri(svc, bundle)
 
@@ -267,7 +282,7 @@ def index_segment(
             ),
         )
     except Exception as exc:
-        _mark_failed(svc, params, segment, exc)
+        mark_segment_failed(svc, params, segment, exc)
         raise
     log.info("%s: indexed %d objects from %d frames", segment.label, len(result.objects), len(bundle.frames))
     return {"frames": len(bundle.frames), "objects": len(result.objects)}

@@ -1,0 +1,173 @@
+"""Where detect+embed runs: a local process (laptop, CI) or a GPU pod (Kubernetes).
+
+Both run the same worker command with the same argv (`vidsearch.pipeline.worker_argv`), under the same
+task id, reading and writing only object storage. The choice is made when the task runs, not when the
+DAG is parsed: environment `VIDSEARCH_EXECUTION_MODE` (`local` | `kubernetes`) or the `mode` key of the
+Airflow Variable `vidsearch_gpu` (a JSON object holding the pod settings below), default `local`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from typing import Any, Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+
+PERMANENT_EXIT_CODE = 3  # vidsearch.worker.EXIT_PERMANENT
+
+
+class GpuSettings(BaseModel):
+    """Pod settings for the detect+embed step (Airflow Variable `vidsearch_gpu`, JSON)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    mode: Literal["local", "kubernetes"] = "local"
+    image: str = "ghcr.io/vidsearch/worker:latest"
+    image_pull_policy: str = "IfNotPresent"
+    namespace: str = "vidsearch"
+    kubernetes_conn_id: Optional[str] = "kubernetes_default"
+    service_account: Optional[str] = None
+    gpus: int = Field(1, ge=0)
+    cpu_request: str = "2"
+    memory_request: str = "8Gi"
+    memory_limit: str = "16Gi"
+    node_selector: dict[str, str] = Field(default_factory=lambda: {"nvidia.com/gpu.present": "true"})
+    tolerations: list[dict[str, Any]] = Field(
+        default_factory=lambda: [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    )
+    storage_secret: Optional[str] = Field(
+        "vidsearch-object-storage",
+        description="Kubernetes secret whose keys become env vars (AWS_ACCESS_KEY_ID, ...).",
+    )
+    model_cache_pvc: Optional[str] = Field(None, description="PVC mounted at /models (the HF cache).")
+    startup_timeout_seconds: int = 600
+    on_finish_action: Literal["delete_pod", "delete_succeeded_pod", "keep_pod"] = "delete_succeeded_pod"
+    dtype: str = "float16"
+
+
+def gpu_settings() -> GpuSettings:
+    """Read at task run time (never at parse time)."""
+    from airflow.sdk import Variable
+
+    raw = Variable.get("vidsearch_gpu", default="{}")
+    data = json.loads(raw) if isinstance(raw, str) else dict(raw)
+    if os.environ.get("VIDSEARCH_EXECUTION_MODE"):
+        data["mode"] = os.environ["VIDSEARCH_EXECUTION_MODE"]
+    return GpuSettings.model_validate(data)
+
+
+_LABEL_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+def k8s_label(value: str) -> str:
+    """A valid Kubernetes label value: <= 63 chars of [A-Za-z0-9_.-], alphanumeric at both ends."""
+    return _LABEL_UNSAFE.sub("_", value)[:63].strip("_.-") or "none"
+
+
+class DetectEmbedOperator(KubernetesPodOperator):
+    """The detect+embed step of one segment: a local worker process, or the same argv in a GPU pod."""
+
+    template_fields = (*KubernetesPodOperator.template_fields, "segment", "bundle")
+
+    def __init__(self, *, segment: Any, bundle: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("name", "vidsearch-detect-embed")
+        kwargs.setdefault("do_xcom_push", False)  # results travel through object storage
+        kwargs.setdefault("durable", True)  # reattach to a running pod after a scheduler restart
+        kwargs.setdefault("get_logs", True)
+        super().__init__(**kwargs)
+        self.segment = segment
+        self.bundle = bundle
+
+    def configure_pod(self, argv: list[str], settings: GpuSettings, video_id: str, segment_name: str) -> None:
+        """Turn this operator into the pod that runs `argv` with `settings`."""
+        from kubernetes.client import models as k8s
+
+        self.image = settings.image
+        self.image_pull_policy = settings.image_pull_policy
+        self.namespace = settings.namespace
+        self.kubernetes_conn_id = settings.kubernetes_conn_id
+        self.service_account_name = settings.service_account
+        self.cmds = argv[:1]
+        self.arguments = argv[1:]
+        limits = {"memory": settings.memory_limit}
+        requests = {"cpu": settings.cpu_request, "memory": settings.memory_request}
+        if settings.gpus:
+            limits["nvidia.com/gpu"] = str(settings.gpus)
+            requests["nvidia.com/gpu"] = str(settings.gpus)
+        self.container_resources = k8s.V1ResourceRequirements(limits=limits, requests=requests)
+        self.node_selector = dict(settings.node_selector)
+        self.tolerations = [k8s.V1Toleration(**t) for t in settings.tolerations]
+        self.startup_timeout_seconds = settings.startup_timeout_seconds
+        self.on_finish_action = type(self.on_finish_action)(settings.on_finish_action)
+        self.labels = {
+            **self.labels,
+            "app.kubernetes.io/name": "vidsearch-worker",
+            "vidsearch/video": k8s_label(video_id),
+            "vidsearch/segment": k8s_label(segment_name),
+        }
+        self.env_from = (
+            [k8s.V1EnvFromSource(secret_ref=k8s.V1SecretEnvSource(name=settings.storage_secret))]
+            if settings.storage_secret
+            else []
+        )
+        self.env_vars = [k8s.V1EnvVar(name="PYTHONUNBUFFERED", value="1")]
+        if settings.model_cache_pvc:
+            self.volumes = [
+                k8s.V1Volume(
+                    name="models",
+                    persistent_volume_claim=k8s.V1PersistentVolumeClaimVolumeSource(
+                        claim_name=settings.model_cache_pvc
+                    ),
+                )
+            ]
+            self.volume_mounts = [k8s.V1VolumeMount(name="models", mount_path="/models")]
+            self.env_vars.append(k8s.V1EnvVar(name="HF_HOME", value="/models"))
+
+    def execute(self, context: Any) -> str:
+        from vidsearch import pipeline
+        from vidsearch.errors import PermanentError
+        from vidsearch.records import FrameBundle, Segment
+        from vidsearch_airflow.services import services
+
+        segment = Segment.model_validate(self.segment)
+        bundle = FrameBundle.model_validate(self.bundle)
+        context["segment_label"] = segment.label
+        params = pipeline.IngestParams.model_validate(
+            {k: v for k, v in dict(context["params"]).items() if k in pipeline.IngestParams.model_fields}
+        )
+        svc = services()
+        settings = gpu_settings()
+        self.log.info("%s: detect+embed %d frames (%s mode)", segment.label, len(bundle.frames), settings.mode)
+        if settings.mode == "local":
+            return pipeline.detect_and_embed_locally(svc, params, segment, bundle)
+
+        argv = pipeline.worker_argv(svc, params, bundle, dtype=settings.dtype, model_cache=None)
+        # The pod runs in the cluster: object-storage URIs must be reachable from there (s3://).
+        self.configure_pod(argv, settings, bundle.video_id, segment.name)
+        try:
+            super().execute(context)
+        except Exception as exc:
+            code = _worker_exit_code(getattr(self, "remote_pod", None) or getattr(self, "pod", None))
+            error: BaseException = exc
+            if code == PERMANENT_EXIT_CODE:
+                error = PermanentError(f"{segment.label}: worker pod failed permanently: {exc}")
+            pipeline.mark_segment_failed(svc, params, segment, error)
+            if error is not exc:
+                raise error from exc
+            raise
+        return pipeline.detections_uri(svc, bundle)
+
+
+def _worker_exit_code(pod: Any) -> Optional[int]:
+    """The base container's exit code of a finished pod, when known."""
+    try:
+        for status in pod.status.container_statuses or []:
+            if status.name == "base" and status.state and status.state.terminated:
+                return int(status.state.terminated.exit_code)
+    except AttributeError:
+        return None
+    return None

@@ -1,0 +1,140 @@
+"""The GPU pod of one mapped segment, rendered by the KubernetesPodOperator's own pod-building code,
+and the worker run locally with exactly the argv that pod would get."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from vidsearch import frames, launcher, probe, split, storage, synth
+from vidsearch.pipeline import IngestParams, Services, worker_argv
+from vidsearch.records import FrameBundle, FrameRef, Segment
+from vidsearch_airflow.gpu import DetectEmbedOperator, GpuSettings, k8s_label
+
+RUN_ID = "manual__2026-11-23T10:00:00.123456+00:00"
+
+
+def _context(map_index: int = 3) -> dict:
+    ti = SimpleNamespace(dag_id="video_ingest", task_id="segment.detect_embed", map_index=map_index, try_number=2)
+    return {"ti": ti, "run_id": RUN_ID, "dag": SimpleNamespace(dag_id="video_ingest")}
+
+
+def _render(svc: Services, bundle: FrameBundle, segment: Segment, settings: GpuSettings):
+    params = IngestParams(source="s3://videos/in/a.mp4", score_threshold=0.6)
+    argv = worker_argv(svc, params, bundle, dtype=settings.dtype, model_cache=None)
+    op = DetectEmbedOperator(task_id="detect_embed", segment=segment.model_dump(), bundle=bundle.model_dump())
+    op.configure_pod(argv, settings, bundle.video_id, segment.name)
+    return argv, op.build_pod_request_obj(_context(), dry_run=True)
+
+
+@pytest.fixture()
+def s3_segment():
+    segment = Segment(video_id="ab" * 16, index=3, start_s=30.0, end_s=40.0, uri="s3://vs/videos/x/segments/seg0003.mkv")
+    bundle = FrameBundle(
+        video_id=segment.video_id,
+        segment_index=3,
+        uri="s3://vs/videos/x/frames/seg0003.zip",
+        width=1280,
+        height=720,
+        sample_fps=1.0,
+        frames=[FrameRef(index=i, pts_s=30.0 + i, member=f"{i:06d}.jpg") for i in range(10)],
+    )
+    return segment, bundle
+
+
+def test_pod_for_one_mapped_segment(s3_segment):
+    from kubernetes.client import models as k8s
+
+    from airflow.providers.cncf.kubernetes.pod_generator import PodGenerator
+
+    segment, bundle = s3_segment
+    svc = Services(catalog=None, index=lambda: None, storage_root="s3://vs", tiny_models=False)
+    settings = GpuSettings(
+        mode="kubernetes",
+        image="registry.example/vidsearch-worker:1.2.3",
+        gpus=1,
+        node_selector={"cloud.google.com/gke-accelerator": "nvidia-h100-80gb"},
+        storage_secret="vidsearch-s3",
+        model_cache_pvc="hf-models",
+    )
+    argv, pod = _render(svc, bundle, segment, settings)
+
+    assert isinstance(pod, k8s.V1Pod)
+    (container,) = pod.spec.containers
+    assert container.image == "registry.example/vidsearch-worker:1.2.3"
+    assert container.command + container.args == argv
+    assert argv[:3] == ["python", "-m", "vidsearch.worker"]
+    assert argv[argv.index("--frames-uri") + 1] == bundle.uri
+    assert argv[argv.index("--output-uri") + 1] == "s3://vs/videos/" + bundle.video_id + "/objects/seg0003"
+    assert "--no-tiny-models" in argv and "--model-cache" not in argv
+    assert argv[argv.index("--dtype") + 1] == "float16"
+    assert container.resources.limits["nvidia.com/gpu"] == "1"
+    assert container.resources.requests["nvidia.com/gpu"] == "1"
+    assert pod.spec.node_selector == {"cloud.google.com/gke-accelerator": "nvidia-h100-80gb"}
+    assert [(t.key, t.operator, t.effect) for t in pod.spec.tolerations] == [("nvidia.com/gpu", "Exists", "NoSchedule")]
+    assert [e.secret_ref.name for e in container.env_from] == ["vidsearch-s3"]
+    assert {e.name: e.value for e in container.env}["HF_HOME"] == "/models"
+    assert [v.persistent_volume_claim.claim_name for v in pod.spec.volumes] == ["hf-models"]
+    assert [(m.name, m.mount_path) for m in container.volume_mounts] == [("models", "/models")]
+    assert pod.spec.restart_policy == "Never"
+    assert pod.metadata.namespace == "vidsearch"
+    labels = pod.metadata.labels
+    assert labels["vidsearch/video"] == bundle.video_id
+    assert labels["vidsearch/segment"] == "seg0003"
+    assert labels["dag_id"] == "video_ingest" and labels["map_index"] == "3"
+    assert labels["run_id"] == k8s_label(RUN_ID) or labels["run_id"].startswith("manual__2026-11-23T10")
+    # No XCom sidecar: results travel through object storage.
+    assert [c.name for c in pod.spec.containers] == ["base"]
+
+    # The Kubernetes client's models accept it: serialise and read it back unchanged.
+    from kubernetes.client import ApiClient
+
+    client = ApiClient()
+    data = client.sanitize_for_serialization(pod)
+    again = PodGenerator.deserialize_model_dict(data)
+    assert isinstance(again, k8s.V1Pod)
+    assert client.sanitize_for_serialization(again) == data
+    for value in labels.values():
+        assert len(value) <= 63
+
+
+def test_pod_without_gpu_or_secret(s3_segment):
+    segment, bundle = s3_segment
+    svc = Services(catalog=None, index=lambda: None, storage_root="s3://vs", tiny_models=False)
+    _, pod = _render(svc, bundle, segment, GpuSettings(mode="kubernetes", gpus=0, storage_secret=None))
+    (container,) = pod.spec.containers
+    assert "nvidia.com/gpu" not in container.resources.limits
+    assert not container.env_from
+    assert not pod.spec.volumes
+
+
+def test_settings_reject_unknown_keys():
+    with pytest.raises(ValueError):
+        GpuSettings.model_validate({"mode": "kubernetes", "gpu": 2})
+    with pytest.raises(ValueError):
+        GpuSettings.model_validate({"mode": "cloud"})
+
+
+def test_worker_runs_locally_with_the_pods_argv(tmp_path: Path):
+    """What a pod would run, run here: the outputs land where the index step reads them."""
+    video = synth.make_video(tmp_path / "v.mp4", duration_s=3.0, width=192, height=108, gop_frames=15)
+    manifest = probe.probe_video(video, str(video))
+    root = f"file://{tmp_path / 'objects'}"
+    (segment,) = split.run_split(video, manifest, 10.0, None, storage.join(root, "segments"))
+    bundle = frames.run_frames(segment, 2.0, storage.join(root, "frames", "seg0000.zip"))
+
+    svc = Services(catalog=None, index=lambda: None, storage_root=root, tiny_models=True)
+    settings = GpuSettings(mode="kubernetes", dtype="float32")
+    argv, pod = _render(svc, bundle, segment, settings)
+    (container,) = pod.spec.containers
+    pod_argv = container.command + container.args
+    assert pod_argv == argv
+
+    result = launcher.run_local(pod_argv)
+    stored, vectors = launcher.read_result(argv[argv.index("--output-uri") + 1])
+    assert stored == result
+    assert result.frame_count == len(bundle.frames) > 0
+    assert vectors.shape == (len(result.objects), result.embedding_dim)
+    assert all(o.video_id == manifest.video_id and o.segment_index == 0 for o in result.objects)
