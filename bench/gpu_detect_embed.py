@@ -1,0 +1,205 @@
+"""Detect+embed throughput of the worker's own code on a GPU: full-size DETR-ResNet-50 + CLIP ViT-B/32.
+
+Weights are random (built from the models' default configs and saved with `save_pretrained`, then
+loaded through the same `Detector` / `Embedder` classes the worker uses): the FLOPs are those of the
+real models. Frames are 1280x720 RGB with a fixed number of boxes per frame for the embedder, so the
+embed cost does not depend on what random weights happen to detect.
+
+    python bench/gpu_detect_embed.py                      # on a CUDA machine; writes bench/reports/
+    python bench/gpu_detect_embed.py --smoke --device cpu # a seconds-long check that the script works
+
+Reports frames/s (detect + embed, end to end through the library), the split between detect and
+embed, and the GPU busy fraction sampled from nvidia-smi while each configuration runs. Target:
+>= 1000 frames/s on one H100.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import platform
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "include"))
+
+
+def build_models(folder: Path, smoke: bool) -> tuple[str, str]:
+    """Random-init full-size (or, with `smoke`, tiny) models saved for `from_pretrained`."""
+    import torch
+    from transformers import (
+        CLIPConfig,
+        CLIPImageProcessor,
+        CLIPModel,
+        DetrConfig,
+        DetrForObjectDetection,
+        DetrImageProcessor,
+        ResNetConfig,
+    )
+
+    torch.manual_seed(0)
+    if smoke:
+        from vidsearch import modelstore
+
+        return (
+            str(modelstore.ensure_tiny_model("detector", folder)),
+            str(modelstore.ensure_tiny_model("embedder", folder)),
+        )
+    detr = DetrConfig(
+        use_timm_backbone=False,
+        backbone_config=ResNetConfig(out_features=["stage4"]),  # ResNet-50 layout
+        use_pretrained_backbone=False,
+    )
+    det_dir, emb_dir = folder / "detr-resnet-50-random", folder / "clip-vit-b32-random"
+    DetrForObjectDetection(detr).save_pretrained(det_dir)
+    DetrImageProcessor().save_pretrained(det_dir)
+    CLIPModel(CLIPConfig()).save_pretrained(emb_dir)  # defaults are ViT-B/32 with a 512-d projection
+    CLIPImageProcessor().save_pretrained(emb_dir)
+    return str(det_dir), str(emb_dir)
+
+
+class GpuSampler:
+    """Samples nvidia-smi's utilization.gpu every 100 ms in a thread (None where there is no GPU)."""
+
+    def __init__(self) -> None:
+        self.samples: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                out = subprocess.run(
+                    ["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits", "-i", "0"],
+                    capture_output=True, text=True, timeout=5,
+                ).stdout.strip()
+                self.samples.append(float(out.splitlines()[0]))
+            except (OSError, ValueError, IndexError, subprocess.TimeoutExpired):
+                return
+            self._stop.wait(0.1)
+
+    def __enter__(self) -> "GpuSampler":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def busy_fraction(self) -> float | None:
+        return round(float(np.mean(self.samples)) / 100.0, 3) if self.samples else None
+
+
+def run_config(det_path: str, emb_path: str, device: str, dtype: str, batch: int, frames: list, boxes: list) -> dict:
+    import torch
+
+    from vidsearch.detect import Detector
+    from vidsearch.embed import Embedder
+
+    detector = Detector(det_path, device=device, dtype=dtype)
+    embedder = Embedder(emb_path, device=device, dtype=dtype)
+    warm = frames[: 2 * batch]
+    detector.detect(warm, 0.0, batch)
+    embedder.embed_crops(warm, boxes[: len(warm)], batch * 8)
+    sync = torch.cuda.synchronize if torch.cuda.is_available() and device != "cpu" else (lambda: None)
+    sync()
+    with GpuSampler() as sampler:
+        t0 = time.perf_counter()
+        detector.detect(frames, 0.0, batch)
+        sync()
+        t1 = time.perf_counter()
+        embedder.embed_crops(frames, boxes, batch * 8)
+        sync()
+        t2 = time.perf_counter()
+    n, crops = len(frames), sum(len(b) for b in boxes)
+    return {
+        "dtype": dtype,
+        "batch_size": batch,
+        "frames": n,
+        "crops": crops,
+        "detect_s": round(t1 - t0, 4),
+        "embed_s": round(t2 - t1, 4),
+        "frames_per_s": round(n / (t2 - t0), 1),
+        "detect_frames_per_s": round(n / (t1 - t0), 1),
+        "embed_crops_per_s": round(crops / (t2 - t1), 1),
+        "gpu_busy_fraction": sampler.busy_fraction,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--frames", type=int, default=1024)
+    parser.add_argument("--boxes-per-frame", type=int, default=8)
+    parser.add_argument("--batch-sizes", default="16,32,64,128")
+    parser.add_argument("--dtypes", default="float32,float16,bfloat16")
+    parser.add_argument("--smoke", action="store_true", help="tiny models, few frames: checks the script runs")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "reports")
+    args = parser.parse_args()
+
+    import torch
+    import transformers
+
+    if args.smoke:
+        args.frames, args.batch_sizes, args.dtypes = 8, "4", "float32"
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 255, (720, 1280, 3), dtype=np.uint8) for _ in range(min(args.frames, 64))]
+    frames = (frames * (args.frames // len(frames) + 1))[: args.frames]
+    from vidsearch.records import Box
+
+    boxes = [
+        [Box(x0=100.0 * k, y0=50.0 * k, x1=100.0 * k + 160, y1=50.0 * k + 200) for k in range(args.boxes_per_frame)]
+        for _ in frames
+    ]
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        det_path, emb_path = build_models(Path(tmp), args.smoke)
+        for dtype in args.dtypes.split(","):
+            for batch in map(int, args.batch_sizes.split(",")):
+                row = run_config(det_path, emb_path, args.device, dtype, batch, frames, boxes)
+                print(json.dumps(row), flush=True)
+                results.append(row)
+    if args.smoke:
+        return 0
+    report = {
+        "benchmark": "gpu_detect_embed",
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else platform.processor(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "models": "DETR-ResNet-50 + CLIP ViT-B/32, random init (same FLOPs)",
+        "frame_size": "1280x720",
+        "boxes_per_frame": args.boxes_per_frame,
+        "results": results,
+        "best_frames_per_s": max(r["frames_per_s"] for r in results),
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "gpu_detect_embed.json").write_text(json.dumps(report, indent=2) + "\n")
+    lines = [
+        f"# detect+embed on {report['device']} ({report['date']})",
+        "",
+        f"{report['models']}, {report['frame_size']} frames, {args.boxes_per_frame} crops per frame.",
+        "",
+        "| dtype | batch | frames/s | detect frames/s | embed crops/s | GPU busy |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        lines.append(
+            f"| {r['dtype']} | {r['batch_size']} | {r['frames_per_s']} | {r['detect_frames_per_s']} | "
+            f"{r['embed_crops_per_s']} | {r['gpu_busy_fraction']} |"
+        )
+    (args.out / "gpu_detect_embed.md").write_text("\n".join(lines) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
