@@ -1,0 +1,925 @@
+// vidsearch UI: browse frames, find similar objects, label them and propagate labels.
+// Plain ES module, no build step. All data coming from the API (label names, sources, ...) is
+// rendered with textContent / attributes only — never parsed as HTML.
+
+const PAGE_SIZE = 200; // frames per request (the API's default page)
+const PREVIEW_DEBOUNCE_MS = 250;
+const DENSE_BOXES = 12; // above this many boxes in a frame, box tags show on hover / focus only
+
+// ---------------------------------------------------------------------------------------------
+// Where the API lives: the page is served at <prefix>/ and the API at <prefix>/api/.
+function pageBase() {
+  const url = new URL(window.location.href);
+  url.hash = "";
+  url.search = "";
+  if (!url.pathname.endsWith("/")) {
+    // <prefix>/index.html -> <prefix>/ ; <prefix> (no trailing slash) -> <prefix>/
+    url.pathname = /\.[a-z0-9]+$/i.test(url.pathname)
+      ? url.pathname.replace(/[^/]*$/, "")
+      : url.pathname + "/";
+  }
+  return url;
+}
+const PAGE_BASE = pageBase();
+const API_BASE = new URL("api/", PAGE_BASE);
+
+const $ = (id) => document.getElementById(id);
+const enc = encodeURIComponent;
+
+// ---------------------------------------------------------------------------------------------
+// State
+const state = {
+  collections: [],
+  videos: [],
+  collection: null,
+  video: null, // video record
+  total: 0, // frames in the current video
+  pages: new Map(), // offset -> frames[]
+  frameIndex: 0,
+  frame: null,
+  query: null, // {kind: "object", object} | {kind: "text", q}
+  results: [],
+  selected: new Set(),
+  labelCounts: new Map(), // name -> {positive, negative, propagated}
+  includeQuery: true,
+  frameSeq: 0,
+  resultsSeq: 0,
+  previewSeq: 0,
+  propsSeq: 0,
+};
+
+// ---------------------------------------------------------------------------------------------
+// HTTP
+class AuthError extends Error {}
+
+function errorText(body, response) {
+  const detail = body && body.detail;
+  if (typeof detail === "string") return detail;
+  if (Array.isArray(detail)) {
+    return detail
+      .map((d) => (d && d.msg ? `${(d.loc || []).slice(1).join(".")} ${d.msg}`.trim() : String(d)))
+      .join("; ");
+  }
+  return `${response.status} ${response.statusText}`;
+}
+
+async function api(path, { method = "GET", params, body } = {}) {
+  const url = new URL(path, API_BASE);
+  if (params) {
+    for (const [k, v] of Object.entries(params)) {
+      if (v !== undefined && v !== null && v !== "") url.searchParams.set(k, String(v));
+    }
+  }
+  const init = { method, credentials: "same-origin", headers: { Accept: "application/json" } };
+  if (body !== undefined) {
+    init.headers["Content-Type"] = "application/json";
+    init.body = JSON.stringify(body);
+  }
+  const response = await fetch(url, init);
+  if (response.status === 401) {
+    showAuthMessage();
+    throw new AuthError("not authenticated");
+  }
+  let data = null;
+  const type = response.headers.get("content-type") || "";
+  if (type.includes("json")) data = await response.json().catch(() => null);
+  if (!response.ok) throw new Error(errorText(data, response));
+  return data;
+}
+
+// Image and crop URLs from the API are resolved against the page (absolute paths work as-is).
+const resolveUrl = (u) => new URL(u, PAGE_BASE).href;
+
+const col = () => `collections/${enc(state.collection)}`;
+
+function showAuthMessage() {
+  const box = $("auth-message");
+  const next = window.location.pathname + window.location.search + window.location.hash;
+  $("login-link").href = `/auth/login?next=${enc(next)}`;
+  box.hidden = false;
+  document.body.classList.add("unauthenticated");
+  document.querySelector("main").inert = true; // nothing there works without a session
+}
+
+// ---------------------------------------------------------------------------------------------
+// Status line
+let statusTimer = null;
+function status(message, kind = "info") {
+  const el = $("status");
+  el.textContent = message;
+  el.className = `banner ${kind}`;
+  clearTimeout(statusTimer);
+  if (kind !== "error" && message) statusTimer = setTimeout(() => (el.textContent = ""), 6000);
+}
+
+function reportError(err, what) {
+  if (err instanceof AuthError) return;
+  console.error(err);
+  status(`${what}: ${err.message}`, "error");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Small DOM helpers (text only)
+function el(tag, props = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(props)) {
+    if (k === "class") node.className = v;
+    else if (k === "text") node.textContent = v;
+    else if (k === "dataset") Object.assign(node.dataset, v);
+    else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
+    else if (k === "style") {
+      for (const [prop, value] of Object.entries(v)) {
+        if (prop.startsWith("--")) node.style.setProperty(prop, value);
+        else node.style[prop] = value;
+      }
+    }
+    else if (v === true) node.setAttribute(k, "");
+    else if (v !== false && v !== undefined && v !== null) node.setAttribute(k, String(v));
+  }
+  for (const child of children.flat()) {
+    if (child === null || child === undefined || child === false) continue;
+    node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return node;
+}
+
+const plural = (n, word) => `${n} ${word}${n === 1 ? "" : "s"}`;
+const fmt2 = (x) => (typeof x === "number" ? x.toFixed(2) : "–");
+const fmt3 = (x) => (typeof x === "number" ? x.toFixed(3) : "–");
+
+function fmtTime(seconds) {
+  if (typeof seconds !== "number") return "–";
+  const m = Math.floor(seconds / 60);
+  const s = seconds - m * 60;
+  return `${String(m).padStart(2, "0")}:${s.toFixed(3).padStart(6, "0")}`;
+}
+
+function fmtDate(iso) {
+  if (!iso) return "";
+  const d = new Date(iso);
+  return Number.isNaN(d.getTime()) ? String(iso) : d.toLocaleString();
+}
+
+function hue(text) {
+  let h = 0;
+  for (const ch of String(text)) h = (h * 31 + ch.codePointAt(0)) % 360;
+  return h;
+}
+
+// One chip per effective label of an object: ✓ positive, ✗ negative, ≈ propagated.
+function labelChips(labels) {
+  const wrap = el("span", { class: "chips" });
+  for (const l of labels || []) {
+    const propagated = l.source === "propagated";
+    const kind = propagated ? "propagated" : l.polarity === "negative" ? "negative" : "positive";
+    const symbol = kind === "positive" ? "✓" : kind === "negative" ? "✗" : "≈";
+    const describe = propagated
+      ? `propagated label${typeof l.score === "number" ? ` (score ${fmt2(l.score)})` : ""}`
+      : `${l.polarity} label`;
+    wrap.append(
+      el(
+        "span",
+        { class: `chip ${kind}`, title: `${describe}: ${l.name}` },
+        el("span", { "aria-hidden": "true", text: `${symbol} ` }),
+        el("span", { class: "visually-hidden", text: `${describe}: ` }),
+        el("span", { class: "chip-name", text: l.name }),
+      ),
+    );
+  }
+  return wrap;
+}
+
+// ---------------------------------------------------------------------------------------------
+// URL hash keeps the current collection / video / frame across reloads.
+function readHash() {
+  const p = new URLSearchParams(window.location.hash.slice(1));
+  return { c: p.get("c"), v: p.get("v"), f: Number.parseInt(p.get("f") || "", 10) };
+}
+
+function writeHash() {
+  const p = new URLSearchParams();
+  if (state.collection) p.set("c", state.collection);
+  if (state.video) p.set("v", state.video.video_id);
+  if (state.video) p.set("f", String(state.frameIndex));
+  history.replaceState(null, "", `#${p.toString()}`);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Collections and videos
+async function loadCollections() {
+  const select = $("collection-select");
+  state.collections = await api("collections");
+  select.replaceChildren(
+    ...state.collections.map((c) =>
+      el("option", { value: c.name, text: `${c.name} (${c.videos} videos, ${c.objects} objects)` }),
+    ),
+  );
+  select.disabled = state.collections.length === 0;
+  if (state.collections.length === 0) {
+    $("stage-empty").textContent = "No collections yet: ingest a video first.";
+    return;
+  }
+  const wanted = readHash();
+  const initial = state.collections.some((c) => c.name === wanted.c) ? wanted.c : state.collections[0].name;
+  select.value = initial;
+  await selectCollection(initial, wanted);
+}
+
+async function selectCollection(name, wanted = {}) {
+  state.collection = name;
+  state.video = null;
+  clearResults();
+  refreshLabels()
+    .then(() => schedulePreview(0))
+    .catch((e) => reportError(e, "Loading labels"));
+  const select = $("video-select");
+  select.disabled = true;
+  state.videos = await api(`${col()}/videos`);
+  select.replaceChildren(
+    ...state.videos.map((v) => {
+      const base = String(v.source || v.video_id).split(/[\\/]/).pop();
+      return el("option", { value: v.video_id, text: `${base} · ${v.state} · ${v.frames} frames` });
+    }),
+  );
+  select.disabled = state.videos.length === 0;
+  if (state.videos.length === 0) {
+    resetViewer("This collection has no videos yet.");
+    writeHash();
+    return;
+  }
+  const initial = state.videos.some((v) => v.video_id === wanted.v) ? wanted.v : state.videos[0].video_id;
+  select.value = initial;
+  await selectVideo(initial, Number.isFinite(wanted.f) ? wanted.f : 0);
+}
+
+async function selectVideo(videoId, frameIndex = 0) {
+  state.video = state.videos.find((v) => v.video_id === videoId) || null;
+  state.pages.clear();
+  state.total = 0;
+  const v = state.video;
+  if (!v) return resetViewer("Unknown video.");
+  const info = $("video-info");
+  info.replaceChildren(
+    el("span", { class: "source", title: v.source, text: v.source }),
+    ` · ${v.width}×${v.height} · ${fmt2(v.duration_s)} s · ${fmt2(v.frame_rate)} fps · ${v.state}` +
+      ` · segments ${v.segments_done}/${v.segments}` +
+      (v.segments_quarantined ? ` (${v.segments_quarantined} quarantined)` : "") +
+      ` · ${v.objects} objects`,
+  );
+  const first = await loadPage(0);
+  if (state.video !== v) return; // switched meanwhile
+  state.total = first.total;
+  const slider = $("frame-slider");
+  slider.max = String(Math.max(0, state.total - 1));
+  const enabled = state.total > 0;
+  slider.disabled = $("prev-frame").disabled = $("next-frame").disabled = !enabled;
+  if (!enabled) return resetViewer("This video has no sampled frames yet.");
+  await showFrame(Math.min(Math.max(0, frameIndex), state.total - 1));
+}
+
+function resetViewer(message) {
+  state.frame = null;
+  state.total = 0;
+  $("frame-image").removeAttribute("src");
+  $("frame-image").alt = "No frame loaded";
+  $("boxes").replaceChildren();
+  $("stage").hidden = true;
+  $("stage-empty").hidden = false;
+  $("stage-empty").textContent = message;
+  $("frame-info").textContent = "";
+  $("frame-slider").disabled = $("prev-frame").disabled = $("next-frame").disabled = true;
+  if (!state.video) $("video-info").textContent = "";
+}
+
+// ---------------------------------------------------------------------------------------------
+// Frames
+async function loadPage(offset) {
+  const key = `${state.collection}/${state.video.video_id}/${offset}`;
+  if (state.pages.has(offset)) return state.pages.get(offset);
+  const page = await api(`${col()}/videos/${enc(state.video.video_id)}/frames`, {
+    params: { offset, limit: PAGE_SIZE },
+  });
+  // Keep it only if nothing changed meanwhile.
+  if (key === `${state.collection}/${state.video && state.video.video_id}/${offset}`) state.pages.set(offset, page);
+  return page;
+}
+
+async function frameAt(index) {
+  const offset = Math.floor(index / PAGE_SIZE) * PAGE_SIZE;
+  const page = await loadPage(offset);
+  state.total = page.total;
+  return page.frames[index - offset] || null;
+}
+
+async function showFrame(index) {
+  if (!state.video || state.total === 0) return;
+  index = Math.min(Math.max(0, index), state.total - 1);
+  state.frameIndex = index;
+  $("frame-slider").value = String(index);
+  $("prev-frame").disabled = index <= 0;
+  $("next-frame").disabled = index >= state.total - 1;
+  writeHash();
+  const seq = ++state.frameSeq;
+  let frame;
+  try {
+    frame = await frameAt(index);
+  } catch (err) {
+    reportError(err, "Loading frames");
+    return;
+  }
+  if (seq !== state.frameSeq || !frame) return;
+  state.frame = frame;
+  renderFrame(frame, index);
+}
+
+function renderFrame(frame, index) {
+  $("stage").hidden = false;
+  $("stage-empty").hidden = true;
+  const img = $("frame-image");
+  // The stage keeps the frame's aspect ratio and fills the panel (small frames are scaled up);
+  // boxes are placed in percentages of it, so they follow whatever size it is displayed at.
+  const w = frame.width || state.video.width;
+  const h = frame.height || state.video.height;
+  $("stage").style.setProperty("--ar", String(w / h));
+  const src = resolveUrl(frame.image_url);
+  if (img.getAttribute("src") !== src) img.src = src;
+  img.alt = `Frame ${index + 1} of ${state.total}, at ${fmtTime(frame.pts_s)}`;
+  const n = frame.objects.length;
+  $("frame-info").textContent =
+    `Frame ${index + 1} / ${state.total} · ${fmtTime(frame.pts_s)} · segment ${frame.segment_index}, ` +
+    `frame ${frame.frame_index} · ${n} object${n === 1 ? "" : "s"}`;
+  renderBoxes(frame);
+}
+
+function renderBoxes(frame) {
+  const boxes = $("boxes");
+  const width = frame.width || state.video.width;
+  const height = frame.height || state.video.height;
+  const queryId = state.query && state.query.kind === "object" ? state.query.object.object_id : null;
+  const focusedId = document.activeElement && document.activeElement.dataset
+    ? document.activeElement.dataset.objectId
+    : null;
+  // Larger boxes underneath, smaller ones on top, so every box keeps a clickable part.
+  const area = (o) => (o.box[2] - o.box[0]) * (o.box[3] - o.box[1]);
+  const order = frame.objects.map((o, i) => i).sort((a, b) => area(frame.objects[b]) - area(frame.objects[a]));
+  const zIndex = new Map(order.map((objIndex, rank) => [objIndex, 10 + rank]));
+  // Many boxes (tiny or permissive detectors): tags only on hover / focus / the query box.
+  boxes.classList.toggle("dense", frame.objects.length > DENSE_BOXES);
+  const nodes = frame.objects.map((o, i) => {
+    const [x0, y0, x1, y1] = o.box;
+    const h = hue(o.detector_label);
+    const tagBelow = y0 / height < 0.08; // no room above: put the tag inside the box
+    const button = el(
+      "button",
+      {
+        type: "button",
+        class: `box${tagBelow ? " tag-inside" : ""}`,
+        "aria-pressed": String(o.object_id === queryId),
+        dataset: { objectId: o.object_id },
+        title: `${o.detector_label} ${fmt2(o.score)} — find similar objects`,
+        style: {
+          left: `${(100 * x0) / width}%`,
+          top: `${(100 * y0) / height}%`,
+          width: `${(100 * (x1 - x0)) / width}%`,
+          height: `${(100 * (y1 - y0)) / height}%`,
+          "--box-color": `hsl(${h} 90% 50%)`,
+          zIndex: String(zIndex.get(i)),
+        },
+        onclick: () => queryObject(o),
+      },
+      el(
+        "span",
+        { class: "tag" },
+        el("span", { class: "visually-hidden", text: "Object: " }),
+        el("span", { class: "det", text: `${o.detector_label} ${fmt2(o.score)}` }),
+        labelChips(o.labels),
+      ),
+    );
+    return button;
+  });
+  boxes.replaceChildren(...nodes);
+  if (focusedId) {
+    const again = boxes.querySelector(`[data-object-id="${CSS.escape(focusedId)}"]`);
+    if (again) again.focus();
+  }
+}
+
+async function reloadFrame() {
+  state.pages.clear();
+  if (state.video && state.total > 0) await showFrame(state.frameIndex);
+}
+
+// Jump the viewer to the frame holding an object (switching video if needed).
+async function gotoObject(o) {
+  try {
+    if (!state.video || o.video_id !== state.video.video_id) {
+      if (!state.videos.some((v) => v.video_id === o.video_id)) return status("That video is not listed.", "error");
+      $("video-select").value = o.video_id;
+      await selectVideo(o.video_id, 0);
+    }
+    for (let offset = 0; offset < state.total; offset += PAGE_SIZE) {
+      const page = await loadPage(offset);
+      const i = page.frames.findIndex(
+        (f) => f.segment_index === o.segment_index && f.frame_index === o.frame_index,
+      );
+      if (i >= 0) {
+        await showFrame(offset + i);
+        $("viewer").focus();
+        return;
+      }
+      const last = page.frames[page.frames.length - 1];
+      if (last && last.pts_s > o.pts_s + 1e-6) break;
+    }
+    status("Could not find that object's frame.", "error");
+  } catch (err) {
+    reportError(err, "Showing the frame");
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Similar objects / text search
+function searchParams() {
+  const k = Number.parseInt($("k-input").value, 10);
+  const minSim = Number.parseFloat($("min-sim-input").value);
+  return {
+    k: Number.isFinite(k) ? Math.min(200, Math.max(1, k)) : 20,
+    min_similarity: Number.isFinite(minSim) ? Math.min(1, Math.max(-1, minSim)) : 0,
+  };
+}
+
+function queryObject(o) {
+  state.query = { kind: "object", object: o };
+  state.selected.clear();
+  state.includeQuery = true;
+  if (state.frame) renderBoxes(state.frame);
+  return runQuery();
+}
+
+function queryText(q) {
+  state.query = { kind: "text", q };
+  state.selected.clear();
+  if (state.frame) renderBoxes(state.frame);
+  return runQuery();
+}
+
+async function runQuery({ quiet = false } = {}) {
+  const q = state.query;
+  if (!q || !state.collection) return;
+  const seq = ++state.resultsSeq;
+  $("refresh-results").disabled = false;
+  if (!quiet) $("results-info").textContent = "Searching…";
+  try {
+    let data;
+    if (q.kind === "object") {
+      data = await api(`${col()}/objects/${enc(q.object.object_id)}/similar`, { params: searchParams() });
+      if (seq !== state.resultsSeq) return;
+      state.query = { kind: "object", object: data.query };
+      $("results-heading").textContent = "Similar objects";
+    } else {
+      data = await api(`${col()}/search/text`, { params: { q: q.q, ...searchParams() } });
+      if (seq !== state.resultsSeq) return;
+      $("results-heading").textContent = `Text search: “${q.q}”`;
+    }
+    state.results = data.results || [];
+    renderQueryCard();
+    renderResults();
+  } catch (err) {
+    if (seq === state.resultsSeq) $("results-info").textContent = "";
+    reportError(err, "Search");
+  }
+}
+
+function clearResults() {
+  state.query = null;
+  state.results = [];
+  state.selected.clear();
+  $("results-heading").textContent = "Similar objects";
+  $("query-card").hidden = true;
+  $("query-card").replaceChildren();
+  delete $("query-card").dataset.objectId;
+  $("results").replaceChildren();
+  $("results-empty").hidden = false;
+  $("results-info").textContent = "";
+  $("refresh-results").disabled = true;
+  updateSelection();
+}
+
+function renderQueryCard() {
+  const card = $("query-card");
+  const q = state.query;
+  if (!q || q.kind !== "object") {
+    card.hidden = true;
+    card.replaceChildren();
+    delete card.dataset.objectId;
+    return;
+  }
+  const o = q.object;
+  card.dataset.objectId = o.object_id;
+  const checkbox = el("input", {
+    type: "checkbox",
+    id: "include-query",
+    checked: state.includeQuery,
+    onchange: (e) => {
+      state.includeQuery = e.target.checked;
+      updateSelection();
+    },
+  });
+  card.replaceChildren(
+    el("img", {
+      class: "crop",
+      src: resolveUrl(o.crop_url),
+      alt: `Query object: ${o.detector_label}`,
+    }),
+    el(
+      "div",
+      { class: "query-meta" },
+      el("p", { class: "strong", text: `Query: ${o.detector_label} ${fmt2(o.score)}` }),
+      el("p", { class: "muted", text: `at ${fmtTime(o.pts_s)} · segment ${o.segment_index}, frame ${o.frame_index}` }),
+      labelChips(o.labels),
+      el("p", {}, checkbox, " ", el("label", { for: "include-query", text: "Include this object when labeling" })),
+      el("button", { type: "button", onclick: () => gotoObject(o), text: "Show its frame" }),
+    ),
+  );
+  card.hidden = false;
+}
+
+function renderResults() {
+  const list = $("results");
+  const items = state.results.map((o, i) => {
+    const id = `sel-${i}`;
+    const checkbox = el("input", {
+      type: "checkbox",
+      id,
+      checked: state.selected.has(o.object_id),
+      dataset: { objectId: o.object_id },
+      onchange: (e) => {
+        if (e.target.checked) state.selected.add(o.object_id);
+        else state.selected.delete(o.object_id);
+        e.target.closest("li").classList.toggle("selected", e.target.checked);
+        updateSelection();
+      },
+    });
+    return el(
+      "li",
+      { class: `card${state.selected.has(o.object_id) ? " selected" : ""}`, dataset: { objectId: o.object_id } },
+      el("img", { class: "crop", src: resolveUrl(o.crop_url), alt: `${o.detector_label} crop`, loading: "lazy" }),
+      el(
+        "div",
+        { class: "card-meta" },
+        el(
+          "p",
+          { class: "select-line" },
+          checkbox,
+          el(
+            "label",
+            { for: id },
+            el("span", { class: "muted", "aria-hidden": "true", text: "sim " }),
+            el("span", { class: "visually-hidden", text: "similarity " }),
+            el("span", { class: "sim", text: fmt3(o.similarity) }),
+            el("span", { class: "visually-hidden", text: "," }),
+            " · ",
+            el("span", { text: `${o.detector_label} ${fmt2(o.score)}` }),
+          ),
+        ),
+        labelChips(o.labels),
+        el(
+          "p",
+          { class: "card-actions" },
+          el("button", {
+            type: "button",
+            class: "small",
+            text: "Similar",
+            "aria-label": `Find objects similar to result ${i + 1}`,
+            onclick: () => queryObject(o),
+          }),
+          el("button", {
+            type: "button",
+            class: "small",
+            text: "Frame",
+            "aria-label": `Show the frame of result ${i + 1}`,
+            onclick: () => gotoObject(o),
+          }),
+        ),
+      ),
+    );
+  });
+  list.replaceChildren(...items);
+  $("results-empty").hidden = items.length > 0;
+  if (items.length === 0) $("results-empty").textContent = "No results above the minimum similarity.";
+  $("results-info").textContent = `${items.length} result${items.length === 1 ? "" : "s"}`;
+  $("select-all").disabled = $("select-none").disabled = items.length === 0;
+  updateSelection();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Labeling
+function targets() {
+  const ids = new Set(state.selected);
+  if (state.includeQuery && state.query && state.query.kind === "object") ids.add(state.query.object.object_id);
+  return [...ids];
+}
+
+function labelName() {
+  return $("label-name").value;
+}
+
+// URL parsers treat a path segment "." or ".." (even percent-encoded) as a directory step, so
+// such a name cannot address the per-label routes.
+const pathSafe = (name) => name !== "." && name !== "..";
+
+function updateSelection() {
+  const n = targets().length;
+  const s = state.selected.size;
+  const withQuery = n > s;
+  $("selection-info").textContent =
+    n === 0
+      ? "No objects selected."
+      : `${n} object${n === 1 ? "" : "s"} to label` +
+        (withQuery ? ` (the query object${s ? ` and ${s} selected` : ""})` : " (selected)") +
+        ".";
+  const ok = n > 0 && labelName().trim().length > 0;
+  $("label-positive").disabled = $("label-negative").disabled = $("label-remove").disabled = !ok;
+}
+
+async function applyLabel(polarity) {
+  const name = labelName();
+  const ids = targets();
+  if (!name.trim() || ids.length === 0) return;
+  let message;
+  try {
+    if (polarity === "remove") {
+      const r = await api(`${col()}/labels`, { method: "DELETE", body: { object_ids: ids, name } });
+      message = `Removed label “${name}” from ${r.removed} object${r.removed === 1 ? "" : "s"}.`;
+    } else {
+      const r = await api(`${col()}/labels`, { method: "POST", body: { object_ids: ids, name, polarity } });
+      message = `Labeled ${r.updated} object${r.updated === 1 ? "" : "s"} ${polarity} as “${name}”.`;
+    }
+    state.selected.clear();
+    await refreshAfterLabelChange();
+    status(message);
+  } catch (err) {
+    reportError(err, "Labeling");
+  }
+}
+
+async function refreshAfterLabelChange() {
+  await Promise.all([
+    refreshLabels(),
+    reloadFrame(),
+    state.query ? runQuery({ quiet: true }) : null,
+    refreshPropagations(),
+  ]);
+  schedulePreview(0);
+  updateSelection();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Labels panel
+async function refreshLabels() {
+  if (!state.collection) return;
+  const labels = await api(`${col()}/labels`);
+  labels.sort((a, b) => a.name.localeCompare(b.name));
+  state.labelCounts = new Map(labels.map((l) => [l.name, l]));
+  const body = $("labels-body");
+  body.replaceChildren(
+    ...labels.map((l) =>
+      el(
+        "tr",
+        { dataset: { name: l.name } },
+        el(
+          "th",
+          { scope: "row" },
+          el("button", {
+            type: "button",
+            class: "link",
+            text: l.name,
+            title: "Use this label",
+            onclick: () => useLabel(l.name),
+          }),
+        ),
+        el("td", { class: "num positive", text: l.positive }),
+        el("td", { class: "num negative", text: l.negative }),
+        el("td", { class: "num propagated", text: l.propagated }),
+      ),
+    ),
+  );
+  $("labels-table").hidden = labels.length === 0;
+  $("labels-empty").hidden = labels.length > 0;
+  $("label-names").replaceChildren(...labels.map((l) => el("option", { value: l.name })));
+}
+
+function useLabel(name) {
+  $("label-name").value = name;
+  onLabelNameChanged();
+  $("label-name").focus();
+}
+
+function onLabelNameChanged() {
+  updateSelection();
+  schedulePreview();
+  refreshPropagations().catch((e) => reportError(e, "Loading propagations"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Propagation
+let previewTimer = null;
+function schedulePreview(delay = PREVIEW_DEBOUNCE_MS) {
+  clearTimeout(previewTimer);
+  previewTimer = setTimeout(runPreview, delay);
+}
+
+function threshold() {
+  return Number.parseFloat($("threshold").value);
+}
+
+async function runPreview() {
+  const name = labelName();
+  const info = $("preview-info");
+  const seq = ++state.previewSeq;
+  if (!name.trim() || !state.collection) {
+    info.textContent = "Enter a label name to preview.";
+    $("propagate").disabled = true;
+    return;
+  }
+  if (!pathSafe(name)) {
+    info.textContent = "A label named “.” or “..” cannot be put in a URL path: no propagation for it.";
+    $("propagate").disabled = true;
+    return;
+  }
+  const counts = state.labelCounts.get(name);
+  if (!counts || counts.positive === 0) {
+    // Propagation starts from the objects a person labeled positive: none yet, nothing to ask.
+    info.textContent = `Label some objects positive as “${name}” first: propagation starts from them.`;
+    delete info.dataset.count;
+    $("propagate").disabled = true;
+    return;
+  }
+  info.textContent = "Previewing…";
+  try {
+    const r = await api(`${col()}/labels/${enc(name)}/propagation/preview`, {
+      method: "POST",
+      body: { threshold: threshold() },
+    });
+    if (seq !== state.previewSeq) return;
+    info.textContent = `Would label ${r.count} object${r.count === 1 ? "" : "s"} at threshold ${threshold().toFixed(2)}.`;
+    info.dataset.count = String(r.count);
+    $("propagate").disabled = r.count === 0;
+  } catch (err) {
+    if (seq !== state.previewSeq) return;
+    info.textContent = err instanceof AuthError ? "" : `Preview failed: ${err.message}`;
+    delete info.dataset.count;
+    $("propagate").disabled = true;
+  }
+}
+
+async function propagate() {
+  const name = labelName();
+  if (!name.trim() || !pathSafe(name)) return;
+  $("propagate").disabled = true;
+  try {
+    const r = await api(`${col()}/labels/${enc(name)}/propagation`, {
+      method: "POST",
+      body: { threshold: threshold() },
+    });
+    await refreshAfterLabelChange();
+    status(`Propagated “${name}” to ${r.count} object${r.count === 1 ? "" : "s"}.`);
+  } catch (err) {
+    reportError(err, "Propagation");
+    $("propagate").disabled = false;
+  }
+}
+
+async function refreshPropagations() {
+  const name = labelName();
+  const list = $("propagations");
+  const seq = ++state.propsSeq;
+  if (!name.trim() || !state.collection || !pathSafe(name)) {
+    list.replaceChildren();
+    return;
+  }
+  let props;
+  try {
+    props = await api(`${col()}/labels/${enc(name)}/propagations`);
+  } catch (err) {
+    if (seq !== state.propsSeq) return;
+    list.replaceChildren(el("li", { class: "muted", text: `Could not load propagations: ${err.message}` }));
+    return;
+  }
+  if (seq !== state.propsSeq) return;
+  if (props.length === 0) {
+    list.replaceChildren(el("li", { class: "muted", text: "None yet." }));
+    return;
+  }
+  list.replaceChildren(
+    ...props.map((p) => {
+      const summary =
+        `${p.count} object${p.count === 1 ? "" : "s"} at ≥ ${fmt2(p.threshold)} · ` +
+        `${plural((p.sources || []).length, "source")}, ${plural((p.negatives || []).length, "negative")} · ` +
+        `${fmtDate(p.created_at)}${p.created_by ? ` by ${p.created_by}` : ""}`;
+      return el(
+        "li",
+        { class: p.undone_at ? "undone" : "", dataset: { propagationId: p.propagation_id } },
+        el("span", { text: summary }),
+        " ",
+        p.undone_at
+          ? el("span", { class: "muted", text: `(undone ${fmtDate(p.undone_at)})` })
+          : el("button", {
+              type: "button",
+              class: "small",
+              text: "Undo",
+              "aria-label": `Undo propagation of ${fmtDate(p.created_at)} (${p.count} objects)`,
+              onclick: () => undoPropagation(p),
+            }),
+      );
+    }),
+  );
+}
+
+async function undoPropagation(p) {
+  try {
+    const r = await api(`${col()}/propagations/${enc(p.propagation_id)}`, { method: "DELETE" });
+    await refreshAfterLabelChange();
+    status(`Undid the propagation: removed ${r.removed} label${r.removed === 1 ? "" : "s"}.`);
+  } catch (err) {
+    reportError(err, "Undo");
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Wiring
+function isTextEntry(target) {
+  if (!target || !target.tagName) return false;
+  if (target.isContentEditable) return true;
+  const tag = target.tagName.toLowerCase();
+  if (tag === "textarea" || tag === "select") return true;
+  if (tag !== "input") return false;
+  // Arrow keys belong to text fields, number fields and other sliders; the frame slider moves itself.
+  return target.type !== "checkbox" && target.type !== "button" && target.type !== "submit";
+}
+
+function wire() {
+  $("collection-select").addEventListener("change", (e) =>
+    selectCollection(e.target.value).catch((err) => reportError(err, "Loading the collection")),
+  );
+  $("video-select").addEventListener("change", (e) =>
+    selectVideo(e.target.value, 0).catch((err) => reportError(err, "Loading the video")),
+  );
+  $("frame-slider").addEventListener("input", (e) => showFrame(Number.parseInt(e.target.value, 10)));
+  $("prev-frame").addEventListener("click", () => showFrame(state.frameIndex - 1));
+  $("next-frame").addEventListener("click", () => showFrame(state.frameIndex + 1));
+  document.addEventListener("keydown", (e) => {
+    if (e.altKey || e.ctrlKey || e.metaKey || e.shiftKey) return;
+    if (e.key !== "ArrowLeft" && e.key !== "ArrowRight") return;
+    if (isTextEntry(e.target)) return;
+    if (!state.video || state.total === 0) return;
+    e.preventDefault();
+    showFrame(state.frameIndex + (e.key === "ArrowLeft" ? -1 : 1));
+  });
+  $("frame-image").addEventListener("error", () => {
+    if ($("frame-image").getAttribute("src")) status("Could not load the frame image.", "error");
+  });
+
+  $("search-params").addEventListener("submit", (e) => {
+    e.preventDefault();
+    runQuery();
+  });
+  $("select-all").addEventListener("click", () => {
+    for (const o of state.results) state.selected.add(o.object_id);
+    renderResults();
+  });
+  $("select-none").addEventListener("click", () => {
+    state.selected.clear();
+    renderResults();
+  });
+
+  $("label-name").addEventListener("input", onLabelNameChanged);
+  $("label-positive").addEventListener("click", () => applyLabel("positive"));
+  $("label-negative").addEventListener("click", () => applyLabel("negative"));
+  $("label-remove").addEventListener("click", () => applyLabel("remove"));
+
+  $("threshold").addEventListener("input", () => {
+    $("threshold-value").textContent = threshold().toFixed(2);
+    schedulePreview();
+  });
+  $("propagate").addEventListener("click", propagate);
+
+  $("text-search").addEventListener("submit", (e) => {
+    e.preventDefault();
+    const q = $("text-query").value.trim();
+    if (q) queryText(q);
+  });
+}
+
+async function main() {
+  wire();
+  $("threshold-value").textContent = threshold().toFixed(2);
+  updateSelection();
+  try {
+    await loadCollections();
+  } catch (err) {
+    reportError(err, "Loading collections");
+  }
+  document.body.dataset.ready = "true";
+}
+
+main();

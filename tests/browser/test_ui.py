@@ -1,0 +1,395 @@
+"""The vidsearch UI page (plugins/vidsearch_api/static/) in a real headless Chromium, against the real API.
+
+The API runs on a real uvicorn (the `live_api` fixture of tests/search/conftest.py) over data ingested
+from a generated video with tiny models. The browser logs in the way the Airflow UI leaves a browser
+after its login: a `_token` cookie holding a JWT for the server's origin.
+
+Covers: picking the collection and video, scrubbing frames (keys, buttons, slider), boxes drawn over
+the frame at the displayed scale, finding similar objects from a box (mouse and keyboard), labeling
+objects positive and negative under a name full of HTML (which must stay text), the live propagation
+preview and propagating, the labels persisting across a reload, undoing a propagation, and the login
+message for a browser without a session (and for one whose session ends while the page is open).
+
+Uses Debian's Chromium (/usr/bin/chromium); Playwright's own browsers are not needed.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import sys
+import uuid
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+playwright_sync = pytest.importorskip("playwright.sync_api")
+expect = playwright_sync.expect
+
+CHROMIUM = os.environ.get("VIDSEARCH_CHROMIUM", "/usr/bin/chromium")
+TIMEOUT_MS = 30_000  # the first text search loads the CLIP text tower
+expect.set_options(timeout=TIMEOUT_MS)
+
+
+def _search_fixtures():
+    """The fixtures of tests/search/conftest.py (`ingested`, `live_api`, ...), which pytest only offers
+    to tests under tests/search/: loaded here under a private module name and re-exported below."""
+    path = Path(__file__).resolve().parents[1] / "search" / "conftest.py"
+    spec = importlib.util.spec_from_file_location("_vidsearch_search_fixtures", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+_fx = _search_fixtures()
+search_services = _fx.search_services
+ingested = _fx.ingested
+api_token = _fx.api_token
+api_app = _fx.api_app
+live_api = _fx.live_api
+
+
+# ----------------------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.skip(f"no Chromium at {CHROMIUM}")
+    with playwright_sync.sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            headless=True,
+            args=["--no-sandbox", "--disable-background-networking"],
+        )
+        yield browser
+        browser.close()
+
+
+@pytest.fixture(scope="module")
+def screenshot_dir(tmp_path_factory) -> Path:
+    configured = os.environ.get("VIDSEARCH_SCREENSHOT_DIR")
+    path = Path(configured) if configured else tmp_path_factory.mktemp("ui-screenshots")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@pytest.fixture
+def label_name(live_api):
+    """A fresh label name full of HTML and quotes (it must be shown as text, never parsed); its labels
+    and propagations are removed afterwards, so the other tests of the session see the data untouched."""
+    import httpx
+
+    name = f'<b>bold</b> "q" {uuid.uuid4().hex[:6]}'
+    yield name
+    api = f"{live_api.base_url}api/collections/{_quote(live_api.data['collection'])}"
+    with httpx.Client(headers=live_api.headers, timeout=60) as client:
+        for p in client.get(f"{api}/labels/{_quote(name)}/propagations").json():
+            if not p["undone_at"]:
+                client.delete(f"{api}/propagations/{p['propagation_id']}").raise_for_status()
+        body = {"object_ids": live_api.data["object_ids"], "name": name}
+        client.request("DELETE", f"{api}/labels", json=body).raise_for_status()
+        assert name not in {c["name"] for c in client.get(f"{api}/labels").json()}
+
+
+def _quote(value: str) -> str:
+    return quote(value, safe="")
+
+
+def _context(browser, live_api, *, logged_in: bool):
+    context = browser.new_context(viewport={"width": 1440, "height": 1000})
+    context.set_default_timeout(TIMEOUT_MS)
+    if logged_in:
+        # Exactly what the Airflow UI's login leaves in the browser: the JWT in the `_token` cookie.
+        context.add_cookies([{"name": live_api.cookie_name, "value": live_api.token, "url": live_api.origin}])
+    return context
+
+
+class _Watch:
+    """JavaScript exceptions, console errors and failed HTTP responses of a page."""
+
+    def __init__(self, page):
+        self.errors: list[str] = []
+        page.on("pageerror", lambda exc: self.errors.append(f"pageerror: {exc}"))
+        page.on("console", lambda msg: msg.type == "error" and self.errors.append(f"console: {msg.text}"))
+        page.on("response", self._response)
+
+    def _response(self, response) -> None:
+        if response.status >= 400:
+            self.errors.append(f"{response.request.method} {response.url}: {response.status} {response.text()[:300]}")
+
+
+@pytest.fixture
+def page(browser, live_api):
+    context = _context(browser, live_api, logged_in=True)
+    page = context.new_page()
+    page.watch = _Watch(page)
+    yield page
+    context.close()
+
+
+def _api(page, live_api, method: str, path: str, **kwargs):
+    """A JSON API call with the page's cookies (for expected values, computed beside the UI)."""
+    response = page.context.request.fetch(f"{live_api.base_url}api/{path}", method=method, **kwargs)
+    assert response.ok, f"{method} {path}: {response.status} {response.text()}"
+    return response.json()
+
+
+def _open(page, live_api, collection: str, video_id: str) -> None:
+    page.goto(live_api.base_url)
+    page.wait_for_selector("body[data-ready=true]")
+    if page.input_value("#collection-select") != collection:
+        page.select_option("#collection-select", collection)
+    expect(page.locator("#video-select")).to_be_enabled()
+    if page.input_value("#video-select") != video_id:
+        page.select_option("#video-select", video_id)
+
+
+# -------------------------------------------------------------------------------------------- tests
+
+
+def test_browse_label_propagate_and_persist(page, live_api, screenshot_dir, label_name):
+    label = label_name
+    data = live_api.data
+    collection, video_id = data["collection"], data["video_id"]
+    frames_page = _api(page, live_api, "GET", f"collections/{collection}/videos/{video_id}/frames")
+    total = frames_page["total"]
+    frames = frames_page["frames"]
+    assert total == data["frames"] >= 4
+
+    _open(page, live_api, collection, video_id)
+    info = page.locator("#frame-info")
+    boxes = page.locator("#boxes .box")
+
+    # -- scrubbing: first frame, keys, buttons, slider -------------------------------------------
+    expect(info).to_contain_text(f"Frame 1 / {total}")
+    expect(boxes).to_have_count(len(frames[0]["objects"]))
+    page.locator("body").press("ArrowRight")
+    expect(info).to_contain_text(f"Frame 2 / {total}")
+    page.click("#next-frame")
+    expect(info).to_contain_text(f"Frame 3 / {total}")
+    page.keyboard.press("ArrowLeft")
+    expect(info).to_contain_text(f"Frame 2 / {total}")
+    page.fill("#frame-slider", str(total - 1))
+    expect(info).to_contain_text(f"Frame {total} / {total}")
+    expect(page.locator("#next-frame")).to_be_disabled()
+    page.click("#prev-frame")
+    expect(info).to_contain_text(f"Frame {total - 1} / {total}")
+
+    # The frame with the most objects: its image is shown and every box sits where the API says,
+    # scaled from frame pixels to the displayed size.
+    busiest = max(range(total), key=lambda i: len(frames[i]["objects"]))
+    frame = frames[busiest]
+    page.fill("#frame-slider", str(busiest))
+    expect(info).to_contain_text(f"Frame {busiest + 1} / {total}")
+    expect(boxes).to_have_count(len(frame["objects"]))
+    image = page.locator("#frame-image")
+    expect(image).to_have_attribute("src", re.compile(re.escape(frame["image_url"]) + "$"))
+    page.wait_for_function("() => { const i = document.getElementById('frame-image'); "
+                           "return i.complete && i.naturalWidth > 0; }")
+    shown = image.bounding_box()
+    sx, sy = shown["width"] / frame["width"], shown["height"] / frame["height"]
+    assert shown["width"] > frame["width"] * 0.99  # small frames are scaled up, not shown tiny
+    for obj in frame["objects"][:5]:
+        box = page.locator(f'#boxes .box[data-object-id="{obj["object_id"]}"]')
+        got = box.bounding_box()
+        x0, y0, x1, y1 = obj["box"]
+        assert got["x"] == pytest.approx(shown["x"] + x0 * sx, abs=2)
+        assert got["y"] == pytest.approx(shown["y"] + y0 * sy, abs=2)
+        assert got["width"] == pytest.approx((x1 - x0) * sx, abs=2)
+        assert got["height"] == pytest.approx((y1 - y0) * sy, abs=2)
+        expect(box).to_contain_text(f'{obj["detector_label"]} {obj["score"]:.2f}')
+
+    # -- a box, clicked with the mouse: its crop and similar objects --------------------------------
+    smallest = min(frame["objects"], key=lambda o: (o["box"][2] - o["box"][0]) * (o["box"][3] - o["box"][1]))
+    page.locator(f'#boxes .box[data-object-id="{smallest["object_id"]}"]').click()
+    expect(page.locator(f'#boxes .box[data-object-id="{smallest["object_id"]}"]')).to_have_attribute(
+        "aria-pressed", "true"
+    )
+    expect(page.locator("#query-card")).to_have_attribute("data-object-id", smallest["object_id"])
+    expect(page.locator("#query-card")).to_contain_text(f'Query: {smallest["detector_label"]}')
+    results = page.locator("#results > li")
+    expect(results.first).to_be_visible()
+
+    # ... and another one with the keyboard (Tab to the box, Enter).
+    query = frame["objects"][0] if frame["objects"][0] is not smallest else frame["objects"][1]
+    page.locator(f'#boxes .box[data-object-id="{query["object_id"]}"]').focus()
+    page.keyboard.press("Enter")
+    expect(page.locator(f'#boxes .box[data-object-id="{query["object_id"]}"]')).to_have_attribute(
+        "aria-pressed", "true"
+    )
+    expect(page.locator("#query-card")).to_have_attribute("data-object-id", query["object_id"])
+    similar = _api(page, live_api, "GET", f"collections/{collection}/objects/{query['object_id']}/similar",
+                   params={"k": 20, "min_similarity": 0})
+    expected_ids = [o["object_id"] for o in similar["results"]]
+    assert len(expected_ids) >= 5, "the tiny models should give at least a few similar objects"
+    expect(results).to_have_count(len(expected_ids))
+    assert results.evaluate_all("items => items.map(li => li.dataset.objectId)") == expected_ids
+    sims = [float(t) for t in page.locator("#results .sim").all_inner_texts()]
+    assert sims == sorted(sims, reverse=True)
+    assert sims[0] == pytest.approx(similar["results"][0]["similarity"], abs=1e-3)
+    page.wait_for_function("() => { const i = document.querySelector('#query-card img'); "
+                           "return i && i.complete && i.naturalWidth > 0; }")
+    page.wait_for_function("() => { const i = document.querySelector('#results li img'); "
+                           "return i && i.complete && i.naturalWidth > 0; }")
+
+    # The k input limits the results.
+    page.fill("#k-input", "3")
+    page.click("#refresh-results")
+    expect(results).to_have_count(3)
+    page.fill("#k-input", "20")
+    page.click("#refresh-results")
+    expect(results).to_have_count(len(expected_ids))
+
+    # -- label: the query object and two results positive, one more result negative ---------------
+    positives = [query["object_id"], expected_ids[0], expected_ids[1]]
+    negative = expected_ids[-1]
+    page.fill("#label-name", label)
+    # A new name has no positive examples yet: nothing to propagate from.
+    expect(page.locator("#preview-info")).to_contain_text("first: propagation starts from them")
+    expect(page.locator("#propagate")).to_be_disabled()
+    page.check(f'#results li[data-object-id="{expected_ids[0]}"] input[type=checkbox]')
+    page.check(f'#results li[data-object-id="{expected_ids[1]}"] input[type=checkbox]')
+    expect(page.locator("#selection-info")).to_contain_text("3 objects to label")
+    page.click("#label-positive")
+    expect(page.locator("#status")).to_contain_text(f"Labeled 3 objects positive as “{label}”")
+
+    page.uncheck("#include-query")
+    page.check(f'#results li[data-object-id="{negative}"] input[type=checkbox]')
+    expect(page.locator("#selection-info")).to_contain_text("1 object to label")
+    page.click("#label-negative")
+    expect(page.locator("#status")).to_contain_text(f"Labeled 1 object negative as “{label}”")
+
+    row = page.locator("#labels-body tr").filter(has_text=label)
+    expect(row).to_have_count(1)
+    expect(row.locator("th")).to_have_text(label)
+    expect(row.locator("td")).to_have_text(["3", "1", "0"])
+    # The labels show up on the boxes and the result cards as text.
+    expect(page.locator(f'#boxes .box[data-object-id="{query["object_id"]}"] .chip.positive')).to_have_text(
+        re.compile(re.escape(label))
+    )
+    expect(page.locator(f'#results li[data-object-id="{expected_ids[0]}"] .chip.positive')).to_contain_text(label)
+    # Nothing of the label was parsed as HTML.
+    assert page.locator("b").count() == 0
+    assert "<b>bold</b>" not in page.evaluate("document.body.innerHTML")
+    counts = {c["name"]: c for c in _api(page, live_api, "GET", f"collections/{collection}/labels")}
+    assert (counts[label]["positive"], counts[label]["negative"]) == (3, 1)
+
+    # -- propagation: live preview, then apply -----------------------------------------------------
+    def api_preview(threshold: float) -> list[str]:
+        path = f"collections/{collection}/labels/{_quote(label)}/propagation/preview"
+        out = _api(page, live_api, "POST", path, data={"threshold": threshold})
+        assert out["count"] == len(out["candidates"])
+        return [c["object_id"] for c in out["candidates"]]
+
+    preview = page.locator("#preview-info")
+    high = len(api_preview(1.0))
+    page.fill("#threshold", "1")
+    expect(page.locator("#threshold-value")).to_have_text("1.00")
+    expect(preview).to_have_text(re.compile(rf"^Would label {high} objects? at threshold 1\.00"))
+    candidates = api_preview(0.0)
+    low = len(candidates)
+    assert low > high, "at threshold 0 some objects should be proposed"
+    page.fill("#threshold", "0")
+    expect(preview).to_have_text(re.compile(rf"^Would label {low} objects? at threshold 0\.00"))
+    expect(page.locator("#propagate")).to_be_enabled()
+
+    screenshot = screenshot_dir / "ui-labeled.png"
+    page.screenshot(path=str(screenshot), full_page=True)
+    print(f"screenshot: {screenshot}")
+
+    page.click("#propagate")
+    expect(page.locator("#status")).to_contain_text(f"Propagated “{label}” to {low} object")
+    expect(row.locator("td")).to_have_text(["3", "1", str(low)])
+    expect(page.locator("#propagations li")).to_have_count(1)
+    expect(page.locator("#propagations li").first).to_contain_text(f"{low} object")
+    (record,) = _api(page, live_api, "GET", f"collections/{collection}/labels/{_quote(label)}/propagations")
+    assert sorted(record["sources"]) == sorted(positives) and record["negatives"] == [negative]
+    # Propagated labels are shown (as dashed chips) on the boxes and results that got one.
+    shown_ids = page.locator("#boxes .box, #results > li").evaluate_all("els => els.map(e => e.dataset.objectId)")
+    got_one = [i for i in shown_ids if i in set(candidates)]
+    assert got_one, "some shown object should have been proposed at threshold 0"
+    for object_id in got_one:
+        chip = page.locator(f'[data-object-id="{object_id}"] .chip.propagated').first
+        expect(chip).to_contain_text(label)
+
+    screenshot = screenshot_dir / "ui-propagated.png"
+    page.screenshot(path=str(screenshot), full_page=True)
+    print(f"screenshot: {screenshot}")
+
+    # -- reload: everything persisted --------------------------------------------------------------
+    page.reload()
+    page.wait_for_selector("body[data-ready=true]")
+    expect(page.locator("#collection-select")).to_have_value(collection)
+    expect(page.locator("#video-select")).to_have_value(video_id)
+    expect(info).to_contain_text(f"Frame {busiest + 1} / {total}")  # the position is in the URL hash
+    row = page.locator("#labels-body tr").filter(has_text=label)
+    expect(row.locator("td")).to_have_text(["3", "1", str(low)])
+    expect(page.locator(f'#boxes .box[data-object-id="{query["object_id"]}"] .chip.positive')).to_contain_text(label)
+
+    # -- undo the propagation from its list ----------------------------------------------------------
+    row.locator("th button").click()  # use this label
+    expect(page.locator("#label-name")).to_have_value(label)
+    undo = page.locator("#propagations li button", has_text="Undo")
+    expect(undo).to_have_count(1)
+    undo.click()
+    expect(page.locator("#status")).to_contain_text(f"removed {low} label")
+    expect(row.locator("td")).to_have_text(["3", "1", "0"])
+    expect(page.locator("#propagations li.undone")).to_have_count(1)
+    assert page.locator("b").count() == 0
+
+    assert page.watch.errors == []
+
+
+def test_text_search_shows_results(page, live_api):
+    data = live_api.data
+    _open(page, live_api, data["collection"], data["video_id"])
+    page.fill("#min-sim-input", "-1")  # tiny random text tower: similarities are anywhere in -1..1
+    page.fill("#text-query", "a red box")
+    page.press("#text-query", "Enter")
+    expect(page.locator("#results-heading")).to_have_text("Text search: “a red box”")
+    expected = _api(page, live_api, "GET", f"collections/{data['collection']}/search/text",
+                    params={"q": "a red box", "k": 20, "min_similarity": -1})["results"]
+    assert expected
+    results = page.locator("#results > li")
+    expect(results).to_have_count(len(expected))
+    assert results.evaluate_all("items => items.map(li => li.dataset.objectId)") == [o["object_id"] for o in expected]
+    expect(page.locator("#query-card")).to_be_hidden()
+    assert page.watch.errors == []
+
+
+def test_unauthenticated_browser_is_sent_to_login(browser, live_api):
+    context = _context(browser, live_api, logged_in=False)
+    try:
+        page = context.new_page()
+        response = page.goto(live_api.base_url)
+        # Every route requires authentication, the page included: without credentials it answers 401
+        # with a sign-in page instead of the UI.
+        assert response.status == 401
+        message = page.locator("#auth-message")
+        expect(message).to_be_visible()
+        expect(message).to_contain_text("not signed in")
+        link = page.locator("#login-link")
+        expect(link).to_have_attribute("href", re.compile(r"^/auth/login\?next=%2Fvidsearch%2F"))
+        # No data was shown.
+        expect(page.locator("#collection-select option")).to_have_count(0)
+        expect(page.locator("#boxes .box")).to_have_count(0)
+    finally:
+        context.close()
+
+
+def test_session_ending_while_open_shows_login_message(page, live_api):
+    data = live_api.data
+    _open(page, live_api, data["collection"], data["video_id"])
+    expect(page.locator("#boxes .box").first).to_be_attached()
+    expect(page.locator("#auth-message")).to_be_hidden()
+    page.context.clear_cookies()  # logged out elsewhere / the token expired
+    page.fill("#text-query", "anything")
+    page.press("#text-query", "Enter")
+    expect(page.locator("#auth-message")).to_be_visible()
+    expect(page.locator("#login-link")).to_have_attribute("href", re.compile(r"^/auth/login\?next="))
