@@ -21,36 +21,23 @@ expectations, the other segments go on, and the run ends failed naming it. Each 
 under `<storage root>/quality/<run id>/` (JSON and Markdown); the task log links it.
 
 Every write is keyed by deterministic ids: running the same video again changes no count.
+
+Retries, timeouts and pools are set per stage (`vidsearch_airflow/segment_tasks.py`): transient errors
+(Weaviate 5xx, S3 throttling, network, a killed worker, a timeout) retry with exponential backoff,
+permanent ones fail at once; `detect_embed` runs in the `gpu` pool and `index` in `weaviate_writers`.
+A failed or quarantined segment is repaired by clearing its failed tasks (with downstream) in the grid,
+or with the `reprocess_segments` DAG; done segments are left as they are (docs/operations.md).
 """
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
-from airflow.sdk import AssetAlias, Param, TriggerRule, dag, get_current_context, task, task_group
-from airflow.sdk.definitions.retry_policy import ExceptionRetryPolicy, RetryAction, RetryRule
+from airflow.sdk import AssetAlias, Param, TriggerRule, dag, get_current_context, task
+from vidsearch_airflow.segment_tasks import DEFAULT_ARGS, STAGES, ingest_params, segment_group
 
 COLLECTIONS_ALIAS = "vidsearch_collections"
-
-# Permanent errors (bad input, bad parameters, missing model weights) fail at once; everything else
-# (Weaviate 5xx, storage or network hiccups, a crashed worker) retries with exponential backoff.
-DEFAULT_ARGS: dict[str, Any] = {
-    "owner": "vidsearch",
-    "retries": 3,
-    "retry_delay": timedelta(seconds=15),
-    "retry_exponential_backoff": 2.0,
-    "max_retry_delay": timedelta(minutes=10),
-    "retry_policy": ExceptionRetryPolicy(
-        rules=[
-            RetryRule(
-                exception="vidsearch.errors.PermanentError",
-                action=RetryAction.FAIL,
-                reason="permanent error: retrying cannot help",
-            )
-        ]
-    ),
-}
 
 PARAMS = {
     "source": Param(
@@ -115,15 +102,7 @@ PARAMS = {
 
 
 def _params() -> Any:
-    from vidsearch.pipeline import IngestParams
-
-    params = dict(get_current_context()["params"])
-    return IngestParams.model_validate({k: params[k] for k in IngestParams.model_fields if k in params})
-
-
-def _name_segment(segment: Any) -> None:
-    """Let the grid name this mapped task instance after its segment and time range."""
-    get_current_context()["segment_label"] = segment.label
+    return ingest_params()
 
 
 @dag(
@@ -138,7 +117,7 @@ def _name_segment(segment: Any) -> None:
     doc_md=__doc__,
 )
 def video_ingest() -> None:
-    @task(execution_timeout=timedelta(minutes=30))
+    @task(**STAGES["probe"].task_kwargs())
     def probe() -> dict:
         """Fetch the source, check it is a decodable video and stage it in object storage."""
         from vidsearch import pipeline
@@ -148,7 +127,7 @@ def video_ingest() -> None:
         out = pipeline.probe_video(services(), ctx["run_id"], ctx["dag"].dag_id, _params())
         return out.model_dump(mode="json")
 
-    @task(execution_timeout=timedelta(minutes=30))
+    @task(**STAGES["split"].task_kwargs())
     def split(probed: dict) -> list[dict]:
         """Cut the video into keyframe-aligned segment files; one mapped group per segment follows."""
         from vidsearch import pipeline
@@ -159,59 +138,15 @@ def video_ingest() -> None:
         segs = pipeline.split_video(services(), run_id, _params(), probed_out)
         return [s.model_dump(mode="json") for s in segs]
 
-    @task(map_index_template="{{ segment_label }}", execution_timeout=timedelta(minutes=20))
-    def extract_frames(segment: dict, probed: dict) -> dict:
-        """Sample the segment's frames into one bundle."""
-        from vidsearch import pipeline
-        from vidsearch.records import Segment
-        from vidsearch_airflow.services import services
-
-        seg = Segment.model_validate(segment)
-        _name_segment(seg)
-        manifest = pipeline.ProbeOutput.model_validate(probed).manifest
-        run_id = get_current_context()["run_id"]
-        bundle = pipeline.extract_frames(services(), run_id, _params(), seg, manifest)
-        return bundle.model_dump(mode="json")
-
-    @task(map_index_template="{{ segment_label }}", execution_timeout=timedelta(minutes=60))
-    def detect_embed(segment: dict, bundle: dict) -> str:
-        """Run the detect+embed worker command on the segment's bundle."""
-        from vidsearch import pipeline
-        from vidsearch.records import FrameBundle, Segment
-        from vidsearch_airflow.services import services
-
-        seg = Segment.model_validate(segment)
-        _name_segment(seg)
-        return pipeline.detect_and_embed_locally(
-            services(), _params(), seg, FrameBundle.model_validate(bundle)
-        )
-
-    @task(map_index_template="{{ segment_label }}", execution_timeout=timedelta(minutes=20))
-    def index(segment: dict, bundle: dict, output_uri: str) -> dict:
-        """Upsert the segment's objects into Weaviate and its frames and objects into Postgres."""
-        from vidsearch import pipeline
-        from vidsearch.records import FrameBundle, Segment
-        from vidsearch_airflow.services import services
-
-        seg = Segment.model_validate(segment)
-        _name_segment(seg)
-        run_id = get_current_context()["run_id"]
-        return pipeline.index_segment(
-            services(), run_id, _params(), seg, FrameBundle.model_validate(bundle), output_uri
-        )
-
-    @task_group(group_id="segment")
-    def process_segment(segment: dict, probed: dict) -> None:
-        bundle = extract_frames(segment=segment, probed=probed)
-        output_uri = detect_embed(segment=segment, bundle=bundle)
-        index(segment=segment, bundle=bundle, output_uri=output_uri)
+    # extract_frames → detect_embed → index, one mapped group per segment (shared with reprocess_segments).
+    process_segment = segment_group("segment")
 
     # Runs once every segment is done, failed or quarantined (as long as something succeeded): the good
     # segments are still checked, and the run then ends failed naming the bad ones.
     @task(
         outlets=[AssetAlias(COLLECTIONS_ALIAS)],
-        execution_timeout=timedelta(minutes=10),
         trigger_rule=TriggerRule.ALL_DONE_MIN_ONE_SUCCESS,
+        **STAGES["finalize"].task_kwargs(),
     )
     def finalize(probed: dict, *, outlet_events: Any = None) -> dict:
         """Check Postgres and Weaviate agree object for object; emit the collection's asset event."""

@@ -132,3 +132,9 @@ def airflow_db() -> None:
         env=os.environ.copy(),
         stdout=subprocess.DEVNULL,
     )
+    # The pools the DAGs use (`gpu`, `weaviate_writers`), as the embedded stack creates them.
+    from airflow.models import Pool
+    from devstack.settings import read_settings
+
+    for pool in read_settings(ROOT / "airflow_settings.yaml").airflow.pools:
+        Pool.create_or_update_pool(pool.pool_name, pool.pool_slot, pool.pool_description, include_deferred=False)

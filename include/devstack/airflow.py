@@ -200,7 +200,8 @@ def airflow_argv(*args: str) -> list[str]:
 
 
 def migrate_db(cfg: StackConfig, timeout: float = 900) -> float:
-    """Run ``airflow db migrate`` (idempotent) and return its duration; raises with the log tail."""
+    """Run ``airflow db migrate`` (idempotent), create missing pools, and return the duration; raises
+    with the log tail."""
     log_path = cfg.log_file("airflow-db-migrate")
     log_path.parent.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
@@ -221,7 +222,56 @@ def migrate_db(cfg: StackConfig, timeout: float = 900) -> float:
         raise DevstackError(
             f"'airflow db migrate' failed (exit {result.returncode}); log {log_path}:\n{log_tail(log_path)}"
         )
+    ensure_pools(cfg)
     return time.monotonic() - started
+
+
+def required_pools(cfg: StackConfig) -> list:
+    """The pools of `airflow_settings.yaml` (`weaviate_writers`, `gpu`): tasks in a pool that does not
+    exist are never scheduled."""
+    from .settings import read_settings
+
+    return read_settings(cfg.repo_root / "airflow_settings.yaml").airflow.pools
+
+
+def ensure_pools(cfg: StackConfig, timeout: float = 300) -> list[str]:
+    """Create the pools of `airflow_settings.yaml` that do not exist yet; returns their names.
+
+    Idempotent; a pool that exists keeps the slots an operator gave it (UI: Admin → Pools).
+    """
+    env = process_env(cfg)
+    listed = subprocess.run(
+        airflow_argv("pools", "list", "--output", "json"),
+        env=env,
+        cwd=cfg.airflow_home,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if listed.returncode != 0:
+        raise DevstackError(f"'airflow pools list' failed (exit {listed.returncode}): {listed.stderr.strip()[-2000:]}")
+    start = listed.stdout.find("[")
+    existing = {p.get("pool") for p in json.loads(listed.stdout[start:] if start >= 0 else "[]")}
+    created = []
+    for pool in required_pools(cfg):
+        if pool.pool_name in existing:
+            continue
+        result = subprocess.run(
+            airflow_argv("pools", "set", pool.pool_name, str(pool.pool_slot), pool.pool_description),
+            env=env,
+            cwd=cfg.airflow_home,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        if result.returncode != 0:
+            raise DevstackError(
+                f"'airflow pools set {pool.pool_name}' failed (exit {result.returncode}): {result.stderr.strip()[-2000:]}"
+            )
+        created.append(pool.pool_name)
+    return created
 
 
 def component_pid(cfg: StackConfig, name: str) -> int | None:

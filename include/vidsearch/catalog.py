@@ -212,6 +212,35 @@ label_events = sa.Table(
     sa.Index("ix_label_events_name", "collection", "name", "id"),
 )
 
+# -- channels (recurring sources; migration 0004) ------------------------------------------------------
+
+# One row per item a channel discovered and handed to video_ingest. `item_key` is the video id (first 32
+# hex digits of the content's SHA-256) when the content was hashed at discovery (folders, S3), else
+# "u" + 32 hex digits of the SHA-256 of the canonical URL (feeds). The video_ingest run id is derived
+# from (channel, item_key), so a re-run of discovery can never trigger the same video twice.
+channel_items = sa.Table(
+    "channel_items",
+    metadata,
+    sa.Column("channel", sa.Text, primary_key=True),
+    sa.Column("item_key", sa.Text, primary_key=True),
+    sa.Column("collection", sa.Text, nullable=False),
+    sa.Column("canonical_url", sa.Text, nullable=False),
+    sa.Column("source", sa.Text, nullable=False),  # what video_ingest was given
+    sa.Column("content_sha256", sa.Text, nullable=True),
+    sa.Column("video_id", sa.Text, nullable=True),
+    sa.Column("size_bytes", sa.BigInteger, nullable=True),
+    sa.Column("item_time", sa.DateTime(timezone=True), nullable=True),  # mtime / published / updated
+    sa.Column("run_id", sa.Text, nullable=False),  # the triggered video_ingest run
+    sa.Column("conf", pg.JSONB, nullable=False),
+    sa.Column("discovery_run_id", sa.Text, nullable=False),  # the channel_ingest run that found it
+    sa.Column("interval_start", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("interval_end", sa.DateTime(timezone=True), nullable=True),
+    _ts("discovered_at"),
+    sa.Index("ix_channel_items_url", "channel", "canonical_url"),
+    sa.Index("ix_channel_items_sha256", "collection", "content_sha256"),
+    sa.Index("ix_channel_items_run", "run_id"),
+)
+
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 _MIGRATION_LOCK = 0x76696473  # "vids": advisory lock id serialising concurrent migrations
 
@@ -607,3 +636,97 @@ class Catalog:
             rows = conn.execute(query).all()
         return {str(r[0]) for r in rows}
 
+    # -- videos (reads for reprocessing) ------------------------------------------------------
+    def get_video(self, collection: str, video_id: str) -> Optional[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(videos).where(videos.c.collection == collection, videos.c.video_id == video_id)
+            ).first()
+        return dict(row._mapping) if row else None
+
+    # -- channels ---------------------------------------------------------------------------
+    def channel_items_by_key(self, channel: str, item_keys: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """The channel's recorded items among `item_keys`, by key."""
+        keys = sorted(set(item_keys))
+        if not keys:
+            return {}
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(channel_items).where(
+                    channel_items.c.channel == channel, channel_items.c.item_key.in_(keys)
+                )
+            ).all()
+        return {r.item_key: dict(r._mapping) for r in rows}
+
+    def channel_items_by_url(self, channel: str, urls: Iterable[str]) -> dict[str, list[dict[str, Any]]]:
+        """The channel's recorded items at the canonical `urls` (several when the content changed)."""
+        wanted = sorted(set(urls))
+        if not wanted:
+            return {}
+        found: dict[str, list[dict[str, Any]]] = {}
+        with self.engine.connect() as conn:
+            for start in range(0, len(wanted), 1000):
+                rows = conn.execute(
+                    sa.select(channel_items).where(
+                        channel_items.c.channel == channel,
+                        channel_items.c.canonical_url.in_(wanted[start : start + 1000]),
+                    )
+                ).all()
+                for r in rows:
+                    found.setdefault(r.canonical_url, []).append(dict(r._mapping))
+        return found
+
+    def known_content(self, collection: str, hashes: Iterable[str]) -> dict[str, str]:
+        """Which content hashes the collection already has: ingested videos ("video <id>") or items a
+        channel already handed to video_ingest ("channel <name>")."""
+        wanted = sorted(set(hashes))
+        if not wanted:
+            return {}
+        known: dict[str, str] = {}
+        with self.engine.connect() as conn:
+            for start in range(0, len(wanted), 1000):
+                chunk = wanted[start : start + 1000]
+                for sha, channel in conn.execute(
+                    sa.select(channel_items.c.content_sha256, channel_items.c.channel).where(
+                        channel_items.c.collection == collection, channel_items.c.content_sha256.in_(chunk)
+                    )
+                ).all():
+                    known.setdefault(sha, f"channel {channel}")
+                for sha, video_id in conn.execute(
+                    sa.select(videos.c.content_sha256, videos.c.video_id).where(
+                        videos.c.collection == collection, videos.c.content_sha256.in_(chunk)
+                    )
+                ).all():
+                    known[sha] = f"video {video_id}"
+        return known
+
+    def known_sources(self, collection: str, sources: Iterable[str]) -> set[str]:
+        """Which of `sources` (as given to video_ingest) the collection already holds a video of."""
+        wanted = sorted(set(sources))
+        if not wanted:
+            return set()
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(videos.c.source).where(videos.c.collection == collection, videos.c.source.in_(wanted))
+            ).all()
+        return {r[0] for r in rows}
+
+    def record_channel_items(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Upsert discovered items keyed on (channel, item_key); the first discovery time is kept."""
+        if not rows:
+            return
+        stmt = pg.insert(channel_items).values([{"discovered_at": _now(), **r} for r in rows])
+        keep = {"channel", "item_key", "discovered_at"}
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["channel", "item_key"],
+            set_={c.name: stmt.excluded[c.name] for c in channel_items.columns if c.name not in keep},
+        )
+        with _transient_db_errors(), self.engine.begin() as conn:
+            conn.execute(stmt)
+
+    def list_channel_items(self, channel: Optional[str] = None) -> list[dict[str, Any]]:
+        query = sa.select(channel_items).order_by(channel_items.c.channel, channel_items.c.discovered_at)
+        if channel is not None:
+            query = query.where(channel_items.c.channel == channel)
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(query).all()]

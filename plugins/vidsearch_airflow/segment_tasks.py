@@ -1,0 +1,262 @@
+"""The per-segment work (`extract_frames` → `detect_embed` → `index`) shared by `video_ingest` and
+`reprocess_segments`, and the retry, timeout and pool policy of every vidsearch task.
+
+Retries and timeouts are sized per stage (`STAGES`): every task retries with exponential backoff
+(doubling, capped); `vidsearch.errors.PermanentError` (bad input, bad params, a failed quality gate,
+missing model weights) fails a task at once through an `ExceptionRetryPolicy`, everything else
+(Weaviate 5xx, S3 throttling, network errors, a killed worker, a timeout) is retried. Two pools bound
+the shared resources: `gpu` (detect+embed) and `weaviate_writers` (index). Both must exist (the
+embedded stack creates them, `airflow_settings.yaml` lists them): the scheduler does not run tasks of
+a pool that does not exist.
+
+Each segment task logs which segment (and time range) of which video it works on and which try it is,
+the library logs progress (frames sampled, detect/embed batches, objects written), and the grid names
+every mapped instance after its segment, e.g. `seg0003 [00:30.000-00:40.000]`.
+
+Fault injection (tests and drills only): the environment variable `VIDSEARCH_FAULTS` holds
+comma-separated `<stage>:<segment index>:<kind>[:<tries>]` entries, e.g. `detect_embed:1:transient`
+or `detect_embed:1:kill:2`. The segment task for that stage and segment then fails with `kind`
+(`transient`: a TransientError; `permanent`: a PermanentError; `kill`: a worker process killed by
+SIGKILL, through the real launcher) on every try, or on tries 1..`tries` only. Unset (the default),
+nothing is injected.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from datetime import timedelta
+from typing import Any, Optional
+
+from airflow.sdk import get_current_context, task, task_group
+from airflow.sdk.definitions.retry_policy import ExceptionRetryPolicy, RetryAction, RetryRule
+
+log = logging.getLogger(__name__)
+
+GPU_POOL = "gpu"
+WEAVIATE_POOL = "weaviate_writers"
+FAULTS_ENV = "VIDSEARCH_FAULTS"
+
+PERMANENT_ERRORS_FAIL_AT_ONCE = ExceptionRetryPolicy(
+    rules=[
+        RetryRule(
+            exception="vidsearch.errors.PermanentError",
+            action=RetryAction.FAIL,
+            reason="permanent error: retrying cannot help",
+        )
+    ]
+)
+
+# Permanent errors (bad input, bad parameters, missing model weights) fail at once; everything else
+# (Weaviate 5xx, storage or network hiccups, a crashed worker) retries with exponential backoff.
+DEFAULT_ARGS: dict[str, Any] = {
+    "owner": "vidsearch",
+    "retries": 3,
+    "retry_delay": timedelta(seconds=15),
+    "retry_exponential_backoff": 2.0,
+    "max_retry_delay": timedelta(minutes=10),
+    "retry_policy": PERMANENT_ERRORS_FAIL_AT_ONCE,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage:
+    """Retries, backoff start and cap, timeout and pool of one kind of task."""
+
+    retries: int
+    retry_delay: timedelta
+    max_retry_delay: timedelta
+    execution_timeout: timedelta
+    pool: Optional[str] = None
+
+    def task_kwargs(self) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {
+            "retries": self.retries,
+            "retry_delay": self.retry_delay,
+            "max_retry_delay": self.max_retry_delay,
+            "execution_timeout": self.execution_timeout,
+        }
+        if self.pool:
+            kwargs["pool"] = self.pool
+        return kwargs
+
+
+_s, _m = (lambda n: timedelta(seconds=n)), (lambda n: timedelta(minutes=n))
+STAGES: dict[str, Stage] = {
+    # Fetching a large source over the network can take a while; a flaky origin deserves patience.
+    "probe": Stage(3, _s(30), _m(10), _m(30)),
+    "split": Stage(3, _s(30), _m(10), _m(30)),
+    "extract_frames": Stage(3, _s(15), _m(10), _m(20)),
+    # A crashed or evicted worker (OOM, preempted GPU node) is retried twice, a minute apart at first:
+    # each try reloads the models. One hour covers a 10-minute segment at 30 fps on CPU.
+    "detect_embed": Stage(2, _s(60), _m(15), _m(60), pool=GPU_POOL),
+    # Weaviate 5xx/429 are the most common transient errors: retry often, starting soon.
+    "index": Stage(5, _s(10), _m(5), _m(20), pool=WEAVIATE_POOL),
+    "finalize": Stage(3, _s(15), _m(10), _m(10)),
+    # channel_ingest and reprocess_segments
+    "discover": Stage(3, _s(60), _m(15), _m(30)),
+    "trigger": Stage(3, _s(15), _m(5), _m(5)),
+    "plan": Stage(3, _s(15), _m(5), _m(10)),
+}
+
+
+# --------------------------------------------------------------------------------------------------
+# Helpers used inside tasks
+# --------------------------------------------------------------------------------------------------
+
+
+def ingest_params(ingest: Optional[dict] = None) -> Any:
+    """The run's IngestParams: from `ingest` when given (reprocess_segments passes the original
+    run's), else from the run's params (video_ingest's trigger form)."""
+    from vidsearch.pipeline import IngestParams
+
+    if ingest is not None:
+        return IngestParams.model_validate(ingest)
+    params = dict(get_current_context()["params"])
+    return IngestParams.model_validate({k: params[k] for k in IngestParams.model_fields if k in params})
+
+
+def injected_fault(stage: str, segment_index: int, try_number: int) -> Optional[str]:
+    """The fault `VIDSEARCH_FAULTS` asks for at this stage, segment and try, if any."""
+    spec = os.environ.get(FAULTS_ENV, "").strip()
+    if not spec:
+        return None
+    for entry in spec.split(","):
+        fields = entry.strip().split(":")
+        if len(fields) not in (3, 4) or fields[2] not in ("transient", "permanent", "kill"):
+            raise ValueError(f"{FAULTS_ENV}: bad entry {entry!r} (want stage:segment:transient|permanent|kill[:tries])")
+        name, index, kind = fields[0], int(fields[1]), fields[2]
+        tries = int(fields[3]) if len(fields) == 4 else None
+        if name == stage and index == segment_index and (tries is None or try_number <= tries):
+            return kind
+    return None
+
+
+def _raise_fault(kind: str, stage: str, label: str) -> None:
+    from vidsearch import launcher
+    from vidsearch.errors import PermanentError, TransientError
+
+    log.warning("%s: injecting a %s fault into %s (%s is set)", label, kind, stage, FAULTS_ENV)
+    if kind == "transient":
+        raise TransientError(f"{label}: injected transient fault in {stage}")
+    if kind == "permanent":
+        raise PermanentError(f"{label}: injected permanent fault in {stage}")
+    # A worker process killed by SIGKILL (OOM killer, evicted pod), through the real launcher.
+    launcher.run_local(
+        ["python", "-c", "import os, signal; os.kill(os.getpid(), signal.SIGKILL)", "--output-uri", "file:///dev/null"]
+    )
+    raise RuntimeError(f"{label}: injected kill did not kill")  # pragma: no cover
+
+
+def name_segment(segment: Any) -> None:
+    """Let the grid name this mapped task instance after its segment and time range (first thing a
+    segment task does, so even a failure to connect anywhere shows under the segment's name)."""
+    get_current_context()["segment_label"] = segment.label
+
+
+def begin_segment_task(stage: str, segment: Any, svc: Any, params: Any) -> None:
+    """Log what the task works on (segment, time range, try), apply an injected fault, and reopen the
+    catalog run when the run is being repaired.
+
+    A run whose finalize failed is marked failed in the catalog; when a segment of it runs again
+    (its failed tasks cleared in the UI), the run is running again, so finalize re-checks it instead
+    of repeating the old error. (Probe and split failures never get here: no segment runs then.)
+    """
+    from vidsearch import catalog as cat
+    from vidsearch import pipeline
+
+    ctx = get_current_context()
+    ti = ctx["ti"]
+    try_number = int(getattr(ti, "try_number", 1) or 1)
+    max_tries = getattr(ti, "max_tries", None)
+    of = f" of {int(max_tries) + 1}" if max_tries is not None else ""
+    log.info(
+        "%s: %s of video %s (collection %s, %.3f-%.3f s), try %d%s",
+        segment.label,
+        stage,
+        segment.video_id,
+        params.collection,
+        segment.start_s,
+        segment.end_s,
+        try_number,
+        of,
+    )
+    run_id = ctx["run_id"]
+    run = svc.catalog.get_run(run_id)
+    if run and run["state"] == cat.RunState.FAILED.value:
+        log.info("catalog run %s was failed (%s); running again for %s", run_id, run["error"], segment.label)
+        svc.catalog.end_run(run_id, cat.RunState.RUNNING)
+    kind = injected_fault(stage, segment.index, try_number)
+    if kind:
+        try:
+            _raise_fault(kind, stage, segment.label)
+        except Exception as exc:
+            pipeline.mark_segment_failed(svc, params, segment, exc)
+            raise
+
+
+# --------------------------------------------------------------------------------------------------
+# The mapped task group
+# --------------------------------------------------------------------------------------------------
+
+
+def segment_group(group_id: str = "segment") -> Any:
+    """The per-segment task group: map it over segment records with
+    `segment_group().partial(probed=..., [ingest=...]).expand(segment=...)`.
+
+    `probed` is probe's output (manifest + staged source URI); `ingest` (optional) the IngestParams
+    as JSON, otherwise the run's params are used.
+    """
+
+    @task(map_index_template="{{ segment_label }}", **STAGES["extract_frames"].task_kwargs())
+    def extract_frames(segment: dict, probed: dict, ingest: Optional[dict] = None) -> dict:
+        """Sample the segment's frames into one bundle."""
+        from vidsearch import pipeline
+        from vidsearch.records import Segment
+        from vidsearch_airflow.services import services
+
+        seg = Segment.model_validate(segment)
+        name_segment(seg)
+        params, svc = ingest_params(ingest), services()
+        begin_segment_task("extract_frames", seg, svc, params)
+        manifest = pipeline.ProbeOutput.model_validate(probed).manifest
+        run_id = get_current_context()["run_id"]
+        bundle = pipeline.extract_frames(svc, run_id, params, seg, manifest)
+        return bundle.model_dump(mode="json")
+
+    @task(map_index_template="{{ segment_label }}", **STAGES["detect_embed"].task_kwargs())
+    def detect_embed(segment: dict, bundle: dict, ingest: Optional[dict] = None) -> str:
+        """Run the detect+embed worker command on the segment's bundle."""
+        from vidsearch import pipeline
+        from vidsearch.records import FrameBundle, Segment
+        from vidsearch_airflow.services import services
+
+        seg = Segment.model_validate(segment)
+        name_segment(seg)
+        params, svc = ingest_params(ingest), services()
+        begin_segment_task("detect_embed", seg, svc, params)
+        return pipeline.detect_and_embed_locally(svc, params, seg, FrameBundle.model_validate(bundle))
+
+    @task(map_index_template="{{ segment_label }}", **STAGES["index"].task_kwargs())
+    def index(segment: dict, bundle: dict, output_uri: str, ingest: Optional[dict] = None) -> dict:
+        """Upsert the segment's objects into Weaviate and its frames and objects into Postgres."""
+        from vidsearch import pipeline
+        from vidsearch.records import FrameBundle, Segment
+        from vidsearch_airflow.services import services
+
+        seg = Segment.model_validate(segment)
+        name_segment(seg)
+        params, svc = ingest_params(ingest), services()
+        begin_segment_task("index", seg, svc, params)
+        run_id = get_current_context()["run_id"]
+        counts = pipeline.index_segment(svc, run_id, params, seg, FrameBundle.model_validate(bundle), output_uri)
+        return counts
+
+    @task_group(group_id=group_id)
+    def process_segment(segment: dict, probed: dict, ingest: Optional[dict] = None) -> None:
+        bundle = extract_frames(segment=segment, probed=probed, ingest=ingest)
+        output_uri = detect_embed(segment=segment, bundle=bundle, ingest=ingest)
+        index(segment=segment, bundle=bundle, output_uri=output_uri, ingest=ingest)
+
+    return process_segment
