@@ -71,21 +71,25 @@ def k8s_label(value: str) -> str:
 class DetectEmbedOperator(KubernetesPodOperator):
     """The detect+embed step of one segment: a local worker process, or the same argv in a GPU pod."""
 
-    template_fields = (*KubernetesPodOperator.template_fields, "segment", "bundle")
+    template_fields = (*KubernetesPodOperator.template_fields, "segment", "bundle", "ingest")
 
-    def __init__(self, *, segment: Any, bundle: Any, **kwargs: Any) -> None:
+    def __init__(self, *, segment: Any, bundle: Any, ingest: Any = None, **kwargs: Any) -> None:
         kwargs.setdefault("name", "vidsearch-detect-embed")
-        kwargs.setdefault("do_xcom_push", False)  # results travel through object storage
+        # The task's return value (the output URI) goes to XCom; the pod itself gets no XCom sidecar
+        # (configure_pod turns it off): its results travel through object storage.
+        kwargs.setdefault("do_xcom_push", True)
         kwargs.setdefault("durable", True)  # reattach to a running pod after a scheduler restart
         kwargs.setdefault("get_logs", True)
         super().__init__(**kwargs)
         self.segment = segment
         self.bundle = bundle
+        self.ingest = ingest  # IngestParams JSON (reprocess_segments); None: the run's params
 
     def configure_pod(self, argv: list[str], settings: GpuSettings, video_id: str, segment_name: str) -> None:
         """Turn this operator into the pod that runs `argv` with `settings`."""
         from kubernetes.client import models as k8s
 
+        self.do_xcom_push = False  # no sidecar in the pod
         self.image = settings.image
         self.image_pull_policy = settings.image_pull_policy
         self.namespace = settings.namespace
@@ -131,15 +135,14 @@ class DetectEmbedOperator(KubernetesPodOperator):
         from vidsearch import pipeline
         from vidsearch.errors import PermanentError
         from vidsearch.records import FrameBundle, Segment
+        from vidsearch_airflow.segment_tasks import begin_segment_task, ingest_params, name_segment
         from vidsearch_airflow.services import services
 
         segment = Segment.model_validate(self.segment)
         bundle = FrameBundle.model_validate(self.bundle)
-        context["segment_label"] = segment.label
-        params = pipeline.IngestParams.model_validate(
-            {k: v for k, v in dict(context["params"]).items() if k in pipeline.IngestParams.model_fields}
-        )
-        svc = services()
+        name_segment(segment)
+        params, svc = ingest_params(self.ingest), services()
+        begin_segment_task("detect_embed", segment, svc, params)
         settings = gpu_settings()
         self.log.info("%s: detect+embed %d frames (%s mode)", segment.label, len(bundle.frames), settings.mode)
         if settings.mode == "local":
@@ -150,6 +153,7 @@ class DetectEmbedOperator(KubernetesPodOperator):
         self.configure_pod(argv, settings, bundle.video_id, segment.name)
         try:
             super().execute(context)
+            self.do_xcom_push = True  # push this method's return value, as in local mode
         except Exception as exc:
             code = _worker_exit_code(getattr(self, "remote_pod", None) or getattr(self, "pod", None))
             error: BaseException = exc

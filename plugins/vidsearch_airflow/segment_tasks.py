@@ -225,19 +225,6 @@ def segment_group(group_id: str = "segment") -> Any:
         bundle = pipeline.extract_frames(svc, run_id, params, seg, manifest)
         return bundle.model_dump(mode="json")
 
-    @task(map_index_template="{{ segment_label }}", **STAGES["detect_embed"].task_kwargs())
-    def detect_embed(segment: dict, bundle: dict, ingest: Optional[dict] = None) -> str:
-        """Run the detect+embed worker command on the segment's bundle."""
-        from vidsearch import pipeline
-        from vidsearch.records import FrameBundle, Segment
-        from vidsearch_airflow.services import services
-
-        seg = Segment.model_validate(segment)
-        name_segment(seg)
-        params, svc = ingest_params(ingest), services()
-        begin_segment_task("detect_embed", seg, svc, params)
-        return pipeline.detect_and_embed_locally(svc, params, seg, FrameBundle.model_validate(bundle))
-
     @task(map_index_template="{{ segment_label }}", **STAGES["index"].task_kwargs())
     def index(segment: dict, bundle: dict, output_uri: str, ingest: Optional[dict] = None) -> dict:
         """Upsert the segment's objects into Weaviate and its frames and objects into Postgres."""
@@ -255,8 +242,18 @@ def segment_group(group_id: str = "segment") -> Any:
 
     @task_group(group_id=group_id)
     def process_segment(segment: dict, probed: dict, ingest: Optional[dict] = None) -> None:
+        from vidsearch_airflow.gpu import DetectEmbedOperator
+
         bundle = extract_frames(segment=segment, probed=probed, ingest=ingest)
-        output_uri = detect_embed(segment=segment, bundle=bundle, ingest=ingest)
+        # A local worker process or a GPU pod (Variable `vidsearch_gpu`), decided when it runs.
+        output_uri = DetectEmbedOperator(
+            task_id="detect_embed",
+            segment=segment,
+            bundle=bundle,
+            ingest=ingest,
+            map_index_template="{{ segment_label }}",
+            **STAGES["detect_embed"].task_kwargs(),
+        ).output
         index(segment=segment, bundle=bundle, output_uri=output_uri, ingest=ingest)
 
     return process_segment
