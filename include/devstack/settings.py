@@ -1,16 +1,15 @@
 """`airflow_settings.yaml`: the one source of connections, pools and variables.
 
 The file uses the Astro CLI's format (`airflow: {connections, pools, variables}`). Its schema is the
-pydantic model below; `load_settings` applies it to an Airflow metadata database through the `airflow`
-CLI (idempotent: existing entries are replaced), for the embedded stack (`make up`) and the
-docker-compose stack (`airflow-init`) alike. Connections given as `AIRFLOW_CONN_*` environment
-variables still win over the database, so placeholders in the file never shadow real settings.
+pydantic model below. `python -m vidsearch_airflow.settings_loader FILE` applies it to an Airflow
+metadata database (the docker-compose stack's `airflow-init` does); the embedded stack creates its
+pools from it. Connections given as `AIRFLOW_CONN_*` environment variables still win over the
+database, so placeholders in the file never shadow real settings.
 """
 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Any, Optional, Union
 
@@ -83,40 +82,3 @@ def read_settings(path: Path) -> AirflowSettings:
         if dupes:
             raise ValueError(f"{path}: duplicate {kind}(s): {', '.join(dupes)}")
     return settings
-
-
-def load_settings(path: Path) -> AirflowSettings:
-    """Apply connections, pools and variables of `path` to the Airflow database this process is
-    configured for (AIRFLOW__DATABASE__SQL_ALCHEMY_CONN). Idempotent: entries are replaced."""
-    settings = read_settings(path)
-    # Imported here: devstack itself must not import Airflow (it starts Airflow as subprocesses).
-    import sqlalchemy as sa
-    from airflow.models import Connection, Pool, Variable
-    from airflow.utils.session import create_session
-
-    with create_session() as session:
-        for conn in settings.airflow.connections:
-            session.execute(sa.delete(Connection).where(Connection.conn_id == conn.conn_id))
-            session.add(Connection.from_json(conn.as_json(), conn_id=conn.conn_id))
-        for pool in settings.airflow.pools:
-            Pool.create_or_update_pool(
-                pool.pool_name, pool.pool_slot, pool.pool_description, include_deferred=False, session=session
-            )
-    for var in settings.airflow.variables:
-        Variable.set(var.variable_name, var.variable_value)
-    return settings
-
-
-def main(argv: Optional[list[str]] = None) -> int:
-    args = argv if argv is not None else sys.argv[1:]
-    if len(args) != 1:
-        print("usage: python -m devstack.settings FILE", file=sys.stderr)
-        return 2
-    settings = load_settings(Path(args[0]))
-    a = settings.airflow
-    print(f"loaded {len(a.connections)} connections, {len(a.pools)} pools, {len(a.variables)} variables")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -59,8 +59,8 @@ live_api = _fx.live_api
 
 @pytest.fixture(scope="module")
 def browser():
-    if not os.access(CHROMIUM, os.X_OK):
-        pytest.skip(f"no Chromium at {CHROMIUM}")
+    # `make test` installs Debian's chromium (scripts/install-system-deps.sh): missing is a failure.
+    assert os.access(CHROMIUM, os.X_OK), f"no Chromium at {CHROMIUM}: run scripts/install-system-deps.sh"
     with playwright_sync.sync_playwright() as p:
         browser = p.chromium.launch(
             executable_path=CHROMIUM,

@@ -95,12 +95,12 @@ def test_settings_schema_rejects_bad_files(tmp_path, mutate, message):
 def test_settings_load_into_airflow(airflow_db):
     env = dict(os.environ)
     subprocess.run(
-        [sys.executable, "-m", "devstack.settings", str(ROOT / "airflow_settings.yaml")],
+        [sys.executable, "-m", "vidsearch_airflow.settings_loader", str(ROOT / "airflow_settings.yaml")],
         check=True, env=env, capture_output=True, text=True,
     )
     # Loading twice replaces, never duplicates.
     subprocess.run(
-        [sys.executable, "-m", "devstack.settings", str(ROOT / "airflow_settings.yaml")],
+        [sys.executable, "-m", "vidsearch_airflow.settings_loader", str(ROOT / "airflow_settings.yaml")],
         check=True, env=env, capture_output=True, text=True,
     )
     pools = subprocess.run(

@@ -147,8 +147,6 @@ def test_unauthenticated_browser_gets_a_sign_in_page_with_no_data(anon_client, a
 
 def test_ui_page_and_static_files_are_served(api_client):
     r = api_client.get("")
-    if r.status_code == 404:
-        pytest.skip("the UI page is not installed")
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
     assert api_client.get("static/../app.py").status_code == 404
     assert api_client.get("static/%2e%2e/app.py").status_code == 404
