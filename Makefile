@@ -6,13 +6,13 @@ PY := $(VENV)/bin/python
 export PYTHONPATH := $(CURDIR)/include:$(CURDIR)/plugins
 export VIDSEARCH_DATA_DIR ?= $(CURDIR)/data
 
-.PHONY: help install system-deps venv weaviate up down status demo test test-unit bench lock clean
+.PHONY: help install system-deps venv weaviate up down status demo test test-unit bench bench-search lock clean
 
 help:
 	@echo "make demo    install everything, start the embedded stack, ingest a sample video"
 	@echo "make test    install everything, run the whole test suite"
 	@echo "make up / make down / make status   the embedded stack (Postgres, Weaviate, Airflow)"
-	@echo "make bench   stage benchmarks (writes bench/reports/)"
+	@echo "make bench   stage benchmarks (writes bench/reports/); make bench-search: search at 10k..1M objects"
 
 install: system-deps venv weaviate
 
@@ -49,6 +49,10 @@ test-unit: venv
 
 bench: install
 	$(PY) bench/stages.py
+
+# Similar-object latency and import rate at 10k .. 1M objects (about 25 minutes).
+bench-search: install
+	$(PY) bench/search.py
 
 # Re-resolve requirements.in into exact pins (needs the package index).
 lock:

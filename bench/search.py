@@ -53,7 +53,7 @@ import urllib.request
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import numpy as np
 
@@ -475,6 +475,7 @@ def measure_size(
     ctx: dict[str, Any], n: int, queries_n: int, rng: np.random.Generator
 ) -> dict[str, Any]:
     """Latency through the API (k=20 and k=100), direct near-vector searches, recall, memory."""
+    import sqlalchemy as sa
     from weaviate.classes.query import Filter, MetadataQuery
 
     started = time.perf_counter()
@@ -564,8 +565,6 @@ def measure_size(
     out["weaviate_rss_mib"] = rss_mib(ctx["weaviate_pid"])
     out["weaviate_disk_mib"] = dir_mib(ctx["weaviate_dir"])
     with ctx["engine"].connect() as conn:
-        import sqlalchemy as sa
-
         out["postgres_db_mib"] = r(
             conn.execute(sa.text("SELECT pg_database_size(current_database())")).scalar_one() / 2**20, 1
         )

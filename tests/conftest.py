@@ -70,6 +70,16 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
+    # Close pooled database connections while Postgres still runs (else they fail at interpreter exit).
+    airflow_settings = sys.modules.get("airflow.settings")
+    if airflow_settings is not None:
+        try:
+            airflow_settings.dispose_orm()
+        except Exception:  # noqa: BLE001 - best effort at teardown
+            pass
+    catalog_module = sys.modules.get("vidsearch.catalog")
+    if catalog_module is not None:
+        catalog_module.engine_for.cache_clear()
     for key in ("weaviate", "pg"):
         server = _state.pop(key, None)
         if server is not None:
