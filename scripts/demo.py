@@ -155,7 +155,8 @@ def main() -> int:
         )
     print(f"[demo] Airflow UI: {api_url(cfg)}  (user admin, password in {admin_password_file(cfg)})")
     print(f"[demo] the run: {api_url(cfg)}/dags/{DAG_ID}/runs/{run_id}")
-    print("[demo] objects are searchable in Weaviate collection VideoObjects_demo; stop with `make down`")
+    print(f"[demo] search and label the objects: {api_url(cfg)}/vidsearch/  (\"Object search\" in the Airflow navigation)")
+    print("[demo] stop everything with `make down`")
     return 0 if state == "success" else 1
 
 
