@@ -287,6 +287,15 @@ class _transient_db_errors:
         return False
 
 
+def _in_segment(table: sa.Table, collection: str, video_id: str, segment_index: int) -> Any:
+    """The rows of `table` belonging to one segment of one video."""
+    return sa.and_(
+        table.c.collection == collection,
+        table.c.video_id == video_id,
+        table.c.segment_index == segment_index,
+    )
+
+
 def _upsert(table: sa.Table, rows: Sequence[dict[str, Any]], keys: Iterable[str]) -> Any:
     stmt = pg.insert(table).values(list(rows))
     key_set = set(keys)
@@ -461,11 +470,7 @@ class Catalog:
         with _transient_db_errors(), self.engine.begin() as conn:
             conn.execute(
                 sa.update(segments)
-                .where(
-                    segments.c.collection == collection,
-                    segments.c.video_id == video_id,
-                    segments.c.segment_index == segment_index,
-                )
+                .where(_in_segment(segments, collection, video_id, segment_index))
                 .values(state=state.value, error=error, quality=quality, updated_at=_now())
             )
 
@@ -482,19 +487,11 @@ class Catalog:
         with _transient_db_errors(), self.engine.begin() as conn:
             for table in (objects, frames):
                 conn.execute(
-                    sa.delete(table).where(
-                        table.c.collection == collection,
-                        table.c.video_id == video_id,
-                        table.c.segment_index == segment_index,
-                    )
+                    sa.delete(table).where(_in_segment(table, collection, video_id, segment_index))
                 )
             conn.execute(
                 sa.update(segments)
-                .where(
-                    segments.c.collection == collection,
-                    segments.c.video_id == video_id,
-                    segments.c.segment_index == segment_index,
-                )
+                .where(_in_segment(segments, collection, video_id, segment_index))
                 .values(
                     state=SegmentState.QUARANTINED.value,
                     error=error,
@@ -551,11 +548,7 @@ class Catalog:
             )
             for o in objs
         ]
-        seg_filter = (
-            (objects.c.collection == collection)
-            & (objects.c.video_id == bundle.video_id)
-            & (objects.c.segment_index == bundle.segment_index)
-        )
+        seg_filter = _in_segment(objects, collection, bundle.video_id, bundle.segment_index)
         with _transient_db_errors(), self.engine.begin() as conn:
             conn.execute(
                 sa.delete(objects).where(
@@ -564,9 +557,7 @@ class Catalog:
             )
             conn.execute(
                 sa.delete(frames).where(
-                    frames.c.collection == collection,
-                    frames.c.video_id == bundle.video_id,
-                    frames.c.segment_index == bundle.segment_index,
+                    _in_segment(frames, collection, bundle.video_id, bundle.segment_index),
                     frames.c.frame_index >= len(bundle.frames),
                 )
             )
@@ -578,11 +569,7 @@ class Catalog:
                 conn.execute(_upsert(objects, object_rows[start : start + 5000], ["collection", "object_id"]))
             conn.execute(
                 sa.update(segments)
-                .where(
-                    segments.c.collection == collection,
-                    segments.c.video_id == bundle.video_id,
-                    segments.c.segment_index == bundle.segment_index,
-                )
+                .where(_in_segment(segments, collection, bundle.video_id, bundle.segment_index))
                 .values(
                     state=SegmentState.DONE.value,
                     error=None,

@@ -29,3 +29,10 @@ class QualityGateError(PermanentError):
 
 class TransientError(VidsearchError):
     """An infrastructure hiccup (network, storage, Weaviate 5xx): retry with backoff."""
+
+
+def one_line(exc: BaseException, limit: int = 1000) -> str:
+    """`exc` as one line for logs, catalog rows and exit messages: whitespace collapsed, the exception
+    type when it has no message, at most `limit` characters."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."

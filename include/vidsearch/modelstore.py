@@ -27,7 +27,7 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from .errors import InputError, ModelUnavailableError
+from .errors import InputError, ModelUnavailableError, one_line
 
 if TYPE_CHECKING:
     import torch
@@ -279,16 +279,13 @@ def _resolve_hub_model(model: str, kind: ModelKind) -> str:
         )
     except Exception as exc:  # noqa: BLE001 - any failure to fetch means the weights cannot be had
         raise ModelUnavailableError(
-            f"{kind} model {model!r} could not be downloaded ({type(exc).__name__}: {_one_line(exc)}); "
+            f"{kind} model {model!r} could not be downloaded ({type(exc).__name__}: {one_line(exc, 200)}); "
             f"{_HOW_TO_PROVIDE}"
         ) from exc
     _check_model_folder(folder, model, kind)
     return str(folder)
 
 
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return text if len(text) <= 200 else text[:197] + "..."
 
 
 # --------------------------------------------------------------------------------------------- tiny

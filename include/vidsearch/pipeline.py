@@ -18,7 +18,7 @@ from pydantic import Field
 
 from . import catalog as cat
 from . import frames, launcher, probe, quality, sources, split, storage
-from .errors import PermanentError, QualityGateError
+from .errors import PermanentError, QualityGateError, one_line
 from .index import ObjectIndex, validate_collection_name, weaviate_collection_name
 from .records import FrameBundle, Record, Segment, VideoManifest
 
@@ -94,7 +94,7 @@ def probe_video(svc: Services, run_id: str, dag_id: str, params: IngestParams) -
             if not storage.exists(source_uri):
                 storage.upload(local, source_uri)
     except PermanentError as exc:
-        svc.catalog.end_run(run_id, cat.RunState.FAILED, error=_one_line(exc))
+        svc.catalog.end_run(run_id, cat.RunState.FAILED, error=one_line(exc))
         raise
     svc.catalog.upsert_video(params.collection, manifest, source_uri, run_id)
     svc.catalog.end_run(
@@ -139,7 +139,7 @@ def split_video(svc: Services, run_id: str, params: IngestParams, probed: ProbeO
                 facts.append(quality.segment_facts(seg_file))
         gate(svc, run_id, quality.check_split(manifest, segments, facts, params.time_limit_seconds))
     except PermanentError as exc:
-        svc.catalog.end_run(run_id, cat.RunState.FAILED, error=_one_line(exc))
+        svc.catalog.end_run(run_id, cat.RunState.FAILED, error=one_line(exc))
         raise
     svc.catalog.upsert_segments(params.collection, segments)
     log.info("split %s into %d segments", manifest.video_id, len(segments))
@@ -157,12 +157,12 @@ def mark_segment_failed(svc: Services, params: IngestParams, segment: Segment, e
                 params.collection,
                 segment.video_id,
                 segment.index,
-                _one_line(exc),
+                one_line(exc),
                 [f.model_dump(mode="json") for f in gate_result.failed] if gate_result else None,
             )
         else:
             svc.catalog.set_segment_state(
-                params.collection, segment.video_id, segment.index, cat.SegmentState.FAILED, _one_line(exc)
+                params.collection, segment.video_id, segment.index, cat.SegmentState.FAILED, one_line(exc)
             )
     except Exception:  # noqa: BLE001 - the original error matters more than the bookkeeping
         log.exception("could not record the failure of %s", segment.label)
@@ -350,8 +350,3 @@ def finalize(svc: Services, run_id: str, params: IngestParams, video_id: str) ->
     svc.catalog.end_run(run_id, cat.RunState.SUCCESS, video_id=video_id, summary=summary.model_dump())
     log.info("finalized %s: %s", video_id, summary.model_dump())
     return summary
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return (text[0] if text else type(exc).__name__)[:1000]

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn, Sequence
 
 from . import storage
-from .errors import InputError, PermanentError, TransientError
+from .errors import InputError, PermanentError, TransientError, one_line
 from .records import DetectedObject, DetectEmbedResult, FrameBundle, object_id
 
 if TYPE_CHECKING:
@@ -100,7 +100,7 @@ def read_frames(uri: str) -> tuple[FrameBundle, list[np.ndarray]]:
         raise InputError(f"frame bundle {uri} does not exist") from exc
     except (zipfile.BadZipFile, KeyError, ValueError, EOFError, UnidentifiedImageError) as exc:
         # ValueError covers malformed bundle.json (JSON and pydantic validation errors).
-        raise InputError(f"frame bundle {uri} is corrupt: {type(exc).__name__}: {_one_line(exc)}") from exc
+        raise InputError(f"frame bundle {uri} is corrupt: {type(exc).__name__}: {one_line(exc, 400)}") from exc
     if len(frames) != len(bundle.frames):
         raise InputError(f"frame bundle {uri} lists {len(bundle.frames)} frames but holds {len(frames)}")
     return bundle, frames
@@ -259,9 +259,6 @@ def _release_cuda_memory() -> None:
         torch.cuda.empty_cache()
 
 
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= 400 else text[:397] + "..."
 
 
 def _configure_logging() -> None:
@@ -283,20 +280,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except InputError as exc:
         # Bad arguments are as permanent as bad input (argparse alone would exit 2).
         parser.print_usage(sys.stderr)
-        print(f"{ERROR_MARKER} permanent: {_one_line(exc)}", file=sys.stderr, flush=True)
+        print(f"{ERROR_MARKER} permanent: {one_line(exc, 400)}", file=sys.stderr, flush=True)
         return EXIT_PERMANENT
     _configure_logging()
     try:
         run(args)
     except PermanentError as exc:
-        print(f"{ERROR_MARKER} permanent: {_one_line(exc)}", file=sys.stderr, flush=True)
+        print(f"{ERROR_MARKER} permanent: {one_line(exc, 400)}", file=sys.stderr, flush=True)
         return EXIT_PERMANENT
     except TransientError as exc:
-        print(f"{ERROR_MARKER} transient: {_one_line(exc)}", file=sys.stderr, flush=True)
+        print(f"{ERROR_MARKER} transient: {one_line(exc, 400)}", file=sys.stderr, flush=True)
         return EXIT_TRANSIENT
     except Exception as exc:  # noqa: BLE001 - the exit code is the contract; the traceback goes to the log
         logger.exception("worker failed")
-        print(f"{ERROR_MARKER} failed: {type(exc).__name__}: {_one_line(exc)}", file=sys.stderr, flush=True)
+        print(f"{ERROR_MARKER} failed: {type(exc).__name__}: {one_line(exc, 400)}", file=sys.stderr, flush=True)
         return EXIT_FAILURE
     return EXIT_OK
 
