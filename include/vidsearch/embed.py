@@ -15,6 +15,7 @@ import torch
 from .detect import ProgressCallback, check_batch_size, check_frames, move_inputs
 from .errors import InputError, ModelUnavailableError, QualityGateError
 from .modelstore import select_device, select_dtype
+from .preprocess import CropSpec, boxes_tensor, crop_pixels, to_device
 from .records import Box
 
 logger = logging.getLogger(__name__)
@@ -95,6 +96,9 @@ class Embedder:
             )
         self.model = model.to(device=self.device, dtype=self.dtype).eval()
         self.model_type = str(getattr(config, "model_type", ""))
+        # Crops are cut, resized and normalised on the device in batches (see `preprocess`) when the
+        # processor's output has a fixed size; otherwise each crop goes through the processor.
+        self.crop_spec = CropSpec.from_processor(self.processor)
         self.tokenizer: Any = None  # a transformers tokenizer when the model has a text tower
         if hasattr(model, "get_text_features"):
             try:
@@ -135,14 +139,20 @@ class Embedder:
         check_frames(frames)
         if len(boxes) != len(frames):
             raise InputError(f"{len(boxes)} box lists for {len(frames)} frames")
+        if self.crop_spec is not None:
+            return self._embed_crops_on_device(frames, boxes, batch_size, progress)
         crops = [crop_box(frame, box) for frame, frame_boxes in zip(frames, boxes) for box in frame_boxes]
         return self._embed_batched(crops, batch_size, self._image_features, progress)
 
     def embed_images(self, images: Sequence[np.ndarray], batch_size: int) -> np.ndarray:
-        """float32 (N, dim) unit-norm embeddings of whole RGB uint8 images (query by example)."""
+        """float32 (N, dim) unit-norm embeddings of whole RGB uint8 images (query by example).
+
+        An image is embedded exactly as a crop whose box is the whole image.
+        """
         check_batch_size(batch_size)
         check_frames(images)
-        return self._embed_batched(list(images), batch_size, self._image_features, None)
+        whole = [[Box(x0=0.0, y0=0.0, x1=float(image.shape[1]), y1=float(image.shape[0]))] for image in images]
+        return self.embed_crops(images, whole, batch_size)
 
     def embed_texts(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
         """float32 (N, dim) unit-norm embeddings of `texts`, comparable with crop embeddings by dot product.
@@ -173,10 +183,59 @@ class Embedder:
                 progress(min(start + batch_size, len(items)), len(items))
         return np.concatenate(parts, axis=0)
 
+    def _embed_crops_on_device(
+        self,
+        frames: Sequence[np.ndarray],
+        boxes: Sequence[Sequence[Box]],
+        batch_size: int,
+        progress: ProgressCallback | None,
+    ) -> np.ndarray:
+        """`embed_crops` through `preprocess.crop_pixels`: the frames holding about one batch of crops
+        go to the device together, their crops are cut there in one call, and forward passes always
+        get `batch_size` crops (the last one what is left)."""
+        assert self.crop_spec is not None
+        total = sum(len(frame_boxes) for frame_boxes in boxes)
+        if total == 0:
+            return np.zeros((0, self._dim), dtype=np.float32)
+        with_boxes = [i for i, frame_boxes in enumerate(boxes) if frame_boxes]
+        parts: list[np.ndarray] = []
+        pending: torch.Tensor | None = None
+        done = 0
+
+        def forward(pixels: torch.Tensor) -> None:
+            nonlocal done
+            parts.append(l2_normalise(self._pixel_features(pixels)))
+            done += int(pixels.shape[0])
+            if progress is not None:
+                progress(done, total)
+
+        start = 0
+        while start < len(with_boxes):
+            end, count = start, 0
+            while end < len(with_boxes) and (end == start or count < batch_size):
+                count += len(boxes[with_boxes[end]])
+                end += 1
+            group = with_boxes[start:end]
+            with torch.inference_mode():
+                images = to_device([frames[i] for i in group], self.device)
+                pixels = crop_pixels(images, [boxes_tensor(boxes[i]) for i in group], self.crop_spec)
+            pending = pixels if pending is None else torch.cat([pending, pixels])
+            while pending.shape[0] >= batch_size:
+                forward(pending[:batch_size])
+                pending = pending[batch_size:]
+            start = end
+        if pending is not None and pending.shape[0]:
+            forward(pending)
+        return np.concatenate(parts, axis=0)
+
     @torch.inference_mode()
     def _image_features(self, images: list[np.ndarray]) -> torch.Tensor:
         inputs = self.processor(images=images, return_tensors="pt", input_data_format="channels_last")
-        pixel_values = move_inputs(dict(inputs), self.device, self.dtype)["pixel_values"]
+        return self._pixel_features(inputs["pixel_values"])
+
+    @torch.inference_mode()
+    def _pixel_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        pixel_values = pixel_values.to(device=self.device, dtype=self.dtype)
         if hasattr(self.model, "get_image_features"):
             return _pooled(self.model.get_image_features(pixel_values=pixel_values), "image_embeds")
         return _pooled(self.model(pixel_values=pixel_values).image_embeds)

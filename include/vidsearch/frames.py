@@ -39,9 +39,11 @@ from __future__ import annotations
 import io
 import logging
 import math
+import os
 import re
 import tempfile
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, Sequence
@@ -355,7 +357,10 @@ def read_bundle(uri: str) -> tuple[FrameBundle, list[np.ndarray]]:
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as zf:
             bundle = _open_bundle(zf, uri)
-            arrays = [np.array(_decode_jpeg(zf.read(f.member)), dtype=np.uint8) for f in bundle.frames]
+            members = [zf.read(f.member) for f in bundle.frames]
+        # JPEG decoding releases the GIL: a thread per core decodes a bundle several times faster.
+        with ThreadPoolExecutor(max_workers=max(1, min(len(members), os.cpu_count() or 1, 16))) as pool:
+            arrays = list(pool.map(lambda data: np.array(_decode_jpeg(data), dtype=np.uint8), members))
     except (zipfile.BadZipFile, KeyError, OSError) as exc:
         raise QualityGateError(f"damaged frame bundle {uri}: {exc}") from exc
     return bundle, arrays
