@@ -11,7 +11,7 @@ export VIDSEARCH_DATA_DIR ?= $(CURDIR)/data
 help:
 	@echo "make demo    install everything, start the embedded stack, ingest a sample video"
 	@echo "make test    install everything, run the whole test suite"
-	@echo "make up / make down / make status   the embedded stack (Postgres, Weaviate, Airflow)"
+	@echo "make up / make down / make status   the embedded stack (Postgres, Weaviate, Airflow, warm worker)"
 	@echo "make bench   stage benchmarks (writes bench/reports/); make bench-search: search at 10k..1M objects"
 
 install: system-deps venv weaviate

@@ -444,6 +444,10 @@ def run_stages(stack: Stack, video: Path, duration_s: float) -> dict[str, Any]:
         out["detect_embed"] = summarize_detect(det_segments, result.device)
         meter.take()
 
+        say(f"detect_embed: the same worker commands as jobs of one warm worker ({len(bundles)} segments)")
+        out["detect_embed_warm"] = warm_worker_jobs([pipeline.worker_argv(svc, params, b) for b in bundles])
+        meter.take()
+
         say("index: Weaviate + Postgres per segment, with the detections, embeddings and index gates")
         idx_segments = []
         for seg, bundle, det in zip(segments, bundles, det_segments):
@@ -474,6 +478,37 @@ def run_stages(stack: Stack, video: Path, duration_s: float) -> dict[str, Any]:
     out["stage_sum_s"]["total"] = r(sum(out["stage_sum_s"].values()))
     out["quality_gates_sum_s"] = r(sum(out[stage].get("quality_gates_s", 0.0) for stage in STAGE_ORDER))
     return out
+
+
+def warm_worker_jobs(argvs: list[list[str]]) -> dict[str, Any]:
+    """Run the worker commands through a warm worker (`vidsearch.worker_server`, in this process, as
+    `make up` runs it beside Airflow): the first job loads the models, the others reuse them."""
+    import threading
+
+    from vidsearch import launcher, worker_server
+
+    server, warm = worker_server.make_server("127.0.0.1", 0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    os.environ[launcher.WORKER_URL_ENV] = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        per_segment = []
+        for argv in argvs:
+            result, seconds = timed(lambda argv=argv: launcher.run_local(argv))
+            per_segment.append({"frames": result.frame_count, "objects": len(result.objects),
+                                "wall_s": r(seconds), "timings_s": result.timings_s})
+    finally:
+        os.environ.pop(launcher.WORKER_URL_ENV, None)
+        server.shutdown()
+        server.server_close()
+    later = [p["wall_s"] for p in per_segment[1:]]
+    return {
+        "segments": len(per_segment),
+        "wall_s": r(sum(p["wall_s"] for p in per_segment)),
+        "first_segment_s": per_segment[0]["wall_s"] if per_segment else None,
+        "later_segment_mean_s": r(statistics.mean(later)) if later else None,
+        "model_loads": warm.models.loads,
+        "per_segment": per_segment,
+    }
 
 
 def summarize_detect(segments: list[dict[str, Any]], device: str) -> dict[str, Any]:
@@ -714,7 +749,8 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
         f"| detect_embed | {fmt(de['wall_s'], 2)} | | {fmt(de['detect_frames_per_s'])} frames/s and "
         f"{fmt(de['detections_per_s'])} detections/s detect, {fmt(de['embed_crops_per_s'])} crops/s embed | "
         f"{de['frames']} frames, {de['objects']} objects, on {de['device']}; "
-        f"{fmt(de['wall_per_segment_s']['mean'], 2)} s per segment |",
+        f"{fmt(de['wall_per_segment_s']['mean'], 2)} s per segment, a worker process each |",
+        *warm_row(s.get("detect_embed_warm"), de),
         f"| index | {fmt(idx['wall_s'], 2)} | {gates(idx)} | {fmt(idx['objects_per_s'])} objects/s "
         f"({fmt(idx['objects_per_s_writes_only'])} without the gates) | {idx['objects']} objects into "
         "Weaviate and Postgres |",
@@ -819,6 +855,18 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
         "",
     ]
     path.write_text("\n".join(lines))
+
+
+def warm_row(warm: dict[str, Any] | None, de: dict[str, Any]) -> list[str]:
+    """The table row of the warm-worker run (none in reports from before it existed)."""
+    if not warm:
+        return []
+    return [
+        f"| detect_embed, warm worker | {fmt(warm['wall_s'], 2)} | | {fmt(rate(de['frames'], warm['wall_s']))} "
+        f"frames/s overall | the same {warm['segments']} jobs sent to one warm worker (models loaded "
+        f"{warm['model_loads']} times in all): first segment {fmt(warm['first_segment_s'], 2)} s, then "
+        f"{fmt(warm['later_segment_mean_s'], 2)} s per segment |"
+    ]
 
 
 def worker_comparison(de: dict[str, Any], e2e: dict[str, Any], by: dict[str, float]) -> str:

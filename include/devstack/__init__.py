@@ -82,7 +82,7 @@ class StackConfig:
     """Layout and ports of the CLI stack. Every path lives under `data_dir`.
 
     Ports can be moved with env ``VIDSEARCH_PG_PORT``, ``VIDSEARCH_WEAVIATE_HTTP_PORT``,
-    ``VIDSEARCH_WEAVIATE_GRPC_PORT`` and ``VIDSEARCH_AIRFLOW_PORT``.
+    ``VIDSEARCH_WEAVIATE_GRPC_PORT``, ``VIDSEARCH_AIRFLOW_PORT`` and ``VIDSEARCH_WORKER_PORT``.
     """
 
     repo_root: Path
@@ -91,6 +91,7 @@ class StackConfig:
     weaviate_http_port: int = 8081
     weaviate_grpc_port: int = 50051
     airflow_port: int = 8080
+    worker_port: int = 8793
 
     @classmethod
     def from_env(cls) -> "StackConfig":
@@ -102,6 +103,7 @@ class StackConfig:
             weaviate_http_port=_env_port("VIDSEARCH_WEAVIATE_HTTP_PORT", 8081),
             weaviate_grpc_port=_env_port("VIDSEARCH_WEAVIATE_GRPC_PORT", 50051),
             airflow_port=_env_port("VIDSEARCH_AIRFLOW_PORT", 8080),
+            worker_port=_env_port("VIDSEARCH_WORKER_PORT", 8793),
         )
 
     @property

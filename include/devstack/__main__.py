@@ -1,7 +1,8 @@
 """``python -m devstack up|down|status|env|build-weaviate`` — the embedded dev stack CLI.
 
-* ``up``      start Postgres, Weaviate and Airflow (api-server, scheduler, dag-processor, triggerer)
-              under ``$VIDSEARCH_DATA_DIR`` (default ``<repo>/data``) and wait until all are healthy.
+* ``up``      start Postgres, Weaviate, Airflow (api-server, scheduler, dag-processor, triggerer) and
+              the warm detect+embed worker under ``$VIDSEARCH_DATA_DIR`` (default ``<repo>/data``)
+              and wait until all are healthy.
               Safe to repeat: running, healthy parts are left alone; stale pid files are cleaned.
 * ``down``    stop everything ``up`` started, in reverse order; parts already down are fine.
 * ``status``  a table of components with pid, port and health (``--check``: exit 1 unless all healthy).
@@ -19,8 +20,9 @@ import time
 
 import psutil
 
-from . import DevstackError, StackConfig, live_pid, port_is_open, stop_process, write_pid_file
+from . import DevstackError, StackConfig, live_pid, log_tail, port_is_open, stop_process, write_pid_file
 from . import airflow as af
+from . import worker as warm
 from .postgres import PostgresServer, _load_credentials, postmaster_info, start_postgres
 from .weaviate import WeaviateServer, _serves_port, http_ok, start_weaviate, weaviate_binary
 
@@ -124,6 +126,18 @@ def _up_airflow(cfg: StackConfig) -> None:
         _say(f"airflow {name}", f"started (pid {af.start_component(cfg, name)}, log {cfg.log_file('airflow-' + name)})")
 
 
+def _up_worker(cfg: StackConfig) -> None:
+    pid = warm.worker_pid(cfg)
+    if pid is not None and warm.worker_healthy(cfg):
+        _say("worker", f"already running and healthy (pid {pid})")
+        return
+    if pid is not None:
+        _say("worker", f"not answering, restarting (pid {pid})")
+        warm.stop_worker(cfg)
+    _require_free(cfg.worker_port, "the warm detect+embed worker", "VIDSEARCH_WORKER_PORT")
+    _say("worker", f"started (pid {warm.start_worker(cfg)}, log {cfg.log_file(warm.NAME)})")
+
+
 def cmd_up(cfg: StackConfig, args: argparse.Namespace) -> int:
     started = time.monotonic()
     for folder in (cfg.data_dir, cfg.run_dir, cfg.logs_dir, cfg.airflow_home, cfg.objects_dir):
@@ -132,6 +146,7 @@ def cmd_up(cfg: StackConfig, args: argparse.Namespace) -> int:
     weaviate = _up_weaviate(cfg)
     _up_postgres(cfg)
     _up_airflow(cfg)
+    _up_worker(cfg)
 
     t = time.monotonic()
     weaviate.wait_ready(timeout=args.timeout)
@@ -139,12 +154,17 @@ def cmd_up(cfg: StackConfig, args: argparse.Namespace) -> int:
     t = time.monotonic()
     af.wait_healthy(cfg, timeout=args.timeout)
     _say("airflow", f"healthy (waited {time.monotonic() - t:.1f}s)")
+    if not warm.wait_worker(cfg, timeout=args.timeout):
+        log = cfg.log_file(warm.NAME)
+        raise DevstackError(f"the warm worker did not start; log {log}:\n{log_tail(log)}")
+    _say("worker", f"ready at {warm.worker_url(cfg)}")
 
     print(f"\nstack up in {time.monotonic() - started:.1f}s")
     print(f"  Airflow UI/API   {af.api_url(cfg)}   user '{af.ADMIN_USER}'  password '{af.admin_password(cfg)}'")
     print(f"                   (password stored in {af.admin_password_file(cfg)})")
     print(f"  Weaviate         {weaviate.url} (grpc 127.0.0.1:{weaviate.grpc_port})")
     print(f"  Postgres         127.0.0.1:{cfg.pg_port} databases {', '.join(DATABASES)}")
+    print(f"  warm worker      {warm.worker_url(cfg)} (detect+embed jobs, models kept loaded)")
     print(f"  logs             {cfg.logs_dir}")
     print("  shell env        eval \"$(python -m devstack env)\"")
     return 0
@@ -167,6 +187,8 @@ def _stop_and_report(component: str, pid: int | None, sig: int = signal.SIGTERM,
 def cmd_down(cfg: StackConfig, args: argparse.Namespace) -> int:
     started = time.monotonic()
     print(f"devstack down: data in {cfg.data_dir}", flush=True)
+    _stop_and_report("worker", warm.worker_pid(cfg))
+    cfg.pid_file(warm.NAME).unlink(missing_ok=True)
     for name in reversed(af.COMPONENTS):
         _stop_and_report(f"airflow {name}", af.component_pid(cfg, name))
         cfg.pid_file(f"airflow-{name}").unlink(missing_ok=True)
@@ -207,6 +229,9 @@ def _status_rows(cfg: StackConfig) -> list[tuple[str, str, str, str]]:
         port = str(cfg.airflow_port) if name == "api-server" else "-"
         state = "down" if pid is None else ("healthy" if health[name] else "unhealthy")
         rows.append((f"airflow {name}", str(pid or "-"), port, state))
+    pid = warm.worker_pid(cfg)
+    state = "down" if pid is None else ("healthy" if warm.worker_healthy(cfg) else "not answering")
+    rows.append(("worker", str(pid or "-"), str(cfg.worker_port), state))
     return rows
 
 

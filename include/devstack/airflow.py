@@ -147,6 +147,8 @@ def env_for_stack(cfg: StackConfig | None = None) -> dict[str, str]:
         "VIDSEARCH_WEAVIATE_URL": f"http://127.0.0.1:{cfg.weaviate_http_port}",
         "VIDSEARCH_WEAVIATE_HTTP_PORT": str(cfg.weaviate_http_port),
         "VIDSEARCH_WEAVIATE_GRPC_PORT": str(cfg.weaviate_grpc_port),
+        # The warm detect+embed worker (devstack.worker); jobs fall back to a process when it is down.
+        "VIDSEARCH_WORKER_URL": f"http://127.0.0.1:{cfg.worker_port}",
         "AIRFLOW_CONN_VIDSEARCH_POSTGRES": f"postgresql://{pg_base}/vidsearch",
         "AIRFLOW_CONN_WEAVIATE_DEFAULT": json.dumps(weaviate_conn),
         "AIRFLOW_API_URL": api_url(cfg),
@@ -279,25 +281,31 @@ def component_pid(cfg: StackConfig, name: str) -> int | None:
     return live_pid(cfg.pid_file(f"airflow-{name}"))
 
 
-def start_component(cfg: StackConfig, name: str) -> int:
-    """Start Airflow component `name` detached (own session, pid file, log file); return its pid."""
-    args = [name]
-    if name == "api-server":
-        args += ["--host", "127.0.0.1", "--port", str(cfg.airflow_port)]
-    log_path = cfg.log_file(f"airflow-{name}")
+def start_detached(cfg: StackConfig, component: str, argv: list[str], cwd: Path) -> int:
+    """Start `argv` as stack component `component`: detached (own session), with the stack's
+    environment, output appended to its log file and its pid in its pid file; return the pid."""
+    log_path = cfg.log_file(component)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
-            airflow_argv(*args),
+            argv,
             env=process_env(cfg),
-            cwd=cfg.airflow_home,
+            cwd=cwd,
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    write_pid_file(cfg.pid_file(f"airflow-{name}"), proc.pid)
+    write_pid_file(cfg.pid_file(component), proc.pid)
     return proc.pid
+
+
+def start_component(cfg: StackConfig, name: str) -> int:
+    """Start Airflow component `name` detached (own session, pid file, log file); return its pid."""
+    args = [name]
+    if name == "api-server":
+        args += ["--host", "127.0.0.1", "--port", str(cfg.airflow_port)]
+    return start_detached(cfg, f"airflow-{name}", airflow_argv(*args), cfg.airflow_home)
 
 
 def stop_component(cfg: StackConfig, name: str, timeout: float = 60.0) -> bool:

@@ -1,19 +1,25 @@
 """Launching the detect+embed worker and reading back what it wrote.
 
-`worker_argv` builds the exact command a Kubernetes pod runs; `run_local` runs the same command as a
-local subprocess and turns its exit code into the library's typed errors; `read_result` loads a
-finished worker's output (the indexer's input) and checks that its two files agree.
+`worker_argv` builds the exact command a Kubernetes pod runs; `run_local` runs the same command on this
+machine, as a subprocess or as a job of the warm worker (`vidsearch.worker_server`) when
+VIDSEARCH_WORKER_URL names one, and turns its exit code into the library's typed errors; `read_result`
+loads a finished worker's output (the indexer's input) and checks that its two files agree.
 """
 
 from __future__ import annotations
 
 import collections
+import errno
+import http.client
 import io
+import json
 import logging
 import os
 import subprocess
 import sys
 import threading
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Mapping, Optional
 
@@ -30,6 +36,9 @@ logger = logging.getLogger(__name__)
 # The folder that holds the `vidsearch` package: the worker subprocess must import it.
 INCLUDE_DIR = Path(__file__).resolve().parents[1]
 _TAIL_LINES = 50
+# URL of a warm worker (`python -m vidsearch.worker_server`) that `run_local` sends its jobs to.
+WORKER_URL_ENV = "VIDSEARCH_WORKER_URL"
+_WORKER_MODULE = "vidsearch.worker"
 
 
 def worker_argv(
@@ -92,20 +101,73 @@ def _failure_reason(tail: collections.deque[str]) -> str:
     return "no output"
 
 
+def _job_arguments(argv: list[str]) -> Optional[list[str]]:
+    """The worker's own arguments in a `python -m vidsearch.worker ...` argv (None for another form)."""
+    if len(argv) >= 3 and argv[1:3] == ["-m", _WORKER_MODULE]:
+        return argv[3:]
+    return None
+
+
+def _run_on_warm_worker(url: str, arguments: list[str], timeout_s: Optional[float]) -> Optional[tuple[int, list[str]]]:
+    """Send one job to the warm worker at `url`: (exit code, its log lines), or None when nothing
+    listens there (the caller then starts a worker process)."""
+    request = urllib.request.Request(
+        url.rstrip("/") + "/run",
+        data=json.dumps({"argv": arguments}).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
+            payload = json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        raise RuntimeError(f"warm worker at {url} refused the job: HTTP {exc.code} {exc.read()[:300]!r}") from exc
+    except urllib.error.URLError as exc:
+        reason = exc.reason
+        if isinstance(reason, ConnectionRefusedError) or getattr(reason, "errno", None) == errno.ECONNREFUSED:
+            return None
+        if isinstance(reason, TimeoutError):
+            raise TransientError(f"warm worker at {url} did not answer within {timeout_s:g}s") from exc
+        raise TransientError(f"warm worker at {url} cannot be reached: {reason}") from exc
+    except TimeoutError as exc:
+        raise TransientError(f"warm worker at {url} did not answer within {timeout_s:g}s") from exc
+    except (http.client.HTTPException, ConnectionError) as exc:
+        # It died during the job (killed, out of memory): a retry finds it restarted, or falls back.
+        raise RuntimeError(f"warm worker at {url} dropped the job: {type(exc).__name__}: {exc}") from exc
+    try:
+        return int(payload["exit_code"]), [str(line) for line in payload["log"]]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise RuntimeError(f"warm worker at {url} answered {str(payload)[:300]}") from exc
+
+
 def run_local(
     argv: list[str], env: Optional[Mapping[str, str]] = None, timeout_s: Optional[float] = None
 ) -> DetectEmbedResult:
-    """Run the worker argv as a local subprocess and return the DetectEmbedResult it wrote.
+    """Run the worker argv on this machine and return the DetectEmbedResult it wrote.
 
-    A leading "python" is replaced by this interpreter; `env` adds to (and overrides) this process's
-    environment, and the include/ folder is put first on PYTHONPATH. The worker's output lines are
-    logged as they come. Raises PermanentError (exit 3, with the worker's one-line reason),
-    TransientError (exit 75 or a timeout: retry) or RuntimeError (any other failure: retryable).
+    When VIDSEARCH_WORKER_URL is set (and no `env` is given: a warm worker has its own environment),
+    the job goes to the warm worker there, which keeps its models loaded between jobs; when nothing
+    listens at that URL, a worker process runs it instead. For the process, a leading "python" is
+    replaced by this interpreter; `env` adds to (and overrides) this process's environment, and the
+    include/ folder is put first on PYTHONPATH. The worker's output lines are logged either way.
+    Raises PermanentError (exit 3, with the worker's one-line reason), TransientError (exit 75 or a
+    timeout: retry) or RuntimeError (any other failure: retryable).
     """
     argv = list(argv)
+    output_uri = _output_uri(argv)
+    url = os.environ.get(WORKER_URL_ENV, "").strip()
+    arguments = _job_arguments(argv)
+    if url and not env and arguments is not None:
+        logger.info("sending worker job to the warm worker at %s: %s", url, " ".join(arguments))
+        outcome = _run_on_warm_worker(url, arguments, timeout_s)
+        if outcome is not None:
+            returncode, lines = outcome
+            for line in lines:
+                logger.info("[worker] %s", line)
+            return _finish(returncode, collections.deque(lines, maxlen=_TAIL_LINES), output_uri)
+        logger.warning("no warm worker listens at %s (%s): starting a worker process", url, WORKER_URL_ENV)
     if argv and argv[0] == "python":
         argv[0] = sys.executable
-    output_uri = _output_uri(argv)
     child_env = {**os.environ, **(env or {})}
     child_env["PYTHONPATH"] = os.pathsep.join(
         p for p in (str(INCLUDE_DIR), child_env.get("PYTHONPATH", "")) if p
@@ -147,7 +209,11 @@ def run_local(
         proc.wait()
         raise
     reader.join(timeout=5)
+    return _finish(returncode, tail, output_uri)
 
+
+def _finish(returncode: int, tail: collections.deque[str], output_uri: str) -> DetectEmbedResult:
+    """The result of a worker that ended with `returncode`, or the typed error its exit code means."""
     if returncode == EXIT_PERMANENT:
         raise PermanentError(_failure_reason(tail))
     if returncode == EXIT_TRANSIENT:

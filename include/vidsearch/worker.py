@@ -27,7 +27,7 @@ import sys
 import time
 import zipfile
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn, Sequence
+from typing import TYPE_CHECKING, Any, Callable, NoReturn, Sequence, TextIO
 
 from . import storage
 from .errors import InputError, PermanentError, TransientError, one_line
@@ -86,6 +86,36 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class ModelCache:
+    """Models kept loaded between the jobs of one long-lived process (the warm worker).
+
+    Keyed by kind, model folder, device and dtype; `loads` counts actual loads. One model of each kind
+    is kept: a job asking for another detector (or embedder) replaces the loaded one, so memory stays
+    bounded whatever the jobs ask for. Without a cache the worker loads each model for its one job and
+    frees the detector before loading the embedder.
+    """
+
+    def __init__(self) -> None:
+        self._models: dict[tuple[str, str, str, str], Any] = {}
+        self.loads = 0
+
+    def get(self, kind: str, path: str, device: str, dtype: str, load: Callable[[], Any]) -> Any:
+        key = (kind, path, device, dtype)
+        if key not in self._models:
+            stale = [k for k in self._models if k[0] == kind]
+            for k in stale:
+                del self._models[k]
+            if stale:
+                _release_cuda_memory()
+            self._models[key] = load()
+            self.loads += 1
+        return self._models[key]
+
+    def describe(self) -> list[str]:
+        """One line per loaded model: kind, folder, device, dtype."""
+        return [" ".join(key) for key in self._models]
+
+
 def read_frames(uri: str) -> tuple[FrameBundle, list[np.ndarray]]:
     """The bundle record and its RGB frames; every way a bundle can be unusable becomes InputError."""
     from PIL import UnidentifiedImageError
@@ -106,8 +136,11 @@ def read_frames(uri: str) -> tuple[FrameBundle, list[np.ndarray]]:
     return bundle, frames
 
 
-def run(args: argparse.Namespace) -> DetectEmbedResult:
-    """Do the work described by parsed `args`; raises typed errors (see the module docstring)."""
+def run(args: argparse.Namespace, models: ModelCache | None = None) -> DetectEmbedResult:
+    """Do the work described by parsed `args`; raises typed errors (see the module docstring).
+
+    With `models`, loaded models are taken from and kept in that cache (a warm worker's jobs).
+    """
     started = time.perf_counter()
     timings: dict[str, float] = {}
     if not 0.0 <= args.score_threshold <= 1.0:
@@ -148,7 +181,9 @@ def run(args: argparse.Namespace) -> DetectEmbedResult:
         )
     phase = time.perf_counter()
     detector_path = resolve_model(args.detector, "detector", tiny=args.tiny_models, cache_dir=cache_dir)
-    detector = Detector(detector_path, device=args.device, dtype=args.dtype)
+    detector = _model(
+        models, "detector", detector_path, args, lambda: Detector(detector_path, device=args.device, dtype=args.dtype)
+    )
     timings["load_detector"] = time.perf_counter() - phase
     device = str(detector.device)
     if detector.device.type == "cuda":
@@ -167,9 +202,10 @@ def run(args: argparse.Namespace) -> DetectEmbedResult:
     )
     timings["detect"] = time.perf_counter() - phase
     detector_labels = sorted(set(detector.labels.values()))
-    # Free the detector before the embedder loads: on a small GPU the two need not fit together.
-    del detector
-    _release_cuda_memory()
+    if models is None:
+        # Free the detector before the embedder loads: on a small GPU the two need not fit together.
+        del detector
+        _release_cuda_memory()
 
     # Ids are derived from (video, segment, pts, box): two identical boxes in one frame would collide.
     # They are the same detection for search purposes; keep the higher-scoring one (listed first).
@@ -205,7 +241,9 @@ def run(args: argparse.Namespace) -> DetectEmbedResult:
 
     phase = time.perf_counter()
     embedder_path = resolve_model(args.embedder, "embedder", tiny=args.tiny_models, cache_dir=cache_dir)
-    embedder = Embedder(embedder_path, device=args.device, dtype=args.dtype)
+    embedder = _model(
+        models, "embedder", embedder_path, args, lambda: Embedder(embedder_path, device=args.device, dtype=args.dtype)
+    )
     timings["load_embedder"] = time.perf_counter() - phase
 
     phase = time.perf_counter()
@@ -249,6 +287,12 @@ def run(args: argparse.Namespace) -> DetectEmbedResult:
     return result
 
 
+def _model(models: ModelCache | None, kind: str, path: str, args: argparse.Namespace, load: Callable[[], Any]) -> Any:
+    if models is None:
+        return load()
+    return models.get(kind, path, args.device, args.dtype, load)
+
+
 def _release_cuda_memory() -> None:
     import gc
 
@@ -261,7 +305,7 @@ def _release_cuda_memory() -> None:
 
 
 
-def _configure_logging() -> None:
+def configure_logging() -> None:
     logging.basicConfig(
         stream=sys.stderr,
         level=os.environ.get("VIDSEARCH_LOG_LEVEL", "INFO").upper(),
@@ -272,30 +316,41 @@ def _configure_logging() -> None:
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the worker; returns the process exit code (see the module docstring)."""
+def execute(
+    argv: Sequence[str] | None = None, models: ModelCache | None = None, usage: TextIO | None = None
+) -> tuple[int, str | None]:
+    """Parse and run one job: (exit code, the marked one-line reason, or None on success).
+
+    The command and the warm worker (`vidsearch.worker_server`) both run jobs through here, so they
+    parse, check and classify errors identically. `usage` gets the usage text after bad arguments.
+    """
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
     except InputError as exc:
         # Bad arguments are as permanent as bad input (argparse alone would exit 2).
-        parser.print_usage(sys.stderr)
-        print(f"{ERROR_MARKER} permanent: {one_line(exc, 400)}", file=sys.stderr, flush=True)
-        return EXIT_PERMANENT
-    _configure_logging()
+        if usage is not None:
+            parser.print_usage(usage)
+        return EXIT_PERMANENT, f"{ERROR_MARKER} permanent: {one_line(exc, 400)}"
     try:
-        run(args)
+        run(args, models)
     except PermanentError as exc:
-        print(f"{ERROR_MARKER} permanent: {one_line(exc, 400)}", file=sys.stderr, flush=True)
-        return EXIT_PERMANENT
+        return EXIT_PERMANENT, f"{ERROR_MARKER} permanent: {one_line(exc, 400)}"
     except TransientError as exc:
-        print(f"{ERROR_MARKER} transient: {one_line(exc, 400)}", file=sys.stderr, flush=True)
-        return EXIT_TRANSIENT
+        return EXIT_TRANSIENT, f"{ERROR_MARKER} transient: {one_line(exc, 400)}"
     except Exception as exc:  # noqa: BLE001 - the exit code is the contract; the traceback goes to the log
         logger.exception("worker failed")
-        print(f"{ERROR_MARKER} failed: {type(exc).__name__}: {one_line(exc, 400)}", file=sys.stderr, flush=True)
-        return EXIT_FAILURE
-    return EXIT_OK
+        return EXIT_FAILURE, f"{ERROR_MARKER} failed: {type(exc).__name__}: {one_line(exc, 400)}"
+    return EXIT_OK, None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the worker; returns the process exit code (see the module docstring)."""
+    configure_logging()
+    code, reason = execute(argv, usage=sys.stderr)
+    if reason is not None:
+        print(reason, file=sys.stderr, flush=True)
+    return code
 
 
 if __name__ == "__main__":

@@ -139,6 +139,29 @@ def test_ingest_end_to_end_then_rerun_changes_nothing(dag, video, catalog, weavi
     assert _store_counts(catalog, weaviate_client, "e2e") == before
 
 
+def test_ingest_through_the_warm_worker_loads_the_models_once(dag, video, catalog, weaviate_client, monkeypatch):
+    """Local mode with a warm worker: every segment's detect+embed is a job of one process."""
+    from vidsearch import launcher, worker_server
+    from vidsearch.probe import probe_video
+
+    server, warm = worker_server.make_server("127.0.0.1", 0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv(launcher.WORKER_URL_ENV, f"http://127.0.0.1:{server.server_address[1]}")
+    try:
+        dagrun = dag.test(run_conf=_conf(str(video), collection="e2e_warm"))
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert dagrun.state == "success", _states(dagrun)
+    video_id = probe_video(video, str(video)).video_id
+    segments = catalog.segment_states("e2e_warm", video_id)
+    assert len(segments) == 3 and {s["state"] for s in segments.values()} == {"done"}
+    # Three jobs, one load of each model.
+    assert (warm.jobs, warm.models.loads) == (3, 2)
+    pg, wv = _store_counts(catalog, weaviate_client, "e2e_warm")
+    assert pg == wv == catalog.counts("e2e_warm", video_id)["objects"] > 0
+
+
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, *args):  # keep test output readable
         pass

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 import psutil
@@ -182,7 +183,13 @@ def test_weaviate_error_names_the_log(tmp_path):
 def stack_env(tmp_path, monkeypatch):
     """A stack configuration on free ports with its data under tmp_path."""
     monkeypatch.setenv("VIDSEARCH_DATA_DIR", str(tmp_path / "data"))
-    for name in ("VIDSEARCH_PG_PORT", "VIDSEARCH_WEAVIATE_HTTP_PORT", "VIDSEARCH_WEAVIATE_GRPC_PORT", "VIDSEARCH_AIRFLOW_PORT"):
+    for name in (
+        "VIDSEARCH_PG_PORT",
+        "VIDSEARCH_WEAVIATE_HTTP_PORT",
+        "VIDSEARCH_WEAVIATE_GRPC_PORT",
+        "VIDSEARCH_AIRFLOW_PORT",
+        "VIDSEARCH_WORKER_PORT",
+    ):
         monkeypatch.setenv(name, str(free_port()))
     return StackConfig.from_env()
 
@@ -191,8 +198,8 @@ def test_cli_status_when_down(stack_env, capsys):
     assert devstack_main(["status"]) == 0
     out = capsys.readouterr().out
     assert "postgres" in out and "airflow scheduler" in out
-    health = [line.split()[-1] for line in out.splitlines()[1:7]]
-    assert health == ["down"] * 6
+    health = [line.split()[-1] for line in out.splitlines()[1:8]]
+    assert health == ["down"] * 7
     assert devstack_main(["status", "--check"]) == 1
 
 
@@ -209,18 +216,22 @@ def test_cli_env_is_stable_and_complete(stack_env, capsys):
     assert env["AIRFLOW_CONN_VIDSEARCH_POSTGRES"].endswith(f":{stack_env.pg_port}/vidsearch")
     assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("postgresql+psycopg2://")
     assert env["VIDSEARCH_STORAGE_ROOT"] == f"file://{stack_env.objects_dir}"
+    assert env["VIDSEARCH_WORKER_URL"] == f"http://127.0.0.1:{stack_env.worker_port}"
     passwords = json.loads(Path(env["VIDSEARCH_AIRFLOW_PASSWORD_FILE"]).read_text())
     assert len(passwords["admin"]) >= 12
     assert "export AIRFLOW_HOME=" in first
 
 
 def test_cli_up_is_idempotent_and_down_stops_everything(stack_env, capsys):
-    """The whole stack (Postgres, Weaviate, 4 Airflow processes) on free ports, twice, then down."""
+    """The whole stack (Postgres, Weaviate, 4 Airflow processes, the warm worker) on free ports, twice,
+    then down."""
     try:
         assert devstack_main(["up"]) == 0
         assert devstack_main(["status", "--check"]) == 0
         pids = {f.name: live_pid(f) for f in stack_env.run_dir.glob("*.pid")}
-        assert len(pids) == 6 and all(pids.values())
+        assert len(pids) == 7 and all(pids.values())
+        health = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{stack_env.worker_port}/health").read())
+        assert health["ok"] and health["jobs"] == 0
 
         assert devstack_main(["up"]) == 0
         out = capsys.readouterr().out

@@ -242,3 +242,118 @@ def test_read_result_rejects_mismatched_files(bundle_uri: str, tmp_path: Path, m
     storage.write_bytes(storage.join(output_uri, "result.json"), b'{"video_id": "v"}')
     with pytest.raises(QualityGateError, match="not a valid DetectEmbedResult"):
         launcher.read_result(output_uri)
+
+
+# --------------------------------------------------------------------------------------------------
+# The warm worker (vidsearch.worker_server) behind launcher.run_local
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture()
+def warm_worker(monkeypatch: pytest.MonkeyPatch):
+    """A warm worker serving on a free loopback port, with VIDSEARCH_WORKER_URL pointing at it."""
+    import threading
+
+    from vidsearch import worker_server
+
+    server, state = worker_server.make_server("127.0.0.1", 0)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    monkeypatch.setenv(launcher.WORKER_URL_ENV, url)
+    try:
+        yield url, state
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _health(url: str) -> dict:
+    import urllib.request
+
+    with urllib.request.urlopen(f"{url}/health", timeout=10) as response:
+        return json.loads(response.read())
+
+
+def test_warm_worker_runs_jobs_like_the_command_and_keeps_its_models(
+    warm_worker, bundle_uri: str, tmp_path: Path, model_cache: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    url, _ = warm_worker
+    caplog.set_level("INFO", logger="vidsearch")  # the worker's and the launcher's loggers
+    first = launcher.run_local(_argv(bundle_uri, f"file://{tmp_path / 'warm1'}", model_cache), timeout_s=300)
+    second = launcher.run_local(_argv(bundle_uri, f"file://{tmp_path / 'warm2'}", model_cache), timeout_s=300)
+    health = _health(url)
+    assert (health["jobs"], health["model_loads"], health["busy"]) == (2, 2, False)
+    assert sorted(line.split()[0] for line in health["models"]) == ["detector", "embedder"]
+    assert any("[worker] INFO vidsearch.worker: detect:" in r.getMessage() for r in caplog.records)
+
+    # The same job as a worker process (no warm worker): the same objects and vectors.
+    cold_uri = f"file://{tmp_path / 'cold'}"
+    os.environ.pop(launcher.WORKER_URL_ENV)
+    cold = launcher.run_local(_argv(bundle_uri, cold_uri, model_cache), timeout_s=300)
+    _, cold_embeddings = launcher.read_result(cold_uri)
+    for warm, warm_uri in ((first, "warm1"), (second, "warm2")):
+        assert [(o.object_id, o.label) for o in warm.objects] == [(o.object_id, o.label) for o in cold.objects]
+        _, embeddings = launcher.read_result(f"file://{tmp_path / warm_uri}")
+        np.testing.assert_allclose(embeddings, cold_embeddings, atol=1e-4)
+    assert len(cold.objects) > 0
+
+
+def test_warm_worker_errors_map_like_the_command(
+    warm_worker, bundle_uri: str, tmp_path: Path, model_cache: Path
+) -> None:
+    url, _ = warm_worker
+    missing = f"file://{tmp_path / 'nope.zip'}"
+    with pytest.raises(PermanentError, match="does not exist"):
+        launcher.run_local(_argv(missing, f"file://{tmp_path / 'o1'}", model_cache), timeout_s=60)
+    with pytest.raises(PermanentError, match="batch-size must be positive"):
+        launcher.run_local(_argv(bundle_uri, f"file://{tmp_path / 'o2'}", model_cache, batch_size=0), timeout_s=60)
+    bad_args = ["python", "-m", "vidsearch.worker", "--output-uri", f"file://{tmp_path / 'o3'}", "--bogus"]
+    with pytest.raises(PermanentError, match="invalid arguments"):
+        launcher.run_local(bad_args, timeout_s=60)
+    # Still serving, nothing loaded for jobs that failed before their models were needed.
+    assert _health(url)["jobs"] == 3 and _health(url)["model_loads"] == 0
+
+
+def test_warm_worker_rejects_malformed_requests(warm_worker) -> None:
+    import urllib.error
+    import urllib.request
+
+    url, _ = warm_worker
+    for body in (b"not json", b'{"argv": "--frames-uri x"}', b'{"argv": [1, 2]}', b"{}"):
+        request = urllib.request.Request(f"{url}/run", data=body, method="POST")
+        with pytest.raises(urllib.error.HTTPError) as raised:
+            urllib.request.urlopen(request, timeout=10)
+        assert raised.value.code == 400
+    with pytest.raises(urllib.error.HTTPError) as raised:
+        urllib.request.urlopen(f"{url}/nothing", timeout=10)
+    assert raised.value.code == 404
+    assert _health(url)["jobs"] == 0
+
+
+def test_run_local_starts_a_process_when_no_warm_worker_listens(
+    monkeypatch: pytest.MonkeyPatch, bundle_uri: str, tmp_path: Path, model_cache: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from devstack import free_port
+
+    monkeypatch.setenv(launcher.WORKER_URL_ENV, f"http://127.0.0.1:{free_port()}")
+    caplog.set_level("WARNING", logger="vidsearch.launcher")
+    result = launcher.run_local(_argv(bundle_uri, f"file://{tmp_path / 'out'}", model_cache), timeout_s=300)
+    assert len(result.objects) > 0
+    assert any("no warm worker listens" in r.getMessage() for r in caplog.records)
+
+
+def test_model_cache_keeps_one_model_of_each_kind() -> None:
+    cache = worker.ModelCache()
+    made: list[str] = []
+
+    def load(name: str):
+        return lambda: made.append(name) or name
+
+    assert cache.get("detector", "a", "cpu", "float32", load("det-a")) == "det-a"
+    assert cache.get("embedder", "e", "cpu", "float32", load("emb-e")) == "emb-e"
+    assert cache.get("detector", "a", "cpu", "float32", load("never")) == "det-a"
+    assert cache.get("detector", "b", "cpu", "float32", load("det-b")) == "det-b"  # replaces det-a
+    assert cache.get("detector", "a", "cpu", "float32", load("det-a2")) == "det-a2"
+    assert made == ["det-a", "emb-e", "det-b", "det-a2"] and cache.loads == 4
+    assert sorted(cache.describe()) == ["detector a cpu float32", "embedder e cpu float32"]
