@@ -6,13 +6,14 @@ PY := $(VENV)/bin/python
 export PYTHONPATH := $(CURDIR)/include:$(CURDIR)/plugins
 export VIDSEARCH_DATA_DIR ?= $(CURDIR)/data
 
-.PHONY: help install system-deps venv weaviate up down status demo test test-unit bench bench-search lock clean
+.PHONY: help install system-deps venv weaviate up down status demo test test-unit bench bench-search bench-gpu lock clean
 
 help:
 	@echo "make demo    install everything, start the embedded stack, ingest a sample video"
 	@echo "make test    install everything, run the whole test suite"
 	@echo "make up / make down / make status   the embedded stack (Postgres, Weaviate, Airflow, warm worker)"
 	@echo "make bench   stage benchmarks (writes bench/reports/); make bench-search: search at 10k..1M objects"
+	@echo "make bench-gpu   detect+embed frames/s with full-size models on a CUDA GPU"
 
 install: system-deps venv weaviate
 
@@ -53,6 +54,10 @@ bench: install
 # Similar-object latency and import rate at 10k .. 1M objects (about 25 minutes).
 bench-search: install
 	$(PY) bench/search.py
+
+# Detect+embed frames/s, full-size random-init DETR-R50 + CLIP B/32 (needs a CUDA GPU; --device cpu works, slowly).
+bench-gpu: venv
+	$(PY) bench/gpu_detect_embed.py
 
 # Re-resolve requirements.in into exact pins (needs the package index).
 lock:
