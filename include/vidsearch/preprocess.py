@@ -18,6 +18,7 @@ return None, and the caller keeps the processor.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -132,14 +133,21 @@ def _triple(value: Any) -> list[float]:
     return values
 
 
-def crop_pixels(images: Sequence[torch.Tensor], boxes: Sequence[torch.Tensor], spec: CropSpec) -> torch.Tensor:
+def crop_pixels(
+    images: Sequence[torch.Tensor],
+    boxes: Sequence[torch.Tensor],
+    spec: CropSpec,
+    *,
+    per_crop: bool | None = None,
+) -> torch.Tensor:
     """Normalised float32 (K, 3, out_h, out_w) crops of `boxes[i]` in `images[i]`, in order.
 
     `images` are (3, H, W) uint8 tensors on one device (`to_device`); `boxes[i]` is (K_i, 4) in pixels.
-    Images of one shape are cropped together, in chunks of about CROP_CHUNK_PIXELS.
+    On a GPU (`per_crop` None or False) images of one shape are cropped together, in chunks of about
+    CROP_CHUNK_PIXELS, one roi_align call each. On the CPU (`per_crop` None or True) each crop reads
+    only the pixels under its window, which there is cheaper than converting whole frames to float;
+    both give the same values.
     """
-    from torchvision.ops import roi_align
-
     if len(images) != len(boxes):
         raise ValueError(f"{len(boxes)} box tensors for {len(images)} images")
     total = sum(int(b.shape[0]) for b in boxes)
@@ -147,10 +155,29 @@ def crop_pixels(images: Sequence[torch.Tensor], boxes: Sequence[torch.Tensor], s
         device = images[0].device if images else torch.device("cpu")
         return torch.zeros((0, 3, spec.out_h, spec.out_w), dtype=torch.float32, device=device)
     device = images[0].device
+    windows = [spec.windows(b.to(device=device, dtype=torch.float32)) for b in boxes]
+    if per_crop if per_crop is not None else device.type == "cpu":
+        out = _crops_one_by_one(images, windows, spec)
+    else:
+        out = _crops_in_chunks(images, windows, spec, total)
     mean = torch.tensor(spec.mean, device=device).view(1, 3, 1, 1)
     std = torch.tensor(spec.std, device=device).view(1, 3, 1, 1)
-    out = torch.empty((total, 3, spec.out_h, spec.out_w), dtype=torch.float32, device=device)
-    offsets = np.cumsum([0] + [int(b.shape[0]) for b in boxes])
+    return out.clamp_(0.0, 255.0).mul_(spec.rescale).sub_(mean).div_(std)
+
+
+def _roi_align(images: torch.Tensor, windows: list[torch.Tensor], spec: CropSpec) -> torch.Tensor:
+    from torchvision.ops import roi_align
+
+    # aligned=True: pixel i covers [i, i + 1), as in the boxes; sampling_ratio=-1 averages
+    # ceil(window / output) samples per output pixel, an area filter when shrinking.
+    return roi_align(images, windows, (spec.out_h, spec.out_w), 1.0, -1, True)
+
+
+def _crops_in_chunks(
+    images: Sequence[torch.Tensor], windows: list[torch.Tensor], spec: CropSpec, total: int
+) -> torch.Tensor:
+    out = torch.empty((total, 3, spec.out_h, spec.out_w), dtype=torch.float32, device=images[0].device)
+    offsets = np.cumsum([0] + [int(w.shape[0]) for w in windows])
     start = 0
     while start < len(images):
         # A chunk: consecutive images of one shape, up to the pixel budget (at least one image).
@@ -160,13 +187,26 @@ def crop_pixels(images: Sequence[torch.Tensor], boxes: Sequence[torch.Tensor], s
         while end < len(images) and images[end].shape == shape and budget >= shape[1] * shape[2]:
             budget -= shape[1] * shape[2]
             end += 1
-        chunk_boxes = [spec.windows(b.to(device=device, dtype=torch.float32)) for b in boxes[start:end]]
-        if sum(int(b.shape[0]) for b in chunk_boxes):
+        if offsets[end] > offsets[start]:
             batch = torch.stack(list(images[start:end])).float()
-            # aligned=True: pixel i covers [i, i + 1), as in the boxes; sampling_ratio=-1 averages
-            # ceil(window / output) samples per output pixel, an area filter when shrinking.
-            crops = roi_align(batch, chunk_boxes, (spec.out_h, spec.out_w), 1.0, -1, True)
-            crops = crops.clamp_(0.0, 255.0).mul_(spec.rescale).sub_(mean).div_(std)
-            out[int(offsets[start]) : int(offsets[end])] = crops
+            out[int(offsets[start]) : int(offsets[end])] = _roi_align(batch, windows[start:end], spec)
         start = end
     return out
+
+
+def _crops_one_by_one(images: Sequence[torch.Tensor], windows: list[torch.Tensor], spec: CropSpec) -> torch.Tensor:
+    crops = []
+    for image, image_windows in zip(images, windows):
+        _, height, width = image.shape
+        for x0, y0, x1, y1 in image_windows.tolist():
+            # The pixels roi_align reads for this window: sample points lie in [x0 - 0.5, x1 - 0.5]
+            # (aligned), each with its bilinear neighbours; one more on each side. Clipped to the
+            # frame, where the frame's edges stay edges, so the values equal those of the whole frame.
+            left = min(max(math.floor(x0 - 0.5) - 1, 0), width - 1)
+            top = min(max(math.floor(y0 - 0.5) - 1, 0), height - 1)
+            right = min(max(math.floor(x1 - 0.5) + 3, left + 1), width)
+            bottom = min(max(math.floor(y1 - 0.5) + 3, top + 1), height)
+            region = image[:, top:bottom, left:right].unsqueeze(0).float()
+            window = torch.tensor([[x0 - left, y0 - top, x1 - left, y1 - top]], device=image.device)
+            crops.append(_roi_align(region, [window], spec))
+    return torch.cat(crops)

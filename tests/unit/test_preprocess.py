@@ -94,6 +94,30 @@ def test_batched_crops_match_the_processor(processor) -> None:
     assert float(difference.amax()) < 0.25
 
 
+def test_crop_by_crop_equals_whole_frame_cropping() -> None:
+    """The CPU path (each crop reads the pixels under its window) against whole-frame roi_align, on
+    noise (every pixel matters) with windows inside, touching and crossing the frame's edges."""
+    rng = np.random.default_rng(5)
+    frames = [rng.integers(0, 256, (120, 200, 3), dtype=np.uint8) for _ in range(2)]
+    boxes = [
+        Box(x0=10.3, y0=20.7, x1=60.2, y1=40.9),
+        Box(x0=0, y0=0, x1=200, y1=120),
+        Box(x0=0.2, y0=100.5, x1=3.1, y1=120),  # tiny, in a corner: enlarged
+        Box(x0=150, y0=10, x1=199.6, y1=118),
+        Box(x0=70, y0=30, x1=70.4, y1=30.2),  # under 1 px
+    ]
+    for spec in (
+        CropSpec(32, 32, 32, 1 / 255, (0.5,) * 3, (0.25,) * 3),  # centre crop
+        CropSpec(24, 40, None, 1.0, (0.0,) * 3, (1.0,) * 3),  # fixed resize
+        CropSpec(64, 64, 48, 1.0, (0.0,) * 3, (1.0,) * 3),  # crop larger than the resize: windows leave the frame
+    ):
+        tensors = [boxes_tensor(boxes), boxes_tensor(boxes[::-1])]
+        whole = crop_pixels(to_device(frames, CPU), tensors, spec, per_crop=False)
+        one_by_one = crop_pixels(to_device(frames, CPU), tensors, spec, per_crop=True)
+        # Float rounding of the shifted coordinates only: under 1/100 of a grey level.
+        torch.testing.assert_close(one_by_one, whole, atol=1e-2, rtol=0)
+
+
 def test_crop_geometry_is_exact_on_flat_regions() -> None:
     frame = np.zeros((100, 200, 3), dtype=np.uint8)
     frame[:, :100] = (200, 10, 10)
@@ -128,6 +152,10 @@ def test_crops_keep_order_across_frames_shapes_and_chunks(monkeypatch: pytest.Mo
         crops = crop_pixels(to_device(frames, CPU), boxes, spec)
         assert crops.shape == (6, 3, 4, 4)
         assert crops.mean(dim=(1, 2, 3)).tolist() == pytest.approx(expected)
+        # The CPU's crop-by-crop path gives the same values.
+        assert crop_pixels(to_device(frames, CPU), boxes, spec, per_crop=True).mean(dim=(1, 2, 3)).tolist() == (
+            pytest.approx(expected)
+        )
     assert crop_pixels([], [], spec).shape == (0, 3, 4, 4)
     with pytest.raises(ValueError, match="box tensors"):
         crop_pixels(to_device(frames, CPU), boxes[:2], spec)
