@@ -39,6 +39,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "include"))
 
+import benchlib  # noqa: E402  (bench/ is on sys.path: the script runs as python bench/gpu_detect_embed.py)
+
 
 def build_models(folder: Path, smoke: bool) -> tuple[str, str]:
     """Random-init full-size (or, with `smoke`, tiny) models saved for `from_pretrained`."""
@@ -178,17 +180,6 @@ def random_boxes(rng: np.random.Generator, count: int, width: int, height: int) 
     return out
 
 
-def cpu_name() -> str:
-    """The CPU's model name (platform.processor() is empty on Linux)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def write_report(report: dict, out: Path, name: str) -> None:
     """`<name>.json` (every number) and `<name>.md` (the table) under `out`."""
     out.mkdir(parents=True, exist_ok=True)
@@ -262,7 +253,7 @@ def main() -> int:
     report = {
         "benchmark": "gpu_detect_embed",
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() and args.device != "cpu" else cpu_name(),
+        "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() and args.device != "cpu" else benchlib.cpu_model() or platform.machine(),
         "torch": torch.__version__,
         "transformers": transformers.__version__,
         "models": "DETR-ResNet-50 + CLIP ViT-B/32, random init (same FLOPs)",

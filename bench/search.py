@@ -36,12 +36,10 @@ import argparse
 import contextlib
 import datetime as dt
 import hashlib
-import importlib.metadata
 import io
 import json
 import logging
 import os
-import platform
 import secrets
 import shutil
 import subprocess
@@ -50,7 +48,6 @@ import tempfile
 import threading
 import time
 import urllib.request
-import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Optional
@@ -60,7 +57,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "include"), str(ROOT / "plugins")]
 
-from devstack import free_port, start_postgres, start_weaviate  # noqa: E402
+from devstack import free_port  # noqa: E402
+
+import benchlib  # noqa: E402  (bench/ is on sys.path: scripts run as python bench/<name>.py)
+from benchlib import fmt, load_note, quiet, r, version  # noqa: E402
 
 SCHEMA_VERSION = 1
 COLLECTION = "bench_search"
@@ -108,17 +108,8 @@ K_MAIN, K_WIDE = 20, 100
 log = logging.getLogger("bench")
 
 
-def quiet() -> None:
-    """Hide ResourceWarnings (libraries' unclosed sockets: noise here); again after importing weaviate."""
-    warnings.simplefilter("ignore", ResourceWarning)
-
-
 def say(message: str) -> None:
     print(f"[search] {message}", flush=True)
-
-
-def r(value: float, digits: int = 3) -> float:
-    return round(float(value), digits)
 
 
 def clock(seconds: float) -> str:
@@ -148,44 +139,16 @@ def stats_ms(seconds: list[float]) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------------
 
 
-class Stack:
-    """Postgres + Weaviate on free ports under `base`, Airflow configured like tests/conftest.py."""
+class Stack(benchlib.ServerStack):
+    """The servers, plus the search API on a real uvicorn and the JWT secret Airflow's auth checks."""
 
     def __init__(self, base: Path):
-        self.base = base
-        self.pg = None
-        self.weaviate = None
+        super().__init__(base)
         self.api_server = None
         self.api_thread: Optional[threading.Thread] = None
 
-    def start(self) -> None:
-        self.pg = start_postgres(self.base / "pg", free_port())
-        self.pg.ensure_database("airflow")
-        self.pg.ensure_database("vidsearch")
-        http_port, grpc_port = free_port(), free_port()
-        self.weaviate = start_weaviate(self.base / "weaviate", http_port, grpc_port, self.base / "weaviate.log")
-        os.environ.update(
-            {
-                "AIRFLOW_HOME": str(self.base / "airflow"),
-                "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
-                "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
-                "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-                "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
-                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": self.pg.sqlalchemy_url("airflow"),
-                "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(64),
-                "HF_HUB_OFFLINE": "1",
-                "PYTHONPATH": os.pathsep.join(
-                    p for p in (str(ROOT / "include"), str(ROOT / "plugins"), os.environ.get("PYTHONPATH", "")) if p
-                ),
-            }
-        )
-
-    def weaviate_client(self):
-        import weaviate
-
-        return weaviate.connect_to_local(
-            host="127.0.0.1", port=self.weaviate.http_port, grpc_port=self.weaviate.grpc_port
-        )
+    def env(self) -> dict[str, str]:
+        return {"AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(64)}
 
     def airflow_db_migrate(self) -> None:
         """The Airflow metadata schema (JWT validation looks up revoked tokens in it)."""
@@ -225,10 +188,7 @@ class Stack:
             self.api_server.should_exit = True
             if self.api_thread is not None:
                 self.api_thread.join(timeout=10)
-        for server in (self.weaviate, self.pg):
-            if server is not None:
-                with contextlib.suppress(Exception):
-                    server.stop()
+        super().stop()
 
 
 def make_token() -> str:
@@ -577,48 +537,14 @@ def measure_size(
 # --------------------------------------------------------------------------------------------------
 
 
-def _cmd_output(argv: list[str]) -> Optional[str]:
-    try:
-        return subprocess.run(argv, capture_output=True, text=True, check=True, cwd=ROOT).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
-
-
-def _version(dist: str) -> Optional[str]:
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
 def machine_facts() -> dict[str, Any]:
-    cpu_model = None
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu_model = line.split(":", 1)[1].strip()
-                break
-    mem_gib = None
-    with contextlib.suppress(OSError, ValueError, IndexError):
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                mem_gib = round(int(line.split()[1]) / 1024 / 1024, 1)
-    dirty = _cmd_output(["git", "status", "--porcelain", "--untracked-files=no"])
-    return {
-        "cpu_count": os.cpu_count(),
-        "cpu_affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "cpu_model": cpu_model,
-        "memory_gib": mem_gib,
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "weaviate_client": _version("weaviate-client"),
-        "airflow": _version("apache-airflow"),
-        "fastapi": _version("fastapi"),
-        "uvicorn": _version("uvicorn"),
-        "git_commit": _cmd_output(["git", "rev-parse", "HEAD"]),
-        "git_dirty": bool(dirty) if dirty is not None else None,
-    }
+    return benchlib.machine_facts(
+        numpy=np.__version__,
+        weaviate_client=version("weaviate-client"),
+        airflow=version("apache-airflow"),
+        fastapi=version("fastapi"),
+        uvicorn=version("uvicorn"),
+    )
 
 
 def weaviate_facts(stack: Stack, coll: Any) -> dict[str, Any]:
@@ -807,24 +733,6 @@ def run(args: argparse.Namespace, stack: Stack, report: dict[str, Any], t_start:
 # --------------------------------------------------------------------------------------------------
 # Reports
 # --------------------------------------------------------------------------------------------------
-
-
-def fmt(value: Any, digits: int = 1) -> str:
-    if value is None:
-        return "n/a"
-    if isinstance(value, float):
-        return f"{value:,.{digits}f}"
-    return f"{value:,}" if isinstance(value, int) else str(value)
-
-
-def load_note(m: dict[str, Any]) -> str:
-    start, end = m.get("loadavg_at_start"), m.get("loadavg_at_end")
-    if not start or not end:
-        return ""
-    text = f"Load average (1/5/15 min) {'/'.join(map(str, start))} at start, {'/'.join(map(str, end))} at the end"
-    if max(start[0], end[0]) > 0.5 * (m.get("cpu_count") or 1):
-        text += ": **other work was running on this machine; timings are inflated and noisy**"
-    return text + ".\n"
 
 
 def size_label(n: int) -> str:

@@ -25,28 +25,27 @@ Nothing is downloaded: the tiny models are random models built from configs (cac
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime as dt
 import hashlib
-import importlib.metadata
 import json
 import logging
 import os
-import platform
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import warnings
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "include"), str(ROOT / "plugins")]
 
-from devstack import cache_dir, free_port, start_postgres, start_weaviate  # noqa: E402
+from devstack import cache_dir  # noqa: E402
+
+import benchlib  # noqa: E402  (bench/ is on sys.path: scripts run as python bench/<name>.py)
+from benchlib import cmd_output, fmt, load_note, quiet, r, version  # noqa: E402
 
 SCHEMA_VERSION = 1
 WIDTH, HEIGHT, FPS = 1280, 720, "30000/1001"
@@ -65,14 +64,6 @@ STAGE_ORDER = ("probe", "split", "extract_frames", "detect_embed", "index", "fin
 log = logging.getLogger("bench")
 
 
-def quiet() -> None:
-    """Hide ResourceWarnings (libraries' unclosed pipes and sockets: noise here).
-
-    Called again after imports, because importing weaviate resets the warning filters to "default".
-    """
-    warnings.simplefilter("ignore", ResourceWarning)
-
-
 def say(message: str) -> None:
     print(f"[bench] {message}", flush=True)
 
@@ -87,122 +78,54 @@ def rate(count: float, seconds: float) -> float | None:
     return round(count / seconds, 2) if seconds > 0 else None
 
 
-def r(value: float, digits: int = 3) -> float:
-    return round(float(value), digits)
-
-
 # --------------------------------------------------------------------------------------------------
 # Environment: servers, Airflow configuration, machine facts
 # --------------------------------------------------------------------------------------------------
 
 
-class Stack:
-    """Postgres + Weaviate on free ports under `base`; env configured like tests/conftest.py."""
+class Stack(benchlib.ServerStack):
+    """The servers, plus the connections, storage root and tiny models the DAG run uses."""
 
     def __init__(self, base: Path, model_cache: Path):
-        self.base = base
+        super().__init__(base)
         self.model_cache = model_cache
-        self.pg = None
-        self.weaviate = None
 
-    def start(self) -> None:
-        self.pg = start_postgres(self.base / "pg", free_port())
-        self.pg.ensure_database("airflow")
-        self.pg.ensure_database("vidsearch")
-        http_port, grpc_port = free_port(), free_port()
-        self.weaviate = start_weaviate(self.base / "weaviate", http_port, grpc_port, self.base / "weaviate.log")
-        os.environ.update(
-            {
-                "AIRFLOW_HOME": str(self.base / "airflow"),
-                "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
-                "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
-                "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-                "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
-                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": self.pg.sqlalchemy_url("airflow"),
-                "AIRFLOW_CONN_VIDSEARCH_POSTGRES": self.pg.url("vidsearch"),
-                "AIRFLOW_CONN_WEAVIATE_DEFAULT": json.dumps(
-                    {
-                        "conn_type": "weaviate",
-                        "host": "127.0.0.1",
-                        "port": http_port,
-                        "extra": {
-                            "grpc_host": "127.0.0.1",
-                            "grpc_port": grpc_port,
-                            "http_secure": False,
-                            "grpc_secure": False,
-                        },
-                    }
-                ),
-                # The DAG run gets its own storage root: it must not find the stage run's copy of the video.
-                "VIDSEARCH_STORAGE_ROOT": f"file://{self.base / 'objects-e2e'}",
-                "VIDSEARCH_TINY_MODELS": "1",
-                "VIDSEARCH_MODEL_CACHE": str(self.model_cache),
-                "HF_HUB_OFFLINE": "1",
-                "PYTHONPATH": os.pathsep.join(
-                    p for p in (str(ROOT / "include"), str(ROOT / "plugins"), os.environ.get("PYTHONPATH", "")) if p
-                ),
-            }
-        )
-
-    def weaviate_client(self):
-        import weaviate
-
-        return weaviate.connect_to_local(
-            host="127.0.0.1", port=self.weaviate.http_port, grpc_port=self.weaviate.grpc_port
-        )
-
-    def stop(self) -> None:
-        for server in (self.weaviate, self.pg):
-            if server is not None:
-                with contextlib.suppress(Exception):
-                    server.stop()
-
-
-def _cmd_output(argv: list[str]) -> str | None:
-    try:
-        return subprocess.run(argv, capture_output=True, text=True, check=True, cwd=ROOT).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
+    def env(self) -> dict[str, str]:
+        weaviate_conn = {
+            "conn_type": "weaviate",
+            "host": "127.0.0.1",
+            "port": self.weaviate.http_port,
+            "extra": {
+                "grpc_host": "127.0.0.1",
+                "grpc_port": self.weaviate.grpc_port,
+                "http_secure": False,
+                "grpc_secure": False,
+            },
+        }
+        return {
+            "AIRFLOW_CONN_VIDSEARCH_POSTGRES": self.pg.url("vidsearch"),
+            "AIRFLOW_CONN_WEAVIATE_DEFAULT": json.dumps(weaviate_conn),
+            # The DAG run gets its own storage root: it must not find the stage run's copy of the video.
+            "VIDSEARCH_STORAGE_ROOT": f"file://{self.base / 'objects-e2e'}",
+            "VIDSEARCH_TINY_MODELS": "1",
+            "VIDSEARCH_MODEL_CACHE": str(self.model_cache),
+        }
 
 
 def machine_facts() -> dict[str, Any]:
     import torch
     import transformers
 
-    cpu_model = None
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu_model = line.split(":", 1)[1].strip()
-                break
-    mem_gib = None
-    with contextlib.suppress(OSError, ValueError, IndexError):
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                mem_gib = round(int(line.split()[1]) / 1024 / 1024, 1)
-    try:  # not `import airflow`: that configures Airflow's logging for this whole process
-        airflow_version = importlib.metadata.version("apache-airflow")
-    except importlib.metadata.PackageNotFoundError:
-        airflow_version = None
-    ffmpeg_line = [" ".join(line.split()[:3]) for line in (_cmd_output(["ffmpeg", "-version"]) or "").splitlines()[:1]]
-    commit = _cmd_output(["git", "rev-parse", "HEAD"])
-    dirty = _cmd_output(["git", "status", "--porcelain", "--untracked-files=no"])
-    return {
-        "cpu_count": os.cpu_count(),
-        "cpu_affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "cpu_model": cpu_model,
-        "memory_gib": mem_gib,
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "cuda_available": torch.cuda.is_available(),
-        "transformers": transformers.__version__,
-        "airflow": airflow_version,
-        "ffmpeg": ffmpeg_line[0] if ffmpeg_line else None,
-        "git_commit": commit,
-        "git_dirty": bool(dirty) if dirty is not None else None,
-    }
+    ffmpeg = (cmd_output(["ffmpeg", "-version"]) or "").splitlines()[:1]
+    return benchlib.machine_facts(
+        torch=torch.__version__,
+        torch_threads=torch.get_num_threads(),
+        cuda_available=torch.cuda.is_available(),
+        transformers=transformers.__version__,
+        # not `import airflow`: that configures Airflow's logging for this whole process
+        airflow=version("apache-airflow"),
+        ffmpeg=" ".join(ffmpeg[0].split()[:3]) if ffmpeg else None,
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -483,23 +406,18 @@ def run_stages(stack: Stack, video: Path, duration_s: float) -> dict[str, Any]:
 def warm_worker_jobs(argvs: list[list[str]]) -> dict[str, Any]:
     """Run the worker commands through a warm worker (`vidsearch.worker_server`, in this process, as
     `make up` runs it beside Airflow): the first job loads the models, the others reuse them."""
-    import threading
-
     from vidsearch import launcher, worker_server
 
-    server, warm = worker_server.make_server("127.0.0.1", 0)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    os.environ[launcher.WORKER_URL_ENV] = f"http://127.0.0.1:{server.server_address[1]}"
-    try:
-        per_segment = []
-        for argv in argvs:
-            result, seconds = timed(lambda argv=argv: launcher.run_local(argv))
-            per_segment.append({"frames": result.frame_count, "objects": len(result.objects),
-                                "wall_s": r(seconds), "timings_s": result.timings_s})
-    finally:
-        os.environ.pop(launcher.WORKER_URL_ENV, None)
-        server.shutdown()
-        server.server_close()
+    per_segment = []
+    with worker_server.serving() as (url, warm):
+        os.environ[launcher.WORKER_URL_ENV] = url
+        try:
+            for argv in argvs:
+                result, seconds = timed(lambda argv=argv: launcher.run_local(argv))
+                per_segment.append({"frames": result.frame_count, "objects": len(result.objects),
+                                    "wall_s": r(seconds), "timings_s": result.timings_s})
+        finally:
+            os.environ.pop(launcher.WORKER_URL_ENV, None)
     later = [p["wall_s"] for p in per_segment[1:]]
     return {
         "segments": len(per_segment),
@@ -676,25 +594,6 @@ def e2e_worker_timings(video_id: str, segments: int) -> list[dict[str, Any]]:
 # --------------------------------------------------------------------------------------------------
 # Reports
 # --------------------------------------------------------------------------------------------------
-
-
-def fmt(value: Any, digits: int = 1) -> str:
-    if value is None:
-        return "n/a"
-    if isinstance(value, float):
-        return f"{value:,.{digits}f}"
-    return f"{value:,}" if isinstance(value, int) else str(value)
-
-
-def load_note(m: dict[str, Any]) -> str:
-    """The load average around the run: other work on the machine inflates every timing."""
-    start, end = m.get("loadavg_at_start"), m.get("loadavg_at_end")
-    if not start or not end:
-        return ""
-    text = f"Load average (1/5/15 min) {'/'.join(map(str, start))} at start, {'/'.join(map(str, end))} at the end"
-    if max(start[0], end[0]) > 0.5 * (m.get("cpu_count") or 1):
-        text += ": **other work was running on this machine; timings are inflated and noisy**"
-    return text + ".\n"
 
 
 def write_markdown(report: dict[str, Any], path: Path) -> None:

@@ -242,25 +242,10 @@ def ensure_pools(cfg: StackConfig, timeout: float = 300) -> list[str]:
     Idempotent; a pool that exists keeps the slots an operator gave it (UI: Admin → Pools).
     """
     env = process_env(cfg)
-    listed = subprocess.run(
-        airflow_argv("pools", "list", "--output", "json"),
-        env=env,
-        cwd=cfg.airflow_home,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    if listed.returncode != 0:
-        raise DevstackError(f"'airflow pools list' failed (exit {listed.returncode}): {listed.stderr.strip()[-2000:]}")
-    start = listed.stdout.find("[")
-    existing = {p.get("pool") for p in json.loads(listed.stdout[start:] if start >= 0 else "[]")}
-    created = []
-    for pool in required_pools(cfg):
-        if pool.pool_name in existing:
-            continue
+
+    def airflow_cli(*args: str) -> str:
         result = subprocess.run(
-            airflow_argv("pools", "set", pool.pool_name, str(pool.pool_slot), pool.pool_description),
+            airflow_argv(*args),
             env=env,
             cwd=cfg.airflow_home,
             stdin=subprocess.DEVNULL,
@@ -269,10 +254,20 @@ def ensure_pools(cfg: StackConfig, timeout: float = 300) -> list[str]:
             timeout=timeout,
         )
         if result.returncode != 0:
+            command = " ".join(arg for arg in args[:3] if not arg.startswith("-"))
             raise DevstackError(
-                f"'airflow pools set {pool.pool_name}' failed (exit {result.returncode}): {result.stderr.strip()[-2000:]}"
+                f"'airflow {command}' failed (exit {result.returncode}): {result.stderr.strip()[-2000:]}"
             )
-        created.append(pool.pool_name)
+        return result.stdout
+
+    listed = airflow_cli("pools", "list", "--output", "json")
+    start = listed.find("[")
+    existing = {p.get("pool") for p in json.loads(listed[start:] if start >= 0 else "[]")}
+    created = []
+    for pool in required_pools(cfg):
+        if pool.pool_name not in existing:
+            airflow_cli("pools", "set", pool.pool_name, str(pool.pool_slot), pool.pool_description)
+            created.append(pool.pool_name)
     return created
 
 

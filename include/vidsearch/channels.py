@@ -691,8 +691,10 @@ def discover_channel(
         hashed.append((cand, sha))
 
     new: list[DiscoveredItem] = []
-    keys = [video_id_of(sha) for _, sha in hashed] + [url_key(c.canonical_url) for c in unhashed]
-    recorded = catalog.channel_items_by_key(channel.name, keys)
+    # Hashed items are keyed by content, the others by canonical URL; hashed ones first.
+    keyed = [(cand, video_id_of(sha), sha, "duplicate content") for cand, sha in hashed]
+    keyed += [(cand, url_key(cand.canonical_url), None, "duplicate URL") for cand in unhashed]
+    recorded = catalog.channel_items_by_key(channel.name, [key for _, key, _, _ in keyed])
     known = catalog.known_content(channel.collection, [sha for _, sha in hashed])
     known_src = catalog.known_sources(channel.collection, [c.source for c in unhashed])
     seen: set[str] = set()
@@ -712,40 +714,28 @@ def discover_channel(
             conf=channel.ingest.conf(cand.source),
         )
 
-    for cand, sha in hashed:
-        key = video_id_of(sha)
+    def known_elsewhere(cand: Candidate, sha: Optional[str]) -> Optional[str]:
+        """Why an item no channel run recorded under its key is not new (None: it is new)."""
+        if sha is not None and sha in known:
+            return "already ingested" if known[sha].startswith("video") else "already discovered"
+        if sha is None and cand.source in known_src:
+            return "already ingested"
+        return None
+
+    for cand, key, sha, duplicate in keyed:
         if key in seen:
-            skip("duplicate content", cand)
+            skip(duplicate, cand)
             continue
         seen.add(key)
         row = recorded.get(key)
-        if row is not None:
-            if ours(row):
-                new.append(item(cand, key, sha))
-            else:
-                skip("already discovered", cand)
-            continue
-        if sha in known:
-            skip("already ingested" if known[sha].startswith("video") else "already discovered", cand)
+        if row is None:
+            reason = known_elsewhere(cand, sha)
+        else:
+            reason = None if ours(row) else "already discovered"
+        if reason is not None:
+            skip(reason, cand)
             continue
         new.append(item(cand, key, sha))
-    for cand in unhashed:
-        key = url_key(cand.canonical_url)
-        if key in seen:
-            skip("duplicate URL", cand)
-            continue
-        seen.add(key)
-        row = recorded.get(key)
-        if row is not None:
-            if ours(row):
-                new.append(item(cand, key, None))
-            else:
-                skip("already discovered", cand)
-            continue
-        if cand.source in known_src:
-            skip("already ingested", cand)
-            continue
-        new.append(item(cand, key, None))
 
     if record and new:
         catalog.record_channel_items(

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from .errors import InputError, ModelUnavailableError
-from .modelstore import select_device, select_dtype
+from .modelstore import loading, select_device, select_dtype
 from .preprocess import to_device
 from .records import Box
 
@@ -77,16 +77,11 @@ class Detector:
         self.model_path = model_path
         self.device = select_device(device)
         self.dtype = select_dtype(dtype, self.device)
-        try:
-            # Loaded on the CPU first: a loading failure here is a model problem (permanent), while a
-            # failure moving to the GPU below (out of memory) is not and must not be reported as one.
+        # Loaded on the CPU first: a loading failure here is a model problem (permanent), while a
+        # failure moving to the GPU below (out of memory) is not and must not be reported as one.
+        with loading("an object-detection model", model_path):
             model = AutoModelForObjectDetection.from_pretrained(model_path, dtype=torch.float32)
             self.processor = AutoImageProcessor.from_pretrained(model_path)
-        except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
-            raise ModelUnavailableError(
-                f"cannot load an object-detection model from {model_path!r}: {type(exc).__name__}: "
-                f"{' '.join(str(exc).split())[:300]}"
-            ) from exc
         if not hasattr(self.processor, "post_process_object_detection"):
             raise ModelUnavailableError(
                 f"the image processor in {model_path!r} ({type(self.processor).__name__}) has no "

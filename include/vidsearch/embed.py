@@ -14,7 +14,7 @@ import torch
 
 from .detect import ProgressCallback, check_batch_size, check_frames, move_inputs
 from .errors import InputError, ModelUnavailableError, QualityGateError
-from .modelstore import select_device, select_dtype
+from .modelstore import loading, select_device, select_dtype
 from .preprocess import CropSpec, boxes_tensor, crop_pixels, to_device
 from .records import Box
 
@@ -72,7 +72,7 @@ class Embedder:
         self.model_path = model_path
         self.device = select_device(device)
         self.dtype = select_dtype(dtype, self.device)
-        try:
+        with loading("an image-text embedding model", model_path):
             config = AutoConfig.from_pretrained(model_path)
             architecture = (getattr(config, "architectures", None) or [""])[0]
             # Prefer the class the checkpoint was saved from: AutoModel maps an image-tower config to
@@ -84,11 +84,6 @@ class Embedder:
                 model_class = AutoModel
             model = model_class.from_pretrained(model_path, dtype=torch.float32)
             self.processor = AutoImageProcessor.from_pretrained(model_path)
-        except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
-            raise ModelUnavailableError(
-                f"cannot load an image-text embedding model from {model_path!r}: {type(exc).__name__}: "
-                f"{' '.join(str(exc).split())[:300]}"
-            ) from exc
         if not hasattr(model, "get_image_features") and not type(model).__name__.endswith("WithProjection"):
             raise ModelUnavailableError(
                 f"{model_path!r} holds a {type(model).__name__}, not an image-text embedding model "

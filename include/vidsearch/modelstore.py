@@ -17,6 +17,7 @@ Airflow scheduler stay fast.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -25,7 +26,7 @@ import shutil
 import tempfile
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Iterator, Literal
 
 from .errors import InputError, ModelUnavailableError, one_line
 
@@ -101,6 +102,18 @@ def resolve_model(model: str, kind: ModelKind, *, tiny: bool, cache_dir: Path) -
     if _looks_like_path(model):
         raise ModelUnavailableError(f"{kind} model folder {model!r} does not exist; {_HOW_TO_PROVIDE}")
     return _resolve_hub_model(model, kind)
+
+
+@contextlib.contextmanager
+def loading(what: str, model_path: str) -> Iterator[None]:
+    """Turn a failure inside the block (transformers loading `what` from `model_path`) into a one-line
+    ModelUnavailableError: a model that does not load is a permanent error, not a crash."""
+    try:
+        yield
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
+        raise ModelUnavailableError(
+            f"cannot load {what} from {model_path!r}: {type(exc).__name__}: {one_line(exc, 300)}"
+        ) from exc
 
 
 def select_device(device: str) -> torch.device:

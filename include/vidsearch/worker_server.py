@@ -20,13 +20,14 @@ with its own credentials: bind it to loopback (the default) or a private network
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Iterator
 
 from .worker import ModelCache, configure_logging, execute
 
@@ -139,6 +140,19 @@ def make_server(host: str = "127.0.0.1", port: int = DEFAULT_PORT) -> tuple[Thre
     server = ThreadingHTTPServer((host, port), _handler(worker))
     server.daemon_threads = True
     return server, worker
+
+
+@contextlib.contextmanager
+def serving(host: str = "127.0.0.1", port: int = 0) -> Iterator[tuple[str, WarmWorker]]:
+    """A warm worker serving from a thread of this process for the duration of the block: its URL
+    and its state (tests and benchmarks; `main` is the long-lived process)."""
+    server, worker = make_server(host, port)
+    threading.Thread(target=server.serve_forever, name="warm-worker", daemon=True).start()
+    try:
+        yield f"http://{host}:{server.server_address[1]}", worker
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -366,24 +366,25 @@ def create_app(services_factory: Callable[[], Any]) -> FastAPI:
         return Response(data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=86400"})
 
     # -- search --------------------------------------------------------------------------
-    def _opt(value: Optional[str]) -> Optional[str]:
-        return value if value else None
-
-    @api.get("/collections/{c}/objects/{object_id}/similar", response_model=SimilarResults)
-    def similar(
-        request: Request,
-        c: str,
-        object_id: str,
+    def search_options(
         k: int = Query(20, ge=1, le=MAX_K),
         min_similarity: float = Query(0.0, ge=-1, le=1),
         video_id: Optional[str] = Query(None, max_length=200),
         detector_label: Optional[str] = Query(None, max_length=200),
         label: Optional[str] = Query(None, min_length=1, max_length=200),
-    ) -> Any:
-        out = svc().similar(
-            c, object_id, k=k, min_similarity=min_similarity, video_id=_opt(video_id),
-            detector_label=_opt(detector_label), label=label,
+    ) -> dict[str, Any]:
+        """The query parameters every search takes, as keyword arguments of the search service
+        (empty video and detector-label filters mean no filter)."""
+        return dict(
+            k=k, min_similarity=min_similarity, video_id=video_id or None,
+            detector_label=detector_label or None, label=label,
         )
+
+    @api.get("/collections/{c}/objects/{object_id}/similar", response_model=SimilarResults)
+    def similar(
+        request: Request, c: str, object_id: str, options: dict[str, Any] = Depends(search_options)
+    ) -> Any:
+        out = svc().similar(c, object_id, **options)
         return {
             "query": with_urls(request, c, out["query"]),
             "results": [with_urls(request, c, o) for o in out["results"]],
@@ -394,16 +395,9 @@ def create_app(services_factory: Callable[[], Any]) -> FastAPI:
         request: Request,
         c: str,
         q: str = Query(..., min_length=1, max_length=500),
-        k: int = Query(20, ge=1, le=MAX_K),
-        min_similarity: float = Query(0.0, ge=-1, le=1),
-        video_id: Optional[str] = Query(None, max_length=200),
-        detector_label: Optional[str] = Query(None, max_length=200),
-        label: Optional[str] = Query(None, min_length=1, max_length=200),
+        options: dict[str, Any] = Depends(search_options),
     ) -> Any:
-        out = svc().text_search(
-            c, q, k=k, min_similarity=min_similarity, video_id=_opt(video_id),
-            detector_label=_opt(detector_label), label=label,
-        )
+        out = svc().text_search(c, q, **options)
         return {"query": out["query"], "results": [with_urls(request, c, o) for o in out["results"]]}
 
     # -- labels --------------------------------------------------------------------------

@@ -144,14 +144,9 @@ def test_ingest_through_the_warm_worker_loads_the_models_once(dag, video, catalo
     from vidsearch import launcher, worker_server
     from vidsearch.probe import probe_video
 
-    server, warm = worker_server.make_server("127.0.0.1", 0)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    monkeypatch.setenv(launcher.WORKER_URL_ENV, f"http://127.0.0.1:{server.server_address[1]}")
-    try:
+    with worker_server.serving() as (url, warm):
+        monkeypatch.setenv(launcher.WORKER_URL_ENV, url)
         dagrun = dag.test(run_conf=_conf(str(video), collection="e2e_warm"))
-    finally:
-        server.shutdown()
-        server.server_close()
     assert dagrun.state == "success", _states(dagrun)
     video_id = probe_video(video, str(video)).video_id
     segments = catalog.segment_states("e2e_warm", video_id)

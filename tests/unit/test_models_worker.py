@@ -252,20 +252,11 @@ def test_read_result_rejects_mismatched_files(bundle_uri: str, tmp_path: Path, m
 @pytest.fixture()
 def warm_worker(monkeypatch: pytest.MonkeyPatch):
     """A warm worker serving on a free loopback port, with VIDSEARCH_WORKER_URL pointing at it."""
-    import threading
-
     from vidsearch import worker_server
 
-    server, state = worker_server.make_server("127.0.0.1", 0)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{server.server_address[1]}"
-    monkeypatch.setenv(launcher.WORKER_URL_ENV, url)
-    try:
+    with worker_server.serving() as (url, state):
+        monkeypatch.setenv(launcher.WORKER_URL_ENV, url)
         yield url, state
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def _health(url: str) -> dict:
