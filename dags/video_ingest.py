@@ -35,7 +35,8 @@ from datetime import datetime
 from typing import Any
 
 from airflow.sdk import AssetAlias, Param, TriggerRule, dag, get_current_context, task
-from vidsearch_airflow.segment_tasks import DEFAULT_ARGS, STAGES, ingest_params, segment_group
+from vidsearch.records import SAMPLING_MODES
+from vidsearch_airflow.segment_tasks import DEFAULT_ARGS, STAGES, ingest_params, segment_group, timed
 
 COLLECTIONS_ALIAS = "vidsearch_collections"
 
@@ -54,12 +55,17 @@ PARAMS = {
         description="Catalog collection to add the video's objects to (lowercase letters, digits, _).",
     ),
     "segment_seconds": Param(
-        10,
-        type="number",
+        "auto",
+        type=["string", "number"],
+        pattern=r"^(auto|[0-9]+(\.[0-9]+)?)$",
         exclusiveMinimum=0,
         maximum=3600,
         title="Segment length (s)",
-        description="Nominal segment length; cuts land on the next keyframe. One mapped task per segment.",
+        description=(
+            "auto (default): chosen from the video's length and the machine's parallel slots (30 s to 5 min "
+            "at 1 frame/s), so each segment's tasks carry enough work and every slot stays busy. Or a nominal "
+            "length in seconds; cuts land on the next keyframe. One mapped task group per segment."
+        ),
     ),
     "sample_fps": Param(
         1,
@@ -68,6 +74,16 @@ PARAMS = {
         maximum=120,
         title="Sampling rate (frames/s)",
         description="Frames sampled per second of video for detection.",
+    ),
+    "sampling": Param(
+        "fps",
+        type="string",
+        enum=list(SAMPLING_MODES),
+        title="Sampling",
+        description=(
+            "fps: frames on a global grid of `sample_fps` per second. keyframes: every keyframe and nothing "
+            "else decoded (much faster on long-GOP video; `sample_fps` is not used)."
+        ),
     ),
     "time_limit_seconds": Param(
         None,
@@ -123,9 +139,10 @@ def video_ingest() -> None:
         from vidsearch import pipeline
         from vidsearch_airflow.services import services
 
-        ctx = get_current_context()
-        out = pipeline.probe_video(services(), ctx["run_id"], ctx["dag"].dag_id, _params())
-        return out.model_dump(mode="json")
+        with timed("probe"):
+            ctx = get_current_context()
+            out = pipeline.probe_video(services(), ctx["run_id"], ctx["dag"].dag_id, _params())
+            return out.model_dump(mode="json")
 
     @task(**STAGES["split"].task_kwargs())
     def split(probed: dict) -> list[dict]:
@@ -133,10 +150,11 @@ def video_ingest() -> None:
         from vidsearch import pipeline
         from vidsearch_airflow.services import services
 
-        run_id = get_current_context()["run_id"]
-        probed_out = pipeline.ProbeOutput.model_validate(probed)
-        segs = pipeline.split_video(services(), run_id, _params(), probed_out)
-        return [s.model_dump(mode="json") for s in segs]
+        with timed("split"):
+            run_id = get_current_context()["run_id"]
+            probed_out = pipeline.ProbeOutput.model_validate(probed)
+            segs = pipeline.split_video(services(), run_id, _params(), probed_out)
+            return [s.model_dump(mode="json") for s in segs]
 
     # extract_frames → detect_embed → index, one mapped group per segment (shared with reprocess_segments).
     process_segment = segment_group("segment")
@@ -155,15 +173,16 @@ def video_ingest() -> None:
         from vidsearch import pipeline
         from vidsearch_airflow.services import services
 
-        params = _params()
-        ctx = get_current_context()
-        video_id = pipeline.ProbeOutput.model_validate(probed).manifest.video_id
-        summary = pipeline.finalize(services(), ctx["run_id"], params, video_id)
-        outlet_events[AssetAlias(COLLECTIONS_ALIAS)].add(
-            Asset(f"vidsearch://collections/{params.collection}", group="vidsearch"),
-            extra=summary.model_dump(mode="json"),
-        )
-        return summary.model_dump(mode="json")
+        with timed("finalize"):
+            params = _params()
+            ctx = get_current_context()
+            video_id = pipeline.ProbeOutput.model_validate(probed).manifest.video_id
+            summary = pipeline.finalize(services(), ctx["run_id"], params, video_id)
+            outlet_events[AssetAlias(COLLECTIONS_ALIAS)].add(
+                Asset(f"vidsearch://collections/{params.collection}", group="vidsearch"),
+                extra=summary.model_dump(mode="json"),
+            )
+            return summary.model_dump(mode="json")
 
     probed = probe()
     segments = split(probed)

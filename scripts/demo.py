@@ -15,20 +15,18 @@ import sys
 import time
 from pathlib import Path
 
-import requests
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "include"), str(ROOT / "plugins")]
 
 from devstack import StackConfig  # noqa: E402
-from devstack.airflow import admin_password, admin_password_file, api_url  # noqa: E402
+from devstack.airflow import admin_password_file, api_url  # noqa: E402
+from devstack.client import TERMINAL_RUN_STATES, AirflowClient  # noqa: E402
 from vidsearch import modelstore, synth  # noqa: E402
 from vidsearch.errors import ModelUnavailableError  # noqa: E402
 
 DAG_ID = "video_ingest"
 DETECTOR = "facebook/detr-resnet-50"
 EMBEDDER = "openai/clip-vit-base-patch32"
-TERMINAL = {"success", "failed"}
 
 
 def choose_tiny_models() -> bool:
@@ -47,50 +45,12 @@ def choose_tiny_models() -> bool:
     return False
 
 
-class Api:
-    """A tiny client for the Airflow REST API (v2) with a JWT from the simple auth manager."""
-
-    def __init__(self, base: str, username: str, password: str):
-        self.base = base.rstrip("/")
-        self.session = requests.Session()
-        r = self.session.post(
-            f"{self.base}/auth/token", json={"username": username, "password": password}, timeout=30
-        )
-        r.raise_for_status()
-        self.session.headers["Authorization"] = f"Bearer {r.json()['access_token']}"
-
-    def get(self, path: str, **params) -> dict:
-        r = self.session.get(f"{self.base}/api/v2/{path}", params=params, timeout=30)
-        r.raise_for_status()
-        return r.json()
-
-    def send(self, method: str, path: str, body: dict) -> dict:
-        r = self.session.request(method, f"{self.base}/api/v2/{path}", json=body, timeout=30)
-        if r.status_code >= 400:
-            raise RuntimeError(f"{method} {path} -> {r.status_code}: {r.text}")
-        return r.json()
-
-
-def wait_for_dag(api: Api, timeout_s: float = 300) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        errors = api.get("importErrors").get("import_errors", [])
-        if errors:
-            raise RuntimeError(f"DAG import errors: {errors}")
-        try:
-            api.get(f"dags/{DAG_ID}")
-            return
-        except requests.HTTPError:
-            time.sleep(2)
-    raise RuntimeError(f"{DAG_ID} did not appear in Airflow within {timeout_s:.0f} s")
-
-
-def follow(api: Api, run_id: str, timeout_s: float) -> str:
+def follow(api: AirflowClient, run_id: str, timeout_s: float) -> str:
     deadline = time.monotonic() + timeout_s
     last = ""
     while time.monotonic() < deadline:
         run = api.get(f"dags/{DAG_ID}/dagRuns/{run_id}")
-        tis = api.get(f"dags/{DAG_ID}/dagRuns/{run_id}/taskInstances", limit=1000)["task_instances"]
+        tis = api.task_instances(DAG_ID, run_id)
         counts: dict[str, int] = {}
         for ti in tis:
             counts[ti["state"] or "none"] = counts.get(ti["state"] or "none", 0) + 1
@@ -98,7 +58,7 @@ def follow(api: Api, run_id: str, timeout_s: float) -> str:
         if line != last:
             print(line, flush=True)
             last = line
-        if run["state"] in TERMINAL:
+        if run["state"] in TERMINAL_RUN_STATES:
             for ti in tis:
                 if ti["state"] == "failed":
                     print(f"[demo]   failed: {ti['task_id']} {ti.get('rendered_map_index') or ''}")
@@ -131,23 +91,19 @@ def main() -> int:
         source = str(sample)
         print(f"[demo] sample video: {sample}")
 
-    api = Api(api_url(cfg), "admin", admin_password(cfg))
-    wait_for_dag(api)
-    api.send("PATCH", f"dags/{DAG_ID}", {"is_paused": False})
-    conf = {"source": source, "collection": "demo", "segment_seconds": 10, "sample_fps": 1}
+    api = AirflowClient.for_stack(cfg)
+    api.wait_for_dag(DAG_ID)
+    conf = {"source": source, "collection": "demo", "sample_fps": 1}
     if tiny:
         conf["score_threshold"] = 0.0  # random weights score every class low
-    run = api.send("POST", f"dags/{DAG_ID}/dagRuns", {"logical_date": None, "conf": conf})
-    run_id = run["dag_run_id"]
+    run_id = api.trigger(DAG_ID, conf)
     print(f"[demo] triggered {DAG_ID} run {run_id}")
     state = follow(api, run_id, args.timeout)
 
     print()
     print(f"[demo] run {run_id}: {state}")
     if state == "success":
-        summary = api.get(
-            f"dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/finalize/xcomEntries/return_value"
-        )["value"]
+        summary = api.xcom(DAG_ID, run_id, "finalize")
         print(
             f"[demo] video {summary['video_id']} in collection '{summary['collection']}': "
             f"{summary['segments']} segments, {summary['frames']} frames, {summary['objects']} objects "

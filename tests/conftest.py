@@ -147,4 +147,4 @@ def airflow_db() -> None:
     from devstack.settings import read_settings
 
     for pool in read_settings(ROOT / "airflow_settings.yaml").airflow.pools:
-        Pool.create_or_update_pool(pool.pool_name, pool.pool_slot, pool.pool_description, include_deferred=False)
+        Pool.create_or_update_pool(pool.pool_name, pool.slots(), pool.pool_description, include_deferred=False)

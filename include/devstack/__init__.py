@@ -33,6 +33,7 @@ from typing import Callable
 import psutil
 
 __all__ = [
+    "PORT_ENV_VARS",
     "DevstackError",
     "PostgresServer",
     "StackConfig",
@@ -72,6 +73,16 @@ def default_data_dir() -> Path:
     return Path(configured).expanduser().resolve() if configured else REPO_ROOT / "data"
 
 
+# The environment variables that move the stack's ports (see StackConfig).
+PORT_ENV_VARS: tuple[str, ...] = (
+    "VIDSEARCH_PG_PORT",
+    "VIDSEARCH_WEAVIATE_HTTP_PORT",
+    "VIDSEARCH_WEAVIATE_GRPC_PORT",
+    "VIDSEARCH_AIRFLOW_PORT",
+    "VIDSEARCH_WORKER_PORT",
+)
+
+
 def _env_port(name: str, default: int) -> int:
     value = os.environ.get(name, "").strip()
     return int(value) if value else default
@@ -91,7 +102,7 @@ class StackConfig:
     weaviate_http_port: int = 8081
     weaviate_grpc_port: int = 50051
     airflow_port: int = 8080
-    worker_port: int = 8793
+    worker_port: int = 8795
 
     @classmethod
     def from_env(cls) -> "StackConfig":
@@ -103,7 +114,7 @@ class StackConfig:
             weaviate_http_port=_env_port("VIDSEARCH_WEAVIATE_HTTP_PORT", 8081),
             weaviate_grpc_port=_env_port("VIDSEARCH_WEAVIATE_GRPC_PORT", 50051),
             airflow_port=_env_port("VIDSEARCH_AIRFLOW_PORT", 8080),
-            worker_port=_env_port("VIDSEARCH_WORKER_PORT", 8793),
+            worker_port=_env_port("VIDSEARCH_WORKER_PORT", 8795),
         )
 
     @property

@@ -43,8 +43,17 @@ COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
 HEALTH_KEYS = {"scheduler": "scheduler", "dag-processor": "dag_processor", "triggerer": "triggerer"}
 ADMIN_USER = "admin"
 SIMPLE_AUTH_MANAGER = "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
+PRELOADING_EXECUTOR = "vidsearch_airflow.executor.PreloadingLocalExecutor"
 # Values passed through unchanged from the caller's environment when set.
-PASSTHROUGH = ("VIDSEARCH_TINY_MODELS", "HF_HUB_OFFLINE", "HF_HOME", "VIDSEARCH_FFMPEG", "VIDSEARCH_FFPROBE")
+PASSTHROUGH = (
+    "VIDSEARCH_TINY_MODELS",
+    "HF_HUB_OFFLINE",
+    "HF_HOME",
+    "VIDSEARCH_FFMPEG",
+    "VIDSEARCH_FFPROBE",
+    "VIDSEARCH_PRELOAD",
+    "VIDSEARCH_PARALLEL_SLOTS",
+)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -105,6 +114,16 @@ def api_url(cfg: StackConfig) -> str:
     return f"http://127.0.0.1:{cfg.airflow_port}"
 
 
+def executor_parallelism(cpus: int | None = None) -> int:
+    """LocalExecutor slots for this machine: 4 per core (at least 4). Most segment tasks wait (on the
+    warm worker, Weaviate, Postgres); the CPU-heavy ones are held to one per core by the `cpu` pool.
+    `VIDSEARCH_EXECUTOR_PARALLELISM` overrides it."""
+    configured = os.environ.get("VIDSEARCH_EXECUTOR_PARALLELISM", "").strip()
+    if configured:
+        return max(1, int(configured))
+    return max(4, 4 * (cpus or os.cpu_count() or 1))
+
+
 def env_for_stack(cfg: StackConfig | None = None) -> dict[str, str]:
     """Everything a client needs to talk to the stack, as env vars (nothing from os.environ but the
     pass-through values and PYTHONPATH).
@@ -160,7 +179,10 @@ def env_for_stack(cfg: StackConfig | None = None) -> dict[str, str]:
         "AIRFLOW__CORE__DAGS_FOLDER": str(cfg.repo_root / "dags"),
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(cfg.repo_root / "plugins"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        # LocalExecutor whose workers fork with the task libraries imported (vidsearch_airflow.executor),
+        # as many as the machine can keep busy: the CPU stages are bounded by the `cpu` pool.
+        "AIRFLOW__CORE__EXECUTOR": PRELOADING_EXECUTOR,
+        "AIRFLOW__CORE__PARALLELISM": str(executor_parallelism()),
         "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
         "AIRFLOW__CORE__FERNET_KEY": sec["fernet_key"],
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{api_url(cfg)}/execution/",
@@ -266,7 +288,7 @@ def ensure_pools(cfg: StackConfig, timeout: float = 300) -> list[str]:
     created = []
     for pool in required_pools(cfg):
         if pool.pool_name not in existing:
-            airflow_cli("pools", "set", pool.pool_name, str(pool.pool_slot), pool.pool_description)
+            airflow_cli("pools", "set", pool.pool_name, str(pool.slots()), pool.pool_description)
             created.append(pool.pool_name)
     return created
 

@@ -10,11 +10,12 @@ database, so placeholders in the file never shadow real settings.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Literal, Optional, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class _Strict(BaseModel):
@@ -48,8 +49,21 @@ class ConnectionSetting(_Strict):
 
 class PoolSetting(_Strict):
     pool_name: str = Field(min_length=1)
-    pool_slot: int = Field(ge=0)
+    pool_slot: Union[int, Literal["cpus"]] = Field(
+        description='Slots: a number >= 0, or "cpus" for the cores of the machine applying the settings.'
+    )
     pool_description: str = ""
+
+    @field_validator("pool_slot")
+    @classmethod
+    def _non_negative(cls, value: Union[int, str]) -> Union[int, str]:
+        if isinstance(value, int) and value < 0:
+            raise ValueError("pool_slot must be >= 0")
+        return value
+
+    def slots(self) -> int:
+        """The pool's slot count on this machine ("cpus": its cores)."""
+        return (os.cpu_count() or 1) if self.pool_slot == "cpus" else int(self.pool_slot)
 
 
 class VariableSetting(_Strict):

@@ -260,13 +260,41 @@ def engine_for(url: str) -> sa.Engine:
     return sa.create_engine(sqlalchemy_url(url), pool_pre_ping=True, future=True)
 
 
-def migrate(engine: sa.Engine) -> None:
-    """Bring the schema to the newest Alembic revision; safe when several processes race."""
-    from alembic import command
+def _alembic_config() -> Any:
     from alembic.config import Config
 
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    return cfg
+
+
+@functools.lru_cache(maxsize=1)
+def head_revision() -> str:
+    """The newest Alembic revision of the catalog schema (read from the migration scripts once)."""
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory.from_config(_alembic_config()).get_current_head()
+
+
+def schema_is_current(engine: sa.Engine) -> bool:
+    """True when the database's schema is at `head_revision()` (one cheap query, no Alembic run)."""
+    with _transient_db_errors(), engine.connect() as conn:
+        try:
+            version = conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
+        except sa.exc.ProgrammingError:  # no alembic_version table: never migrated
+            return False
+    return version == head_revision()
+
+
+def migrate(engine: sa.Engine) -> None:
+    """Bring the schema to the newest Alembic revision; safe when several processes race.
+
+    A schema already at head costs one query (every task process calls this once)."""
+    from alembic import command
+
+    if schema_is_current(engine):
+        return
+    cfg = _alembic_config()
     with _transient_db_errors(), engine.begin() as conn:
         conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _MIGRATION_LOCK})
         cfg.attributes["connection"] = conn

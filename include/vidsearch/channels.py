@@ -62,6 +62,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from . import storage
 from .errors import InputError, PermanentError, TransientError
+from .records import Sampling, SegmentSeconds
 
 log = logging.getLogger(__name__)
 
@@ -103,8 +104,9 @@ class IngestSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     collection: Optional[str] = Field(None, pattern=r"^[a-z][a-z0-9_]{0,62}$")
-    segment_seconds: Optional[float] = Field(None, gt=0, le=3600)
+    segment_seconds: Optional[SegmentSeconds] = None
     sample_fps: Optional[float] = Field(None, gt=0, le=120)
+    sampling: Optional[Sampling] = None
     time_limit_seconds: Optional[float] = Field(None, gt=0)
     score_threshold: Optional[float] = Field(None, ge=0, le=1)
     detector_model: Optional[str] = Field(None, min_length=1)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import re
 import tempfile
 from pathlib import Path
@@ -20,11 +21,29 @@ from . import catalog as cat
 from . import frames, launcher, probe, quality, sources, split, storage
 from .errors import PermanentError, QualityGateError, one_line
 from .index import ObjectIndex, validate_collection_name, weaviate_collection_name
-from .records import FrameBundle, Record, Segment, VideoManifest
+from .records import FrameBundle, Record, Sampling, Segment, SegmentSeconds, VideoManifest
 
 log = logging.getLogger(__name__)
 
-MAX_SEGMENTS = 1024  # Airflow's max_map_length: one mapped task per segment
+MAX_SEGMENTS = split.MAX_MAPPED_SEGMENTS
+
+
+PARALLEL_SLOTS_ENV = "VIDSEARCH_PARALLEL_SLOTS"
+
+
+def parallel_slots() -> int:
+    """How many segments run their CPU stages at once: VIDSEARCH_PARALLEL_SLOTS, else this machine's
+    cores (the embedded stack sizes its `cpu` pool the same way)."""
+    value = os.environ.get(PARALLEL_SLOTS_ENV, "").strip()
+    if value:
+        try:
+            slots = int(value)
+        except ValueError:
+            slots = 0
+        if slots < 1:
+            raise PermanentError(f"{PARALLEL_SLOTS_ENV} must be a whole number >= 1, got {value!r}")
+        return slots
+    return os.cpu_count() or 1
 
 
 class IngestParams(Record):
@@ -32,8 +51,9 @@ class IngestParams(Record):
 
     source: str = Field(min_length=1)
     collection: str = "default"
-    segment_seconds: float = Field(10.0, gt=0)
+    segment_seconds: SegmentSeconds = "auto"
     sample_fps: float = Field(1.0, gt=0)
+    sampling: Sampling = "fps"
     time_limit_seconds: Optional[float] = Field(None, gt=0)
     score_threshold: float = Field(0.7, ge=0, le=1)
     detector_model: str = "facebook/detr-resnet-50"
@@ -114,13 +134,22 @@ def probe_video(svc: Services, run_id: str, dag_id: str, params: IngestParams) -
     return ProbeOutput(manifest=manifest, source_uri=source_uri)
 
 
+def planned_segment_seconds(params: IngestParams, covered_s: float) -> float:
+    """The nominal segment length for `covered_s` seconds of video: the explicit value, or for
+    "auto" `split.auto_segment_seconds` over `parallel_slots()`."""
+    if params.segment_seconds == "auto":
+        return split.auto_segment_seconds(covered_s, parallel_slots(), params.sample_fps)
+    return float(params.segment_seconds)
+
+
 def split_video(svc: Services, run_id: str, params: IngestParams, probed: ProbeOutput) -> list[Segment]:
     """Cut the video into segment files, gate the cut, and record the plan (every segment pending)."""
     manifest = probed.manifest
     covered = min(manifest.duration_s, params.time_limit_seconds or manifest.duration_s)
-    if covered / params.segment_seconds > MAX_SEGMENTS:
+    segment_seconds = planned_segment_seconds(params, covered)
+    if covered / segment_seconds > MAX_SEGMENTS:
         raise PermanentError(
-            f"{covered:.0f} s in segments of {params.segment_seconds:g} s makes more than "
+            f"{covered:.0f} s in segments of {segment_seconds:g} s makes more than "
             f"{MAX_SEGMENTS} segments: raise segment_seconds"
         )
     svc.index().ensure_collection(params.collection)
@@ -129,7 +158,7 @@ def split_video(svc: Services, run_id: str, params: IngestParams, probed: ProbeO
             segments = split.run_split(
                 local,
                 manifest,
-                params.segment_seconds,
+                segment_seconds,
                 params.time_limit_seconds,
                 storage.join(video_root(svc, manifest.video_id), "segments"),
             )
@@ -142,7 +171,13 @@ def split_video(svc: Services, run_id: str, params: IngestParams, probed: ProbeO
         svc.catalog.end_run(run_id, cat.RunState.FAILED, error=one_line(exc))
         raise
     svc.catalog.upsert_segments(params.collection, segments)
-    log.info("split %s into %d segments", manifest.video_id, len(segments))
+    log.info(
+        "split %s into %d segments (segment_seconds %s: %g s)",
+        manifest.video_id,
+        len(segments),
+        params.segment_seconds,
+        segment_seconds,
+    )
     return segments
 
 

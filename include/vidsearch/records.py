@@ -9,12 +9,21 @@ video stream is 0).
 from __future__ import annotations
 
 import uuid
-from typing import Optional
+from typing import Annotated, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
 # Namespace for deterministic object ids. Never change it: ids in Weaviate and Postgres depend on it.
 OBJECT_NAMESPACE = uuid.UUID("6f1c1c52-7d2e-4c55-9a55-0d6a2f3e9b10")
+
+
+# An ingest run's segment length: seconds of video (cuts land on the next keyframe), or "auto" (chosen
+# from the video's length and the parallel slots, `split.auto_segment_seconds`).
+SegmentSeconds = Union[Literal["auto"], Annotated[float, Field(gt=0, le=3600)]]
+# How frames are sampled: "fps" (a global grid of sample_fps per second) or "keyframes" (every
+# keyframe, nothing else decoded).
+Sampling = Literal["fps", "keyframes"]
+SAMPLING_MODES: tuple[str, ...] = ("fps", "keyframes")
 
 
 class Record(BaseModel):
@@ -82,6 +91,11 @@ class FrameBundle(Record):
     height: int
     sample_fps: float
     frames: list[FrameRef]
+    sampling: Sampling = Field(
+        "fps",
+        description="How the frames were chosen: `fps`, the global grid at sample_fps (sample_fps unused "
+        "otherwise); `keyframes`, every keyframe of the segment. Bundles from before the field are `fps`.",
+    )
 
 
 class Box(Record):

@@ -94,6 +94,37 @@ def plan_split(
     return SplitPlan(end_s=end_s, cut_points_s=tuple(cuts), limited=limited)
 
 
+# One mapped task per segment: Airflow's max_map_length.
+MAX_MAPPED_SEGMENTS = 1024
+# `segment_seconds: auto`: segments long enough that a segment's tasks spend most of their time on work
+# (each task has a fixed cost of about a second: start, catalog, gates), short enough that every
+# parallel slot gets about `AUTO_WAVES` segments, so the stages of successive segments overlap and a
+# retry repeats little. Bounds in seconds of video.
+AUTO_MIN_SEGMENT_S = 30.0
+AUTO_MAX_SEGMENT_S = 300.0
+AUTO_WAVES = 2
+
+
+def auto_segment_seconds(covered_s: float, slots: int, sample_fps: float = 1.0) -> float:
+    """The nominal segment length `segment_seconds: auto` picks for `covered_s` seconds of video.
+
+    `covered_s / (slots * AUTO_WAVES)`, within [AUTO_MIN_SEGMENT_S, AUTO_MAX_SEGMENT_S] scaled by
+    1 / max(sample_fps, 1) (more frames per second of video: more work per second, so shorter segments
+    amortise as well), and never more than MAX_MAPPED_SEGMENTS segments. Whole milliseconds; pure.
+    """
+    if not math.isfinite(covered_s) or covered_s <= 0:
+        raise InputError(f"video duration must be positive, got {covered_s!r}")
+    if slots < 1:
+        raise InputError(f"parallel slots must be at least 1, got {slots!r}")
+    if not (math.isfinite(sample_fps) and sample_fps > 0):
+        raise InputError(f"sample_fps must be a positive number, got {sample_fps!r}")
+    scale = 1.0 / max(sample_fps, 1.0)
+    low, high = AUTO_MIN_SEGMENT_S * scale, AUTO_MAX_SEGMENT_S * scale
+    seconds = min(max(covered_s / (slots * AUTO_WAVES), low), high)
+    seconds = max(seconds, covered_s / MAX_MAPPED_SEGMENTS)
+    return math.ceil(seconds * 1000) / 1000
+
+
 def segment_bounds(starts_s: Sequence[float], end_s: float) -> list[tuple[float, float]]:
     """(start, end) of each kept segment from the start times of the files the muxer wrote.
 

@@ -19,6 +19,7 @@ Progress and timing lines are logged to stderr.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
 import logging
@@ -27,16 +28,17 @@ import sys
 import time
 import zipfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, NoReturn, Sequence, TextIO
+from typing import TYPE_CHECKING, Any, Callable, Iterator, NoReturn, Sequence, TextIO
 
 from . import storage
 from .errors import InputError, PermanentError, TransientError, one_line
-from .records import DetectedObject, DetectEmbedResult, FrameBundle, object_id
+from .records import Box, DetectedObject, DetectEmbedResult, object_id
 
 if TYPE_CHECKING:
     import numpy as np
 
     from .detect import Detection
+    from .frames import BundleReader
 
 logger = logging.getLogger("vidsearch.worker")
 
@@ -116,24 +118,39 @@ class ModelCache:
         return [" ".join(key) for key in self._models]
 
 
-def read_frames(uri: str) -> tuple[FrameBundle, list[np.ndarray]]:
-    """The bundle record and its RGB frames; every way a bundle can be unusable becomes InputError."""
+@contextlib.contextmanager
+def open_frames(uri: str) -> Iterator[BundleReader]:
+    """The bundle at `uri` open for batch-by-batch reads (`frames.open_bundle`); every way a bundle
+    can be unusable when opened becomes InputError (a member that does not decode later raises
+    QualityGateError, also permanent)."""
     from PIL import UnidentifiedImageError
 
-    from .frames import read_bundle
+    from .frames import open_bundle
 
-    try:
-        bundle, frames = read_bundle(uri)
-    except (PermanentError, TransientError):
-        raise
-    except FileNotFoundError as exc:
-        raise InputError(f"frame bundle {uri} does not exist") from exc
-    except (zipfile.BadZipFile, KeyError, ValueError, EOFError, UnidentifiedImageError) as exc:
-        # ValueError covers malformed bundle.json (JSON and pydantic validation errors).
-        raise InputError(f"frame bundle {uri} is corrupt: {type(exc).__name__}: {one_line(exc, 400)}") from exc
-    if len(frames) != len(bundle.frames):
-        raise InputError(f"frame bundle {uri} lists {len(bundle.frames)} frames but holds {len(frames)}")
-    return bundle, frames
+    with contextlib.ExitStack() as stack:
+        try:
+            reader = stack.enter_context(open_bundle(uri))
+        except (PermanentError, TransientError):
+            raise
+        except FileNotFoundError as exc:
+            raise InputError(f"frame bundle {uri} does not exist") from exc
+        except (zipfile.BadZipFile, KeyError, ValueError, EOFError, UnidentifiedImageError) as exc:
+            # ValueError covers malformed bundle.json (JSON and pydantic validation errors).
+            raise InputError(f"frame bundle {uri} is corrupt: {type(exc).__name__}: {one_line(exc, 400)}") from exc
+        yield reader
+
+
+def _timed(batches: Iterator[Any], waited: list[float]) -> Iterator[Any]:
+    """`batches`, adding the time spent waiting for each one to `waited[0]`."""
+    while True:
+        started = time.perf_counter()
+        try:
+            batch = next(batches)
+        except StopIteration:
+            return
+        finally:
+            waited[0] += time.perf_counter() - started
+        yield batch
 
 
 def run(args: argparse.Namespace, models: ModelCache | None = None) -> DetectEmbedResult:
@@ -151,109 +168,125 @@ def run(args: argparse.Namespace, models: ModelCache | None = None) -> DetectEmb
     result_uri = storage.join(args.output_uri, RESULT_FILE)
     embeddings_uri = storage.join(args.output_uri, EMBEDDINGS_FILE)
 
+    # The bundle is read batch by batch, twice (detect, then embed the frames that have objects), so
+    # memory is bounded by the batch size whatever the number of frames. "read_bundle" is the time spent
+    # waiting for decoded batches (the next batch decodes while the models work on this one).
     phase = time.perf_counter()
-    bundle, frames = read_frames(args.frames_uri)
-    timings["read_bundle"] = time.perf_counter() - phase
-    total = len(frames)
-    logger.info(
-        "bundle %s: video %s segment %d, %d frames %dx%d",
-        args.frames_uri, bundle.video_id, bundle.segment_index, total, bundle.width, bundle.height,
-    )
-
-    # Imported only now: a bad bundle or bad arguments fail in a fraction of a second, before torch loads.
-    import numpy as np
-
-    from .detect import Detector
-    from .embed import Embedder
-    from .modelstore import resolve_model, select_device, select_dtype
-
-    # Device and dtype first: an unusable one is reported before any model download.
-    select_dtype(args.dtype, select_device(args.device))
-
-    # A result.json left by an earlier run would pair with the embeddings this run is about to write.
-    if storage.exists(result_uri):
-        storage.delete_prefix(result_uri)
-
-    cache_dir = Path(args.model_cache).expanduser()
-    if args.tiny_models:
+    waited = [0.0]
+    with open_frames(args.frames_uri) as reader:
+        bundle = reader.bundle
+        total = len(bundle.frames)
+        if total:
+            reader.frame(0)  # a bundle whose frames do not decode fails now, before torch loads
+        waited[0] += time.perf_counter() - phase
         logger.info(
-            "tiny-model mode: random tiny models from %s replace %s and %s", cache_dir, args.detector, args.embedder
+            "bundle %s: video %s segment %d, %d frames %dx%d",
+            args.frames_uri, bundle.video_id, bundle.segment_index, total, bundle.width, bundle.height,
         )
-    phase = time.perf_counter()
-    detector_path = resolve_model(args.detector, "detector", tiny=args.tiny_models, cache_dir=cache_dir)
-    detector = _model(
-        models, "detector", detector_path, args, lambda: Detector(detector_path, device=args.device, dtype=args.dtype)
-    )
-    timings["load_detector"] = time.perf_counter() - phase
-    device = str(detector.device)
-    if detector.device.type == "cuda":
-        import torch
 
-        logger.info("device %s (%s), dtype %s", device, torch.cuda.get_device_name(detector.device), detector.dtype)
-    else:
-        logger.info("device %s, dtype %s", device, detector.dtype)
+        # Imported only now: a bad bundle or bad arguments fail in a fraction of a second, before torch loads.
+        import numpy as np
 
-    phase = time.perf_counter()
-    detections = detector.detect(
-        frames,
-        args.score_threshold,
-        args.batch_size,
-        progress=lambda done, n: logger.info("detect: %d/%d frames", done, n),
-    )
-    timings["detect"] = time.perf_counter() - phase
-    detector_labels = sorted(set(detector.labels.values()))
-    if models is None:
-        # Free the detector before the embedder loads: on a small GPU the two need not fit together.
-        del detector
-        _release_cuda_memory()
+        from .detect import Detector
+        from .embed import Embedder
+        from .modelstore import resolve_model, select_device, select_dtype
 
-    # Ids are derived from (video, segment, pts, box): two identical boxes in one frame would collide.
-    # They are the same detection for search purposes; keep the higher-scoring one (listed first).
-    seen: set[str] = set()
-    kept: list[list[Detection]] = []
-    objects: list[DetectedObject] = []
-    for ref, frame_detections in zip(bundle.frames, detections):
-        frame_kept: list[Detection] = []
-        for det in frame_detections:
-            oid = object_id(bundle.video_id, bundle.segment_index, ref.pts_s, det.box)
-            if oid in seen:
-                continue
-            seen.add(oid)
-            frame_kept.append(det)
-            objects.append(
-                DetectedObject(
-                    object_id=oid,
-                    video_id=bundle.video_id,
-                    segment_index=bundle.segment_index,
-                    frame_index=ref.index,
-                    pts_s=ref.pts_s,
-                    box=det.box,
-                    label=det.label,
-                    label_id=det.label_id,
-                    score=det.score,
-                )
+        # Device and dtype first: an unusable one is reported before any model download.
+        select_dtype(args.dtype, select_device(args.device))
+
+        # A result.json left by an earlier run would pair with the embeddings this run is about to write.
+        if storage.exists(result_uri):
+            storage.delete_prefix(result_uri)
+
+        cache_dir = Path(args.model_cache).expanduser()
+        if args.tiny_models:
+            logger.info(
+                "tiny-model mode: random tiny models from %s replace %s and %s", cache_dir, args.detector, args.embedder
             )
-        kept.append(frame_kept)
-    dropped = sum(len(d) for d in detections) - len(objects)
-    if dropped:
-        logger.info("dropped %d duplicate detections (same frame and box)", dropped)
-    logger.info("detect: %d objects in %d frames", len(objects), total)
+        phase = time.perf_counter()
+        detector_path = resolve_model(args.detector, "detector", tiny=args.tiny_models, cache_dir=cache_dir)
+        detector = _model(
+            models, "detector", detector_path, args, lambda: Detector(detector_path, device=args.device, dtype=args.dtype)
+        )
+        timings["load_detector"] = time.perf_counter() - phase
+        device = str(detector.device)
+        if detector.device.type == "cuda":
+            import torch
 
-    phase = time.perf_counter()
-    embedder_path = resolve_model(args.embedder, "embedder", tiny=args.tiny_models, cache_dir=cache_dir)
-    embedder = _model(
-        models, "embedder", embedder_path, args, lambda: Embedder(embedder_path, device=args.device, dtype=args.dtype)
-    )
-    timings["load_embedder"] = time.perf_counter() - phase
+            logger.info("device %s (%s), dtype %s", device, torch.cuda.get_device_name(detector.device), detector.dtype)
+        else:
+            logger.info("device %s, dtype %s", device, detector.dtype)
 
-    phase = time.perf_counter()
-    embeddings = embedder.embed_crops(
-        frames,
-        [[det.box for det in frame_kept] for frame_kept in kept],
-        args.batch_size,
-        progress=lambda done, n: logger.info("embed: %d/%d crops", done, n),
-    )
-    timings["embed"] = time.perf_counter() - phase
+        # Batches of --batch-size frames: the detector's batches are those of a whole-bundle call.
+        phase, waited_before = time.perf_counter(), waited[0]
+        detections: list[list[Detection]] = []
+        for batch in _timed(reader.batches(args.batch_size), waited):
+            detections.extend(detector.detect([frame for _, frame in batch], args.score_threshold, args.batch_size))
+            logger.info("detect: %d/%d frames", len(detections), total)
+        timings["detect"] = time.perf_counter() - phase - (waited[0] - waited_before)
+        detector_labels = sorted(set(detector.labels.values()))
+        if models is None:
+            # Free the detector before the embedder loads: on a small GPU the two need not fit together.
+            del detector
+            _release_cuda_memory()
+
+        # Ids are derived from (video, segment, pts, box): two identical boxes in one frame would collide.
+        # They are the same detection for search purposes; keep the higher-scoring one (listed first).
+        seen: set[str] = set()
+        kept: list[list[Detection]] = []
+        objects: list[DetectedObject] = []
+        for ref, frame_detections in zip(bundle.frames, detections):
+            frame_kept: list[Detection] = []
+            for det in frame_detections:
+                oid = object_id(bundle.video_id, bundle.segment_index, ref.pts_s, det.box)
+                if oid in seen:
+                    continue
+                seen.add(oid)
+                frame_kept.append(det)
+                objects.append(
+                    DetectedObject(
+                        object_id=oid,
+                        video_id=bundle.video_id,
+                        segment_index=bundle.segment_index,
+                        frame_index=ref.index,
+                        pts_s=ref.pts_s,
+                        box=det.box,
+                        label=det.label,
+                        label_id=det.label_id,
+                        score=det.score,
+                    )
+                )
+            kept.append(frame_kept)
+        dropped = sum(len(d) for d in detections) - len(objects)
+        if dropped:
+            logger.info("dropped %d duplicate detections (same frame and box)", dropped)
+        logger.info("detect: %d objects in %d frames", len(objects), total)
+
+        phase = time.perf_counter()
+        embedder_path = resolve_model(args.embedder, "embedder", tiny=args.tiny_models, cache_dir=cache_dir)
+        embedder = _model(
+            models, "embedder", embedder_path, args, lambda: Embedder(embedder_path, device=args.device, dtype=args.dtype)
+        )
+        timings["load_embedder"] = time.perf_counter() - phase
+
+        # Second pass: only the frames with objects are decoded again.
+        with_objects = [i for i, frame_kept in enumerate(kept) if frame_kept]
+
+        def crops() -> Iterator[tuple[np.ndarray, list[Box]]]:
+            positions = iter(with_objects)
+            for batch in _timed(reader.batches(args.batch_size, with_objects), waited):
+                for _, frame in batch:
+                    yield frame, [det.box for det in kept[next(positions)]]
+
+        phase, waited_before = time.perf_counter(), waited[0]
+        embeddings = embedder.embed_crop_stream(
+            crops(),
+            args.batch_size,
+            progress=lambda done, n: logger.info("embed: %d/%d crops", done, n),
+            total=len(objects),
+        )
+        timings["embed"] = time.perf_counter() - phase - (waited[0] - waited_before)
+    timings["read_bundle"] = waited[0]
     if embeddings.shape != (len(objects), embedder.dim):  # a broken invariant, not bad input
         raise RuntimeError(f"embeddings have shape {embeddings.shape} for {len(objects)} objects")
 
@@ -314,6 +347,10 @@ def configure_logging() -> None:
     # Progress bars from transformers/huggingface_hub are noise in task logs (and full of \r). Both
     # read this variable when first imported, which happens later, in `run`.
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    # torch's OpenMP threads spin while they wait; on cores shared with ffmpeg and other tasks that
+    # collapses: a detect+embed job on 2 cores took 6.5 s next to one ffmpeg decode instead of 0.44 s
+    # alone. Sleeping waits: 0.65 s loaded, 0.63 s alone. Read when torch is first imported (in `run`).
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def execute(

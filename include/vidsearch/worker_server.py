@@ -1,6 +1,6 @@
 """The warm worker: the detect+embed worker served by one long-lived process that keeps its models loaded.
 
-    python -m vidsearch.worker_server [--host 127.0.0.1] [--port 8793]
+    python -m vidsearch.worker_server [--host 127.0.0.1] [--port 8795]
 
 A worker process spends most of a short segment starting Python, importing torch and loading two
 models (tens of seconds on a CPU, against seconds of inference). On one machine, a process that stays up
@@ -33,7 +33,8 @@ from .worker import ModelCache, configure_logging, execute
 
 logger = logging.getLogger("vidsearch.worker_server")
 
-DEFAULT_PORT = 8793
+# Not 8793 or 8794: Airflow's worker and triggerer log servers listen there.
+DEFAULT_PORT = 8795
 MAX_REQUEST_BYTES = 1 << 20
 
 

@@ -132,15 +132,22 @@ class DetectEmbedOperator(KubernetesPodOperator):
             self.env_vars.append(k8s.V1EnvVar(name="HF_HOME", value="/models"))
 
     def execute(self, context: Any) -> str:
-        from vidsearch import pipeline
-        from vidsearch.errors import PermanentError
-        from vidsearch.records import FrameBundle, Segment
-        from vidsearch_airflow.segment_tasks import begin_segment_task, ingest_params, name_segment
-        from vidsearch_airflow.services import services
+        from vidsearch.records import Segment
+        from vidsearch_airflow.segment_tasks import name_segment, timed
 
         segment = Segment.model_validate(self.segment)
-        bundle = FrameBundle.model_validate(self.bundle)
         name_segment(segment)
+        with timed("detect_embed"):
+            return self._detect_embed(context, segment)
+
+    def _detect_embed(self, context: Any, segment: Any) -> str:
+        from vidsearch import pipeline
+        from vidsearch.errors import PermanentError
+        from vidsearch.records import FrameBundle
+        from vidsearch_airflow.segment_tasks import begin_segment_task, ingest_params
+        from vidsearch_airflow.services import services
+
+        bundle = FrameBundle.model_validate(self.bundle)
         params, svc = ingest_params(self.ingest), services()
         begin_segment_task("detect_embed", segment, svc, params)
         settings = gpu_settings()

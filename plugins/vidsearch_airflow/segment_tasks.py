@@ -23,11 +23,14 @@ nothing is injected.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
+import resource
+import time
 from datetime import timedelta
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 from airflow.sdk import get_current_context, task, task_group
 from airflow.sdk.definitions.retry_policy import ExceptionRetryPolicy, RetryAction, RetryRule
@@ -36,6 +39,11 @@ log = logging.getLogger(__name__)
 
 GPU_POOL = "gpu"
 WEAVIATE_POOL = "weaviate_writers"
+# The CPU-heavy stages (split, extract_frames: ffmpeg decode + JPEG encode): as many at once as the
+# machine has cores (the embedded stack sizes the pool so), not as many as the executor has slots.
+CPU_POOL = "cpu"
+# XCom key of each task's own timings (`timed`), read by bench/e2e.py.
+TIMING_XCOM_KEY = "vidsearch_timing"
 FAULTS_ENV = "VIDSEARCH_FAULTS"
 
 PERMANENT_ERRORS_FAIL_AT_ONCE = ExceptionRetryPolicy(
@@ -86,8 +94,8 @@ _s, _m = (lambda n: timedelta(seconds=n)), (lambda n: timedelta(minutes=n))
 STAGES: dict[str, Stage] = {
     # Fetching a large source over the network can take a while; a flaky origin deserves patience.
     "probe": Stage(3, _s(30), _m(10), _m(30)),
-    "split": Stage(3, _s(30), _m(10), _m(30)),
-    "extract_frames": Stage(3, _s(15), _m(10), _m(20)),
+    "split": Stage(3, _s(30), _m(10), _m(30), pool=CPU_POOL),
+    "extract_frames": Stage(3, _s(15), _m(10), _m(20), pool=CPU_POOL),
     # A crashed or evicted worker (OOM, preempted GPU node) is retried twice, a minute apart at first:
     # each try reloads the models. One hour covers a 10-minute segment at 30 fps on CPU.
     "detect_embed": Stage(2, _s(60), _m(15), _m(60), pool=GPU_POOL),
@@ -115,6 +123,46 @@ def ingest_params(ingest: Optional[dict] = None) -> Any:
         return IngestParams.model_validate(ingest)
     params = dict(get_current_context()["params"])
     return IngestParams.model_validate({k: params[k] for k in IngestParams.model_fields if k in params})
+
+
+@contextlib.contextmanager
+def timed(stage: str) -> Iterator[None]:
+    """Time the task's own code and push the figures as XCom `vidsearch_timing` (also on failure).
+
+    `process_started_at` (when this OS process was created), `code_started_at`, `finished_at` (unix
+    seconds), `work_s`, `gx_setup_s` (seconds this process spent importing GX and building suites:
+    0 when it inherited them from a preloading executor), `preloaded`, `max_rss_bytes` (peak RSS of
+    this process) and `children_max_rss_bytes` (of its largest finished child, e.g. ffmpeg). With the
+    task instance's start and end dates they split a task's wall time into start-up, work and exit.
+    """
+    import psutil
+
+    from vidsearch import quality
+    from vidsearch_airflow.executor import PRELOADED_ENV
+
+    code_started = time.time()
+    gx_before = quality.setup_seconds()
+    try:
+        yield
+    finally:
+        finished = time.time()
+        timing = {
+            "task": stage,
+            "pid": os.getpid(),
+            "process_started_at": psutil.Process().create_time(),
+            "code_started_at": code_started,
+            "finished_at": finished,
+            "work_s": round(finished - code_started, 4),
+            "gx_setup_s": round(quality.setup_seconds() - gx_before, 4),
+            "preloaded": os.environ.get(PRELOADED_ENV) == "1",
+            "max_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+            "children_max_rss_bytes": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024,
+        }
+        log.info("%s timing: %s", stage, timing)
+        try:
+            get_current_context()["ti"].xcom_push(key=TIMING_XCOM_KEY, value=timing)
+        except Exception:  # noqa: BLE001 - timings must never fail a task
+            log.warning("could not push the %s timings", stage, exc_info=True)
 
 
 def injected_fault(stage: str, segment_index: int, try_number: int) -> Optional[str]:
@@ -218,12 +266,13 @@ def segment_group(group_id: str = "segment") -> Any:
 
         seg = Segment.model_validate(segment)
         name_segment(seg)
-        params, svc = ingest_params(ingest), services()
-        begin_segment_task("extract_frames", seg, svc, params)
-        manifest = pipeline.ProbeOutput.model_validate(probed).manifest
-        run_id = get_current_context()["run_id"]
-        bundle = pipeline.extract_frames(svc, run_id, params, seg, manifest)
-        return bundle.model_dump(mode="json")
+        with timed("extract_frames"):
+            params, svc = ingest_params(ingest), services()
+            begin_segment_task("extract_frames", seg, svc, params)
+            manifest = pipeline.ProbeOutput.model_validate(probed).manifest
+            run_id = get_current_context()["run_id"]
+            bundle = pipeline.extract_frames(svc, run_id, params, seg, manifest)
+            return bundle.model_dump(mode="json")
 
     @task(map_index_template="{{ segment_label }}", **STAGES["index"].task_kwargs())
     def index(segment: dict, bundle: dict, output_uri: str, ingest: Optional[dict] = None) -> dict:
@@ -234,11 +283,12 @@ def segment_group(group_id: str = "segment") -> Any:
 
         seg = Segment.model_validate(segment)
         name_segment(seg)
-        params, svc = ingest_params(ingest), services()
-        begin_segment_task("index", seg, svc, params)
-        run_id = get_current_context()["run_id"]
-        counts = pipeline.index_segment(svc, run_id, params, seg, FrameBundle.model_validate(bundle), output_uri)
-        return counts
+        with timed("index"):
+            params, svc = ingest_params(ingest), services()
+            begin_segment_task("index", seg, svc, params)
+            run_id = get_current_context()["run_id"]
+            bundle_record = FrameBundle.model_validate(bundle)
+            return pipeline.index_segment(svc, run_id, params, seg, bundle_record, output_uri)
 
     @task_group(group_id=group_id)
     def process_segment(segment: dict, probed: dict, ingest: Optional[dict] = None) -> None:

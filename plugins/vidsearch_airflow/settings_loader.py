@@ -29,7 +29,7 @@ def load_settings(path: Path) -> AirflowSettings:
             session.add(Connection.from_json(conn.as_json(), conn_id=conn.conn_id))
         for pool in settings.airflow.pools:
             Pool.create_or_update_pool(
-                pool.pool_name, pool.pool_slot, pool.pool_description, include_deferred=False, session=session
+                pool.pool_name, pool.slots(), pool.pool_description, include_deferred=False, session=session
             )
     for var in settings.airflow.variables:
         Variable.set(var.variable_name, var.variable_value)

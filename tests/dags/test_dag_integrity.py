@@ -67,6 +67,10 @@ def test_params_accept_good_values(dagbag):
         score_threshold=0.9,
     )
     assert resolved["segment_seconds"] == 2.5
+    assert _validate(dagbag, source="a.mp4")["segment_seconds"] == "auto"
+    assert _validate(dagbag, source="a.mp4", segment_seconds="12")["segment_seconds"] == "12"
+    assert _validate(dagbag, source="a.mp4")["sampling"] == "fps"
+    assert _validate(dagbag, source="a.mp4", sampling="keyframes")["sampling"] == "keyframes"
     assert resolved["detector_model"] == "facebook/detr-resnet-50"
     assert resolved["embedder_model"] == "openai/clip-vit-base-patch32"
     assert resolved["time_limit_seconds"] == 30
@@ -81,6 +85,8 @@ def test_params_accept_good_values(dagbag):
         {"source": "a.mp4", "collection": "Has Spaces"},
         {"source": "a.mp4", "segment_seconds": 0},
         {"source": "a.mp4", "segment_seconds": "ten"},
+        {"source": "a.mp4", "segment_seconds": 3601},
+        {"source": "a.mp4", "sampling": "scenes"},
         {"source": "a.mp4", "sample_fps": -1},
         {"source": "a.mp4", "time_limit_seconds": 0},
         {"source": "a.mp4", "score_threshold": 1.5},
@@ -92,3 +98,12 @@ def test_params_reject_bad_values(dagbag, bad):
 
     with pytest.raises(ParamValidationError):
         _validate(dagbag, **bad)
+
+
+def test_cpu_heavy_stages_run_in_the_cpu_pool(dagbag):
+    """split and extract_frames are held to the machine's cores; the waiting stages are not."""
+    dag = dagbag.dags["video_ingest"]
+    pools = {t.task_id: t.pool for t in dag.tasks}
+    assert pools["split"] == pools["segment.extract_frames"] == "cpu"
+    assert pools["segment.detect_embed"] == "gpu" and pools["segment.index"] == "weaviate_writers"
+    assert pools["probe"] == pools["finalize"] == "default_pool"

@@ -3,6 +3,7 @@ validated against its schema and loaded into a real Airflow metadata database.""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -78,6 +79,7 @@ def test_settings_file_matches_its_schema():
     "mutate, message",
     [
         (lambda d: d["airflow"]["pools"].append({"pool_name": "x", "pool_slot": -1}), "pool_slot"),
+        (lambda d: d["airflow"]["pools"].append({"pool_name": "x", "pool_slot": "cores"}), "pool_slot"),
         (lambda d: d["airflow"]["connections"][0].update(conn_port="five"), "conn_port"),
         (lambda d: d["airflow"].update(extras=[]), "extras"),
         (lambda d: d["airflow"]["variables"].append(dict(d["airflow"]["variables"][0])), "duplicate"),
@@ -108,8 +110,11 @@ def test_settings_load_into_airflow(airflow_db):
         check=True, env=env, capture_output=True, text=True,
     ).stdout
     settings = read_settings(ROOT / "airflow_settings.yaml")
+    listed = {p["pool"]: int(p["slots"]) for p in json.loads(pools[pools.find("["):])}
     for pool in settings.airflow.pools:
-        assert f'"{pool.pool_name}"' in pools
+        assert listed[pool.pool_name] == pool.slots()
+    # The CPU stages' pool is sized to this machine's cores.
+    assert listed["cpu"] == (os.cpu_count() or 1)
     var = settings.airflow.variables[0]
     got = subprocess.run(
         [sys.executable, "-m", "airflow", "variables", "get", var.variable_name],

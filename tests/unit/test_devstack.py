@@ -183,13 +183,7 @@ def test_weaviate_error_names_the_log(tmp_path):
 def stack_env(tmp_path, monkeypatch):
     """A stack configuration on free ports with its data under tmp_path."""
     monkeypatch.setenv("VIDSEARCH_DATA_DIR", str(tmp_path / "data"))
-    for name in (
-        "VIDSEARCH_PG_PORT",
-        "VIDSEARCH_WEAVIATE_HTTP_PORT",
-        "VIDSEARCH_WEAVIATE_GRPC_PORT",
-        "VIDSEARCH_AIRFLOW_PORT",
-        "VIDSEARCH_WORKER_PORT",
-    ):
+    for name in devstack.PORT_ENV_VARS:
         monkeypatch.setenv(name, str(free_port()))
     return StackConfig.from_env()
 
@@ -217,6 +211,10 @@ def test_cli_env_is_stable_and_complete(stack_env, capsys):
     assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("postgresql+psycopg2://")
     assert env["VIDSEARCH_STORAGE_ROOT"] == f"file://{stack_env.objects_dir}"
     assert env["VIDSEARCH_WORKER_URL"] == f"http://127.0.0.1:{stack_env.worker_port}"
+    # Task processes fork from executor workers that preloaded the task libraries; as many slots as
+    # the machine keeps busy, not Airflow's default 32.
+    assert env["AIRFLOW__CORE__EXECUTOR"] == "vidsearch_airflow.executor.PreloadingLocalExecutor"
+    assert env["AIRFLOW__CORE__PARALLELISM"] == str(max(4, 4 * (os.cpu_count() or 1)))
     passwords = json.loads(Path(env["VIDSEARCH_AIRFLOW_PASSWORD_FILE"]).read_text())
     assert len(passwords["admin"]) >= 12
     assert "export AIRFLOW_HOME=" in first

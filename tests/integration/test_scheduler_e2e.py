@@ -1,0 +1,95 @@
+"""`video_ingest` on the real scheduler: the `make up` stack on free ports, a run triggered through the
+REST API with `segment_seconds: auto`, as a user runs it (not `dag.test()`).
+
+Checks what only the real stack shows: the planned segment count, every task's own timings (pushed
+as XCom `vidsearch_timing`) from processes forked by the preloading executor (no GX set-up in any
+task), no retries, and both stores agreeing.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from devstack import PORT_ENV_VARS, StackConfig, free_port
+from devstack.__main__ import main as devstack_main
+from devstack.client import AirflowClient, timestamp
+from vidsearch import modelstore, split, synth
+
+pytestmark = pytest.mark.integration
+
+DAG_ID = "video_ingest"
+SEGMENT_TASKS = ("segment.extract_frames", "segment.detect_embed", "segment.index")
+
+
+@pytest.fixture(scope="module")
+def stack():
+    """The CLI stack (Postgres, Weaviate, Airflow on LocalExecutor, warm worker) on free ports."""
+    base = Path(tempfile.mkdtemp(prefix="vidsearch-sched-"))
+    saved = dict(os.environ)
+    os.environ["VIDSEARCH_DATA_DIR"] = str(base / "data")
+    for name in PORT_ENV_VARS:
+        os.environ[name] = str(free_port())
+    # The session's Airflow settings (tests/conftest.py) are for dag.test(): the stack sets its own.
+    for name in list(os.environ):
+        if name.startswith("AIRFLOW") or name in ("VIDSEARCH_STORAGE_ROOT",):
+            del os.environ[name]
+    cfg = StackConfig.from_env()
+    try:
+        assert devstack_main(["up"]) == 0
+        yield cfg, base
+    finally:
+        devstack_main(["down"])
+        os.environ.clear()
+        os.environ.update(saved)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_auto_segments_through_the_real_scheduler(stack):
+    cfg, base = stack
+    cache = base / "models"
+    detector = modelstore.ensure_tiny_model("detector", cache)
+    embedder = modelstore.ensure_tiny_model("embedder", cache)
+    video = synth.make_video(base / "clip.mp4", duration_s=40, width=320, height=180, fps="25", gop_frames=25)
+
+    api = AirflowClient.for_stack(cfg)
+    api.wait_for_dag(DAG_ID)
+    conf = {
+        "source": str(video),
+        "collection": "sched_e2e",
+        "detector_model": str(detector),
+        "embedder_model": str(embedder),
+        "score_threshold": 0.0,
+    }  # segment_seconds left out: "auto"
+    run_id = api.trigger(DAG_ID, conf)
+    run = api.wait_run(DAG_ID, run_id, timeout_s=600)
+    tis = api.task_instances(DAG_ID, run_id)
+    states = {(t["task_id"], t["map_index"]): t["state"] for t in tis}
+    assert run["state"] == "success", states
+
+    # The planner's segment count for this video on this machine's slots.
+    seconds = split.auto_segment_seconds(40.0, os.cpu_count() or 1)
+    expected_segments = math.ceil(40.0 / seconds - 1e-9)
+    mapped = sorted(t["map_index"] for t in tis if t["task_id"] == "segment.extract_frames")
+    assert mapped == list(range(expected_segments))
+    assert len(tis) == 3 + 3 * expected_segments
+    assert all(t["try_number"] == 1 for t in tis), "no task needed a retry"
+
+    for ti in tis:
+        timing = api.xcom(DAG_ID, run_id, ti["task_id"], "vidsearch_timing", ti["map_index"])
+        assert timing, f"{ti['task_id']}[{ti['map_index']}] pushed no timings"
+        assert timing["preloaded"] is True, "the task process was not forked from the preloading executor"
+        assert timing["gx_setup_s"] == 0.0, f"{ti['task_id']} set up Great Expectations itself"
+        # The task's own code runs inside the task instance's start and end.
+        assert timestamp(ti["start_date"]) - 1 <= timing["code_started_at"] <= timing["finished_at"]
+        assert timing["finished_at"] <= timestamp(ti["end_date"]) + 1
+        assert 0 < timing["max_rss_bytes"] < 1.5 * 2**30
+
+    summary = api.xcom(DAG_ID, run_id, "finalize")
+    assert summary["segments"] == summary["segments_done"] == expected_segments
+    assert summary["objects"] == summary["weaviate_objects"] > 0
