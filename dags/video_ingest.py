@@ -150,10 +150,12 @@ def video_ingest() -> None:
         from vidsearch import pipeline
         from vidsearch_airflow.services import services
 
+        from vidsearch_airflow.gpu import min_segment_seconds
+
         with timed("split"):
             run_id = get_current_context()["run_id"]
             probed_out = pipeline.ProbeOutput.model_validate(probed)
-            segs = pipeline.split_video(services(), run_id, _params(), probed_out)
+            segs = pipeline.split_video(services(), run_id, _params(), probed_out, min_segment_seconds())
             return [s.model_dump(mode="json") for s in segs]
 
     # extract_frames → detect_embed → index, one mapped group per segment (shared with reprocess_segments).

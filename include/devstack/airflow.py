@@ -10,7 +10,8 @@ State kept under ``data/airflow`` (``AIRFLOW_HOME``), generated once:
 
 * ``simple_auth_manager_passwords.json``  the admin user's random password (SimpleAuthManager format)
 * ``devstack-secrets.json``               fernet key, JWT secret and API secret key, shared by all
-  components (they must agree, or the api-server rejects the scheduler's task tokens)
+  components (they must agree, or the api-server rejects the scheduler's task tokens), and the warm
+  worker's bearer token
 """
 
 from __future__ import annotations
@@ -87,14 +88,18 @@ def admin_password(cfg: StackConfig) -> str:
 def _secrets(cfg: StackConfig) -> dict[str, str]:
     """Fernet key, JWT secret and API secret key shared by all components, generated once."""
     path = cfg.airflow_home / "devstack-secrets.json"
-    if path.exists():
-        return json.loads(path.read_text())
-    values = {
-        "fernet_key": base64.urlsafe_b64encode(os.urandom(32)).decode(),
-        "jwt_secret": secrets.token_urlsafe(32),
-        "api_secret_key": secrets.token_urlsafe(32),
+    values = json.loads(path.read_text()) if path.exists() else {}
+    wanted = {
+        "fernet_key": lambda: base64.urlsafe_b64encode(os.urandom(32)).decode(),
+        "jwt_secret": lambda: secrets.token_urlsafe(32),
+        "api_secret_key": lambda: secrets.token_urlsafe(32),
+        # The warm worker's bearer token (callers: the Airflow tasks).
+        "worker_token": lambda: secrets.token_urlsafe(32),
     }
-    _write_private_json(path, values)
+    missing = {key: make() for key, make in wanted.items() if not values.get(key)}
+    if missing:
+        values.update(missing)
+        _write_private_json(path, values)
     return values
 
 
@@ -168,6 +173,7 @@ def env_for_stack(cfg: StackConfig | None = None) -> dict[str, str]:
         "VIDSEARCH_WEAVIATE_GRPC_PORT": str(cfg.weaviate_grpc_port),
         # The warm detect+embed worker (devstack.worker); jobs fall back to a process when it is down.
         "VIDSEARCH_WORKER_URL": f"http://127.0.0.1:{cfg.worker_port}",
+        "VIDSEARCH_WORKER_TOKEN": sec["worker_token"],
         "AIRFLOW_CONN_VIDSEARCH_POSTGRES": f"postgresql://{pg_base}/vidsearch",
         "AIRFLOW_CONN_WEAVIATE_DEFAULT": json.dumps(weaviate_conn),
         "AIRFLOW_API_URL": api_url(cfg),

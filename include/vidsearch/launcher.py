@@ -38,6 +38,8 @@ INCLUDE_DIR = Path(__file__).resolve().parents[1]
 _TAIL_LINES = 50
 # URL of a warm worker (`python -m vidsearch.worker_server`) that `run_local` sends its jobs to.
 WORKER_URL_ENV = "VIDSEARCH_WORKER_URL"
+# The bearer token a warm worker requires (the same variable on both sides).
+WORKER_TOKEN_ENV = "VIDSEARCH_WORKER_TOKEN"
 _WORKER_MODULE = "vidsearch.worker"
 
 
@@ -108,19 +110,30 @@ def _job_arguments(argv: list[str]) -> Optional[list[str]]:
     return None
 
 
-def _run_on_warm_worker(url: str, arguments: list[str], timeout_s: Optional[float]) -> Optional[tuple[int, list[str]]]:
+def _run_on_warm_worker(
+    url: str, arguments: list[str], timeout_s: Optional[float], token: Optional[str] = None
+) -> Optional[tuple[int, list[str]]]:
     """Send one job to the warm worker at `url`: (exit code, its log lines), or None when nothing
-    listens there (the caller then starts a worker process)."""
+    listens there (the caller then starts a worker process, or fails)."""
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
     request = urllib.request.Request(
         url.rstrip("/") + "/run",
         data=json.dumps({"argv": arguments}).encode(),
-        headers={"Content-Type": "application/json"},
+        headers=headers,
         method="POST",
     )
     try:
         with urllib.request.urlopen(request, timeout=timeout_s) as response:
             payload = json.loads(response.read())
     except urllib.error.HTTPError as exc:
+        if exc.code in (401, 403):
+            raise PermanentError(
+                f"warm worker at {url} refused the job: HTTP {exc.code} (check {WORKER_TOKEN_ENV})"
+            ) from exc
+        if exc.code >= 500:
+            raise TransientError(f"warm worker at {url} failed: HTTP {exc.code}") from exc
         raise RuntimeError(f"warm worker at {url} refused the job: HTTP {exc.code} {exc.read()[:300]!r}") from exc
     except urllib.error.URLError as exc:
         reason = exc.reason
@@ -158,13 +171,9 @@ def run_local(
     url = os.environ.get(WORKER_URL_ENV, "").strip()
     arguments = _job_arguments(argv)
     if url and not env and arguments is not None:
-        logger.info("sending worker job to the warm worker at %s: %s", url, " ".join(arguments))
-        outcome = _run_on_warm_worker(url, arguments, timeout_s)
-        if outcome is not None:
-            returncode, lines = outcome
-            for line in lines:
-                logger.info("[worker] %s", line)
-            return _finish(returncode, collections.deque(lines, maxlen=_TAIL_LINES), output_uri)
+        result = _job_on_warm_worker(url, arguments, output_uri, timeout_s, os.environ.get(WORKER_TOKEN_ENV))
+        if result is not None:
+            return result
         logger.warning("no warm worker listens at %s (%s): starting a worker process", url, WORKER_URL_ENV)
     if argv and argv[0] == "python":
         argv[0] = sys.executable
@@ -210,6 +219,34 @@ def run_local(
         raise
     reader.join(timeout=5)
     return _finish(returncode, tail, output_uri)
+
+
+def _job_on_warm_worker(
+    url: str, arguments: list[str], output_uri: str, timeout_s: Optional[float], token: Optional[str]
+) -> Optional[DetectEmbedResult]:
+    logger.info("sending worker job to the warm worker at %s: %s", url, " ".join(arguments))
+    outcome = _run_on_warm_worker(url, arguments, timeout_s, token)
+    if outcome is None:
+        return None
+    returncode, lines = outcome
+    for line in lines:
+        logger.info("[worker] %s", line)
+    return _finish(returncode, collections.deque(lines, maxlen=_TAIL_LINES), output_uri)
+
+
+def run_on_service(
+    argv: list[str], url: str, token: Optional[str] = None, timeout_s: Optional[float] = None
+) -> DetectEmbedResult:
+    """Run the worker argv as a job of the warm-worker service at `url` (GPU nodes of a cluster) and
+    return its result. Unlike `run_local` there is no fallback: a service that does not answer is a
+    TransientError (retried), a refused token a PermanentError."""
+    arguments = _job_arguments(list(argv))
+    if arguments is None:
+        raise ValueError("a service job must be a `python -m vidsearch.worker ...` argv")
+    result = _job_on_warm_worker(url, arguments, _output_uri(list(argv)), timeout_s, token)
+    if result is None:
+        raise TransientError(f"no warm worker service answers at {url}")
+    return result
 
 
 def _finish(returncode: int, tail: collections.deque[str], output_uri: str) -> DetectEmbedResult:

@@ -134,19 +134,25 @@ def probe_video(svc: Services, run_id: str, dag_id: str, params: IngestParams) -
     return ProbeOutput(manifest=manifest, source_uri=source_uri)
 
 
-def planned_segment_seconds(params: IngestParams, covered_s: float) -> float:
+def planned_segment_seconds(params: IngestParams, covered_s: float, min_segment_s: Optional[float] = None) -> float:
     """The nominal segment length for `covered_s` seconds of video: the explicit value, or for
-    "auto" `split.auto_segment_seconds` over `parallel_slots()`."""
+    "auto" `split.auto_segment_seconds` over `parallel_slots()`, at least `min_segment_s` (a GPU pod
+    per segment must amortise its start)."""
     if params.segment_seconds == "auto":
-        return split.auto_segment_seconds(covered_s, parallel_slots(), params.sample_fps)
+        return split.auto_segment_seconds(covered_s, parallel_slots(), params.sample_fps, min_segment_s=min_segment_s)
     return float(params.segment_seconds)
 
 
-def split_video(svc: Services, run_id: str, params: IngestParams, probed: ProbeOutput) -> list[Segment]:
-    """Cut the video into segment files, gate the cut, and record the plan (every segment pending)."""
+def split_video(
+    svc: Services, run_id: str, params: IngestParams, probed: ProbeOutput, min_segment_s: Optional[float] = None
+) -> list[Segment]:
+    """Cut the video into segment files, gate the cut, and record the plan (every segment pending).
+
+    `min_segment_s`: the shortest segment `segment_seconds: auto` may plan (see
+    `planned_segment_seconds`)."""
     manifest = probed.manifest
     covered = min(manifest.duration_s, params.time_limit_seconds or manifest.duration_s)
-    segment_seconds = planned_segment_seconds(params, covered)
+    segment_seconds = planned_segment_seconds(params, covered, min_segment_s)
     if covered / segment_seconds > MAX_SEGMENTS:
         raise PermanentError(
             f"{covered:.0f} s in segments of {segment_seconds:g} s makes more than "
@@ -275,6 +281,25 @@ def detect_and_embed_locally(svc: Services, params: IngestParams, segment: Segme
     """Run the worker command as a local process; returns the URI of its output."""
     try:
         launcher.run_local(worker_argv(svc, params, bundle))
+    except Exception as exc:
+        mark_segment_failed(svc, params, segment, exc)
+        raise
+    return detections_uri(svc, bundle)
+
+
+def detect_and_embed_on_service(
+    svc: Services,
+    params: IngestParams,
+    segment: Segment,
+    bundle: FrameBundle,
+    argv: list[str],
+    url: str,
+    token: Optional[str],
+    timeout_s: float,
+) -> str:
+    """Run the worker command as a job of the warm-worker service at `url`; returns its output URI."""
+    try:
+        launcher.run_on_service(argv, url, token, timeout_s)
     except Exception as exc:
         mark_segment_failed(svc, params, segment, exc)
         raise

@@ -105,12 +105,16 @@ AUTO_MAX_SEGMENT_S = 300.0
 AUTO_WAVES = 2
 
 
-def auto_segment_seconds(covered_s: float, slots: int, sample_fps: float = 1.0) -> float:
+def auto_segment_seconds(
+    covered_s: float, slots: int, sample_fps: float = 1.0, *, min_segment_s: float | None = None
+) -> float:
     """The nominal segment length `segment_seconds: auto` picks for `covered_s` seconds of video.
 
     `covered_s / (slots * AUTO_WAVES)`, within [AUTO_MIN_SEGMENT_S, AUTO_MAX_SEGMENT_S] scaled by
     1 / max(sample_fps, 1) (more frames per second of video: more work per second, so shorter segments
-    amortise as well), and never more than MAX_MAPPED_SEGMENTS segments. Whole milliseconds; pure.
+    amortise as well), and never more than MAX_MAPPED_SEGMENTS segments. `min_segment_s` raises the
+    lower bound (and the upper one with it) for executors with a large fixed cost per segment, such as
+    a GPU pod per segment. Whole milliseconds; pure.
     """
     if not math.isfinite(covered_s) or covered_s <= 0:
         raise InputError(f"video duration must be positive, got {covered_s!r}")
@@ -120,6 +124,10 @@ def auto_segment_seconds(covered_s: float, slots: int, sample_fps: float = 1.0) 
         raise InputError(f"sample_fps must be a positive number, got {sample_fps!r}")
     scale = 1.0 / max(sample_fps, 1.0)
     low, high = AUTO_MIN_SEGMENT_S * scale, AUTO_MAX_SEGMENT_S * scale
+    if min_segment_s is not None:
+        if not (math.isfinite(min_segment_s) and min_segment_s > 0):
+            raise InputError(f"min_segment_s must be a positive number, got {min_segment_s!r}")
+        low, high = max(low, min_segment_s), max(high, min_segment_s)
     seconds = min(max(covered_s / (slots * AUTO_WAVES), low), high)
     seconds = max(seconds, covered_s / MAX_MAPPED_SEGMENTS)
     return math.ceil(seconds * 1000) / 1000

@@ -13,16 +13,24 @@ parsing, checks, outputs in object storage and exit codes as `python -m vidsearc
 
 Jobs run one at a time (one device; concurrent jobs would only contend for it); a request waits for
 the one before it. `launcher.run_local` sends its jobs here when VIDSEARCH_WORKER_URL is set and falls
-back to a worker process when nothing listens there. The server runs whatever worker job it is sent,
-with its own credentials: bind it to loopback (the default) or a private network only.
+back to a worker process when nothing listens there; in the `service` execution mode (a Deployment of
+warm workers on GPU nodes) `launcher.run_on_service` sends them with no fallback.
+
+Callers authenticate: when VIDSEARCH_WORKER_TOKEN is set (the embedded stack and the Kubernetes
+manifest always set it), POST /run needs `Authorization: Bearer <token>` (401 otherwise) and a JSON
+body (`Content-Type: application/json`, 415 otherwise: a web page cannot send that without a CORS
+preflight, which this server never answers). Without a token it accepts jobs from anyone who can
+reach it and says so at start: then bind it to loopback (the default) only.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import hmac
 import json
 import logging
+import os
 import sys
 import threading
 import time
@@ -36,6 +44,7 @@ logger = logging.getLogger("vidsearch.worker_server")
 # Not 8793 or 8794: Airflow's worker and triggerer log servers listen there.
 DEFAULT_PORT = 8795
 MAX_REQUEST_BYTES = 1 << 20
+TOKEN_ENV = "VIDSEARCH_WORKER_TOKEN"  # launcher.WORKER_TOKEN_ENV: the same variable on both sides
 
 
 class _JobLog(logging.Handler):
@@ -55,10 +64,18 @@ class _JobLog(logging.Handler):
 class WarmWorker:
     """The models and the job lock shared by the server's request threads."""
 
-    def __init__(self) -> None:
+    def __init__(self, token: str | None = None) -> None:
         self.models = ModelCache()
         self.jobs = 0
+        self.token = token or None
         self._lock = threading.Lock()
+
+    def authorised(self, header: str | None) -> bool:
+        """Whether an Authorization header carries the token (always, when none is configured)."""
+        if self.token is None:
+            return True
+        scheme, _, value = (header or "").partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), self.token.encode())
 
     @property
     def busy(self) -> bool:
@@ -113,6 +130,12 @@ def _handler(worker: WarmWorker) -> type[BaseHTTPRequestHandler]:
             if self.path != "/run":
                 self._reply(404, {"error": f"no such path {self.path}"})
                 return
+            if not worker.authorised(self.headers.get("Authorization")):
+                self._reply(401, {"error": "a valid bearer token is required"})
+                return
+            if self.headers.get("Content-Type", "").split(";")[0].strip().lower() != "application/json":
+                self._reply(415, {"error": "the body must be application/json"})
+                return
             try:
                 length = int(self.headers.get("Content-Length", "0"))
             except ValueError:
@@ -135,19 +158,22 @@ def _handler(worker: WarmWorker) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
-def make_server(host: str = "127.0.0.1", port: int = DEFAULT_PORT) -> tuple[ThreadingHTTPServer, WarmWorker]:
-    """A bound, not yet serving, warm-worker server (port 0: any free port, see server_address)."""
-    worker = WarmWorker()
+def make_server(
+    host: str = "127.0.0.1", port: int = DEFAULT_PORT, token: str | None = None
+) -> tuple[ThreadingHTTPServer, WarmWorker]:
+    """A bound, not yet serving, warm-worker server (port 0: any free port, see server_address);
+    `token`: the bearer token callers must send (None: VIDSEARCH_WORKER_TOKEN, if set)."""
+    worker = WarmWorker(token if token is not None else os.environ.get(TOKEN_ENV))
     server = ThreadingHTTPServer((host, port), _handler(worker))
     server.daemon_threads = True
     return server, worker
 
 
 @contextlib.contextmanager
-def serving(host: str = "127.0.0.1", port: int = 0) -> Iterator[tuple[str, WarmWorker]]:
+def serving(host: str = "127.0.0.1", port: int = 0, token: str | None = None) -> Iterator[tuple[str, WarmWorker]]:
     """A warm worker serving from a thread of this process for the duration of the block: its URL
     and its state (tests and benchmarks; `main` is the long-lived process)."""
-    server, worker = make_server(host, port)
+    server, worker = make_server(host, port, token)
     threading.Thread(target=server.serve_forever, name="warm-worker", daemon=True).start()
     try:
         yield f"http://{host}:{server.server_address[1]}", worker
@@ -163,11 +189,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     configure_logging()
     try:
-        server, _ = make_server(args.host, args.port)
+        server, worker = make_server(args.host, args.port)
     except OSError as exc:
         print(f"cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
         return 1
     logger.info("warm worker listening on http://%s:%d", *server.server_address[:2])
+    if worker.token is None:
+        logger.warning("%s is not set: any process that can reach this port can run jobs", TOKEN_ENV)
     try:
         server.serve_forever()
     except KeyboardInterrupt:

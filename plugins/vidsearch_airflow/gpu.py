@@ -1,9 +1,19 @@
-"""Where detect+embed runs: a local process (laptop, CI) or a GPU pod (Kubernetes).
+"""Where detect+embed runs: a local process or warm worker (laptop, CI), a warm-worker service on GPU
+nodes, or a GPU pod per segment (Kubernetes).
 
-Both run the same worker command with the same argv (`vidsearch.pipeline.worker_argv`), under the same
-task id, reading and writing only object storage. The choice is made when the task runs, not when the
-DAG is parsed: environment `VIDSEARCH_EXECUTION_MODE` (`local` | `kubernetes`) or the `mode` key of the
-Airflow Variable `vidsearch_gpu` (a JSON object holding the pod settings below), default `local`.
+All three run the same worker command with the same argv (`vidsearch.pipeline.worker_argv`), under the
+same task id, reading and writing only object storage. The choice is made when the task runs, not when
+the DAG is parsed: environment `VIDSEARCH_EXECUTION_MODE` (`local` | `service` | `kubernetes`) or the
+`mode` key of the Airflow Variable `vidsearch_gpu` (a JSON object holding the settings below), default
+`local`.
+
+* `local`: the warm worker at VIDSEARCH_WORKER_URL, else a worker process on the Airflow worker.
+* `service`: a job of the warm-worker Deployment at `service_url` (images/worker/kubernetes.yaml):
+  models stay loaded on the GPU between segments and videos, no pod starts per segment. The caller
+  sends the bearer token from the environment variable `service_token_env`.
+* `kubernetes`: a pod per segment (isolation, bursting onto nodes that scale to zero). Each pod pays
+  its start-up and model load, so `segment_seconds: auto` plans segments of at least
+  `pod_min_segment_seconds` in this mode (docs/deployment.md has the cost model).
 """
 
 from __future__ import annotations
@@ -25,7 +35,20 @@ class GpuSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    mode: Literal["local", "kubernetes"] = "local"
+    mode: Literal["local", "service", "kubernetes"] = "local"
+    service_url: Optional[str] = Field(
+        None, description="service mode: URL of the warm-worker Service, e.g. http://vidsearch-worker:8795"
+    )
+    service_token_env: str = Field(
+        "VIDSEARCH_WORKER_TOKEN", description="service mode: the env var holding the workers' bearer token"
+    )
+    service_timeout_seconds: float = Field(3600, gt=0, description="service mode: longest wait for one job")
+    pod_min_segment_seconds: float = Field(
+        600,
+        gt=0,
+        le=3600,
+        description="kubernetes mode: the shortest segment `segment_seconds: auto` plans (one pod each)",
+    )
     image: str = "ghcr.io/vidsearch/worker:latest"
     image_pull_policy: str = "IfNotPresent"
     namespace: str = "vidsearch"
@@ -57,7 +80,19 @@ def gpu_settings() -> GpuSettings:
     data = json.loads(raw) if isinstance(raw, str) else dict(raw)
     if os.environ.get("VIDSEARCH_EXECUTION_MODE"):
         data["mode"] = os.environ["VIDSEARCH_EXECUTION_MODE"]
-    return GpuSettings.model_validate(data)
+    settings = GpuSettings.model_validate(data)
+    if settings.mode == "service" and not settings.service_url:
+        from vidsearch.errors import PermanentError
+
+        raise PermanentError("vidsearch_gpu: mode 'service' needs service_url (the warm-worker Service's URL)")
+    return settings
+
+
+def min_segment_seconds() -> Optional[float]:
+    """The shortest segment `segment_seconds: auto` may plan where detect+embed runs: a pod per
+    segment must amortise its start-up and model load; the warm worker and the service need no floor."""
+    settings = gpu_settings()
+    return settings.pod_min_segment_seconds if settings.mode == "kubernetes" else None
 
 
 _LABEL_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
@@ -154,6 +189,12 @@ class DetectEmbedOperator(KubernetesPodOperator):
         self.log.info("%s: detect+embed %d frames (%s mode)", segment.label, len(bundle.frames), settings.mode)
         if settings.mode == "local":
             return pipeline.detect_and_embed_locally(svc, params, segment, bundle)
+        if settings.mode == "service":
+            argv = pipeline.worker_argv(svc, params, bundle, dtype=settings.dtype, model_cache=None)
+            token = os.environ.get(settings.service_token_env)
+            return pipeline.detect_and_embed_on_service(
+                svc, params, segment, bundle, argv, settings.service_url, token, settings.service_timeout_seconds
+            )
 
         argv = pipeline.worker_argv(svc, params, bundle, dtype=settings.dtype, model_cache=None)
         # The pod runs in the cluster: object-storage URIs must be reachable from there (s3://).

@@ -29,8 +29,19 @@ def composecheck(tmp_path_factory) -> Path:
     return out
 
 
-def _check(binary: Path, *files: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([str(binary), *map(str, files)], capture_output=True, text=True, timeout=60)
+# The secrets compose requires (no defaults), as a user's .env gives them.
+REQUIRED_ENV = {"VIDSEARCH_WORKER_TOKEN": "a-token"}
+
+
+def _check(binary: Path, *files: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+    environ = {k: v for k, v in os.environ.items() if k not in REQUIRED_ENV}
+    environ.update(REQUIRED_ENV if env is None else env)
+    return subprocess.run([str(binary), *map(str, files)], capture_output=True, text=True, timeout=60, env=environ)
+
+
+def test_compose_requires_the_worker_token(composecheck):
+    result = _check(composecheck, *COMPOSE, env={})
+    assert result.returncode == 1 and "VIDSEARCH_WORKER_TOKEN" in result.stderr
 
 
 def test_compose_files_are_valid(composecheck):

@@ -138,3 +138,62 @@ def test_worker_runs_locally_with_the_pods_argv(tmp_path: Path):
     assert result.frame_count == len(bundle.frames) > 0
     assert vectors.shape == (len(result.objects), result.embedding_dim)
     assert all(o.video_id == manifest.video_id and o.segment_index == 0 for o in result.objects)
+
+
+def test_service_mode_runs_the_pods_argv_on_the_warm_worker_service(tmp_path: Path, monkeypatch):
+    """`service` mode: the pod's argv as a job of the warm-worker service, authenticated, with the
+    same outputs as the command run here."""
+    from vidsearch import pipeline, worker_server
+    from vidsearch_airflow import gpu
+
+    video = synth.make_video(tmp_path / "v.mp4", duration_s=3.0, width=192, height=108, gop_frames=15)
+    manifest = probe.probe_video(video, str(video))
+    root = f"file://{tmp_path / 'objects'}"
+    (segment,) = split.run_split(video, manifest, 10.0, None, storage.join(root, "segments"))
+    bundle = frames.run_frames(segment, 2.0, storage.join(root, "frames", "seg0000.zip"))
+    svc = Services(catalog=None, index=lambda: None, storage_root=root, tiny_models=True)
+    params = IngestParams(source=str(video), score_threshold=0.0)
+    settings = GpuSettings(mode="service", service_url="http://unused", dtype="float32")
+    argv = worker_argv(svc, params, bundle, dtype=settings.dtype, model_cache=None)
+
+    with worker_server.serving(token="cluster-secret") as (url, state):
+        out = pipeline.detect_and_embed_on_service(svc, params, segment, bundle, argv, url, "cluster-secret", 300)
+        assert state.jobs == 1
+    served, served_vectors = launcher.read_result(out)
+    assert served.frame_count == len(bundle.frames) > 0
+
+    # The same argv run here as a process gives the same objects.
+    local_argv = list(argv)
+    local_argv[local_argv.index("--output-uri") + 1] = storage.join(root, "local-out")
+    local = launcher.run_local(local_argv)
+    assert [o.object_id for o in local.objects] == [o.object_id for o in served.objects]
+
+    # A pod per segment plans long segments; the warm worker and the service need no floor.
+    for mode, expected in (("kubernetes", 600.0), ("service", None), ("local", None)):
+        monkeypatch.setattr(gpu, "gpu_settings", lambda mode=mode: GpuSettings(mode=mode, service_url="http://x"))
+        assert gpu.min_segment_seconds() == expected
+
+
+def test_service_settings_are_checked():
+    with pytest.raises(ValueError):
+        GpuSettings.model_validate({"mode": "service", "service_timeout_seconds": 0})
+    settings = GpuSettings.model_validate({"mode": "service", "service_url": "http://vidsearch-worker:8795"})
+    assert settings.service_token_env == "VIDSEARCH_WORKER_TOKEN"
+
+
+def test_worker_service_manifest_matches_the_server():
+    import yaml
+
+    from vidsearch import worker_server
+
+    docs = list(yaml.safe_load_all((Path(__file__).resolve().parents[2] / "images/worker/kubernetes.yaml").read_text()))
+    kinds = {d["kind"]: d for d in docs}
+    assert set(kinds) == {"Deployment", "Service", "NetworkPolicy"}
+    (container,) = kinds["Deployment"]["spec"]["template"]["spec"]["containers"]
+    assert container["command"][:3] == ["python", "-m", "vidsearch.worker_server"]
+    assert container["command"][container["command"].index("--port") + 1] == str(worker_server.DEFAULT_PORT)
+    assert container["ports"][0]["containerPort"] == worker_server.DEFAULT_PORT
+    token = next(e for e in container["env"] if e["name"] == worker_server.TOKEN_ENV)
+    assert "secretKeyRef" in token["valueFrom"], "the token comes from a secret, never the manifest"
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert kinds["Service"]["spec"]["type"] == "ClusterIP"

@@ -84,3 +84,15 @@ def test_parallel_slots_follow_the_machine_or_the_setting(monkeypatch):
     with pytest.raises(PermanentError, match="VIDSEARCH_PARALLEL_SLOTS"):
         pipeline.parallel_slots()
 
+
+
+def test_a_pod_per_segment_raises_the_floor():
+    """Kubernetes mode: every segment is a GPU pod that starts and loads its models, so auto plans at
+    least `min_segment_s` (and the cap moves up with it)."""
+    assert split.auto_segment_seconds(600, slots=2, min_segment_s=600) == 600
+    assert split.auto_segment_seconds(7200, slots=2, min_segment_s=600) == 600
+    assert split.auto_segment_seconds(60, slots=2, min_segment_s=600) == 600  # one segment
+    params = IngestParams(source="a.mp4", segment_seconds=20)
+    assert pipeline.planned_segment_seconds(params, 7200, min_segment_s=600) == 20, "explicit wins"
+    with pytest.raises(InputError):
+        split.auto_segment_seconds(600, slots=2, min_segment_s=0)
