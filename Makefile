@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 export PYTHONPATH := $(CURDIR)/include:$(CURDIR)/plugins
 export VIDSEARCH_DATA_DIR ?= $(CURDIR)/data
 
-.PHONY: help install system-deps venv weaviate up down status demo test test-unit bench bench-search bench-gpu lock clean
+.PHONY: help install system-deps venv weaviate up down status demo test test-unit bench bench-search bench-gpu bench-e2e lock clean
 
 help:
 	@echo "make demo    install everything, start the embedded stack, ingest a sample video"
@@ -14,6 +14,7 @@ help:
 	@echo "make up / make down / make status   the embedded stack (Postgres, Weaviate, Airflow, warm worker)"
 	@echo "make bench   stage benchmarks (writes bench/reports/); make bench-search: search at 10k..1M objects"
 	@echo "make bench-gpu   detect+embed frames/s with full-size models on a CUDA GPU"
+	@echo "make bench-e2e   end to end through the real scheduler, next to the reference design and Pixeltable"
 
 install: system-deps venv weaviate
 
@@ -58,6 +59,11 @@ bench-search: install
 # Detect+embed frames/s, full-size random-init DETR-R50 + CLIP B/32 (needs a CUDA GPU; --device cpu works, slowly).
 bench-gpu: venv
 	$(PY) bench/gpu_detect_embed.py
+
+# End to end through the real scheduler (starts the embedded stack), next to the reference design and
+# Pixeltable (installed into data/bench/pixeltable-venv on first use); 1, 10 and 30-minute videos.
+bench-e2e: install
+	$(PY) bench/e2e.py $(E2E_ARGS)
 
 # Re-resolve requirements.in into exact pins (needs the package index).
 lock:

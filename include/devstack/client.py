@@ -26,6 +26,26 @@ def timestamp(value: Optional[str]) -> Optional[float]:
     return dt.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
 
 
+def xcom_value(value: Any) -> Any:
+    """The Python value of an XCom as the API returns it: JSON text, possibly wrapped by Airflow's
+    serde (`__data__` / `__var`)."""
+    for _ in range(3):
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+                continue
+            except ValueError:
+                return value
+        if isinstance(value, dict) and "__data__" in value and ("__classname__" in value or "__version__" in value):
+            value = value["__data__"]
+            continue
+        if isinstance(value, dict) and set(value) >= {"__var", "__type"}:
+            value = value["__var"]
+            continue
+        break
+    return value
+
+
 class AirflowClient:
     """The Airflow REST API of one deployment, signed in as one user."""
 
@@ -33,12 +53,31 @@ class AirflowClient:
         self.base = base.rstrip("/")
         self.timeout_s = timeout_s
         self.session = requests.Session()
-        reply = self.session.post(
-            f"{self.base}/auth/token", json={"username": username, "password": password}, timeout=timeout_s
-        )
+        self._credentials = {"username": username, "password": password}
+        self._sign_in()
+
+    def _sign_in(self) -> None:
+        reply = self.session.post(f"{self.base}/auth/token", json=self._credentials, timeout=self.timeout_s)
         if reply.status_code >= 400:
-            raise RuntimeError(f"sign-in to {self.base} as {username} failed: HTTP {reply.status_code} {reply.text[:300]}")
+            raise RuntimeError(
+                f"sign-in to {self.base} as {self._credentials['username']} failed: "
+                f"HTTP {reply.status_code} {reply.text[:300]}"
+            )
         self.session.headers["Authorization"] = f"Bearer {reply.json()['access_token']}"
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+        """One API call; an expired token (401) is renewed once."""
+        url = f"{self.base}/api/v2/{path}"
+        reply = self.session.request(method, url, timeout=self.timeout_s, **kwargs)
+        if reply.status_code == 401:
+            self._sign_in()
+            reply = self.session.request(method, url, timeout=self.timeout_s, **kwargs)
+        if reply.status_code >= 400:
+            raise RuntimeError(f"{method} {path} -> HTTP {reply.status_code}: {reply.text[:500]}")
+        return reply.json() if reply.content else None
+
+    def close(self) -> None:
+        self.session.close()
 
     @classmethod
     def for_stack(cls, cfg: StackConfig | None = None) -> "AirflowClient":
@@ -50,16 +89,10 @@ class AirflowClient:
 
     # -- plain calls -----------------------------------------------------------------------------
     def get(self, path: str, **params: Any) -> Any:
-        reply = self.session.get(f"{self.base}/api/v2/{path}", params=params, timeout=self.timeout_s)
-        if reply.status_code >= 400:
-            raise RuntimeError(f"GET {path} -> HTTP {reply.status_code}: {reply.text[:500]}")
-        return reply.json()
+        return self._request("GET", path, params=params)
 
     def send(self, method: str, path: str, body: dict) -> Any:
-        reply = self.session.request(method, f"{self.base}/api/v2/{path}", json=body, timeout=self.timeout_s)
-        if reply.status_code >= 400:
-            raise RuntimeError(f"{method} {path} -> HTTP {reply.status_code}: {reply.text[:500]}")
-        return reply.json()
+        return self._request(method, path, json=body)
 
     # -- runs --------------------------------------------------------------------------------------
     def wait_for_dag(self, dag_id: str, timeout_s: float = 300) -> None:
@@ -87,6 +120,10 @@ class AirflowClient:
 
     def run(self, dag_id: str, run_id: str) -> dict:
         return self.get(f"dags/{dag_id}/dagRuns/{run_id}")
+
+    def fail_run(self, dag_id: str, run_id: str) -> None:
+        """Mark a run failed (a benchmark's run past its time limit)."""
+        self.send("PATCH", f"dags/{dag_id}/dagRuns/{run_id}", {"state": "failed"})
 
     def task_instances(self, dag_id: str, run_id: str) -> list[dict]:
         """Every task instance of the run (all map indexes), paginated."""
@@ -130,10 +167,4 @@ class AirflowClient:
             if "HTTP 404" in str(exc):
                 return None
             raise
-        value = entry.get("value")
-        if isinstance(value, str):
-            try:
-                return json.loads(value)
-            except ValueError:
-                return value
-        return value
+        return xcom_value(entry.get("value"))
