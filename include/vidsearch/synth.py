@@ -109,6 +109,7 @@ def make_video(
     faststart: bool = True,
     crf: int = 28,
     preset: str = "veryfast",
+    timeout_s: float = 600,
 ) -> Path:
     """Write an H.264/AAC MP4 of moving coloured boxes.
 
@@ -116,7 +117,7 @@ def make_video(
     x264's, up to 250 frames plus scene cuts); `rotate` (0/90/180/270, clockwise) adds a display matrix,
     so the coded frame is width x height and the displayed one is rotated. `faststart` puts the index
     (moov) first, as web-ready files do: a truncated copy then still probes fine and only decoding
-    reveals the damage.
+    reveals the damage. `timeout_s` bounds the encode (long videos need more than the default).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -143,11 +144,11 @@ def make_video(
         "-y",
     ]
     if not rotate or rotate % 360 == 0:
-        ff.ffmpeg([*args, ff.file_url(path)], timeout_s=600)
+        ff.ffmpeg([*args, ff.file_url(path)], timeout_s=timeout_s)
         return path
     with tempfile.TemporaryDirectory(prefix="vidsearch-synth-") as tmp:
         plain = Path(tmp) / "plain.mp4"
-        ff.ffmpeg([*args, ff.file_url(plain)], timeout_s=600)
+        ff.ffmpeg([*args, ff.file_url(plain)], timeout_s=timeout_s)
         _set_rotation(plain, path, rotate % 360)
     return path
 
