@@ -200,6 +200,12 @@ def env_for_stack(cfg: StackConfig | None = None) -> dict[str, str]:
         "AIRFLOW__API__PORT": str(cfg.airflow_port),
         "AIRFLOW__API__SECRET_KEY": sec["api_secret_key"],
         "AIRFLOW__API_AUTH__JWT_SECRET": sec["jwt_secret"],
+        # A scheduler loop that found nothing to do sleeps this long (default 1 s): each hop from a
+        # finished task to its downstream waits for the next loop. On the 1-minute benchmark clip the
+        # time with no task running fell from 3.1-4.8 s to 1.3-1.8 s, for ~0.05 core more when idle.
+        "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": os.environ.get(
+            "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME", "0.25"
+        ),
         # New DAG files show up within 30 s instead of the default 5 min.
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
     }
