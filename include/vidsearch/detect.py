@@ -34,9 +34,12 @@ class Detection:
     score: float
 
 
-def check_frames(frames: Sequence[np.ndarray]) -> None:
-    """Raise InputError unless every frame is an RGB uint8 array of shape (H, W, 3) with H, W >= 1."""
-    for i, frame in enumerate(frames):
+def check_frames(frames: Sequence[np.ndarray], *, first_index: int = 0) -> None:
+    """Raise InputError unless every frame is an RGB uint8 array of shape (H, W, 3) with H, W >= 1.
+
+    Errors name frames counting from `first_index` (a batch's place in a longer stream).
+    """
+    for i, frame in enumerate(frames, start=first_index):
         if not isinstance(frame, np.ndarray) or frame.dtype != np.uint8:
             raise InputError(f"frame {i} is not a uint8 numpy array")
         if frame.ndim != 3 or frame.shape[2] != 3 or frame.shape[0] < 1 or frame.shape[1] < 1:

@@ -7,7 +7,7 @@ search over crop embeddings. The model folder comes from `modelstore.resolve_mod
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -134,10 +134,47 @@ class Embedder:
         check_frames(frames)
         if len(boxes) != len(frames):
             raise InputError(f"{len(boxes)} box lists for {len(frames)} frames")
+        total = sum(len(frame_boxes) for frame_boxes in boxes)
+        return self.embed_crop_stream(zip(frames, boxes), batch_size, progress, total=total)
+
+    def embed_crop_stream(
+        self,
+        items: Iterable[tuple[np.ndarray, Sequence[Box]]],
+        batch_size: int,
+        progress: ProgressCallback | None = None,
+        *,
+        total: int | None = None,
+    ) -> np.ndarray:
+        """`embed_crops` over (frame, boxes) pairs that arrive one by one (e.g. decoded batch by batch
+        from a bundle): the same rows, forward passes and values, while only the frames holding about
+        one batch of crops are held at a time. `total` (the number of crops, when known) is what
+        `progress(done, total)` reports as the total.
+        """
+        check_batch_size(batch_size)
         if self.crop_spec is not None:
-            return self._embed_crops_on_device(frames, boxes, batch_size, progress)
-        crops = [crop_box(frame, box) for frame, frame_boxes in zip(frames, boxes) for box in frame_boxes]
-        return self._embed_batched(crops, batch_size, self._image_features, progress)
+            return self._embed_crops_on_device(items, batch_size, progress, total)
+        parts: list[np.ndarray] = []
+        crops: list[np.ndarray] = []
+        done = 0
+        for i, (frame, frame_boxes) in enumerate(items):
+            check_frames([frame], first_index=i)
+            for box in frame_boxes:
+                # A copy: a view would keep the whole frame alive until its batch runs.
+                crops.append(np.ascontiguousarray(crop_box(frame, box)))
+                if len(crops) == batch_size:
+                    parts.append(l2_normalise(self._image_features(crops)))
+                    done += len(crops)
+                    crops = []
+                    if progress is not None:
+                        progress(done, total if total is not None else done)
+        if crops:
+            parts.append(l2_normalise(self._image_features(crops)))
+            done += len(crops)
+            if progress is not None:
+                progress(done, total if total is not None else done)
+        if not parts:
+            return np.zeros((0, self._dim), dtype=np.float32)
+        return np.concatenate(parts, axis=0)
 
     def embed_images(self, images: Sequence[np.ndarray], batch_size: int) -> np.ndarray:
         """float32 (N, dim) unit-norm embeddings of whole RGB uint8 images (query by example).
@@ -180,19 +217,15 @@ class Embedder:
 
     def _embed_crops_on_device(
         self,
-        frames: Sequence[np.ndarray],
-        boxes: Sequence[Sequence[Box]],
+        items: Iterable[tuple[np.ndarray, Sequence[Box]]],
         batch_size: int,
         progress: ProgressCallback | None,
+        total: int | None,
     ) -> np.ndarray:
-        """`embed_crops` through `preprocess.crop_pixels`: the frames holding about one batch of crops
-        go to the device together, their crops are cut there in one call, and forward passes always
-        get `batch_size` crops (the last one what is left)."""
+        """`embed_crop_stream` through `preprocess.crop_pixels`: the frames holding about one batch of
+        crops go to the device together, their crops are cut there in one call, and forward passes
+        always get `batch_size` crops (the last one what is left)."""
         assert self.crop_spec is not None
-        total = sum(len(frame_boxes) for frame_boxes in boxes)
-        if total == 0:
-            return np.zeros((0, self._dim), dtype=np.float32)
-        with_boxes = [i for i, frame_boxes in enumerate(boxes) if frame_boxes]
         parts: list[np.ndarray] = []
         pending: torch.Tensor | None = None
         done = 0
@@ -202,25 +235,36 @@ class Embedder:
             parts.append(l2_normalise(self._pixel_features(pixels)))
             done += int(pixels.shape[0])
             if progress is not None:
-                progress(done, total)
+                progress(done, total if total is not None else done)
 
-        start = 0
-        while start < len(with_boxes):
-            end, count = start, 0
-            while end < len(with_boxes) and (end == start or count < batch_size):
-                count += len(boxes[with_boxes[end]])
-                end += 1
-            group = with_boxes[start:end]
+        def cut(group: list[tuple[np.ndarray, Sequence[Box]]]) -> None:
+            nonlocal pending
             with torch.inference_mode():
-                images = to_device([frames[i] for i in group], self.device)
-                pixels = crop_pixels(images, [boxes_tensor(boxes[i]) for i in group], self.crop_spec)
+                images = to_device([frame for frame, _ in group], self.device)
+                pixels = crop_pixels(images, [boxes_tensor(frame_boxes) for _, frame_boxes in group], self.crop_spec)
             pending = pixels if pending is None else torch.cat([pending, pixels])
             while pending.shape[0] >= batch_size:
                 forward(pending[:batch_size])
                 pending = pending[batch_size:]
-            start = end
+
+        # A group: consecutive frames with boxes until they hold at least one batch of crops.
+        group: list[tuple[np.ndarray, Sequence[Box]]] = []
+        count = 0
+        for i, (frame, frame_boxes) in enumerate(items):
+            check_frames([frame], first_index=i)
+            if not frame_boxes:
+                continue
+            group.append((frame, frame_boxes))
+            count += len(frame_boxes)
+            if count >= batch_size:
+                cut(group)
+                group, count = [], 0
+        if group:
+            cut(group)
         if pending is not None and pending.shape[0]:
             forward(pending)
+        if not parts:
+            return np.zeros((0, self._dim), dtype=np.float32)
         return np.concatenate(parts, axis=0)
 
     @torch.inference_mode()

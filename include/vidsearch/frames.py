@@ -23,38 +23,60 @@ from one segment alone. Both rules agree whenever a grid time coincides with a f
 Mechanics: one demux-only ffprobe lists the segment's packet PTS; `select_frames` (pure) picks frames;
 ffmpeg decodes the segment ONCE with a `select` filter matching those exact integer PTS, so only the
 selected frames are rotated (transpose after select; autorotate off) and converted to RGB (the
-automatic scaler after the graph), written as rawvideo rgb24 to a pipe. `showinfo` after `select`
-reports each output frame's integer PTS, which is what the bundle records. Timestamps are
-`pts * time_base - video_start_s`; segment files are Matroska (1 ms resolution), so `pts_s` is the
-source PTS rounded to the millisecond.
+automatic scaler after the graph), written as rawvideo rgb24 to a pipe; a `trim` ends decoding after
+the last selected frame. `showinfo` after `select` reports each output frame's integer PTS, which is
+what the bundle records. Timestamps are `pts * time_base - video_start_s`; segment files are Matroska
+(1 ms resolution), so `pts_s` is the source PTS rounded to the millisecond. ffmpeg starts together
+with ffprobe and reads its filter script from a FIFO once the selection is known, so the probe costs
+no wall time beyond ffmpeg's own start-up. Python reads the pipe while a few threads JPEG-encode the
+frames already read (and compute the frames gate's per-frame stats, `quality.frame_stats` of the RGB
+pixels, when asked for): encoding overlaps decoding, and only a handful of frames are ever in memory,
+whatever the segment's length.
+
+Keyframe mode (`sampling="keyframes"`): instead of the grid, every keyframe of the segment with a PTS
+in [start_s, end_s) (same start tolerance) is sampled. The decoder skips every other frame
+(`-skip_frame nokey`, on slice threads: frame threads would pass each skipped packet between
+threads), so only keyframes are decoded at all, and no packet listing is needed (the probe reads the
+stream header only); `pts_s` is computed as above. The bundle records the mode
+(`FrameBundle.sampling`).
 
 Bundle format: ONE uncompressed zip (ZIP_STORED: JPEG does not compress further, and stored members
 can be read at random) per segment, holding `000000.jpg`, `000001.jpg`, ... (JPEG, quality 90,
 display orientation and size) and `bundle.json`, the `FrameBundle` record. A segment with no frame in
 range (possible only when a time limit ends inside it) gives a valid bundle with zero frames.
+
+Reading: `open_bundle` / `iter_bundle` decode a bundle batch by batch from a local file (the object
+itself, or one temporary download), so a reader's memory is bounded by its batch size, not by the
+bundle's length; `read_frame` reads one member; `read_bundle` (everything at once) is for small
+bundles and tests.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import errno
 import io
 import logging
 import math
 import os
 import re
 import tempfile
+import time
 import zipfile
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Sequence
+from typing import IO, Any, Iterator, Sequence
 
 import numpy as np
 from PIL import Image
 
 from . import ffmpeg as ff
-from . import storage
+from . import quality, storage
 from .errors import InputError, QualityGateError
-from .records import FrameBundle, FrameRef, Segment
+from .records import SAMPLING_MODES, FrameBundle, FrameRef, Segment
 from .split import ROTATION_TAG, VIDEO_START_TAG
 
 log = logging.getLogger(__name__)
@@ -68,6 +90,17 @@ _EPS = 1e-9
 # PTS list, so evaluating it costs O(log n) per decoded frame instead of O(n).
 _FLAT_TERMS = 8
 _ZIP_DATE = (2000, 1, 1, 0, 0, 0)  # fixed member dates: same frames, same bytes
+# Threads JPEG-encoding frames while ffmpeg decodes (PIL releases the GIL); at most twice as many frames
+# are in flight, so extraction holds a few frames whatever the segment's length.
+_ENCODE_THREADS = max(1, min(4, os.cpu_count() or 1))
+# ffmpeg's decoder threads when sampling the grid.
+_FFMPEG_THREADS = max(1, min(16, os.cpu_count() or 1))
+# Threads decoding a batch of bundle members (JPEG decoding releases the GIL too).
+_DECODE_THREADS = max(1, min(16, os.cpu_count() or 1))
+# ffmpeg's rawvideo pipe is grown to this (Linux caps unprivileged pipes at 1 MiB by default): a frame
+# then crosses in a few large reads instead of ~50 of 64 KiB.
+_PIPE_BYTES = 1 << 20
+_F_SETPIPE_SZ = 1031  # fcntl.F_SETPIPE_SZ (Linux); Python < 3.10 lacks the name
 _SHOWINFO_TB = re.compile(r"\[Parsed_showinfo[^\]]*\]\s+config in time_base:\s*(\d+)/(\d+)")
 _SHOWINFO = re.compile(r"\[Parsed_showinfo[^\]]*\]\s+n:\s*(\d+)\s+pts:\s*(-?\d+)\s.*?\ss:(\d+)x(\d+)\s")
 
@@ -118,10 +151,17 @@ def _rotation_filters(rotation: int) -> list[str]:
     return {0: [], 90: ["transpose=clock"], 180: ["hflip", "vflip"], 270: ["transpose=cclock"]}[rotation % 360]
 
 
-def _probe_segment(path: Path) -> tuple[dict[str, Any], list[int]]:
-    """(video stream, sorted distinct packet PTS in the stream time base); demux only."""
+def _probe_segment(path: Path, *, packets: bool = True) -> tuple[dict[str, Any], list[int]]:
+    """(video stream, sorted distinct packet PTS in the stream time base); demux only. Without
+    `packets`, the stream alone (the list is empty)."""
     doc = ff.ffprobe_json(
-        ["-select_streams", "V:0", "-show_streams", "-show_entries", "packet=pts", *ff.input_args(path)],
+        [
+            "-select_streams",
+            "V:0",
+            "-show_streams",
+            *(["-show_entries", "packet=pts"] if packets else []),
+            *ff.input_args(path),
+        ],
         timeout_s=300,
         strip_prefix=ff.file_url(path),
     )
@@ -148,10 +188,11 @@ def _segment_video_start(stream: dict[str, Any]) -> float:
     return ff.parse_float(tags.get(VIDEO_START_TAG)) or 0.0
 
 
-def _read_exact(fh: Any, size: int) -> bytes | None:
-    """`size` bytes, or None at a clean end of stream; a partial frame is an error."""
-    buf = bytearray(size)
+def _read_frame_into(fh: IO[bytes], buf: bytearray) -> bool:
+    """Fill `buf` with the next frame: True, or False at a clean end of stream; a partial frame is an
+    error."""
     view = memoryview(buf)
+    size = len(buf)
     got = 0
     while got < size:
         n = fh.readinto(view[got:])
@@ -159,16 +200,117 @@ def _read_exact(fh: Any, size: int) -> bytes | None:
             break
         got += n
     if got == 0:
-        return None
+        return False
     if got != size:
         raise QualityGateError(f"ffmpeg output ended inside a frame ({got} of {size} bytes)")
-    return bytes(buf)
+    return True
+
+
+def _grow_pipe(fh: IO[bytes]) -> None:
+    try:
+        import fcntl
+
+        fcntl.fcntl(fh.fileno(), getattr(fcntl, "F_SETPIPE_SZ", _F_SETPIPE_SZ), _PIPE_BYTES)
+    except (ImportError, OSError, ValueError):  # not Linux, or a lower limit: the default pipe works
+        pass
 
 
 def _write_member(zf: zipfile.ZipFile, name: str, data: bytes) -> None:
     info = zipfile.ZipInfo(name, date_time=_ZIP_DATE)
     info.compress_type = zipfile.ZIP_STORED
     zf.writestr(info, data)
+
+
+def _encode_frame(buf: bytearray, width: int, height: int, with_stats: bool) -> tuple[bytes, dict[str, Any] | None]:
+    """The JPEG bytes of one rgb24 frame and, when asked for, its `quality.frame_stats` entry."""
+    image = Image.frombuffer("RGB", (width, height), buf, "raw", "RGB", 0, 1)
+    out = io.BytesIO()
+    image.save(out, format="JPEG", quality=JPEG_QUALITY)
+    del image  # releases its view of `buf`, which the reader reuses for a later frame
+    stats = None
+    if with_stats:
+        stats = quality.frame_stats([np.frombuffer(buf, dtype=np.uint8).reshape(height, width, 3)])[0]
+    return out.getvalue(), stats
+
+
+@dataclasses.dataclass(frozen=True)
+class _Plan:
+    """What one extraction decodes: the segment file's facts and which frames to keep.
+
+    Grid sampling names the selected PTS (`wanted`, ascending, in the stream time base); keyframe
+    sampling keeps every frame the decoder gives (only keyframes reach it) with PTS in `pts_range`
+    (start inclusive, end exclusive), so it needs no packet listing.
+    """
+
+    time_base: Fraction
+    video_start_s: float
+    rotation: int
+    width: int
+    height: int
+    wanted: list[int] | None
+    pts_range: tuple[int, int] = (0, 0)
+
+    @property
+    def empty(self) -> bool:
+        return not self.wanted if self.wanted is not None else self.pts_range[0] >= self.pts_range[1]
+
+    def filter_chain(self) -> str:
+        """trim ends the graph (and so decoding) after the last frame that can be kept; select keeps
+        the frames; showinfo (without checksums: only PTS and size are read) reports what came out."""
+        if self.wanted is not None:
+            end, keep = self.wanted[-1] + 1, _select_expr(self.wanted)
+        else:
+            end, keep = self.pts_range[1], f"gte(pts,{self.pts_range[0]})*lt(pts,{self.pts_range[1]})"
+        return ",".join(
+            [f"trim=end_pts={end}", f"select='{keep}'", *_rotation_filters(self.rotation), "showinfo=checksum=0"]
+        )
+
+
+def _plan(
+    segment_path: Path,
+    segment: Segment,
+    sample_fps: float,
+    sampling: str,
+    time_limit_s: float | None,
+    video_start_s: float | None,
+    rotation: int | None,
+    expected_size: tuple[int, int] | None,
+) -> _Plan:
+    """Probe the segment file and choose its frames (the module docstring's rule, or its keyframes)."""
+    keyframes = sampling == "keyframes"
+    stream, packet_pts = _probe_segment(segment_path, packets=not keyframes)
+    time_base = Fraction(str(stream.get("time_base") or "1/1000"))
+    start = _segment_video_start(stream) if video_start_s is None else video_start_s
+    rot = _segment_rotation(stream) if rotation is None else rotation % 360
+    if rot not in (0, 90, 180, 270):
+        raise InputError(f"rotation must be a multiple of 90, got {rotation!r}")
+    coded_w, coded_h = int(stream.get("width") or 0), int(stream.get("height") or 0)
+    width, height = (coded_h, coded_w) if rot in (90, 270) else (coded_w, coded_h)
+    if expected_size is not None and (width, height) != tuple(expected_size):
+        raise QualityGateError(
+            f"{segment.label}: frames would be {width}x{height}, expected {expected_size[0]}x{expected_size[1]}"
+        )
+    end = segment.end_s if time_limit_s is None else min(segment.end_s, time_limit_s)
+    # Half a tick of the file's time base: a first PTS rounded to the millisecond may sit just before
+    # the exact start time the split stage took from the source.
+    tolerance = float(time_base) / 2
+    if keyframes:
+        # The frames with start_s - tolerance <= pts * time_base - start < end (as select_frames
+        # considers them), as integer PTS bounds.
+        lo = math.ceil((Fraction(segment.start_s - tolerance - _EPS) + Fraction(start)) / time_base)
+        hi = math.ceil((Fraction(end - _EPS) + Fraction(start)) / time_base)
+        return _Plan(time_base, start, rot, width, height, None, (lo, hi))
+    # pts * time_base - start, exactly, rounded once (as float(Fraction(...)) would, but integer-only:
+    # a long segment has tens of thousands of packets).
+    tb_num, tb_den = time_base.numerator, time_base.denominator
+    start_num, start_den = Fraction(start).numerator, Fraction(start).denominator
+    rel = [(p * tb_num * start_den - start_num * tb_den) / (tb_den * start_den) for p in packet_pts]
+    chosen = select_frames(rel, segment.start_s, end, sample_fps, start_tolerance_s=tolerance)
+    return _Plan(time_base, start, rot, width, height, [packet_pts[i] for i in chosen])
+
+
+class _NothingToDecode(Exception):
+    """No frame of the segment is selected: ffmpeg, started early, is stopped."""
 
 
 def extract_frames(
@@ -182,6 +324,8 @@ def extract_frames(
     video_start_s: float | None = None,
     rotation: int | None = None,
     expected_size: tuple[int, int] | None = None,
+    sampling: str = "fps",
+    stats: list[dict[str, Any]] | None = None,
 ) -> FrameBundle:
     """Sample `segment_path` (the file of `segment`) and write the bundle zip to `out_path`.
 
@@ -189,118 +333,195 @@ def extract_frames(
     `rotation` its clockwise display rotation; None reads each from the segment file: the tags the
     split stage wrote (a display matrix, if the file has one, wins for rotation; no tag: 0). `time_limit_s` ends sampling early (relative
     time). `expected_size` (display width, height, e.g. from the manifest) is checked against the
-    decoded frames. The bundle records `bundle_uri` (default: `out_path`). Returns the bundle record.
+    decoded frames. The bundle records `bundle_uri` (default: `out_path`). `sampling` is "fps" (the
+    grid at `sample_fps`, the module docstring's rule) or "keyframes" (every keyframe of the segment,
+    nothing else decoded; `sample_fps` is then only recorded). When `stats` is a list, the frames
+    gate's per-frame stats are appended to it, one per bundle frame in order: `quality.frame_stats`
+    of each frame's RGB pixels as decoded, before JPEG encoding (so the gate never reads the bundle
+    back). Returns the bundle record.
 
-    Raises `InputError` for a bad `sample_fps`, `QualityGateError` when the decoded frames do not
-    match what was asked for, `ffmpeg.FFmpegError` when ffmpeg fails.
+    Raises `InputError` for a bad `sample_fps` or `sampling`, `QualityGateError` when the decoded
+    frames do not match what was asked for, `ffmpeg.FFmpegError` when ffmpeg fails.
     """
     if not (isinstance(sample_fps, (int, float)) and math.isfinite(sample_fps) and sample_fps > 0):
         raise InputError(f"sample_fps must be a positive number, got {sample_fps!r}")
+    if sampling not in SAMPLING_MODES:
+        raise InputError(f"sampling must be one of {', '.join(SAMPLING_MODES)}, got {sampling!r}")
     segment_path, out_path = Path(segment_path), Path(out_path)
-    stream, packet_pts = _probe_segment(segment_path)
-    time_base = Fraction(str(stream.get("time_base") or "1/1000"))
-    start = _segment_video_start(stream) if video_start_s is None else video_start_s
-    rot = _segment_rotation(stream) if rotation is None else rotation % 360
-    if rot not in (0, 90, 180, 270):
-        raise InputError(f"rotation must be a multiple of 90, got {rotation!r}")
-    coded_w, coded_h = int(stream.get("width") or 0), int(stream.get("height") or 0)
-    width, height = (coded_h, coded_w) if rot in (90, 270) else (coded_w, coded_h)
-    if expected_size is not None and (width, height) != tuple(expected_size):
-        raise QualityGateError(
-            f"{segment.label}: frames would be {width}x{height}, expected {expected_size[0]}x{expected_size[1]}"
-        )
-    end = segment.end_s if time_limit_s is None else min(segment.end_s, time_limit_s)
-    rel = [float(p * time_base - Fraction(start)) for p in packet_pts]
-    # Half a tick of the file's time base: a first PTS rounded to the millisecond may sit just before
-    # the exact start time the split stage took from the source.
-    chosen = select_frames(rel, segment.start_s, end, sample_fps, start_tolerance_s=float(time_base) / 2)
-    wanted = [packet_pts[i] for i in chosen]
-
-    frames: list[FrameRef] = []
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    with zipfile.ZipFile(out_path, "w", compression=zipfile.ZIP_STORED) as zf:
-        if wanted:
-            decoded_pts = _decode_selected(segment_path, wanted, time_base, rot, width, height, zf)
-            missing = len(wanted) - len(decoded_pts)
-            if missing:
-                log.warning("%s: %d of %d selected frames did not decode", segment.label, missing, len(wanted))
-            for index, pts in enumerate(decoded_pts):
-                pts_s = float(pts * time_base - Fraction(start))
-                # Rounding of the file's timestamps must not move a frame out of its segment.
-                pts_s = round(max(pts_s, segment.start_s, 0.0), 6)
-                frames.append(FrameRef(index=index, pts_s=pts_s, member=member_name(index)))
+    frame_stats: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="vidsearch-frames-") as tmp, zipfile.ZipFile(
+        out_path, "w", compression=zipfile.ZIP_STORED
+    ) as zf:
+        # ffmpeg starts at once and opens the segment while ffprobe reads it; it then waits for its
+        # filter script, which names the selected PTS, on a FIFO (it reads the script only after
+        # opening its input). The probe's latency is hidden behind ffmpeg's start-up.
+        script = Path(tmp) / "filter.txt"
+        os.mkfifo(script)
+        plan: _Plan | None = None
+        try:
+            with ff.stream(
+                _decode_args(segment_path, script, keyframes_only=sampling == "keyframes"),
+                timeout_s=FRAMES_TIMEOUT_S,
+                loglevel="info",
+                strip_prefix=ff.file_url(segment_path),
+            ) as proc:
+                plan = _plan(
+                    segment_path, segment, sample_fps, sampling, time_limit_s, video_start_s, rotation, expected_size
+                )
+                if plan.empty:
+                    raise _NothingToDecode
+                _write_script(script, plan.filter_chain(), proc)
+                written = _encode_frames(proc, plan, zf, frame_stats if stats is not None else None)
+            decoded_pts = _decoded_pts(proc.stderr_text(), plan, written)
+        except _NothingToDecode:
+            decoded_pts = []
+        assert plan is not None
+        missing = len(plan.wanted) - len(decoded_pts) if plan.wanted is not None else 0
+        if missing:
+            log.warning("%s: %d of %d selected frames did not decode", segment.label, missing, len(plan.wanted or []))
+        frames: list[FrameRef] = []
+        for index, pts in enumerate(decoded_pts):
+            pts_s = float(pts * plan.time_base - Fraction(plan.video_start_s))
+            # Rounding of the file's timestamps must not move a frame out of its segment.
+            pts_s = round(max(pts_s, segment.start_s, 0.0), 6)
+            frames.append(FrameRef(index=index, pts_s=pts_s, member=member_name(index)))
         bundle = FrameBundle(
             video_id=segment.video_id,
             segment_index=segment.index,
             uri=bundle_uri or str(out_path),
-            width=width,
-            height=height,
+            width=plan.width,
+            height=plan.height,
             sample_fps=float(sample_fps),
             frames=frames,
+            sampling=sampling,
         )
         _write_member(zf, BUNDLE_JSON, bundle.model_dump_json(indent=1).encode())
+    if stats is not None:
+        stats.extend(frame_stats)
     return bundle
 
 
-def _decode_selected(
-    path: Path,
-    wanted: Sequence[int],
-    time_base: Fraction,
-    rotation: int,
-    width: int,
-    height: int,
-    zf: zipfile.ZipFile,
-) -> list[int]:
-    """Decode `path` once, keep frames whose PTS is in `wanted`, JPEG them into `zf` in order.
+def _decode_args(path: Path, script: Path, *, keyframes_only: bool) -> list[str]:
+    """ffmpeg's argv: decode `path` (only its keyframes, with `keyframes_only`) through the filter
+    script, selected frames out as rgb24 on stdout."""
+    # Keyframes only: frame threads would hand every skipped packet from thread to thread (7x slower
+    # than one thread on 10 s GOPs); slice threads still split a keyframe where the encoder sliced it.
+    # Otherwise one decoder thread per core, not ffmpeg's default of one more: the JPEG encoders need
+    # some CPU too (on 2 cores, 1 fps from 720p30: 0.79x the decode-only rate instead of 0.75x).
+    if keyframes_only:
+        decoding = ["-skip_frame", "nokey", "-thread_type", "slice"]
+    else:
+        decoding = ["-threads", str(_FFMPEG_THREADS)]
+    before = ["-noautorotate", *decoding]
+    return [
+        "-copyts",  # keep the file's timestamps: select compares them with the packet PTS
+        *ff.input_args(path, before=before),
+        "-map",
+        "0:V:0",
+        "-an",
+        "-sn",
+        "-dn",
+        "-filter_script:v",
+        str(script),
+        "-fps_mode",
+        "passthrough",  # rawvideo would otherwise get constant-rate duplicates/drops
+        "-pix_fmt",
+        "rgb24",
+        "-f",
+        "rawvideo",
+        "pipe:1",
+    ]
 
-    Returns the PTS of the frames written (normally == wanted).
+
+def _write_script(fifo: Path, text: str, proc: ff.Stream) -> None:
+    """Hand `text` to ffmpeg through the FIFO it opens once its input is open.
+
+    Returns without writing when ffmpeg ends first (it failed: its exit status says why); ff.stream's
+    watchdog bounds the wait.
     """
-    chain = ",".join([f"select='{_select_expr(wanted)}'", *_rotation_filters(rotation), "showinfo"])
-    frame_bytes = width * height * 3
-    with tempfile.TemporaryDirectory(prefix="vidsearch-frames-") as tmp:
-        script = Path(tmp) / "filter.txt"
-        script.write_text(chain)
-        args = [
-            "-copyts",  # keep the file's timestamps: select compares them with the packet PTS
-            *ff.input_args(path, before=["-noautorotate"]),
-            "-map",
-            "0:V:0",
-            "-an",
-            "-sn",
-            "-dn",
-            "-filter_script:v",
-            str(script),
-            "-fps_mode",
-            "passthrough",  # rawvideo would otherwise get constant-rate duplicates/drops
-            "-pix_fmt",
-            "rgb24",
-            "-f",
-            "rawvideo",
-            "pipe:1",
-        ]
-        written = 0
-        with ff.stream(args, timeout_s=FRAMES_TIMEOUT_S, loglevel="info", strip_prefix=ff.file_url(path)) as proc:
-            while (data := _read_exact(proc.stdout, frame_bytes)) is not None:
-                if written >= len(wanted):
-                    raise QualityGateError(f"ffmpeg returned more frames than the {len(wanted)} selected")
-                image = Image.frombuffer("RGB", (width, height), data, "raw", "RGB", 0, 1)
-                buf = io.BytesIO()
-                image.save(buf, format="JPEG", quality=JPEG_QUALITY)
-                _write_member(zf, member_name(written), buf.getvalue())
-                written += 1
-        infos = _SHOWINFO.findall(proc.stderr_text())
-        config = _SHOWINFO_TB.search(proc.stderr_text())
-    if config and Fraction(int(config.group(1)), int(config.group(2))) != time_base:
+    while True:
+        try:
+            fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+            break
+        except OSError as exc:
+            if exc.errno != errno.ENXIO:  # ENXIO: no reader yet
+                raise
+        if proc.proc.poll() is not None:
+            return
+        time.sleep(0.002)
+    try:
+        os.set_blocking(fd, True)
+        view = memoryview(text.encode())
+        while view:
+            view = view[os.write(fd, view) :]
+    except BrokenPipeError:
+        pass  # ffmpeg stopped reading: it failed, and its exit status says why
+    finally:
+        os.close(fd)
+
+
+def _encode_frames(
+    proc: ff.Stream, plan: _Plan, zf: zipfile.ZipFile, stats: list[dict[str, Any]] | None
+) -> int:
+    """Read ffmpeg's rgb24 frames, JPEG them into `zf` in order (and append each one's
+    `quality.frame_stats` entry to `stats`, when given); returns how many were written.
+
+    Frames are read as soon as ffmpeg writes them, so it never waits on the encoders, and encoded by a
+    few threads; buffers are reused once encoded, so a handful of frames are in memory at a time.
+    """
+    width, height = plan.width, plan.height
+    _grow_pipe(proc.stdout)
+    written = 0
+    with ThreadPoolExecutor(max_workers=_ENCODE_THREADS, thread_name_prefix="vidsearch-jpeg") as pool:
+        in_flight: deque[tuple[Future[tuple[bytes, dict[str, Any] | None]], bytearray]] = deque()
+        spare: list[bytearray] = []
+
+        def finish_oldest() -> None:
+            nonlocal written
+            future, buf = in_flight.popleft()
+            jpeg, frame_stats = future.result()
+            _write_member(zf, member_name(written), jpeg)
+            if stats is not None and frame_stats is not None:
+                stats.append(frame_stats)
+            written += 1
+            spare.append(buf)
+
+        received = 0
+        while True:
+            buf = spare.pop() if spare else bytearray(width * height * 3)
+            if not _read_frame_into(proc.stdout, buf):
+                break
+            received += 1
+            if plan.wanted is not None and received > len(plan.wanted):
+                raise QualityGateError(f"ffmpeg returned more frames than the {len(plan.wanted)} selected")
+            in_flight.append((pool.submit(_encode_frame, buf, width, height, stats is not None), buf))
+            while in_flight and (len(in_flight) >= 2 * _ENCODE_THREADS or in_flight[0][0].done()):
+                finish_oldest()
+        while in_flight:
+            finish_oldest()
+    return written
+
+
+def _decoded_pts(stderr: str, plan: _Plan, written: int) -> list[int]:
+    """The PTS of the frames written, from showinfo, checked against the plan (normally == wanted)."""
+    infos = _SHOWINFO.findall(stderr)
+    config = _SHOWINFO_TB.search(stderr)
+    if config and Fraction(int(config.group(1)), int(config.group(2))) != plan.time_base:
         # select compared PTS in the filter's time base; it must be the stream's for `wanted` to mean
         # the intended frames.
-        raise QualityGateError(f"filter time base {config.group(1)}/{config.group(2)} is not {time_base}")
+        raise QualityGateError(f"filter time base {config.group(1)}/{config.group(2)} is not {plan.time_base}")
     pts = [int(p) for _, p, _, _ in infos]
     if len(pts) != written:
         raise QualityGateError(f"ffmpeg reported {len(pts)} frames but wrote {written}")
     for _, _, w, h in infos:
-        if (int(w), int(h)) != (width, height):
-            raise QualityGateError(f"decoded frame is {w}x{h}, expected {width}x{height}")
-    if any(b <= a for a, b in zip(pts, pts[1:])) or not set(pts) <= set(wanted):
+        if (int(w), int(h)) != (plan.width, plan.height):
+            raise QualityGateError(f"decoded frame is {w}x{h}, expected {plan.width}x{plan.height}")
+    if plan.wanted is not None:
+        kept = set(pts) <= set(plan.wanted)
+    else:
+        kept = all(plan.pts_range[0] <= p < plan.pts_range[1] for p in pts)
+    if any(b <= a for a, b in zip(pts, pts[1:])) or not kept:
         raise QualityGateError("decoded frame timestamps do not match the selected ones")
     return pts
 
@@ -314,6 +535,8 @@ def run_frames(
     *,
     rotation: int | None = None,
     expected_size: tuple[int, int] | None = None,
+    sampling: str = "fps",
+    stats: list[dict[str, Any]] | None = None,
 ) -> FrameBundle:
     """Sample the stored segment and upload its bundle to `bundle_uri` (see `extract_frames`)."""
     with storage.local_file(segment.uri, suffix=".mkv") as local, tempfile.TemporaryDirectory(
@@ -330,6 +553,8 @@ def run_frames(
             video_start_s=video_start_s,
             rotation=rotation,
             expected_size=expected_size,
+            sampling=sampling,
+            stats=stats,
         )
         storage.upload(out, bundle_uri)
     return bundle
@@ -344,14 +569,133 @@ def _open_bundle(zf: zipfile.ZipFile, uri: str) -> FrameBundle:
 
 def _decode_jpeg(data: bytes) -> Image.Image:
     image = Image.open(io.BytesIO(data))
-    return image.convert("RGB")
+    # Bundle JPEGs are RGB already: convert() would only copy the decoded frame.
+    return image if image.mode == "RGB" else image.convert("RGB")
+
+
+def _decode_array(data: bytes) -> np.ndarray:
+    return np.array(_decode_jpeg(data), dtype=np.uint8)
+
+
+# What a damaged member raises while decoding (PIL: UnidentifiedImageError and truncation are OSError).
+_DECODE_ERRORS = (zipfile.BadZipFile, OSError, ValueError, EOFError)
+
+
+class BundleReader:
+    """An open frame bundle (`open_bundle`): its record, and its frames decoded batch by batch."""
+
+    def __init__(self, zf: zipfile.ZipFile, uri: str) -> None:
+        self.uri = uri
+        self._zf = zf
+        self.bundle = _open_bundle(zf, uri)
+        names = set(zf.NameToInfo)
+        missing = [f.member for f in self.bundle.frames if f.member not in names]
+        if missing:
+            raise QualityGateError(
+                f"damaged frame bundle {uri}: {len(missing)} listed frames are missing (first: {missing[0]})"
+            )
+
+    def _member(self, ref: FrameRef) -> bytes:
+        try:
+            return self._zf.read(ref.member)
+        except (zipfile.BadZipFile, KeyError, OSError) as exc:
+            raise QualityGateError(f"damaged frame bundle {self.uri}: {exc}") from exc
+
+    def _decoded(self, future: Future[np.ndarray]) -> np.ndarray:
+        try:
+            return future.result()
+        except _DECODE_ERRORS as exc:
+            raise QualityGateError(f"damaged frame bundle {self.uri}: {exc}") from exc
+
+    def frame(self, position: int) -> np.ndarray:
+        """The frame `self.bundle.frames[position]` as an RGB uint8 array (H x W x 3)."""
+        data = self._member(self.bundle.frames[position])
+        try:
+            return _decode_array(data)
+        except _DECODE_ERRORS as exc:
+            raise QualityGateError(f"damaged frame bundle {self.uri}: {exc}") from exc
+
+    def batches(
+        self,
+        batch_size: int,
+        positions: Sequence[int] | None = None,
+        *,
+        prefetch: bool = True,
+        threads: int | None = None,
+    ) -> Iterator[list[tuple[FrameRef, np.ndarray]]]:
+        """Lists of up to `batch_size` (frame ref, RGB uint8 array) pairs, in bundle order.
+
+        `positions` (ascending indices into `bundle.frames`) restricts the frames read. A batch's
+        members are decoded in parallel (`threads`, default one per core up to 16). With `prefetch`,
+        the next batch decodes while the caller works on this one (worth it when the caller's work
+        runs elsewhere, e.g. on a GPU): two batches of frames are alive at a time, else one (plus the
+        previous batch if the caller keeps it while asking for the next), however many frames the
+        bundle holds. Raises `QualityGateError` for a member that does not read or decode.
+        """
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        refs = self.bundle.frames if positions is None else [self.bundle.frames[i] for i in positions]
+        workers = max(1, min(batch_size, threads or _DECODE_THREADS))
+        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vidsearch-bundle")
+
+        def submit(chunk: list[FrameRef]) -> tuple[list[FrameRef], list[Future[np.ndarray]]]:
+            # Member bytes are read here, in order (one file position); decoding is threaded.
+            return chunk, [pool.submit(_decode_array, self._member(ref)) for ref in chunk]
+
+        def collect(item: tuple[list[FrameRef], list[Future[np.ndarray]]]) -> list[tuple[FrameRef, np.ndarray]]:
+            return list(zip(item[0], [self._decoded(f) for f in item[1]]))
+
+        chunks = (refs[start : start + batch_size] for start in range(0, len(refs), batch_size))
+        try:
+            pending = None
+            for chunk in chunks:
+                upcoming = submit(chunk)
+                if not prefetch:
+                    pending, upcoming = upcoming, None
+                if pending is not None:
+                    batch = collect(pending)
+                    pending = None
+                    yield batch
+                    # Dropped before the next batch is read: a caller that let go of it holds no more.
+                    del batch
+                pending = upcoming
+            if pending is not None:
+                yield collect(pending)
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+@contextlib.contextmanager
+def open_bundle(uri: str) -> Iterator[BundleReader]:
+    """The bundle at `uri`, open for streaming reads (`BundleReader`).
+
+    The zip is read from a local file: the object itself for a local URI, else one temporary download,
+    removed on leaving the block. Raises `QualityGateError` for a damaged bundle (not a zip, no
+    bundle.json, listed members missing), `ValueError` for a malformed bundle.json,
+    `FileNotFoundError` when there is none.
+    """
+    with storage.local_file(uri, suffix=".zip") as path:
+        try:
+            zf = zipfile.ZipFile(path)
+        except zipfile.BadZipFile as exc:
+            raise QualityGateError(f"damaged frame bundle {uri}: {exc}") from exc
+        with zf:
+            yield BundleReader(zf, uri)
+
+
+def iter_bundle(uri: str, batch_size: int) -> Iterator[list[tuple[FrameRef, np.ndarray]]]:
+    """The frames of the bundle at `uri` in batches of `batch_size` (ref, RGB array) pairs, in order;
+    memory is bounded by the batch size (see `BundleReader.batches`)."""
+    with open_bundle(uri) as reader:
+        yield from reader.batches(batch_size)
 
 
 def read_bundle(uri: str) -> tuple[FrameBundle, list[np.ndarray]]:
-    """The bundle record and its frames as RGB uint8 arrays (H x W x 3), in bundle order.
+    """The bundle record and ALL its frames as RGB uint8 arrays (H x W x 3), in bundle order.
 
-    The whole object is fetched at once (every member is needed). Raises `QualityGateError` for a
-    damaged bundle, `FileNotFoundError` when there is none.
+    Holds every frame in memory at once: for small bundles and tests. Pipelines stream with
+    `open_bundle` / `iter_bundle`. The whole object is fetched at once. Raises `QualityGateError` for
+    a damaged bundle, `FileNotFoundError` when there is none.
     """
     data = storage.read_bytes(uri)
     try:
@@ -359,8 +703,8 @@ def read_bundle(uri: str) -> tuple[FrameBundle, list[np.ndarray]]:
             bundle = _open_bundle(zf, uri)
             members = [zf.read(f.member) for f in bundle.frames]
         # JPEG decoding releases the GIL: a thread per core decodes a bundle several times faster.
-        with ThreadPoolExecutor(max_workers=max(1, min(len(members), os.cpu_count() or 1, 16))) as pool:
-            arrays = list(pool.map(lambda data: np.array(_decode_jpeg(data), dtype=np.uint8), members))
+        with ThreadPoolExecutor(max_workers=max(1, min(len(members), _DECODE_THREADS))) as pool:
+            arrays = list(pool.map(_decode_array, members))
     except (zipfile.BadZipFile, KeyError, OSError) as exc:
         raise QualityGateError(f"damaged frame bundle {uri}: {exc}") from exc
     return bundle, arrays

@@ -213,8 +213,12 @@ def extract_frames(
     svc: Services, run_id: str, params: IngestParams, segment: Segment, manifest: VideoManifest
 ) -> FrameBundle:
     """Sample one segment into one frame bundle in object storage, then gate the frames."""
+    sampling = getattr(params, "sampling", "fps")
     try:
         bundle_uri = storage.join(video_root(svc, segment.video_id), "frames", f"{segment.name}.zip")
+        # The gate's per-frame stats are computed while extracting (from the RGB frames before JPEG
+        # encoding): the bundle is never decoded back, so memory stays flat whatever its length.
+        stats: list[dict] = []
         bundle = frames.run_frames(
             segment,
             params.sample_fps,
@@ -222,15 +226,16 @@ def extract_frames(
             time_limit_s=params.time_limit_seconds,
             video_start_s=manifest.start_time_s,
             expected_size=(manifest.width, manifest.height),
+            sampling=sampling,
+            stats=stats,
         )
-        _, images = frames.read_bundle(bundle.uri)
         gate(
             svc,
             run_id,
             quality.check_frames(
                 segment,
                 bundle,
-                quality.frame_stats(images),
+                stats,
                 params.sample_fps,
                 params.time_limit_seconds,
                 source_fps=manifest.frame_rate,
@@ -239,7 +244,10 @@ def extract_frames(
     except Exception as exc:
         mark_segment_failed(svc, params, segment, exc)
         raise
-    log.info("%s: %d frames sampled at %g fps", segment.label, len(bundle.frames), params.sample_fps)
+    if sampling == "keyframes":
+        log.info("%s: %d keyframes sampled", segment.label, len(bundle.frames))
+    else:
+        log.info("%s: %d frames sampled at %g fps", segment.label, len(bundle.frames), params.sample_fps)
     return bundle
 
 

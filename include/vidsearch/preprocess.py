@@ -35,10 +35,14 @@ def to_device(frames: Sequence[np.ndarray], device: torch.device) -> list[torch.
     """Each (H, W, 3) uint8 frame as a (3, H, W) uint8 tensor on `device`.
 
     Frames of one shape are stacked and copied together (through pinned memory to a GPU, without
-    blocking the host); the returned tensors are views of that one copy.
+    blocking the host); the returned tensors are views of that one copy. On the CPU nothing needs to
+    move: the tensors are views of the frames themselves (no copy of the batch; same values, shapes
+    and strides as views of a stacked copy).
     """
     if not frames:
         return []
+    if device.type == "cpu":
+        return [torch.from_numpy(np.ascontiguousarray(frame)).permute(2, 0, 1) for frame in frames]
     shapes = {frame.shape for frame in frames}
     if len(shapes) > 1:
         return [t for frame in frames for t in to_device([frame], device)]

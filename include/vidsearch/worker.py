@@ -141,7 +141,8 @@ def open_frames(uri: str) -> Iterator[BundleReader]:
 
 
 def _timed(batches: Iterator[Any], waited: list[float]) -> Iterator[Any]:
-    """`batches`, adding the time spent waiting for each one to `waited[0]`."""
+    """`batches`, adding the time spent waiting for each one to `waited[0]` (and keeping no batch
+    while the next one is read)."""
     while True:
         started = time.perf_counter()
         try:
@@ -151,6 +152,7 @@ def _timed(batches: Iterator[Any], waited: list[float]) -> Iterator[Any]:
         finally:
             waited[0] += time.perf_counter() - started
         yield batch
+        del batch
 
 
 def run(args: argparse.Namespace, models: ModelCache | None = None) -> DetectEmbedResult:
@@ -170,7 +172,7 @@ def run(args: argparse.Namespace, models: ModelCache | None = None) -> DetectEmb
 
     # The bundle is read batch by batch, twice (detect, then embed the frames that have objects), so
     # memory is bounded by the batch size whatever the number of frames. "read_bundle" is the time spent
-    # waiting for decoded batches (the next batch decodes while the models work on this one).
+    # waiting for decoded batches.
     phase = time.perf_counter()
     waited = [0.0]
     with open_frames(args.frames_uri) as reader:
@@ -206,7 +208,11 @@ def run(args: argparse.Namespace, models: ModelCache | None = None) -> DetectEmb
         phase = time.perf_counter()
         detector_path = resolve_model(args.detector, "detector", tiny=args.tiny_models, cache_dir=cache_dir)
         detector = _model(
-            models, "detector", detector_path, args, lambda: Detector(detector_path, device=args.device, dtype=args.dtype)
+            models,
+            "detector",
+            detector_path,
+            args,
+            lambda: Detector(detector_path, device=args.device, dtype=args.dtype),
         )
         timings["load_detector"] = time.perf_counter() - phase
         device = str(detector.device)
@@ -220,8 +226,16 @@ def run(args: argparse.Namespace, models: ModelCache | None = None) -> DetectEmb
         # Batches of --batch-size frames: the detector's batches are those of a whole-bundle call.
         phase, waited_before = time.perf_counter(), waited[0]
         detections: list[list[Detection]] = []
-        for batch in _timed(reader.batches(args.batch_size), waited):
-            detections.extend(detector.detect([frame for _, frame in batch], args.score_threshold, args.batch_size))
+        # On a GPU the next batch decodes while this one is detected; on the CPU both would compete
+        # for the same cores, so one batch at a time (and half the memory).
+        prefetch = detector.device.type != "cpu"
+        for batch in _timed(reader.batches(args.batch_size, prefetch=prefetch), waited):
+            # Neither `batch` nor `arrays` is kept while the next batch is read (that would be one
+            # more batch of frames in memory).
+            arrays = [frame for _, frame in batch]
+            del batch
+            detections.extend(detector.detect(arrays, args.score_threshold, args.batch_size))
+            del arrays
             logger.info("detect: %d/%d frames", len(detections), total)
         timings["detect"] = time.perf_counter() - phase - (waited[0] - waited_before)
         detector_labels = sorted(set(detector.labels.values()))
@@ -265,7 +279,11 @@ def run(args: argparse.Namespace, models: ModelCache | None = None) -> DetectEmb
         phase = time.perf_counter()
         embedder_path = resolve_model(args.embedder, "embedder", tiny=args.tiny_models, cache_dir=cache_dir)
         embedder = _model(
-            models, "embedder", embedder_path, args, lambda: Embedder(embedder_path, device=args.device, dtype=args.dtype)
+            models,
+            "embedder",
+            embedder_path,
+            args,
+            lambda: Embedder(embedder_path, device=args.device, dtype=args.dtype),
         )
         timings["load_embedder"] = time.perf_counter() - phase
 
@@ -274,9 +292,10 @@ def run(args: argparse.Namespace, models: ModelCache | None = None) -> DetectEmb
 
         def crops() -> Iterator[tuple[np.ndarray, list[Box]]]:
             positions = iter(with_objects)
-            for batch in _timed(reader.batches(args.batch_size, with_objects), waited):
+            for batch in _timed(reader.batches(args.batch_size, with_objects, prefetch=prefetch), waited):
                 for _, frame in batch:
                     yield frame, [det.box for det in kept[next(positions)]]
+                del batch, frame
 
         phase, waited_before = time.perf_counter(), waited[0]
         embeddings = embedder.embed_crop_stream(

@@ -221,3 +221,165 @@ def test_bad_parameters(cfr_run, tmp_path: Path) -> None:
         frames.run_frames(segments[0], 0.0, str(tmp_path / "x.zip"))
     with pytest.raises(QualityGateError):
         frames.run_frames(segments[0], 2.0, str(tmp_path / "x.zip"), expected_size=(640, 360))
+
+
+# --- gate stats computed while extracting -----------------------------------------------------------
+
+
+def test_stats_computed_while_extracting_are_frame_stats_of_the_frames(
+    cfr_video: Path, cfr_run, tmp_path: Path
+) -> None:
+    from vidsearch import quality
+
+    _, segments, _ = cfr_run
+    stats: list[dict] = []
+    bundle = frames.run_frames(segments[1], 2.0, str(tmp_path / "s.zip"), stats=stats)
+    assert len(stats) == len(bundle.frames) > 0
+    # Exactly quality.frame_stats of the RGB frames that were JPEG-encoded (ffmpeg's own rgb24 of the
+    # source frame with that timestamp)...
+    raw = [_decode_frame(cfr_video, round(f.pts_s * 30000 / 1001)) for f in bundle.frames]
+    assert stats == quality.frame_stats(raw)
+    # ... and, up to JPEG loss, those of the decoded bundle, which the gate used to read back.
+    _, arrays = frames.read_bundle(bundle.uri)
+    for ours, decoded in zip(stats, quality.frame_stats(arrays)):
+        assert ours.keys() == decoded.keys()
+        assert (ours["h"], ours["w"], ours["decoded"]) == (decoded["h"], decoded["w"], decoded["decoded"])
+        assert ours["mean"] == pytest.approx(decoded["mean"], abs=1.0)
+        assert ours["std"] == pytest.approx(decoded["std"], abs=1.5)
+
+
+def test_extraction_output_does_not_depend_on_asking_for_stats(cfr_run, tmp_path: Path) -> None:
+    _, segments, _ = cfr_run
+    plain = frames.run_frames(segments[0], 3.0, str(tmp_path / "a.zip"))
+    with_stats = frames.run_frames(segments[0], 3.0, str(tmp_path / "b.zip"), stats=[])
+    assert [f.pts_s for f in plain.frames] == [f.pts_s for f in with_stats.frames]
+    with zipfile.ZipFile(plain.uri) as a, zipfile.ZipFile(with_stats.uri) as b:
+        assert all(a.read(f.member) == b.read(f.member) for f in plain.frames)
+    assert plain.sampling == "fps"
+
+
+# --- keyframe mode ----------------------------------------------------------------------------------
+
+KEY_FPS, KEY_GOP = 25, 20  # a keyframe every 0.8 s
+
+
+@pytest.fixture(scope="module")
+def keyed(media_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    """6 s at 25 fps, a keyframe every 20 frames, split every 2 s: (video, manifest, segments)."""
+    from vidsearch import synth
+
+    video = synth.make_video(media_dir / "keyed.mp4", 6.0, 192, 108, fps=str(KEY_FPS), audio=False, gop_frames=KEY_GOP)
+    manifest = probe.probe_video(video)
+    segments = split.run_split(video, manifest, 2.0, None, str(tmp_path_factory.mktemp("keyed") / "segments"))
+    return video, manifest, segments
+
+
+def _keyframe_times(path: Path) -> list[float]:
+    """PTS (s) of the frames ffprobe decodes when it skips every non-key frame."""
+    doc = ff.ffprobe_json(
+        ["-skip_frame", "nokey", "-select_streams", "v:0", "-show_entries", "frame=pts_time", ff.file_url(path)],
+        timeout_s=60,
+    )
+    return sorted(float(f["pts_time"]) for f in doc["frames"])
+
+
+def _key_packet_times(path: Path) -> list[float]:
+    """PTS (s) of the packets flagged K (keyframes) in a file, demux only."""
+    doc = ff.ffprobe_json(
+        ["-select_streams", "v:0", "-show_entries", "packet=pts_time,flags", ff.file_url(path)], timeout_s=60
+    )
+    return sorted(float(p["pts_time"]) for p in doc["packets"] if "K" in p.get("flags", ""))
+
+
+def test_keyframe_mode_samples_every_keyframe_at_its_exact_pts(keyed, tmp_path: Path) -> None:
+    from vidsearch import storage
+
+    video, manifest, segments = keyed
+    assert len(segments) == 3
+    bundles = [
+        frames.run_frames(
+            s, 1.0, str(tmp_path / f"{s.name}.zip"), video_start_s=manifest.start_time_s, sampling="keyframes"
+        )
+        for s in segments
+    ]
+    reference = _keyframe_times(video)
+    assert reference == pytest.approx([i * KEY_GOP / KEY_FPS for i in range(len(reference))], abs=1e-6)
+    assert [f.pts_s for b in bundles for f in b.frames] == pytest.approx(
+        [t - manifest.start_time_s for t in reference], abs=MS
+    )
+    for segment, bundle in zip(segments, bundles):
+        assert bundle.sampling == "keyframes" and bundle.sample_fps == 1.0
+        assert [f.index for f in bundle.frames] == list(range(len(bundle.frames)))
+        # Each segment's frames are exactly its file's key packets, the first one at its start.
+        keys = _key_packet_times(storage.local_path(segment.uri))
+        assert [f.pts_s for f in bundle.frames] == pytest.approx([k - manifest.start_time_s for k in keys], abs=MS)
+        assert bundle.frames[0].pts_s == pytest.approx(segment.start_s, abs=MS)
+        assert all(segment.start_s <= f.pts_s < segment.end_s for f in bundle.frames)
+
+
+def test_keyframe_mode_decodes_only_keyframes(keyed, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import contextlib
+    import re
+
+    from vidsearch import storage
+
+    _, _, segments = keyed
+    segment = segments[0]  # [0, 2.4): keyframes at 0, 0.8 and 1.6 of 60 frames
+    real_stream = ff.stream
+    decoded: list[int] = []
+
+    @contextlib.contextmanager
+    def counting_stream(args, **kwargs):
+        # The same ffmpeg run, at verbose level: it then reports how many frames it decoded.
+        kwargs["loglevel"] = "verbose"
+        with real_stream(args, **kwargs) as handle:
+            yield handle
+        decoded.append(int(re.search(r"(\d+) frames decoded", handle.stderr_text()).group(1)))
+
+    monkeypatch.setattr(ff, "stream", counting_stream)
+    keys = frames.run_frames(segment, 2.0, str(tmp_path / "k.zip"), sampling="keyframes")
+    grid = frames.run_frames(segment, 2.0, str(tmp_path / "g.zip"))
+    key_packets = _key_packet_times(storage.local_path(segment.uri))
+    assert len(keys.frames) == len(key_packets) == 3
+    assert decoded[0] == len(key_packets)  # nothing but the keyframes went through the decoder
+    # The grid decodes every frame up to its last sample (2.0 s at 25 fps: frame 50), and then stops
+    # (a few more are in the decoder's threads by then) instead of decoding the segment's 60.
+    assert len(grid.frames) == 5 and 51 <= decoded[1] < 60
+
+
+def test_keyframe_mode_time_limit_and_stats(keyed, tmp_path: Path) -> None:
+    _, _, segments = keyed
+    stats: list[dict] = []
+    bundle = frames.run_frames(
+        segments[0], 1.0, str(tmp_path / "k.zip"), time_limit_s=1.0, sampling="keyframes", stats=stats
+    )
+    assert [f.pts_s for f in bundle.frames] == pytest.approx([0.0, 0.8], abs=MS)
+    assert len(stats) == 2 and all(s["decoded"] and s["std"] > 0 for s in stats)
+    with pytest.raises(InputError, match="sampling"):
+        frames.run_frames(segments[0], 1.0, str(tmp_path / "x.zip"), sampling="scenes")
+
+
+def test_bundles_record_their_sampling_mode_and_old_bundles_load() -> None:
+    from vidsearch.records import FrameBundle
+
+    old = {"video_id": "v", "segment_index": 0, "uri": "u", "width": 2, "height": 2, "sample_fps": 1.0, "frames": []}
+    assert FrameBundle.model_validate(old).sampling == "fps"
+    assert FrameBundle.model_validate({**old, "sampling": "keyframes"}).sampling == "keyframes"
+    with pytest.raises(ValueError):
+        FrameBundle.model_validate({**old, "sampling": "scenes"})
+
+
+def test_frames_gate_counts_keyframe_bundles_without_the_grid(keyed, tmp_path: Path) -> None:
+    from vidsearch import quality
+
+    _, manifest, segments = keyed
+    segment = segments[0]
+    stats: list[dict] = []
+    bundle = frames.run_frames(segment, 5.0, str(tmp_path / "k.zip"), sampling="keyframes", stats=stats)
+    # 3 keyframes in 2.4 s: the 5 fps grid would want 12.
+    gate = quality.check_frames(segment, bundle, stats, 5.0, None, source_fps=manifest.frame_rate)
+    assert gate.success, gate.summary()
+    as_grid = bundle.model_copy(update={"sampling": "fps"})
+    assert not quality.check_frames(segment, as_grid, stats, 5.0, None, source_fps=manifest.frame_rate).success
+    empty = bundle.model_copy(update={"frames": []})
+    assert not quality.check_frames(segment, empty, [], 5.0, None, source_fps=manifest.frame_rate).success

@@ -180,10 +180,13 @@ def test_unavailable_model_is_permanent_and_clears_a_stale_result(
 def test_transient_errors_exit_75(
     bundle_uri: str, tmp_path: Path, model_cache: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def storage_down(uri: str) -> bytes:
+    def storage_down(uri: str, *args: object, **kwargs: object) -> bytes:
         raise TransientError(f"object storage unavailable for {uri}: connection reset")
 
+    # The worker streams the bundle from storage.local_file (a download for s3); read_bytes for
+    # anything that still reads a whole object.
     monkeypatch.setattr(storage, "read_bytes", storage_down)
+    monkeypatch.setattr(storage, "local_file", storage_down)
     argv = _argv(bundle_uri, str(tmp_path / "out"), model_cache)
     assert worker.main(argv[3:]) == worker.EXIT_TRANSIENT
 
@@ -312,7 +315,9 @@ def test_warm_worker_rejects_malformed_requests(warm_worker) -> None:
 
     url, _ = warm_worker
     for body in (b"not json", b'{"argv": "--frames-uri x"}', b'{"argv": [1, 2]}', b"{}"):
-        request = urllib.request.Request(f"{url}/run", data=body, method="POST")
+        request = urllib.request.Request(
+            f"{url}/run", data=body, method="POST", headers={"Content-Type": "application/json"}
+        )
         with pytest.raises(urllib.error.HTTPError) as raised:
             urllib.request.urlopen(request, timeout=10)
         assert raised.value.code == 400

@@ -1,0 +1,129 @@
+"""Bounded memory: one 10-minute 1080p segment sampled at 5 fps (3000 frames) through the frames step
+and the detect+embed worker, each in its own process, peak RSS measured there.
+
+Neither step may hold the segment's frames at once (3000 RGB 1080p frames are 18.7 GB): extraction
+JPEG-encodes frames as ffmpeg decodes them and computes the frames gate's stats on the way, and the
+worker decodes the bundle batch by batch. So each step's peak stays under 1.5 GB, and the long segment
+needs no more memory than a 30-second one of the same video (within a small bound for allocator noise
+and per-frame records).
+
+Cost on 2 cores (about two minutes in all): the source is 10 minutes of 1080p at 5 fps, so the 3000
+sampled frames are all of its frames and encoding it is quick (x264 ultrafast, ~20 s); sampling and
+JPEG-encoding them takes ~25 s, the worker (tiny models; decoding 3000 1080p JPEGs dominates) ~45 s.
+A high score threshold keeps the embedding pass short: memory is what is measured, not the models.
+No Postgres or Weaviate is involved.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from vidsearch import probe, split, synth
+
+LIMIT_BYTES = 1.5e9  # per step
+GROWTH_BYTES = 150e6  # long segment minus short segment, per process
+SAMPLE_FPS = 5.0
+
+EXTRACT = r"""
+import json, resource, sys
+from vidsearch import pipeline
+from vidsearch.records import Segment, VideoManifest
+
+segment = Segment.model_validate_json(sys.argv[1])
+manifest = VideoManifest.model_validate_json(sys.argv[2])
+svc = pipeline.Services(catalog=None, index=lambda: None, storage_root=sys.argv[3])
+params = pipeline.IngestParams(source="memory-test", sample_fps=float(sys.argv[4]))
+bundle = pipeline.extract_frames(svc, "memory-test", params, segment, manifest)
+me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+print(json.dumps({"uri": bundle.uri, "frames": len(bundle.frames), "self": me.ru_maxrss * 1024,
+                  "children": kids.ru_maxrss * 1024}))
+"""
+
+WORKER = r"""
+import json, resource, sys
+from vidsearch import worker
+
+code = worker.main(sys.argv[1:])
+print(json.dumps({"code": code, "self": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}))
+"""
+
+
+def _measure(code: str, *args: str) -> dict:
+    """Run `code` in a fresh interpreter; its last stdout line is a JSON report (ru_maxrss in bytes:
+    `self` for the process, `children` for the largest ffmpeg/ffprobe it ran)."""
+    proc = subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=900, env=os.environ.copy()
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def segments(tmp_path_factory: pytest.TempPathFactory):
+    """(manifest, the whole video as one 600 s segment, its first 30 s as one segment)."""
+    root = tmp_path_factory.mktemp("long")
+    video = synth.make_video(
+        root / "long.mp4", 600.0, 1920, 1080, fps="5", audio=False, gop_frames=50, preset="ultrafast"
+    )
+    manifest = probe.probe_video(video)
+    (long,) = split.run_split(video, manifest, 600.0, None, str(root / "long-segments"))
+    (short,) = split.run_split(video, manifest, 30.0, 30.0, str(root / "short-segments"))
+    return manifest, long, short
+
+
+def _mb(value: float) -> str:
+    return f"{value / 1e6:.0f} MB"
+
+
+def test_long_segment_memory_is_bounded_and_flat(segments, tmp_path: Path, model_cache_dir: Path) -> None:
+    manifest, long, short = segments
+    assert (manifest.width, manifest.height) == (1920, 1080)
+    runs = {}
+    for name, segment in (("short", short), ("long", long)):
+        extract = _measure(
+            EXTRACT,
+            segment.model_dump_json(),
+            manifest.model_dump_json(),
+            f"file://{tmp_path / name}",
+            str(SAMPLE_FPS),
+        )
+        detect_embed = _measure(
+            WORKER,
+            "--frames-uri", extract["uri"],
+            "--output-uri", f"file://{tmp_path / name / 'objects'}",
+            "--score-threshold", "0.9",
+            "--batch-size", "16",
+            "--device", "cpu",
+            "--tiny-models",
+            "--model-cache", str(model_cache_dir),
+        )  # fmt: skip
+        assert detect_embed["code"] == 0
+        runs[name] = (extract, detect_embed)
+        print(
+            f"{name}: {extract['frames']} frames; extract_frames peak {_mb(extract['self'])} "
+            f"(+ ffmpeg {_mb(extract['children'])}); detect+embed peak {_mb(detect_embed['self'])}"
+        )
+
+    (short_x, short_w), (long_x, long_w) = runs["short"], runs["long"]
+    assert (short_x["frames"], long_x["frames"]) == (150, 3000)
+    # Under the limit, counting ffmpeg's peak as if it coincided with Python's.
+    assert long_x["self"] + long_x["children"] < LIMIT_BYTES
+    assert long_w["self"] < LIMIT_BYTES
+    # Flat: 20 times the frames, (almost) no more memory.
+    assert long_x["self"] - short_x["self"] < GROWTH_BYTES
+    assert long_x["children"] - short_x["children"] < GROWTH_BYTES
+    assert long_w["self"] - short_w["self"] < GROWTH_BYTES
+
+
+@pytest.fixture(scope="module")
+def model_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from vidsearch import modelstore
+
+    configured = os.environ.get(modelstore.CACHE_ENV)
+    return Path(configured) if configured else tmp_path_factory.mktemp("models")
