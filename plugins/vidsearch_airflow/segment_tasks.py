@@ -4,10 +4,10 @@
 Retries and timeouts are sized per stage (`STAGES`): every task retries with exponential backoff
 (doubling, capped); `vidsearch.errors.PermanentError` (bad input, bad params, a failed quality gate,
 missing model weights) fails a task at once through an `ExceptionRetryPolicy`, everything else
-(Weaviate 5xx, S3 throttling, network errors, a killed worker, a timeout) is retried. Two pools bound
-the shared resources: `gpu` (detect+embed) and `weaviate_writers` (index). Both must exist (the
-embedded stack creates them, `airflow_settings.yaml` lists them): the scheduler does not run tasks of
-a pool that does not exist.
+(Weaviate 5xx, S3 throttling, network errors, a killed worker, a timeout) is retried. Three pools
+bound the shared resources: `cpu` (split, extract_frames: one per core), `gpu` (detect+embed) and
+`weaviate_writers` (index). All must exist (the embedded stack creates them, `airflow_settings.yaml`
+lists them): the scheduler does not run tasks of a pool that does not exist.
 
 Each segment task logs which segment (and time range) of which video it works on and which try it is,
 the library logs progress (frames sampled, detect/embed batches, objects written), and the grid names
@@ -27,7 +27,6 @@ import contextlib
 import dataclasses
 import logging
 import os
-import resource
 import time
 from datetime import timedelta
 from typing import Any, Iterator, Optional
@@ -125,20 +124,6 @@ def ingest_params(ingest: Optional[dict] = None) -> Any:
     return IngestParams.model_validate({k: params[k] for k in IngestParams.model_fields if k in params})
 
 
-def _process_started_at() -> float:
-    """Unix time this process was created, to ~10 ms: its start in clock ticks since boot
-    (/proc/self/stat) against CLOCK_BOOTTIME (psutil's figure rests on a whole-second boot time)."""
-    try:
-        with open("/proc/self/stat") as fh:
-            fields = fh.read().rsplit(")", 1)[1].split()
-        started_since_boot = int(fields[19]) / os.sysconf("SC_CLK_TCK")
-        return time.time() - (time.clock_gettime(time.CLOCK_BOOTTIME) - started_since_boot)
-    except (OSError, ValueError, IndexError, AttributeError):  # not Linux
-        import psutil
-
-        return psutil.Process().create_time()
-
-
 @contextlib.contextmanager
 def timed(stage: str) -> Iterator[None]:
     """Time the task's own code and push the figures as XCom `vidsearch_timing` (also on failure).
@@ -146,10 +131,11 @@ def timed(stage: str) -> Iterator[None]:
     `process_started_at` (when this OS process was created), `code_started_at`, `finished_at` (unix
     seconds), `work_s`, `gx_setup_s` (seconds this process spent importing GX and building suites:
     0 when it inherited them from a preloading executor), `preloaded`, `max_rss_bytes` (peak RSS of
-    this process) and `children_max_rss_bytes` (of its largest finished child, e.g. ffmpeg). With the
+    this process, pages shared with the executor worker it was forked from included) and
+    `children_max_rss_bytes` (of its largest finished child, e.g. ffmpeg; an upper bound). With the
     task instance's start and end dates they split a task's wall time into start-up, work and exit.
     """
-    from vidsearch import quality
+    from vidsearch import procinfo, quality
     from vidsearch_airflow.executor import PRELOADED_ENV
 
     code_started = time.time()
@@ -161,14 +147,14 @@ def timed(stage: str) -> Iterator[None]:
         timing = {
             "task": stage,
             "pid": os.getpid(),
-            "process_started_at": _process_started_at(),
+            "process_started_at": procinfo.started_at(),
             "code_started_at": code_started,
             "finished_at": finished,
             "work_s": round(finished - code_started, 4),
             "gx_setup_s": round(quality.setup_seconds() - gx_before, 4),
             "preloaded": os.environ.get(PRELOADED_ENV) == "1",
-            "max_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-            "children_max_rss_bytes": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024,
+            "max_rss_bytes": procinfo.peak_rss_bytes(),
+            "children_max_rss_bytes": procinfo.children_peak_rss_bytes(),
         }
         log.info("%s timing: %s", stage, timing)
         try:

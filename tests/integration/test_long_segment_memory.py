@@ -31,8 +31,8 @@ GROWTH_BYTES = 150e6  # long segment minus short segment, per process
 SAMPLE_FPS = 5.0
 
 EXTRACT = r"""
-import json, resource, sys
-from vidsearch import pipeline
+import json, sys
+from vidsearch import pipeline, procinfo
 from vidsearch.records import Segment, VideoManifest
 
 segment = Segment.model_validate_json(sys.argv[1])
@@ -40,23 +40,23 @@ manifest = VideoManifest.model_validate_json(sys.argv[2])
 svc = pipeline.Services(catalog=None, index=lambda: None, storage_root=sys.argv[3])
 params = pipeline.IngestParams(source="memory-test", sample_fps=float(sys.argv[4]))
 bundle = pipeline.extract_frames(svc, "memory-test", params, segment, manifest)
-me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-print(json.dumps({"uri": bundle.uri, "frames": len(bundle.frames), "self": me.ru_maxrss * 1024,
-                  "children": kids.ru_maxrss * 1024}))
+print(json.dumps({"uri": bundle.uri, "frames": len(bundle.frames), "self": procinfo.peak_rss_bytes(),
+                  "children": procinfo.children_peak_rss_bytes()}))
 """
 
 WORKER = r"""
-import json, resource, sys
-from vidsearch import worker
+import json, sys
+from vidsearch import procinfo, worker
 
 code = worker.main(sys.argv[1:])
-print(json.dumps({"code": code, "self": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}))
+print(json.dumps({"code": code, "self": procinfo.peak_rss_bytes()}))
 """
 
 
 def _measure(code: str, *args: str) -> dict:
-    """Run `code` in a fresh interpreter; its last stdout line is a JSON report (ru_maxrss in bytes:
-    `self` for the process, `children` for the largest ffmpeg/ffprobe it ran)."""
+    """Run `code` in a fresh interpreter; its last stdout line is a JSON report in bytes: `self`, the
+    process's own peak (VmHWM: ru_maxrss would carry this test runner's peak across exec), and
+    `children`, the largest ffmpeg/ffprobe it ran (an upper bound)."""
     proc = subprocess.run(
         [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=900, env=os.environ.copy()
     )
