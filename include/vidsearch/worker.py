@@ -170,9 +170,9 @@ def run(args: argparse.Namespace, models: ModelCache | None = None) -> DetectEmb
     result_uri = storage.join(args.output_uri, RESULT_FILE)
     embeddings_uri = storage.join(args.output_uri, EMBEDDINGS_FILE)
 
-    # The bundle is read batch by batch, twice (detect, then embed the frames that have objects), so
-    # memory is bounded by the batch size whatever the number of frames. "read_bundle" is the time spent
-    # waiting for decoded batches.
+    # The bundle is read batch by batch (once in a warm worker; twice in a one-shot process, which frees
+    # the detector before loading the embedder), so memory is bounded by the batch size whatever the
+    # number of frames. "read_bundle" is the time spent waiting for decoded batches.
     phase = time.perf_counter()
     waited = [0.0]
     with open_frames(args.frames_uri) as reader:
@@ -222,89 +222,106 @@ def run(args: argparse.Namespace, models: ModelCache | None = None) -> DetectEmb
             logger.info("device %s (%s), dtype %s", device, torch.cuda.get_device_name(detector.device), detector.dtype)
         else:
             logger.info("device %s, dtype %s", device, detector.dtype)
-
-        # Batches of --batch-size frames: the detector's batches are those of a whole-bundle call.
-        phase, waited_before = time.perf_counter(), waited[0]
-        detections: list[list[Detection]] = []
+        detector_labels = sorted(set(detector.labels.values()))
         # On a GPU the next batch decodes while this one is detected; on the CPU both would compete
         # for the same cores, so one batch at a time (and half the memory).
         prefetch = detector.device.type != "cpu"
-        for batch in _timed(reader.batches(args.batch_size, prefetch=prefetch), waited):
-            # Neither `batch` nor `arrays` is kept while the next batch is read (that would be one
-            # more batch of frames in memory).
-            arrays = [frame for _, frame in batch]
-            del batch
-            detections.extend(detector.detect(arrays, args.score_threshold, args.batch_size))
-            del arrays
-            logger.info("detect: %d/%d frames", len(detections), total)
-        timings["detect"] = time.perf_counter() - phase - (waited[0] - waited_before)
-        detector_labels = sorted(set(detector.labels.values()))
-        if models is None:
-            # Free the detector before the embedder loads: on a small GPU the two need not fit together.
-            del detector
-            _release_cuda_memory()
 
         # Ids are derived from (video, segment, pts, box): two identical boxes in one frame would collide.
         # They are the same detection for search purposes; keep the higher-scoring one (listed first).
         seen: set[str] = set()
-        kept: list[list[Detection]] = []
         objects: list[DetectedObject] = []
-        for ref, frame_detections in zip(bundle.frames, detections):
-            frame_kept: list[Detection] = []
-            for det in frame_detections:
-                oid = object_id(bundle.video_id, bundle.segment_index, ref.pts_s, det.box)
-                if oid in seen:
-                    continue
-                seen.add(oid)
-                frame_kept.append(det)
-                objects.append(
-                    DetectedObject(
-                        object_id=oid,
-                        video_id=bundle.video_id,
-                        segment_index=bundle.segment_index,
-                        frame_index=ref.index,
-                        pts_s=ref.pts_s,
-                        box=det.box,
-                        label=det.label,
-                        label_id=det.label_id,
-                        score=det.score,
-                    )
-                )
-            kept.append(frame_kept)
-        dropped = sum(len(d) for d in detections) - len(objects)
+        detected = [0, 0]  # frames, detections
+        detect_s = [0.0]
+
+        def detect_batches() -> Iterator[tuple[Any, np.ndarray, list[Detection]]]:
+            """(frame ref, frame, its kept detections) for every frame, a batch of --batch-size frames
+            at a time (the detector's batches are those of a whole-bundle call); objects are recorded
+            as frames go by."""
+            for batch in _timed(reader.batches(args.batch_size, prefetch=prefetch), waited):
+                refs, arrays = [ref for ref, _ in batch], [frame for _, frame in batch]
+                del batch  # not kept while the next batch is read
+                started_detect = time.perf_counter()
+                found = detector.detect(arrays, args.score_threshold, args.batch_size)
+                detect_s[0] += time.perf_counter() - started_detect
+                for ref, frame, frame_detections in zip(refs, arrays, found):
+                    kept = []
+                    for det in frame_detections:
+                        oid = object_id(bundle.video_id, bundle.segment_index, ref.pts_s, det.box)
+                        if oid in seen:
+                            continue
+                        seen.add(oid)
+                        kept.append(det)
+                        objects.append(
+                            DetectedObject(
+                                object_id=oid,
+                                video_id=bundle.video_id,
+                                segment_index=bundle.segment_index,
+                                frame_index=ref.index,
+                                pts_s=ref.pts_s,
+                                box=det.box,
+                                label=det.label,
+                                label_id=det.label_id,
+                                score=det.score,
+                            )
+                        )
+                    detected[0] += 1
+                    detected[1] += len(frame_detections)
+                    yield ref, frame, kept
+                del arrays
+                logger.info("detect: %d/%d frames", detected[0], total)
+
+        if models is not None:
+            # A warm worker keeps both models loaded: one pass over the bundle, each batch detected and
+            # its crops embedded while its frames are in memory (every frame is decoded once).
+            phase = time.perf_counter()
+            embedder_path = resolve_model(args.embedder, "embedder", tiny=args.tiny_models, cache_dir=cache_dir)
+            embedder = _model(
+                models, "embedder", embedder_path, args, lambda: Embedder(embedder_path, device=args.device, dtype=args.dtype)
+            )
+            timings["load_embedder"] = time.perf_counter() - phase
+            phase, waited_before = time.perf_counter(), waited[0]
+            embeddings = embedder.embed_crop_stream(
+                ((frame, [det.box for det in kept]) for _, frame, kept in detect_batches() if kept),
+                args.batch_size,
+                progress=lambda done, n: logger.info("embed: %d crops", done),
+            )
+            timings["detect"] = detect_s[0]
+            timings["embed"] = time.perf_counter() - phase - (waited[0] - waited_before) - detect_s[0]
+        else:
+            # A one-shot worker frees the detector before the embedder loads (on a small GPU the two
+            # need not fit together), so it reads the bundle twice: detect every frame, then decode
+            # again only the frames with objects and embed their crops.
+            phase, waited_before = time.perf_counter(), waited[0]
+            kept_by_frame = [kept for _, _, kept in detect_batches()]
+            timings["detect"] = time.perf_counter() - phase - (waited[0] - waited_before)
+            del detector
+            _release_cuda_memory()
+            phase = time.perf_counter()
+            embedder_path = resolve_model(args.embedder, "embedder", tiny=args.tiny_models, cache_dir=cache_dir)
+            embedder = Embedder(embedder_path, device=args.device, dtype=args.dtype)
+            timings["load_embedder"] = time.perf_counter() - phase
+            with_objects = [i for i, kept in enumerate(kept_by_frame) if kept]
+
+            def crops() -> Iterator[tuple[np.ndarray, list[Box]]]:
+                positions = iter(with_objects)
+                for batch in _timed(reader.batches(args.batch_size, with_objects, prefetch=prefetch), waited):
+                    for _, frame in batch:
+                        yield frame, [det.box for det in kept_by_frame[next(positions)]]
+                    del batch, frame
+
+            phase, waited_before = time.perf_counter(), waited[0]
+            embeddings = embedder.embed_crop_stream(
+                crops(),
+                args.batch_size,
+                progress=lambda done, n: logger.info("embed: %d/%d crops", done, n),
+                total=len(objects),
+            )
+            timings["embed"] = time.perf_counter() - phase - (waited[0] - waited_before)
+        dropped = detected[1] - len(objects)
         if dropped:
             logger.info("dropped %d duplicate detections (same frame and box)", dropped)
         logger.info("detect: %d objects in %d frames", len(objects), total)
-
-        phase = time.perf_counter()
-        embedder_path = resolve_model(args.embedder, "embedder", tiny=args.tiny_models, cache_dir=cache_dir)
-        embedder = _model(
-            models,
-            "embedder",
-            embedder_path,
-            args,
-            lambda: Embedder(embedder_path, device=args.device, dtype=args.dtype),
-        )
-        timings["load_embedder"] = time.perf_counter() - phase
-
-        # Second pass: only the frames with objects are decoded again.
-        with_objects = [i for i, frame_kept in enumerate(kept) if frame_kept]
-
-        def crops() -> Iterator[tuple[np.ndarray, list[Box]]]:
-            positions = iter(with_objects)
-            for batch in _timed(reader.batches(args.batch_size, with_objects, prefetch=prefetch), waited):
-                for _, frame in batch:
-                    yield frame, [det.box for det in kept[next(positions)]]
-                del batch, frame
-
-        phase, waited_before = time.perf_counter(), waited[0]
-        embeddings = embedder.embed_crop_stream(
-            crops(),
-            args.batch_size,
-            progress=lambda done, n: logger.info("embed: %d/%d crops", done, n),
-            total=len(objects),
-        )
-        timings["embed"] = time.perf_counter() - phase - (waited[0] - waited_before)
     timings["read_bundle"] = waited[0]
     if embeddings.shape != (len(objects), embedder.dim):  # a broken invariant, not bad input
         raise RuntimeError(f"embeddings have shape {embeddings.shape} for {len(objects)} objects")
