@@ -88,9 +88,12 @@ def load_note(m: dict[str, Any]) -> str:
     start, end = m.get("loadavg_at_start"), m.get("loadavg_at_end")
     if not start or not end:
         return ""
-    text = f"Load average (1/5/15 min) {'/'.join(map(str, start))} at start, {'/'.join(map(str, end))} at the end"
-    if max(start[0], end[0]) > 0.5 * (m.get("cpu_count") or 1):
-        text += ": **other work was running on this machine; timings are inflated and noisy**"
+    text = (
+        f"Load average (1/5/15 min) {'/'.join(map(str, start))} at start, {'/'.join(map(str, end))} at the end "
+        "(the end figure includes the benchmark's own work)"
+    )
+    if start[0] > 0.5 * (m.get("cpu_count") or 1):
+        text += ": **other work was running on this machine when it started; timings are inflated and noisy**"
     return text + ".\n"
 
 

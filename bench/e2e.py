@@ -979,13 +979,14 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
         "until the end was seen (idle scheduler heartbeats included: they are this system's cost). Reference "
         "design: its processes from services-up to the last vector, plus Weaviate. Pixeltable: its process and "
         "its embedded Postgres during the insert.",
-        "* Peak RSS per task is the task process's own peak (`ru_maxrss`). The largest child's figure is "
-        "`RUSAGE_CHILDREN`'s, which on Linux also counts the pages a child inherited from the task process "
-        "before it exec'd ffmpeg, so it is at least the parent's size at that moment, not ffmpeg's alone.",
-        "* \"process start\" uses the task process's creation time from psutil, which Linux derives from the "
-        "boot time in whole seconds: it can be off by up to a second, the same for every task of a run (a "
-        "constant shift between \"process start\" and \"imports\"; their sum and the fixed cost do not "
-        "depend on it).",
+        "* Peak RSS per task is the task process's own high-water mark (`VmHWM`), which counts the pages it "
+        "shares with the preloaded executor worker it was forked from (about 0.38 GiB of imported libraries, "
+        "shared by every task process, not copied). The largest child's figure is `RUSAGE_CHILDREN`'s, which "
+        "on Linux also counts what a child shared with the task process before it exec'd ffmpeg: an upper "
+        "bound, not ffmpeg's alone.",
+        "* \"process start\" is the task process's creation time (`/proc/self/stat` against CLOCK_BOOTTIME, "
+        "to about 10 ms) minus the TI's start date: negative because the supervisor forks the process "
+        "before the API server records the start.",
         "* The three systems count objects their own way: ours in Postgres and Weaviate (`finalize` checks they "
         "agree), the reference design in its Weaviate collection, Pixeltable in its `objects` view.",
         "* Every raw figure (each task instance, each XCom, each peer's phases) is in `e2e.json`.",
