@@ -117,14 +117,20 @@ def test_settings_reject_unknown_keys():
         GpuSettings.model_validate({"mode": "cloud"})
 
 
-def test_worker_runs_locally_with_the_pods_argv(tmp_path: Path):
-    """What a pod would run, run here: the outputs land where the index step reads them."""
+@pytest.fixture()
+def local_segment(tmp_path: Path):
+    """(video, manifest, storage root, its one segment, that segment's frame bundle) on local storage."""
     video = synth.make_video(tmp_path / "v.mp4", duration_s=3.0, width=192, height=108, gop_frames=15)
     manifest = probe.probe_video(video, str(video))
     root = f"file://{tmp_path / 'objects'}"
     (segment,) = split.run_split(video, manifest, 10.0, None, storage.join(root, "segments"))
     bundle = frames.run_frames(segment, 2.0, storage.join(root, "frames", "seg0000.zip"))
+    return video, manifest, root, segment, bundle
 
+
+def test_worker_runs_locally_with_the_pods_argv(local_segment):
+    """What a pod would run, run here: the outputs land where the index step reads them."""
+    _, manifest, root, segment, bundle = local_segment
     svc = Services(catalog=None, index=lambda: None, storage_root=root, tiny_models=True)
     settings = GpuSettings(mode="kubernetes", dtype="float32")
     argv, pod = _render(svc, bundle, segment, settings)
@@ -140,17 +146,13 @@ def test_worker_runs_locally_with_the_pods_argv(tmp_path: Path):
     assert all(o.video_id == manifest.video_id and o.segment_index == 0 for o in result.objects)
 
 
-def test_service_mode_runs_the_pods_argv_on_the_warm_worker_service(tmp_path: Path, monkeypatch):
+def test_service_mode_runs_the_pods_argv_on_the_warm_worker_service(local_segment, monkeypatch):
     """`service` mode: the pod's argv as a job of the warm-worker service, authenticated, with the
     same outputs as the command run here."""
     from vidsearch import pipeline, worker_server
     from vidsearch_airflow import gpu
 
-    video = synth.make_video(tmp_path / "v.mp4", duration_s=3.0, width=192, height=108, gop_frames=15)
-    manifest = probe.probe_video(video, str(video))
-    root = f"file://{tmp_path / 'objects'}"
-    (segment,) = split.run_split(video, manifest, 10.0, None, storage.join(root, "segments"))
-    bundle = frames.run_frames(segment, 2.0, storage.join(root, "frames", "seg0000.zip"))
+    video, _, root, segment, bundle = local_segment
     svc = Services(catalog=None, index=lambda: None, storage_root=root, tiny_models=True)
     params = IngestParams(source=str(video), score_threshold=0.0)
     settings = GpuSettings(mode="service", service_url="http://unused", dtype="float32")
