@@ -433,7 +433,6 @@ def _context() -> dict[str, Any]:
         return _STATE
 
 
-
 def warm_up() -> None:
     """Import GX and build the context and every stage's suite now (a preloading parent process)."""
     for stage in _SUITES:
