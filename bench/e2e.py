@@ -670,29 +670,14 @@ def planned(duration_s: float, segment_seconds: Optional[float], sample_fps: flo
     """
     from vidsearch import pipeline
 
-    slots_fn = getattr(pipeline, "parallel_slots", None)
-    slots = int(slots_fn()) if slots_fn else (os.cpu_count() or 1)
+    slots = pipeline.parallel_slots()
     out: dict[str, Any] = {"duration_s": duration_s, "slots": slots}
     if segment_seconds is not None:
         seg_s, out["segment_seconds_source"] = float(segment_seconds), "--segment-seconds"
     else:
-        # WIRE: the planner behind segment_seconds "auto". Today it is
-        # pipeline.planned_segment_seconds(params, covered_s) over pipeline.parallel_slots(); an
-        # older/newer spelling plan_segment_seconds(duration_s, slots) is tried too.
-        try:
-            if hasattr(pipeline, "planned_segment_seconds"):
-                params = pipeline.IngestParams(source="planned", sample_fps=sample_fps)
-                seg_s = float(pipeline.planned_segment_seconds(params, duration_s))
-                out["segment_seconds_source"] = "the DAG's planner for segment_seconds auto, pipeline.planned_segment_seconds"
-            elif hasattr(pipeline, "plan_segment_seconds"):
-                seg_s = float(pipeline.plan_segment_seconds(duration_s, slots))
-                out["segment_seconds_source"] = "pipeline.plan_segment_seconds"
-            else:
-                out["segment_seconds_source"] = "unavailable: vidsearch.pipeline has no segment planner"
-                return out
-        except Exception as exc:  # noqa: BLE001 - the plan is a report line, never fatal
-            out["segment_seconds_source"] = f"unavailable: the planner failed: {type(exc).__name__}: {exc}"
-            return out
+        params = pipeline.IngestParams(source="planned", sample_fps=sample_fps)
+        seg_s = pipeline.planned_segment_seconds(params, duration_s)
+        out["segment_seconds_source"] = "the DAG's planner for segment_seconds auto, pipeline.planned_segment_seconds"
     segments = max(1, math.ceil(duration_s / seg_s - 1e-9))
     out.update({
         "segment_seconds": r(seg_s, 3), "segments": segments,

@@ -213,7 +213,7 @@ def extract_frames(
     svc: Services, run_id: str, params: IngestParams, segment: Segment, manifest: VideoManifest
 ) -> FrameBundle:
     """Sample one segment into one frame bundle in object storage, then gate the frames."""
-    sampling = getattr(params, "sampling", "fps")
+    sampling = params.sampling
     try:
         bundle_uri = storage.join(video_root(svc, segment.video_id), "frames", f"{segment.name}.zip")
         # The gate's per-frame stats are computed while extracting (from the RGB frames before JPEG

@@ -427,7 +427,7 @@ def _context() -> dict[str, Any]:
                 ),
             )
             datasource = context.data_sources.add_pandas("vidsearch")
-            _STATE.update(pid=os.getpid(), gx=gx, context=context, datasource=datasource, stages={})
+            _STATE.update(gx=gx, context=context, datasource=datasource, stages={})
             _SETUP_SECONDS[os.getpid()] = _SETUP_SECONDS.get(os.getpid(), 0.0) + time.perf_counter() - started
             log.debug("GX %s context ready in %.2f s", gx.__version__, time.perf_counter() - started)
         return _STATE

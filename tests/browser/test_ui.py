@@ -27,7 +27,7 @@ import pytest
 
 pytestmark = pytest.mark.integration
 
-playwright_sync = pytest.importorskip("playwright.sync_api")
+from playwright import sync_api as playwright_sync  # noqa: E402 - pinned: a missing one fails, never skips
 expect = playwright_sync.expect
 
 CHROMIUM = os.environ.get("VIDSEARCH_CHROMIUM", "/usr/bin/chromium")
