@@ -7,9 +7,9 @@
 One invocation:
 
 1. generates (once; cached under data/bench/videos) 1280x720 30000/1001 fps H.264 + AAC videos of moving
-   boxes with `vidsearch.synth.make_video`, one per `--minutes` length (default 1, 10, 30); videos
+   boxes with `vidsearch.media.synth.make_video`, one per `--minutes` length (default 1, 10, 30); videos
    over 10 minutes are made in 10-minute parts joined by stream copy;
-2. builds the tiny models once (`vidsearch.modelstore.ensure_tiny_model`): all three systems load the
+2. builds the tiny models once (`vidsearch.models.modelstore.ensure_tiny_model`): all three systems load the
    same two folders with `from_pretrained`, at the same sampling rate and score threshold;
 3. starts the embedded stack (`python -m devstack up`, ports and data folder from the environment as
    `devstack.StackConfig.from_env` reads them), and ingests each video through the Airflow REST API
@@ -172,8 +172,8 @@ def minutes_label(minutes: float) -> str:
 
 def bench_video(minutes: float, folder: Path) -> tuple[Path, dict[str, Any]]:
     """The benchmark video of `minutes`, generated once per parameters and synth.py version."""
-    from vidsearch import ffmpeg as ff
-    from vidsearch import synth
+    from vidsearch.media import ffmpeg as ff
+    from vidsearch.media import synth
 
     params = {"width": WIDTH, "height": HEIGHT, "fps": FPS, "audio": True, "gop_frames": GOP_FRAMES}
     duration = float(minutes) * 60.0
@@ -209,7 +209,7 @@ def bench_video(minutes: float, folder: Path) -> tuple[Path, dict[str, Any]]:
 
 
 def tiny_models(model_cache: Path) -> dict[str, str]:
-    from vidsearch import modelstore
+    from vidsearch.models import modelstore
 
     return {kind: str(modelstore.ensure_tiny_model(kind, model_cache)) for kind in ("detector", "embedder")}
 
@@ -381,8 +381,8 @@ def object_counts(stack: Stack, collection: str, video_id: str) -> dict[str, Any
     """Objects of the video in Postgres (catalog) and Weaviate (index), read directly."""
     import weaviate
 
-    from vidsearch.catalog import Catalog
-    from vidsearch.index import ObjectIndex
+    from vidsearch.stores.catalog import Catalog
+    from vidsearch.stores.index import ObjectIndex
 
     out: dict[str, Any] = {}
     try:
@@ -795,7 +795,7 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
         benchlib.load_note(m).strip(),
         "",
         f"Inputs: `synth.make_video` 1280x720 @ 30000/1001 fps, H.264 (keyframe every {GOP_FRAMES} frames) + AAC, "
-        f"moving boxes. Models: the tiny random DETR and CLIP folders of `vidsearch.modelstore`, the same two "
+        f"moving boxes. Models: the tiny random DETR and CLIP folders of `vidsearch.models.modelstore`, the same two "
         f"folders for all three systems; sampling {report['config']['sample_fps']:g} frame/s; score threshold "
         f"{report['config']['score_threshold']:g}. Ours: `segment_seconds` "
         f"{report['config']['segment_seconds'] if report['config']['segment_seconds'] is not None else 'the DAG default (auto)'}; "

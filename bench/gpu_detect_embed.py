@@ -57,7 +57,7 @@ def build_models(folder: Path, smoke: bool) -> tuple[str, str]:
 
     torch.manual_seed(0)
     if smoke:
-        from vidsearch import modelstore
+        from vidsearch.models import modelstore
 
         return (
             str(modelstore.ensure_tiny_model("detector", folder)),
@@ -123,8 +123,8 @@ def run_config(
 ) -> dict:
     import torch
 
-    from vidsearch.detect import Detector
-    from vidsearch.embed import Embedder
+    from vidsearch.models.detect import Detector
+    from vidsearch.models.embed import Embedder
 
     detector = Detector(det_path, device=device, dtype=dtype, channels_last=channels_last)
     embedder = Embedder(emb_path, device=device, dtype=dtype)
@@ -165,8 +165,8 @@ _COLD_START = """
 import json, sys, time
 t0 = time.perf_counter()
 import torch, transformers
-from vidsearch.detect import Detector
-from vidsearch.embed import Embedder
+from vidsearch.models.detect import Detector
+from vidsearch.models.embed import Embedder
 t1 = time.perf_counter()
 det_path, emb_path, device, dtype = sys.argv[1:5]
 detector = Detector(det_path, device=device, dtype=dtype)

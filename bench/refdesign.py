@@ -140,7 +140,7 @@ class _Models:
             y0, y1 = sorted((min(max(box[1], 0.0), height), min(max(box[3], 0.0), height)))
             if (x1 - x0) * (y1 - y0) < MIN_BOX_AREA_PX2:
                 continue
-            # The pixels to crop: corners rounded, at least 1x1 px (as vidsearch.embed.crop_box).
+            # The pixels to crop: corners rounded, at least 1x1 px (as vidsearch.models.embed.crop_box).
             ix0, iy0 = min(max(int(round(x0)), 0), width - 1), min(max(int(round(y0)), 0), height - 1)
             crop = (ix0, iy0, min(max(int(round(x1)), ix0 + 1), width), min(max(int(round(y1)), iy0 + 1), height))
             found.append({"box": [round(x0, 2), round(y0, 2), round(x1, 2), round(y1, 2)], "crop": crop,
@@ -445,7 +445,7 @@ def run(
 def _default_models() -> tuple[str, str]:
     sys.path[:0] = [str(ROOT / "include")]
     from devstack import cache_dir
-    from vidsearch import modelstore
+    from vidsearch.models import modelstore
 
     cache = Path(os.environ.get("VIDSEARCH_MODEL_CACHE") or cache_dir() / "models")
     return str(modelstore.ensure_tiny_model("detector", cache)), str(modelstore.ensure_tiny_model("embedder", cache))

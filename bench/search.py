@@ -578,8 +578,8 @@ def weaviate_facts(stack: Stack, coll: Any) -> dict[str, Any]:
 def run(args: argparse.Namespace, stack: Stack, report: dict[str, Any], t_start: float) -> None:
     import httpx
 
-    from vidsearch import catalog as cat
-    from vidsearch import index as vindex
+    from vidsearch.stores import catalog as cat
+    from vidsearch.stores import index as vindex
     from vidsearch.search import SearchService
 
     quiet()
@@ -773,7 +773,7 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
         f"maxConnections {vi.get('max_connections')}, ef {vi.get('ef')} (dynamic {vi.get('dynamic_ef_min')}-"
         f"{vi.get('dynamic_ef_max')}, factor {vi.get('dynamic_ef_factor')}), filter strategy "
         f"{vi.get('filter_strategy')}, flat search cutoff {fmt(vi.get('flat_search_cutoff'))}, quantizer "
-        f"{vi.get('quantizer') or 'none'} (the project's defaults, `vidsearch.index`).",
+        f"{vi.get('quantizer') or 'none'} (the project's defaults, `vidsearch.stores.index`).",
         "",
         *summary(report),
         "## Import",
@@ -1024,7 +1024,7 @@ def main() -> int:
     if args.writers < 1 or args.queries < 10:
         parser.error("--writers must be >= 1 and --queries >= 10")
 
-    from vidsearch import index as vindex
+    from vidsearch.stores import index as vindex
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     quiet()

@@ -8,7 +8,7 @@ What it does (see bench/README.md for how to read the results):
    end, always), and configures Airflow, tiny models and object storage through environment
    variables, exactly as the test suite does (tests/conftest.py).
 2. Generates (or reuses from ~/.cache/vidsearch/bench/) a 1280x720, 30000/1001 fps, H.264 + AAC video
-   of moving boxes with `vidsearch.synth.make_video`.
+   of moving boxes with `vidsearch.media.synth.make_video`.
 3. Times each stage through the same plain functions the DAG tasks call (`vidsearch.pipeline`):
    probe, split, extract_frames, the detect+embed worker command per segment (with the worker's own
    phase timings), indexing into Weaviate + Postgres, and finalize, with the time each spends in its
@@ -135,7 +135,7 @@ def machine_facts() -> dict[str, Any]:
 
 def bench_video(duration_s: float) -> tuple[Path, dict[str, Any]]:
     """The benchmark video, generated once per parameter set (and synth.py version) and cached."""
-    from vidsearch import synth
+    from vidsearch.media import synth
 
     params = {
         "duration_s": float(duration_s),
@@ -162,7 +162,7 @@ def bench_video(duration_s: float) -> tuple[Path, dict[str, Any]]:
 
 def decode_only(path: Path, runs: int = DECODE_RUNS) -> dict[str, Any]:
     """ffmpeg decoding the whole video stream to nowhere: the floor for any frame sampling."""
-    from vidsearch import ffmpeg as ff
+    from vidsearch.media import ffmpeg as ff
 
     argv = [ff.ffmpeg_bin(), "-hide_banner", "-nostdin", "-i", str(path), "-map", "0:v:0", "-f", "null", "-"]
     times = []
@@ -237,9 +237,12 @@ class GateMeter:
 
 
 def run_stages(stack: Stack, video: Path, duration_s: float) -> dict[str, Any]:
-    from vidsearch import catalog as cat
-    from vidsearch import frames, launcher, modelstore, pipeline, quality, storage
-    from vidsearch.index import ObjectIndex
+    from vidsearch.stores import catalog as cat
+    from vidsearch.media import frames
+    from vidsearch.models import launcher, modelstore
+    from vidsearch import pipeline, quality
+    from vidsearch.stores import storage
+    from vidsearch.stores.index import ObjectIndex
 
     quiet()
     catalog = cat.Catalog.from_url(stack.pg.url("vidsearch"))
@@ -404,9 +407,9 @@ def run_stages(stack: Stack, video: Path, duration_s: float) -> dict[str, Any]:
 
 
 def warm_worker_jobs(argvs: list[list[str]]) -> dict[str, Any]:
-    """Run the worker commands through a warm worker (`vidsearch.worker_server`, in this process, as
+    """Run the worker commands through a warm worker (`vidsearch.models.worker_server`, in this process, as
     `make up` runs it beside Airflow): the first job loads the models, the others reuse them."""
-    from vidsearch import launcher, worker_server
+    from vidsearch.models import launcher, worker_server
 
     per_segment = []
     with worker_server.serving() as (url, warm):
@@ -576,7 +579,8 @@ def e2e_child(result_path: Path, video: Path, video_id: str, segments: int) -> i
 
 def e2e_worker_timings(video_id: str, segments: int) -> list[dict[str, Any]]:
     """The worker's own phase timings in the DAG run: its result.json per segment, in the DAG's storage."""
-    from vidsearch import launcher, storage
+    from vidsearch.models import launcher
+    from vidsearch.stores import storage
 
     rows = []
     for index in range(segments):

@@ -79,7 +79,7 @@ def reprocess_segments() -> None:
         """Pick the video's segments in the chosen states; recover the original run's settings."""
         import logging
 
-        from vidsearch import catalog as cat
+        from vidsearch.stores import catalog as cat
         from vidsearch import pipeline
         from vidsearch.records import Segment
         from vidsearch_airflow.services import services

@@ -21,7 +21,8 @@ sys.path[:0] = [str(ROOT / "include"), str(ROOT / "plugins")]
 from devstack import StackConfig  # noqa: E402
 from devstack.airflow import admin_password_file, api_url  # noqa: E402
 from devstack.client import TERMINAL_RUN_STATES, AirflowClient  # noqa: E402
-from vidsearch import modelstore, synth  # noqa: E402
+from vidsearch.models import modelstore  # noqa: E402
+from vidsearch.media import synth
 from vidsearch.errors import ModelUnavailableError  # noqa: E402
 
 DAG_ID = "video_ingest"

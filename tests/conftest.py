@@ -77,7 +77,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
             airflow_settings.dispose_orm()
         except Exception:  # noqa: BLE001 - best effort at teardown
             pass
-    catalog_module = sys.modules.get("vidsearch.catalog")
+    catalog_module = sys.modules.get("vidsearch.stores.catalog")
     if catalog_module is not None:
         catalog_module.engine_for.cache_clear()
     for key in ("weaviate", "pg"):
@@ -101,7 +101,7 @@ def catalog_url(pg_server) -> str:
 
 @pytest.fixture(scope="session")
 def catalog(catalog_url):
-    from vidsearch import catalog as cat
+    from vidsearch.stores import catalog as cat
 
     catalog = cat.Catalog.from_url(catalog_url)
     cat.migrate(catalog.engine)

@@ -2,9 +2,9 @@
 
 Pixeltable refuses UDFs defined in a script's global namespace (they must live in an importable module),
 hence this file. `clip_detections` applies to DETR's output exactly the box hygiene the pipeline's
-detector (`vidsearch.detect`) and the reference design apply: boxes clipped to the frame, boxes under
+detector (`vidsearch.models.detect`) and the reference design apply: boxes clipped to the frame, boxes under
 1 px² dropped, corners rounded to whole pixels with at least 1x1 px left to crop
-(`vidsearch.embed.crop_box`). Without it a box reaching past the frame would be padded with black by
+(`vidsearch.models.embed.crop_box`). Without it a box reaching past the frame would be padded with black by
 PIL and a sub-pixel box would give an empty crop that CLIP's processor rejects.
 """
 

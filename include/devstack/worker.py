@@ -1,4 +1,4 @@
-"""The stack's warm detect+embed worker: `python -m vidsearch.worker_server` as a detached process.
+"""The stack's warm detect+embed worker: `python -m vidsearch.models.worker_server` as a detached process.
 
 Airflow's tasks find it through ``VIDSEARCH_WORKER_URL`` (set by `env_for_stack`) and send it their
 detect+embed jobs, so the models load once per stack instead of once per segment. When it is down the
@@ -32,7 +32,7 @@ def worker_healthy(cfg: StackConfig, timeout: float = 2.0) -> bool:
 
 def start_worker(cfg: StackConfig) -> int:
     """Start the warm worker detached (own session, pid file, log file); return its pid."""
-    argv = [sys.executable, "-m", "vidsearch.worker_server", "--host", "127.0.0.1", "--port", str(cfg.worker_port)]
+    argv = [sys.executable, "-m", "vidsearch.models.worker_server", "--host", "127.0.0.1", "--port", str(cfg.worker_port)]
     return start_detached(cfg, NAME, argv, cfg.repo_root)
 
 

@@ -17,11 +17,14 @@ from typing import Callable, Optional
 
 from pydantic import Field
 
-from . import catalog as cat
-from . import frames, launcher, probe, quality, sources, split, storage
-from .errors import PermanentError, QualityGateError, one_line
-from .index import ObjectIndex, validate_collection_name, weaviate_collection_name
-from .records import FrameBundle, Record, Sampling, Segment, SegmentSeconds, VideoManifest
+from vidsearch.stores import catalog as cat
+from vidsearch.media import frames, probe, sources, split
+from vidsearch.models import launcher
+from vidsearch import quality
+from vidsearch.stores import storage
+from vidsearch.errors import PermanentError, QualityGateError, one_line
+from vidsearch.stores.index import ObjectIndex, validate_collection_name, weaviate_collection_name
+from vidsearch.records import FrameBundle, Record, Sampling, Segment, SegmentSeconds, VideoManifest
 
 log = logging.getLogger(__name__)
 

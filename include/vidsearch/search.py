@@ -40,10 +40,11 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg
 
-from . import catalog as cat
-from . import modelstore, storage
-from .errors import InputError, VidsearchError
-from .index import COLLECTION_NAME_RE, ObjectIndex, _retrying, weaviate_collection_name
+from vidsearch.stores import catalog as cat
+from vidsearch.models import modelstore
+from vidsearch.stores import storage
+from vidsearch.errors import InputError, VidsearchError
+from vidsearch.stores.index import COLLECTION_NAME_RE, ObjectIndex, _retrying, weaviate_collection_name
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +115,7 @@ def cached_embedder(model_path: str, device: str) -> _LoadedEmbedder:
     with _EMBEDDERS_LOCK:
         loaded = _EMBEDDERS.get(key)
         if loaded is None:
-            from .embed import Embedder
+            from vidsearch.models.embed import Embedder
 
             loaded = _LoadedEmbedder(Embedder(model_path, device=device), threading.Lock())
             _EMBEDDERS[key] = loaded
@@ -452,9 +453,9 @@ class SearchService:
         def cut() -> bytes:
             from PIL import Image
 
-            from .embed import crop_box
-            from .frames import read_frame
-            from .records import Box
+            from vidsearch.models.embed import crop_box
+            from vidsearch.media.bundle import read_frame
+            from vidsearch.records import Box
 
             o, f = cat.objects, cat.frames
             with self.engine.connect() as conn:

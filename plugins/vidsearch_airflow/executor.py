@@ -78,7 +78,8 @@ def preload() -> dict[str, float]:
         timings[name] = time.perf_counter() - started
     started = time.perf_counter()
     try:
-        from vidsearch import catalog, quality
+        from vidsearch.stores import catalog
+        from vidsearch import quality
 
         quality.warm_up()
         catalog.head_revision()

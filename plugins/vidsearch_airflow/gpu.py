@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
 
-PERMANENT_EXIT_CODE = 3  # vidsearch.worker.EXIT_PERMANENT
+PERMANENT_EXIT_CODE = 3  # vidsearch.models.worker.EXIT_PERMANENT
 
 
 class GpuSettings(BaseModel):

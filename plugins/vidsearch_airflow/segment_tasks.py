@@ -180,7 +180,7 @@ def injected_fault(stage: str, segment_index: int, try_number: int) -> Optional[
 
 
 def _raise_fault(kind: str, stage: str, label: str) -> None:
-    from vidsearch import launcher
+    from vidsearch.models import launcher
     from vidsearch.errors import PermanentError, TransientError
 
     log.warning("%s: injecting a %s fault into %s (%s is set)", label, kind, stage, FAULTS_ENV)
@@ -209,7 +209,7 @@ def begin_segment_task(stage: str, segment: Any, svc: Any, params: Any) -> None:
     (its failed tasks cleared in the UI), the run is running again, so finalize re-checks it instead
     of repeating the old error. (Probe and split failures never get here: no segment runs then.)
     """
-    from vidsearch import catalog as cat
+    from vidsearch.stores import catalog as cat
     from vidsearch import pipeline
 
     ctx = get_current_context()

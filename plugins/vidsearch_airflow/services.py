@@ -13,9 +13,9 @@ import os
 from pathlib import Path
 
 from airflow.sdk import ObjectStoragePath, Variable
-from vidsearch import catalog as cat
-from vidsearch import modelstore
-from vidsearch.index import ObjectIndex
+from vidsearch.stores import catalog as cat
+from vidsearch.models import modelstore
+from vidsearch.stores.index import ObjectIndex
 from vidsearch.pipeline import Services
 
 POSTGRES_CONN_ID = os.environ.get("VIDSEARCH_POSTGRES_CONN_ID", "vidsearch_postgres")

@@ -245,7 +245,7 @@ def airflow_search_service() -> SearchService:
     environment. The catalog schema is migrated on first use, as in the ingest tasks."""
     import os
 
-    from vidsearch import modelstore
+    from vidsearch.models import modelstore
     from vidsearch_airflow import services as airflow_services
 
     return SearchService(

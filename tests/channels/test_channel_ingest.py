@@ -64,7 +64,7 @@ def dag(airflow_db):
 def _ingested(catalog, collection: str, data: bytes) -> None:
     import sqlalchemy as sa
 
-    from vidsearch.catalog import videos
+    from vidsearch.stores.catalog import videos
 
     sha = hashlib.sha256(data).hexdigest()
     with catalog.engine.begin() as conn:

@@ -35,7 +35,7 @@ def ingested(catalog, collection: str, data: bytes, source: str = "/elsewhere/vi
     """Put a video with this content into the catalog, as video_ingest's probe would."""
     import sqlalchemy as sa
 
-    from vidsearch.catalog import videos
+    from vidsearch.stores.catalog import videos
 
     sha = _sha(data)
     with catalog.engine.begin() as conn:

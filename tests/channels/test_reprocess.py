@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from channel_helpers import fresh_dag, run_existing_dagrun, task_states
 
-from vidsearch import synth
+from vidsearch.media import synth
 from vidsearch_airflow.segment_tasks import FAULTS_ENV
 
 pytestmark = pytest.mark.integration
@@ -36,7 +36,7 @@ def video(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def video_id(video) -> str:
-    from vidsearch.probe import probe_video
+    from vidsearch.media.probe import probe_video
 
     return probe_video(video, str(video)).video_id
 
@@ -52,7 +52,7 @@ def _conf(video: Path, collection: str) -> dict:
 
 
 def _snapshot(catalog, weaviate_client, collection: str, video_id: str) -> dict:
-    from vidsearch.index import ObjectIndex
+    from vidsearch.stores.index import ObjectIndex
 
     segments = catalog.segment_states(collection, video_id)
     index = ObjectIndex(weaviate_client)

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from weaviate.exceptions import UnexpectedStatusCodeError
 
-from vidsearch import catalog as cat
+from vidsearch.stores import catalog as cat
 from vidsearch.errors import InputError, TransientError
-from vidsearch.index import ObjectIndex, is_transient, weaviate_collection_name
+from vidsearch.stores.index import ObjectIndex, is_transient, weaviate_collection_name
 from vidsearch.records import Box, DetectedObject, FrameBundle, FrameRef, Segment, VideoManifest, object_id
 
 
@@ -180,7 +180,7 @@ def test_transient_classification():
 def test_unreachable_weaviate_is_transient():
     import weaviate
 
-    from vidsearch.index import ObjectIndex
+    from vidsearch.stores.index import ObjectIndex
 
     index = ObjectIndex(lambda: weaviate.connect_to_local(host="127.0.0.1", port=1, grpc_port=2))
     with pytest.raises(TransientError, match="weaviate unavailable while connecting"):

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from vidsearch import probe, split, synth
+from vidsearch.media import probe, split, synth
 
 LIMIT_BYTES = 1.5e9  # per step
 GROWTH_BYTES = 150e6  # long segment minus short segment, per process
@@ -46,7 +46,8 @@ print(json.dumps({"uri": bundle.uri, "frames": len(bundle.frames), "self": proci
 
 WORKER = r"""
 import json, sys
-from vidsearch import procinfo, worker
+from vidsearch import procinfo
+from vidsearch.models import worker
 
 code = worker.main(sys.argv[1:])
 print(json.dumps({"code": code, "self": procinfo.peak_rss_bytes()}))
@@ -123,7 +124,7 @@ def test_long_segment_memory_is_bounded_and_flat(segments, tmp_path: Path, model
 
 @pytest.fixture(scope="module")
 def model_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from vidsearch import modelstore
+    from vidsearch.models import modelstore
 
     configured = os.environ.get(modelstore.CACHE_ENV)
     return Path(configured) if configured else tmp_path_factory.mktemp("models")

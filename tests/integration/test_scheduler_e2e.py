@@ -19,7 +19,8 @@ import pytest
 from devstack import PORT_ENV_VARS, StackConfig, free_port
 from devstack.__main__ import main as devstack_main
 from devstack.client import AirflowClient, timestamp
-from vidsearch import modelstore, split, synth
+from vidsearch.models import modelstore
+from vidsearch.media import split, synth
 
 pytestmark = pytest.mark.integration
 

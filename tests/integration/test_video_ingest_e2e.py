@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from vidsearch import storage, synth
+from vidsearch.stores import storage
+from vidsearch.media import synth
 
 pytestmark = pytest.mark.integration
 
@@ -76,7 +77,7 @@ def _everything_under(root: str) -> set[str]:
 def _store_counts(catalog, weaviate_client, collection: str) -> tuple[int, int]:
     import sqlalchemy as sa
 
-    from vidsearch.catalog import objects
+    from vidsearch.stores.catalog import objects
 
     with catalog.engine.connect() as conn:
         pg = conn.execute(
@@ -90,7 +91,7 @@ def _store_counts(catalog, weaviate_client, collection: str) -> tuple[int, int]:
 
 
 def test_ingest_end_to_end_then_rerun_changes_nothing(dag, video, catalog, weaviate_client):
-    from vidsearch.probe import probe_video
+    from vidsearch.media.probe import probe_video
 
     manifest = probe_video(video, str(video))
     dagrun = dag.test(run_conf=_conf(str(video)))
@@ -117,7 +118,7 @@ def test_ingest_end_to_end_then_rerun_changes_nothing(dag, video, catalog, weavi
     assert counts["objects"] == sum(s["object_count"] for s in segments.values())
 
     pg_ids = catalog.object_ids("e2e", manifest.video_id)
-    from vidsearch.index import ObjectIndex
+    from vidsearch.stores.index import ObjectIndex
 
     index = ObjectIndex(weaviate_client)
     wv_ids = set()
@@ -141,8 +142,8 @@ def test_ingest_end_to_end_then_rerun_changes_nothing(dag, video, catalog, weavi
 
 def test_ingest_through_the_warm_worker_loads_the_models_once(dag, video, catalog, weaviate_client, monkeypatch):
     """Local mode with a warm worker: every segment's detect+embed is a job of one process."""
-    from vidsearch import launcher, worker_server
-    from vidsearch.probe import probe_video
+    from vidsearch.models import launcher, worker_server
+    from vidsearch.media.probe import probe_video
 
     with worker_server.serving() as (url, warm):
         monkeypatch.setenv(launcher.WORKER_URL_ENV, url)
@@ -255,8 +256,8 @@ def video_with_blank_stretch(tmp_path_factory) -> Path:
 def test_a_bad_segment_is_quarantined_and_the_others_are_indexed(
     dag, video_with_blank_stretch, catalog, weaviate_client, storage_root
 ):
-    from vidsearch.index import ObjectIndex
-    from vidsearch.probe import probe_video
+    from vidsearch.stores.index import ObjectIndex
+    from vidsearch.media.probe import probe_video
 
     video = video_with_blank_stretch
     manifest = probe_video(video, str(video))

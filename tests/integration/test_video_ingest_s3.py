@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from vidsearch import storage, synth
+from vidsearch.stores import storage
+from vidsearch.media import synth
 
 pytestmark = pytest.mark.integration
 
@@ -47,7 +48,7 @@ def s3_root(s3_server, monkeypatch):
 def test_ingest_with_s3_storage(airflow_db, weaviate_server, s3_root, catalog, tmp_path):
     from airflow.dag_processing.dagbag import DagBag
 
-    from vidsearch.probe import probe_video
+    from vidsearch.media.probe import probe_video
 
     video = synth.make_video(tmp_path / "s3.mp4", duration_s=6.0, width=256, height=144, gop_frames=30)
     manifest = probe_video(video, str(video))
@@ -70,7 +71,7 @@ def test_ingest_with_s3_storage(airflow_db, weaviate_server, s3_root, catalog, t
     assert run["quality_report"].startswith("s3://vidsearch-test/objects/quality/")
     assert storage.list_prefix(run["quality_report"])
     # Frame bundles are read back from S3 with random access (the search UI's crop path).
-    from vidsearch.frames import read_frame
+    from vidsearch.media.bundle import read_frame
 
     segs = catalog.segment_states("s3_e2e", manifest.video_id)
     assert read_frame(segs[0]["bundle_uri"], 0).size == (256, 144)

@@ -8,7 +8,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from vidsearch import frames, launcher, probe, split, storage, synth
+from vidsearch.media import frames, probe, split, synth
+from vidsearch.models import launcher
+from vidsearch.stores import storage
 from vidsearch.pipeline import IngestParams, Services, worker_argv
 from vidsearch.records import FrameBundle, FrameRef, Segment
 from vidsearch_airflow.gpu import DetectEmbedOperator, GpuSettings, k8s_label
@@ -65,7 +67,7 @@ def test_pod_for_one_mapped_segment(s3_segment):
     (container,) = pod.spec.containers
     assert container.image == "registry.example/vidsearch-worker:1.2.3"
     assert container.command + container.args == argv
-    assert argv[:3] == ["python", "-m", "vidsearch.worker"]
+    assert argv[:3] == ["python", "-m", "vidsearch.models.worker"]
     assert argv[argv.index("--frames-uri") + 1] == bundle.uri
     assert argv[argv.index("--output-uri") + 1] == "s3://vs/videos/" + bundle.video_id + "/objects/seg0003"
     assert "--no-tiny-models" in argv and "--model-cache" not in argv
@@ -149,7 +151,8 @@ def test_worker_runs_locally_with_the_pods_argv(local_segment):
 def test_service_mode_runs_the_pods_argv_on_the_warm_worker_service(local_segment, monkeypatch):
     """`service` mode: the pod's argv as a job of the warm-worker service, authenticated, with the
     same outputs as the command run here."""
-    from vidsearch import pipeline, worker_server
+    from vidsearch import pipeline
+    from vidsearch.models import worker_server
     from vidsearch_airflow import gpu
 
     video, _, root, segment, bundle = local_segment
@@ -186,13 +189,13 @@ def test_service_settings_are_checked():
 def test_worker_service_manifest_matches_the_server():
     import yaml
 
-    from vidsearch import worker_server
+    from vidsearch.models import worker_server
 
     docs = list(yaml.safe_load_all((Path(__file__).resolve().parents[2] / "images/worker/kubernetes.yaml").read_text()))
     kinds = {d["kind"]: d for d in docs}
     assert set(kinds) == {"Deployment", "Service", "NetworkPolicy"}
     (container,) = kinds["Deployment"]["spec"]["template"]["spec"]["containers"]
-    assert container["command"][:3] == ["python", "-m", "vidsearch.worker_server"]
+    assert container["command"][:3] == ["python", "-m", "vidsearch.models.worker_server"]
     assert container["command"][container["command"].index("--port") + 1] == str(worker_server.DEFAULT_PORT)
     assert container["ports"][0]["containerPort"] == worker_server.DEFAULT_PORT
     token = next(e for e in container["env"] if e["name"] == worker_server.TOKEN_ENV)

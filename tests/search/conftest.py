@@ -41,7 +41,7 @@ def _call(fn: Callable[..., Any], **available: Any) -> Any:
 
 @pytest.fixture(scope="session")
 def search_services(catalog, weaviate_client, storage_root):
-    from vidsearch.index import ObjectIndex
+    from vidsearch.stores.index import ObjectIndex
     from vidsearch.pipeline import Services
 
     index = ObjectIndex(weaviate_client)
@@ -59,8 +59,9 @@ def ingested(search_services, tmp_path_factory) -> dict[str, Any]:
     """Ingest a generated 6 s video into `search_api`; returns collection, video id, object ids, counts."""
     import sqlalchemy as sa
 
-    from vidsearch import pipeline, synth
-    from vidsearch.catalog import frames, objects
+    from vidsearch import pipeline
+    from vidsearch.media import synth
+    from vidsearch.stores.catalog import frames, objects
 
     video = tmp_path_factory.mktemp("search-video") / "shapes.mp4"
     synth.make_video(video, duration_s=6.0, width=320, height=180, fps="25", audio=False, gop_frames=30)

@@ -1,5 +1,5 @@
 """Migration 0003 (labels, propagations, label_events): it upgrades, downgrades and upgrades again, and the
-migrated schema matches the table definitions in `vidsearch.catalog`."""
+migrated schema matches the table definitions in `vidsearch.stores.catalog`."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ def test_labels_migration_round_trip_matches_the_tables(pg_server):
     from alembic import command
     from alembic.config import Config
 
-    from vidsearch import catalog as cat
+    from vidsearch.stores import catalog as cat
 
     pg_server.ensure_database("labels_migration")
     engine = sa.create_engine(cat.sqlalchemy_url(pg_server.url("labels_migration")))

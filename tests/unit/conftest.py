@@ -1,4 +1,4 @@
-"""Synthetic videos for the media unit tests, made once per session with `vidsearch.synth`.
+"""Synthetic videos for the media unit tests, made once per session with `vidsearch.media.synth`.
 
 Small and short on purpose (the whole media suite must stay well under a minute on two cores).
 """
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from vidsearch import synth
+from vidsearch.media import synth
 
 # 29.97 fps, keyframe every 24 frames (0.8 s): cuts at 3 s / 6 s land on keyframes after them.
 CFR_SECONDS = 8.0

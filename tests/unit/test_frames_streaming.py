@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vidsearch import frames, modelstore, worker
+from vidsearch.media import bundle as frame_bundle
+from vidsearch.models import modelstore, worker
 from vidsearch.errors import QualityGateError
 from vidsearch.records import FrameBundle, FrameRef, object_id
 
@@ -32,7 +33,7 @@ def _frame(i: int) -> np.ndarray:
 
 
 def write_bundle(path: Path, count: int) -> FrameBundle:
-    refs = [FrameRef(index=i, pts_s=0.5 * i, member=frames.member_name(i)) for i in range(count)]
+    refs = [FrameRef(index=i, pts_s=0.5 * i, member=frame_bundle.member_name(i)) for i in range(count)]
     bundle = FrameBundle(
         video_id="cd" * 16, segment_index=1, uri=str(path), width=WIDTH, height=HEIGHT, sample_fps=2.0, frames=refs
     )
@@ -41,7 +42,7 @@ def write_bundle(path: Path, count: int) -> FrameBundle:
             buf = io.BytesIO()
             Image.fromarray(_frame(i)).save(buf, format="JPEG", quality=90)
             zf.writestr(ref.member, buf.getvalue())
-        zf.writestr(frames.BUNDLE_JSON, bundle.model_dump_json())
+        zf.writestr(frame_bundle.BUNDLE_JSON, bundle.model_dump_json())
     return bundle
 
 
@@ -53,8 +54,8 @@ def bundles(tmp_path_factory: pytest.TempPathFactory) -> dict[int, FrameBundle]:
 
 def test_batches_arrive_in_order_with_their_refs(bundles: dict[int, FrameBundle]) -> None:
     bundle = bundles[23]
-    _, whole = frames.read_bundle(bundle.uri)
-    batches = list(frames.iter_bundle(bundle.uri, 5))
+    _, whole = frame_bundle.read_bundle(bundle.uri)
+    batches = list(frame_bundle.iter_bundle(bundle.uri, 5))
     assert [len(b) for b in batches] == [5, 5, 5, 5, 3]
     pairs = [pair for batch in batches for pair in batch]
     assert [ref for ref, _ in pairs] == bundle.frames
@@ -62,16 +63,16 @@ def test_batches_arrive_in_order_with_their_refs(bundles: dict[int, FrameBundle]
         assert array.dtype == np.uint8 and array.shape == (HEIGHT, WIDTH, 3)
         assert np.array_equal(array, expected)  # the very pixels read_bundle gives
     # A file:// URI, and a batch larger than the bundle.
-    (only,) = list(frames.iter_bundle(f"file://{bundle.uri}", 100))
+    (only,) = list(frame_bundle.iter_bundle(f"file://{bundle.uri}", 100))
     assert [ref for ref, _ in only] == bundle.frames
-    assert list(frames.iter_bundle(bundles[0].uri, 4)) == []
+    assert list(frame_bundle.iter_bundle(bundles[0].uri, 4)) == []
 
 
 def test_reader_reads_a_subset_and_single_frames(bundles: dict[int, FrameBundle]) -> None:
     bundle = bundles[23]
-    _, whole = frames.read_bundle(bundle.uri)
+    _, whole = frame_bundle.read_bundle(bundle.uri)
     positions = [0, 3, 4, 11, 22]
-    with frames.open_bundle(bundle.uri) as reader:
+    with frame_bundle.open_bundle(bundle.uri) as reader:
         assert reader.bundle == bundle
         got = [pair for batch in reader.batches(2, positions) for pair in batch]
         assert [ref.index for ref, _ in got] == positions
@@ -91,7 +92,7 @@ def _peak_while_iterating(uri: str, batch_size: int) -> int:
         tracemalloc.reset_peak()
         base = tracemalloc.get_traced_memory()[0]
         count = 0
-        for batch in frames.iter_bundle(uri, batch_size):
+        for batch in frame_bundle.iter_bundle(uri, batch_size):
             count += len(batch)
             del batch
         return tracemalloc.get_traced_memory()[1] - base
@@ -115,9 +116,9 @@ def test_damaged_bundles_raise_quality_gate_errors(bundles: dict[int, FrameBundl
     not_zip = tmp_path / "not.zip"
     not_zip.write_bytes(b"garbage")
     with pytest.raises(QualityGateError, match="damaged"):
-        next(frames.iter_bundle(str(not_zip), 4))
+        next(frame_bundle.iter_bundle(str(not_zip), 4))
     with pytest.raises(FileNotFoundError):
-        next(frames.iter_bundle(str(tmp_path / "missing.zip"), 4))
+        next(frame_bundle.iter_bundle(str(tmp_path / "missing.zip"), 4))
 
     def copy(path: Path, replace: dict[str, bytes | None]) -> str:
         with zipfile.ZipFile(source.uri) as src, zipfile.ZipFile(path, "w") as dst:
@@ -127,23 +128,23 @@ def test_damaged_bundles_raise_quality_gate_errors(bundles: dict[int, FrameBundl
                     dst.writestr(name, data)
         return str(path)
 
-    missing_member = copy(tmp_path / "m.zip", {frames.member_name(5): None})
+    missing_member = copy(tmp_path / "m.zip", {frame_bundle.member_name(5): None})
     with pytest.raises(QualityGateError, match="missing"):
-        with frames.open_bundle(missing_member):
+        with frame_bundle.open_bundle(missing_member):
             pass
-    bad_jpeg = copy(tmp_path / "j.zip", {frames.member_name(12): b"not a jpeg"})
+    bad_jpeg = copy(tmp_path / "j.zip", {frame_bundle.member_name(12): b"not a jpeg"})
     seen = []
     with pytest.raises(QualityGateError, match="damaged frame bundle"):
-        for batch in frames.iter_bundle(bad_jpeg, 5):
+        for batch in frame_bundle.iter_bundle(bad_jpeg, 5):
             seen.extend(ref.index for ref, _ in batch)
     assert seen == list(range(10))  # the batches before the damaged one came through
-    bad_json = copy(tmp_path / "b.zip", {frames.BUNDLE_JSON: json.dumps({"video_id": 1}).encode()})
+    bad_json = copy(tmp_path / "b.zip", {frame_bundle.BUNDLE_JSON: json.dumps({"video_id": 1}).encode()})
     with pytest.raises(ValueError):
-        next(frames.iter_bundle(bad_json, 5))
+        next(frame_bundle.iter_bundle(bad_json, 5))
 
 
 def test_abandoning_a_reader_midway_is_clean(bundles: dict[int, FrameBundle]) -> None:
-    iterator = frames.iter_bundle(bundles[60].uri, 4)
+    iterator = frame_bundle.iter_bundle(bundles[60].uri, 4)
     first = next(iterator)
     assert len(first) == 4
     iterator.close()  # stops the decoding threads and closes the zip
@@ -161,8 +162,8 @@ def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_worker_streaming_gives_the_objects_and_vectors_of_whole_bundle_calls(
     bundles: dict[int, FrameBundle], tmp_path: Path, model_cache: Path
 ) -> None:
-    from vidsearch.detect import Detector
-    from vidsearch.embed import Embedder
+    from vidsearch.models.detect import Detector
+    from vidsearch.models.embed import Embedder
 
     bundle = bundles[23]
     threshold, batch_size = 0.3, 4
@@ -176,7 +177,7 @@ def test_worker_streaming_gives_the_objects_and_vectors_of_whole_bundle_calls(
     vectors = np.load(output / worker.EMBEDDINGS_FILE)
 
     # What the worker computed before it streamed: every frame in memory, one call per model.
-    _, arrays = frames.read_bundle(bundle.uri)
+    _, arrays = frame_bundle.read_bundle(bundle.uri)
     detector = Detector(modelstore.resolve_model("x", "detector", tiny=True, cache_dir=model_cache), device="cpu")
     embedder = Embedder(modelstore.resolve_model("x", "embedder", tiny=True, cache_dir=model_cache), device="cpu")
     seen: set[str] = set()

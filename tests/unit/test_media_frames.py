@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vidsearch import ffmpeg as ff
-from vidsearch import frames, probe, split
+from vidsearch.media import bundle as frame_bundle
+from vidsearch.media import ffmpeg as ff
+from vidsearch.media import frames, probe, split
 from vidsearch.errors import InputError, QualityGateError
 from vidsearch.records import Segment
 
@@ -138,12 +139,12 @@ def test_bundle_format_and_readers(cfr_video: Path, cfr_run) -> None:
     with zipfile.ZipFile(path) as zf:
         infos = zf.infolist()
         assert {i.compress_type for i in infos} == {zipfile.ZIP_STORED}
-        assert sorted(i.filename for i in infos) == sorted([frames.BUNDLE_JSON] + [f.member for f in bundle.frames])
-    record, arrays = frames.read_bundle(bundle.uri)
+        assert sorted(i.filename for i in infos) == sorted([frame_bundle.BUNDLE_JSON] + [f.member for f in bundle.frames])
+    record, arrays = frame_bundle.read_bundle(bundle.uri)
     assert record == bundle
     assert len(arrays) == len(bundle.frames)
     assert all(a.dtype == np.uint8 and a.shape == (manifest.height, manifest.width, 3) for a in arrays)
-    image = frames.read_frame(bundle.uri, 2)
+    image = frame_bundle.read_frame(bundle.uri, 2)
     assert image.mode == "RGB" and image.size == (manifest.width, manifest.height)
     assert np.array_equal(np.array(image), arrays[2])
     # The pixels are those of the source frame with that timestamp (up to JPEG loss).
@@ -153,13 +154,13 @@ def test_bundle_format_and_readers(cfr_video: Path, cfr_run) -> None:
     other = _decode_frame(cfr_video, n + 5).astype(int)
     assert np.abs(arrays[2].astype(int) - other).mean() > np.abs(arrays[2].astype(int) - reference).mean()
     with pytest.raises(IndexError):
-        frames.read_frame(bundle.uri, len(bundle.frames))
+        frame_bundle.read_frame(bundle.uri, len(bundle.frames))
 
 
 def test_sampling_faster_than_the_video_keeps_every_frame_once(cfr_run, tmp_path: Path) -> None:
     manifest, segments, _ = cfr_run
     segment = segments[0]
-    from vidsearch import storage
+    from vidsearch.stores import storage
 
     bundle = frames.run_frames(segment, 60.0, str(tmp_path / "fast.zip"))
     in_segment = [t for t in _frame_times(storage.local_path(segment.uri)) if t < segment.end_s]
@@ -186,7 +187,7 @@ def test_rotated_video_frames_are_upright_and_display_sized(rotated_video: Path,
     # Rotation comes from the segment's tag: run_frames is not told.
     bundle = frames.run_frames(segments[-1], 4.0, str(tmp_path / "b.zip"), expected_size=(108, 192))
     assert (bundle.width, bundle.height) == (108, 192)
-    _, arrays = frames.read_bundle(bundle.uri)
+    _, arrays = frame_bundle.read_bundle(bundle.uri)
     assert arrays[0].shape == (192, 108, 3)
     n = round(bundle.frames[0].pts_s * 25)
     reference = _decode_frame(rotated_video, n).astype(int)  # ffmpeg autorotates
@@ -211,7 +212,7 @@ def test_segment_without_frames_in_range_gives_empty_bundle(cfr_run, tmp_path: P
     empty = s.model_copy(update={"start_s": 0.01, "end_s": 0.02})
     bundle = frames.run_frames(empty, 2.0, str(tmp_path / "empty.zip"))
     assert bundle.frames == []
-    record, arrays = frames.read_bundle(bundle.uri)
+    record, arrays = frame_bundle.read_bundle(bundle.uri)
     assert record.frames == [] and arrays == []
 
 
@@ -240,7 +241,7 @@ def test_stats_computed_while_extracting_are_frame_stats_of_the_frames(
     raw = [_decode_frame(cfr_video, round(f.pts_s * 30000 / 1001)) for f in bundle.frames]
     assert stats == quality.frame_stats(raw)
     # ... and, up to JPEG loss, those of the decoded bundle, which the gate used to read back.
-    _, arrays = frames.read_bundle(bundle.uri)
+    _, arrays = frame_bundle.read_bundle(bundle.uri)
     for ours, decoded in zip(stats, quality.frame_stats(arrays)):
         assert ours.keys() == decoded.keys()
         assert (ours["h"], ours["w"], ours["decoded"]) == (decoded["h"], decoded["w"], decoded["decoded"])
@@ -266,7 +267,7 @@ KEY_FPS, KEY_GOP = 25, 20  # a keyframe every 0.8 s
 @pytest.fixture(scope="module")
 def keyed(media_dir: Path, tmp_path_factory: pytest.TempPathFactory):
     """6 s at 25 fps, a keyframe every 20 frames, split every 2 s: (video, manifest, segments)."""
-    from vidsearch import synth
+    from vidsearch.media import synth
 
     video = synth.make_video(media_dir / "keyed.mp4", 6.0, 192, 108, fps=str(KEY_FPS), audio=False, gop_frames=KEY_GOP)
     manifest = probe.probe_video(video)
@@ -292,7 +293,7 @@ def _key_packet_times(path: Path) -> list[float]:
 
 
 def test_keyframe_mode_samples_every_keyframe_at_its_exact_pts(keyed, tmp_path: Path) -> None:
-    from vidsearch import storage
+    from vidsearch.stores import storage
 
     video, manifest, segments = keyed
     assert len(segments) == 3
@@ -321,7 +322,7 @@ def test_keyframe_mode_decodes_only_keyframes(keyed, tmp_path: Path, monkeypatch
     import contextlib
     import re
 
-    from vidsearch import storage
+    from vidsearch.stores import storage
 
     _, _, segments = keyed
     segment = segments[0]  # [0, 2.4): keyframes at 0, 0.8 and 1.6 of 60 frames

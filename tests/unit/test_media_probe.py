@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from vidsearch import ffmpeg as ff
-from vidsearch import probe
+from vidsearch.media import ffmpeg as ff
+from vidsearch.media import probe
 from vidsearch.errors import InputError, PermanentError
 
 

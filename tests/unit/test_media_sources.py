@@ -11,7 +11,7 @@ from typing import Iterator
 
 import pytest
 
-from vidsearch import probe, sources
+from vidsearch.media import probe, sources
 from vidsearch.errors import InputError, TransientError
 
 

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from vidsearch import ffmpeg as ff
-from vidsearch import probe, split, storage
+from vidsearch.media import ffmpeg as ff
+from vidsearch.media import probe, split
+from vidsearch.stores import storage
 from vidsearch.errors import InputError
 
 FRAME = 1001 / 30000

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vidsearch import modelstore
-from vidsearch.detect import Detection, Detector
-from vidsearch.embed import Embedder, crop_box
+from vidsearch.models import modelstore
+from vidsearch.models.detect import Detection, Detector
+from vidsearch.models.embed import Embedder, crop_box
 from vidsearch.errors import InputError, ModelUnavailableError
 from vidsearch.records import Box
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from vidsearch import modelstore
+from vidsearch.models import modelstore
 from vidsearch.errors import InputError, ModelUnavailableError
 
 

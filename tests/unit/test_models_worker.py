@@ -14,9 +14,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vidsearch import launcher, modelstore, storage, worker
+from vidsearch.models import launcher, modelstore, worker
+from vidsearch.stores import storage
 from vidsearch.errors import PermanentError, QualityGateError, TransientError
-from vidsearch.frames import BUNDLE_JSON, member_name
+from vidsearch.media.bundle import BUNDLE_JSON, member_name
 from vidsearch.records import FrameBundle, FrameRef
 
 INCLUDE = Path(launcher.__file__).resolve().parents[1]
@@ -79,7 +80,7 @@ def _argv(frames_uri: str, output_uri: str, model_cache: Path, **overrides: obje
 
 def test_worker_argv_is_a_pod_command(model_cache: Path) -> None:
     argv = _argv("s3://b/f.zip", "s3://b/out", model_cache)
-    assert argv[:3] == ["python", "-m", "vidsearch.worker"]
+    assert argv[:3] == ["python", "-m", "vidsearch.models.worker"]
     assert argv[argv.index("--frames-uri") + 1] == "s3://b/f.zip"
     assert argv[argv.index("--score-threshold") + 1] == "0.3"
     assert "--tiny-models" in argv
@@ -158,7 +159,7 @@ def test_invalid_arguments_exit_3(tmp_path: Path, model_cache: Path) -> None:
     proc = _run_worker_process(_argv(str(tmp_path / "x.zip"), str(tmp_path / "out"), model_cache, score_threshold=1.5))
     assert proc.returncode == worker.EXIT_PERMANENT
     assert "score-threshold" in proc.stderr.strip().splitlines()[-1]
-    proc = _run_worker_process(["python", "-m", "vidsearch.worker", "--frames-uri", "x"])
+    proc = _run_worker_process(["python", "-m", "vidsearch.models.worker", "--frames-uri", "x"])
     assert proc.returncode == worker.EXIT_PERMANENT and "--output-uri" in proc.stderr
 
 
@@ -248,14 +249,14 @@ def test_read_result_rejects_mismatched_files(bundle_uri: str, tmp_path: Path, m
 
 
 # --------------------------------------------------------------------------------------------------
-# The warm worker (vidsearch.worker_server) behind launcher.run_local
+# The warm worker (vidsearch.models.worker_server) behind launcher.run_local
 # --------------------------------------------------------------------------------------------------
 
 
 @pytest.fixture()
 def warm_worker(monkeypatch: pytest.MonkeyPatch):
     """A warm worker serving on a free loopback port, with VIDSEARCH_WORKER_URL pointing at it."""
-    from vidsearch import worker_server
+    from vidsearch.models import worker_server
 
     with worker_server.serving() as (url, state):
         monkeypatch.setenv(launcher.WORKER_URL_ENV, url)
@@ -279,7 +280,7 @@ def test_warm_worker_runs_jobs_like_the_command_and_keeps_its_models(
     health = _health(url)
     assert (health["jobs"], health["model_loads"], health["busy"]) == (2, 2, False)
     assert sorted(line.split()[0] for line in health["models"]) == ["detector", "embedder"]
-    assert any("[worker] INFO vidsearch.worker: detect:" in r.getMessage() for r in caplog.records)
+    assert any("[worker] INFO vidsearch.models.worker: detect:" in r.getMessage() for r in caplog.records)
 
     # The same job as a worker process (no warm worker): the same objects and vectors.
     cold_uri = f"file://{tmp_path / 'cold'}"
@@ -302,7 +303,7 @@ def test_warm_worker_errors_map_like_the_command(
         launcher.run_local(_argv(missing, f"file://{tmp_path / 'o1'}", model_cache), timeout_s=60)
     with pytest.raises(PermanentError, match="batch-size must be positive"):
         launcher.run_local(_argv(bundle_uri, f"file://{tmp_path / 'o2'}", model_cache, batch_size=0), timeout_s=60)
-    bad_args = ["python", "-m", "vidsearch.worker", "--output-uri", f"file://{tmp_path / 'o3'}", "--bogus"]
+    bad_args = ["python", "-m", "vidsearch.models.worker", "--output-uri", f"file://{tmp_path / 'o3'}", "--bogus"]
     with pytest.raises(PermanentError, match="invalid arguments"):
         launcher.run_local(bad_args, timeout_s=60)
     # Still serving, nothing loaded for jobs that failed before their models were needed.
@@ -333,7 +334,7 @@ def test_run_local_starts_a_process_when_no_warm_worker_listens(
     from devstack import free_port
 
     monkeypatch.setenv(launcher.WORKER_URL_ENV, f"http://127.0.0.1:{free_port()}")
-    caplog.set_level("WARNING", logger="vidsearch.launcher")
+    caplog.set_level("WARNING", logger="vidsearch.models.launcher")
     result = launcher.run_local(_argv(bundle_uri, f"file://{tmp_path / 'out'}", model_cache), timeout_s=300)
     assert len(result.objects) > 0
     assert any("no warm worker listens" in r.getMessage() for r in caplog.records)

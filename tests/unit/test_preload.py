@@ -27,7 +27,8 @@ _SCRIPT = textwrap.dedent(
     if pid == 0:
         os.close(read)
         started = time.perf_counter()
-        from vidsearch import catalog, pipeline, quality
+        from vidsearch.stores import catalog
+        from vidsearch import pipeline, quality
         from vidsearch.records import VideoManifest
         import_s = time.perf_counter() - started
         manifest = VideoManifest(

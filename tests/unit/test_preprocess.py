@@ -10,10 +10,10 @@ import pytest
 import torch
 from transformers import CLIPImageProcessor, DetrImageProcessor, SiglipImageProcessor
 
-from vidsearch import modelstore
-from vidsearch.detect import Detector
-from vidsearch.embed import Embedder, crop_box
-from vidsearch.preprocess import CropSpec, boxes_tensor, crop_pixels, to_device
+from vidsearch.models import modelstore
+from vidsearch.models.detect import Detector
+from vidsearch.models.embed import Embedder, crop_box
+from vidsearch.models.preprocess import CropSpec, boxes_tensor, crop_pixels, to_device
 from vidsearch.records import Box
 
 CPU = torch.device("cpu")
@@ -135,7 +135,7 @@ def test_crop_geometry_is_exact_on_flat_regions() -> None:
 
 
 def test_crops_keep_order_across_frames_shapes_and_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
-    import vidsearch.preprocess as preprocess
+    import vidsearch.models.preprocess as preprocess
 
     spec = CropSpec(4, 4, None, 1.0, (0.0,) * 3, (1.0,) * 3)
     sizes = [(20, 30), (20, 30), (10, 10), (20, 30)]

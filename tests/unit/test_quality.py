@@ -2,7 +2,7 @@
 
 Each gate gets good data that passes and bad data that fails and names the failed expectation (GX
 type, column and observed values). The split and frames gates also run on real files: a tiny
-synthetic video, split by `vidsearch.split` and sampled by `vidsearch.frames`.
+synthetic video, split by `vidsearch.media.split` and sampled by `vidsearch.media.frames`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vidsearch import frames, probe, quality, split, storage, synth
+from vidsearch.media import bundle as frame_bundle
+from vidsearch.media import frames, probe, split, synth
+from vidsearch import quality
+from vidsearch.stores import storage
 from vidsearch.errors import PermanentError, QualityGateError
 from vidsearch.quality import (
     FailedExpectation,
@@ -251,7 +254,7 @@ def test_frame_stats() -> None:
 def test_frames_gate_passes_a_real_bundle(video: dict, tmp_path: Path) -> None:
     segment = video["segments"][1]
     bundle = frames.extract_frames(video["files"][1], segment, 5.0, tmp_path / "b.zip")
-    record, arrays = frames.read_bundle(str(tmp_path / "b.zip"))
+    record, arrays = frame_bundle.read_bundle(str(tmp_path / "b.zip"))
     assert len(arrays) == 5
     result = check_frames(segment, record, frame_stats(arrays), 5.0, None)
     assert result.success, result.summary()

@@ -6,7 +6,8 @@ import math
 
 import pytest
 
-from vidsearch import pipeline, split
+from vidsearch import pipeline
+from vidsearch.media import split
 from vidsearch.errors import InputError, PermanentError
 from vidsearch.pipeline import IngestParams
 

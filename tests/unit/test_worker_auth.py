@@ -10,7 +10,7 @@ import urllib.request
 import pytest
 
 from devstack import free_port
-from vidsearch import launcher, worker_server
+from vidsearch.models import launcher, worker_server
 from vidsearch.errors import PermanentError, TransientError
 
 TOKEN = "s3cret-token-for-tests"
@@ -26,7 +26,7 @@ def _post(url: str, body: bytes, headers: dict[str, str]) -> int:
 
 
 def _argv(tmp_path) -> list[str]:
-    return ["python", "-m", "vidsearch.worker", "--output-uri", f"file://{tmp_path / 'o'}", "--bogus"]
+    return ["python", "-m", "vidsearch.models.worker", "--output-uri", f"file://{tmp_path / 'o'}", "--bogus"]
 
 
 def test_jobs_need_the_token_and_a_json_body(tmp_path):

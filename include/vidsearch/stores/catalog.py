@@ -1,7 +1,7 @@
 """The Postgres catalog: collections, ingest runs, videos, segments, frames and objects.
 
 Tables are declared once here (SQLAlchemy Core) and created by Alembic migrations under
-`vidsearch/migrations/`. Every write is an upsert keyed on deterministic ids, so a re-run of any stage
+`vidsearch/stores/migrations/`. Every write is an upsert keyed on deterministic ids, so a re-run of any stage
 leaves the same rows behind. Keys include the collection: one video may be ingested into several
 collections, each with its own embedding space.
 """
@@ -17,8 +17,8 @@ from typing import Any, Iterable, Optional, Sequence
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg
 
-from .errors import InputError, TransientError
-from .records import DetectedObject, FrameBundle, Segment, VideoManifest
+from vidsearch.errors import InputError, TransientError
+from vidsearch.records import DetectedObject, FrameBundle, Segment, VideoManifest
 
 metadata = sa.MetaData()
 

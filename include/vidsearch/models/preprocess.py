@@ -25,7 +25,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from .records import Box
+from vidsearch.records import Box
 
 # Frames converted to float for one roi_align call, in pixels (about 200 MB of float32 RGB).
 CROP_CHUNK_PIXELS = 16_000_000

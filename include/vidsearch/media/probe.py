@@ -32,9 +32,9 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Sequence
 from urllib.parse import urlparse
 
-from . import ffmpeg as ff
-from .errors import InputError
-from .records import VideoManifest
+from vidsearch.media import ffmpeg as ff
+from vidsearch.errors import InputError
+from vidsearch.records import VideoManifest
 
 PROBE_TIMEOUT_S = 120.0
 DECODE_CHECK_SECONDS = 1.0

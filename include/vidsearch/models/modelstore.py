@@ -28,7 +28,7 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Literal
 
-from .errors import InputError, ModelUnavailableError, one_line
+from vidsearch.errors import InputError, ModelUnavailableError, one_line
 
 if TYPE_CHECKING:
     import torch

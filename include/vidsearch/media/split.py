@@ -38,10 +38,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from . import ffmpeg as ff
-from . import storage
-from .errors import InputError
-from .records import Segment, VideoManifest
+from vidsearch.media import ffmpeg as ff
+from vidsearch.stores import storage
+from vidsearch.errors import InputError
+from vidsearch.records import Segment, VideoManifest
 
 ROTATION_TAG = "VIDSEARCH_ROTATION"
 VIDEO_START_TAG = "VIDSEARCH_VIDEO_START"

@@ -12,11 +12,11 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 import torch
 
-from .detect import ProgressCallback, check_batch_size, check_frames, move_inputs
-from .errors import InputError, ModelUnavailableError, QualityGateError
-from .modelstore import loading, select_device, select_dtype
-from .preprocess import CropSpec, boxes_tensor, crop_pixels, to_device
-from .records import Box
+from vidsearch.models.detect import ProgressCallback, check_batch_size, check_frames, move_inputs
+from vidsearch.errors import InputError, ModelUnavailableError, QualityGateError
+from vidsearch.models.modelstore import loading, select_device, select_dtype
+from vidsearch.models.preprocess import CropSpec, boxes_tensor, crop_pixels, to_device
+from vidsearch.records import Box
 
 logger = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Launching the detect+embed worker and reading back what it wrote.
 
 `worker_argv` builds the exact command a Kubernetes pod runs; `run_local` runs the same command on this
-machine, as a subprocess or as a job of the warm worker (`vidsearch.worker_server`) when
+machine, as a subprocess or as a job of the warm worker (`vidsearch.models.worker_server`) when
 VIDSEARCH_WORKER_URL names one, and turns its exit code into the library's typed errors; `read_result`
 loads a finished worker's output (the indexer's input) and checks that its two files agree.
 """
@@ -26,21 +26,21 @@ from typing import Mapping, Optional
 import numpy as np
 from pydantic import ValidationError
 
-from . import storage
-from .errors import PermanentError, QualityGateError, TransientError
-from .records import DetectEmbedResult
-from .worker import EMBEDDINGS_FILE, ERROR_MARKER, EXIT_PERMANENT, EXIT_TRANSIENT, RESULT_FILE
+from vidsearch.stores import storage
+from vidsearch.errors import PermanentError, QualityGateError, TransientError
+from vidsearch.records import DetectEmbedResult
+from vidsearch.models.worker import EMBEDDINGS_FILE, ERROR_MARKER, EXIT_PERMANENT, EXIT_TRANSIENT, RESULT_FILE
 
 logger = logging.getLogger(__name__)
 
 # The folder that holds the `vidsearch` package: the worker subprocess must import it.
-INCLUDE_DIR = Path(__file__).resolve().parents[1]
+INCLUDE_DIR = Path(__file__).resolve().parents[2]
 _TAIL_LINES = 50
-# URL of a warm worker (`python -m vidsearch.worker_server`) that `run_local` sends its jobs to.
+# URL of a warm worker (`python -m vidsearch.models.worker_server`) that `run_local` sends its jobs to.
 WORKER_URL_ENV = "VIDSEARCH_WORKER_URL"
 # The bearer token a warm worker requires (the same variable on both sides).
 WORKER_TOKEN_ENV = "VIDSEARCH_WORKER_TOKEN"
-_WORKER_MODULE = "vidsearch.worker"
+_WORKER_MODULE = "vidsearch.models.worker"
 
 
 def worker_argv(
@@ -56,13 +56,13 @@ def worker_argv(
     dtype: str = "float32",
     model_cache: Optional[str] = None,
 ) -> list[str]:
-    """The worker command line, starting `python -m vidsearch.worker`: exactly what a pod runs.
+    """The worker command line, starting `python -m vidsearch.models.worker`: exactly what a pod runs.
 
     `model_cache` (tiny-model folder) is passed only when given; otherwise the worker uses
     VIDSEARCH_MODEL_CACHE or its default.
     """
     argv = [
-        "python", "-m", "vidsearch.worker",
+        "python", "-m", "vidsearch.models.worker",
         "--frames-uri", frames_uri,
         "--output-uri", output_uri,
         "--detector", detector,
@@ -104,7 +104,7 @@ def _failure_reason(tail: collections.deque[str]) -> str:
 
 
 def _job_arguments(argv: list[str]) -> Optional[list[str]]:
-    """The worker's own arguments in a `python -m vidsearch.worker ...` argv (None for another form)."""
+    """The worker's own arguments in a `python -m vidsearch.models.worker ...` argv (None for another form)."""
     if len(argv) >= 3 and argv[1:3] == ["-m", _WORKER_MODULE]:
         return argv[3:]
     return None
@@ -242,7 +242,7 @@ def run_on_service(
     TransientError (retried), a refused token a PermanentError."""
     arguments = _job_arguments(list(argv))
     if arguments is None:
-        raise ValueError("a service job must be a `python -m vidsearch.worker ...` argv")
+        raise ValueError("a service job must be a `python -m vidsearch.models.worker ...` argv")
     result = _job_on_warm_worker(url, arguments, _output_uri(list(argv)), timeout_s, token)
     if result is None:
         raise TransientError(f"no warm worker service answers at {url}")

@@ -34,8 +34,8 @@ from urllib.parse import urljoin, urlparse, urlunparse
 
 import requests
 
-from . import storage
-from .errors import InputError, TransientError
+from vidsearch.stores import storage
+from vidsearch.errors import InputError, TransientError
 
 CONNECT_TIMEOUT_S = 10.0
 READ_TIMEOUT_S = 60.0

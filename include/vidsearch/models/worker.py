@@ -1,6 +1,6 @@
 """The detect+embed worker: one frame bundle in, detected objects and their embeddings out.
 
-    python -m vidsearch.worker --frames-uri URI --output-uri PREFIX [options]
+    python -m vidsearch.models.worker --frames-uri URI --output-uri PREFIX [options]
 
 It knows nothing about Airflow and touches only object storage URIs, so the same argv runs as a local
 subprocess (`launcher.run_local`) or in a Kubernetes GPU pod. Under PREFIX it writes
@@ -30,17 +30,17 @@ import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, NoReturn, Sequence, TextIO
 
-from . import storage
-from .errors import InputError, PermanentError, TransientError, one_line
-from .records import Box, DetectedObject, DetectEmbedResult, object_id
+from vidsearch.stores import storage
+from vidsearch.errors import InputError, PermanentError, TransientError, one_line
+from vidsearch.records import Box, DetectedObject, DetectEmbedResult, object_id
 
 if TYPE_CHECKING:
     import numpy as np
 
-    from .detect import Detection
-    from .frames import BundleReader
+    from vidsearch.models.detect import Detection
+    from vidsearch.media.bundle import BundleReader
 
-logger = logging.getLogger("vidsearch.worker")
+logger = logging.getLogger("vidsearch.models.worker")
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -60,10 +60,10 @@ class _ArgumentParser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     """The worker's command line (also the documentation of its argv)."""
-    from .modelstore import default_cache_dir, is_tiny_mode
+    from vidsearch.models.modelstore import default_cache_dir, is_tiny_mode
 
     parser = _ArgumentParser(
-        prog="python -m vidsearch.worker",
+        prog="python -m vidsearch.models.worker",
         description="Detect objects in a frame bundle and embed their crops; write result.json and embeddings.npy.",
     )
     parser.add_argument("--frames-uri", required=True, help="URI of the frame bundle (zip of JPEGs + bundle.json)")
@@ -120,12 +120,12 @@ class ModelCache:
 
 @contextlib.contextmanager
 def open_frames(uri: str) -> Iterator[BundleReader]:
-    """The bundle at `uri` open for batch-by-batch reads (`frames.open_bundle`); every way a bundle
+    """The bundle at `uri` open for batch-by-batch reads (`bundle.open_bundle`); every way a bundle
     can be unusable when opened becomes InputError (a member that does not decode later raises
     QualityGateError, also permanent)."""
     from PIL import UnidentifiedImageError
 
-    from .frames import open_bundle
+    from vidsearch.media.bundle import open_bundle
 
     with contextlib.ExitStack() as stack:
         try:
@@ -189,9 +189,9 @@ def run(args: argparse.Namespace, models: ModelCache | None = None) -> DetectEmb
         # Imported only now: a bad bundle or bad arguments fail in a fraction of a second, before torch loads.
         import numpy as np
 
-        from .detect import Detector
-        from .embed import Embedder
-        from .modelstore import resolve_model, select_device, select_dtype
+        from vidsearch.models.detect import Detector
+        from vidsearch.models.embed import Embedder
+        from vidsearch.models.modelstore import resolve_model, select_device, select_dtype
 
         # Device and dtype first: an unusable one is reported before any model download.
         select_dtype(args.dtype, select_device(args.device))
@@ -394,7 +394,7 @@ def execute(
 ) -> tuple[int, str | None]:
     """Parse and run one job: (exit code, the marked one-line reason, or None on success).
 
-    The command and the warm worker (`vidsearch.worker_server`) both run jobs through here, so they
+    The command and the warm worker (`vidsearch.models.worker_server`) both run jobs through here, so they
     parse, check and classify errors identically. `usage` gets the usage text after bad arguments.
     """
     parser = build_parser()

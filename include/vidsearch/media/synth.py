@@ -17,7 +17,7 @@ import tempfile
 from fractions import Fraction
 from pathlib import Path
 
-from . import ffmpeg as ff
+from vidsearch.media import ffmpeg as ff
 
 BACKGROUND = "0x1e2a38"
 

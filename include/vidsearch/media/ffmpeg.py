@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Iterator, Sequence
 
-from .errors import PermanentError, TransientError, VidsearchError
+from vidsearch.errors import PermanentError, TransientError, VidsearchError
 
 # Demuxers a source video may be opened with (matched against ffmpeg's demuxer names, e.g. "mov"
 # matches "mov,mp4,m4a,3gp,3g2,mj2"). Deliberately excludes playlist/indirection demuxers (hls, concat,

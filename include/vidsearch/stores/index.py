@@ -28,8 +28,8 @@ from weaviate.exceptions import (
     WeaviateStartUpError,
 )
 
-from .errors import InputError, TransientError
-from .records import DetectedObject
+from vidsearch.errors import InputError, TransientError
+from vidsearch.records import DetectedObject
 
 log = logging.getLogger(__name__)
 

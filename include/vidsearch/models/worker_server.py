@@ -1,13 +1,13 @@
 """The warm worker: the detect+embed worker served by one long-lived process that keeps its models loaded.
 
-    python -m vidsearch.worker_server [--host 127.0.0.1] [--port 8795]
+    python -m vidsearch.models.worker_server [--host 127.0.0.1] [--port 8795]
 
 A worker process spends most of a short segment starting Python, importing torch and loading two
 models (tens of seconds on a CPU, against seconds of inference). On one machine, a process that stays up
 pays that once. Each job is exactly a worker command line, run through `worker.execute`: the same
-parsing, checks, outputs in object storage and exit codes as `python -m vidsearch.worker`.
+parsing, checks, outputs in object storage and exit codes as `python -m vidsearch.models.worker`.
 
-    POST /run     {"argv": [worker arguments, without "python -m vidsearch.worker"]}
+    POST /run     {"argv": [worker arguments, without "python -m vidsearch.models.worker"]}
                   -> {"exit_code": int, "log": [lines]}  (the last line is the marked reason on failure)
     GET  /health  -> {"ok": true, "jobs": int, "model_loads": int, "models": [...], "busy": bool}
 
@@ -37,9 +37,9 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Iterator
 
-from .worker import ModelCache, configure_logging, execute
+from vidsearch.models.worker import ModelCache, configure_logging, execute
 
-logger = logging.getLogger("vidsearch.worker_server")
+logger = logging.getLogger("vidsearch.models.worker_server")
 
 # Not 8793 or 8794: Airflow's worker and triggerer log servers listen there.
 DEFAULT_PORT = 8795
@@ -183,7 +183,7 @@ def serving(host: str = "127.0.0.1", port: int = 0, token: str | None = None) ->
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m vidsearch.worker_server", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m vidsearch.models.worker_server", description=__doc__.split("\n\n")[0])
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
     args = parser.parse_args(argv)

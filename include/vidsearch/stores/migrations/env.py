@@ -1,4 +1,4 @@
-"""Alembic environment: runs on the connection handed over by `vidsearch.catalog.migrate`."""
+"""Alembic environment: runs on the connection handed over by `vidsearch.stores.catalog.migrate`."""
 
 from alembic import context
 

@@ -18,7 +18,7 @@ from urllib.parse import urlparse
 
 import fsspec
 
-from .errors import TransientError
+from vidsearch.errors import TransientError
 
 
 def _storage_options(protocol: str) -> dict[str, Any]:

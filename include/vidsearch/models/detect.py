@@ -13,10 +13,10 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from .errors import InputError, ModelUnavailableError
-from .modelstore import loading, select_device, select_dtype
-from .preprocess import to_device
-from .records import Box
+from vidsearch.errors import InputError, ModelUnavailableError
+from vidsearch.models.modelstore import loading, select_device, select_dtype
+from vidsearch.models.preprocess import to_device
+from vidsearch.records import Box
 
 # Boxes smaller than this after clipping (in px²) carry no usable crop: they are dropped.
 MIN_BOX_AREA_PX2 = 1.0

@@ -1,0 +1,86 @@
+"""Quality gate configuration: which gates run, their thresholds, and the environment override."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from typing import TYPE_CHECKING, Mapping, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from vidsearch.errors import PermanentError
+
+if TYPE_CHECKING:  # pragma: no cover
+    pass
+
+log = logging.getLogger(__name__)
+
+
+
+ENV_VAR = "VIDSEARCH_QUALITY"
+STAGES: tuple[str, ...] = ("probe", "split", "frames", "detections", "embeddings", "index")
+
+
+
+
+class QualityConfigError(PermanentError, ValueError):
+    """The quality configuration (e.g. `VIDSEARCH_QUALITY`) is invalid."""
+
+
+class QualityConfig(BaseModel):
+    """Every threshold of every gate. Override any of them with `VIDSEARCH_QUALITY` (JSON object)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    # probe
+    min_fps: float = Field(1.0, gt=0, description="Lowest acceptable average frame rate.")
+    max_fps: float = Field(240.0, gt=0, description="Highest acceptable average frame rate.")
+    min_dim: int = Field(16, ge=1, description="Smallest acceptable display width/height (px).")
+    max_dim: int = Field(8192, ge=1, description="Largest acceptable display width/height (px).")
+    # split
+    split_tolerance_s: Optional[float] = Field(
+        None,
+        ge=0,
+        description="Allowed gap/overlap between segments and between a segment and its file's "
+        "timestamps. None: the largest keyframe interval measured in the segment files.",
+    )
+    split_min_tolerance_s: float = Field(
+        0.002, ge=0, description="Floor of the split tolerance (Matroska stores 1 ms timestamps)."
+    )
+    # frames
+    frame_count_abs_tol: float = Field(1.0, ge=0, description="Allowed frame-count error, in frames.")
+    frame_count_rel_tol: float = Field(
+        0.10, ge=0, description="Allowed frame-count error, relative; the larger of the two applies."
+    )
+    blank_std_min: float = Field(
+        2.0, ge=0, description="A frame whose pixel standard deviation is not above this is blank."
+    )
+    # embeddings
+    unit_norm_tol: float = Field(1e-3, gt=0, description="Allowed |L2 norm - 1| of an embedding.")
+    # reporting
+    partial_unexpected_count: int = Field(
+        20, ge=1, le=1000, description="How many unexpected values GX lists per expectation."
+    )
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> "QualityConfig":
+        """Defaults, overridden by the JSON object in `VIDSEARCH_QUALITY` (unknown keys are an error)."""
+        env = os.environ if environ is None else environ
+        raw = (env.get(ENV_VAR) or "").strip()
+        if not raw:
+            return cls()
+        try:
+            overrides = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise QualityConfigError(f"{ENV_VAR} is not valid JSON: {exc.msg}") from None
+        if not isinstance(overrides, dict):
+            raise QualityConfigError(f"{ENV_VAR} must be a JSON object, got {type(overrides).__name__}")
+        try:
+            return cls.model_validate(overrides)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in err['loc']) or '(root)'}: {err['msg']}" for err in exc.errors()
+            )
+            raise QualityConfigError(f"invalid {ENV_VAR}: {problems}") from None
+
