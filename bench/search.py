@@ -60,6 +60,7 @@ sys.path[:0] = [str(ROOT / "include"), str(ROOT / "plugins")]
 from devstack import free_port  # noqa: E402
 
 import benchlib  # noqa: E402  (bench/ is on sys.path: scripts run as python bench/<name>.py)
+from vidsearch.params import DEFAULT_DETECTOR, DEFAULT_EMBEDDER  # noqa: E402
 from benchlib import fmt, load_note, quiet, r, version  # noqa: E402
 
 SCHEMA_VERSION = 1
@@ -67,8 +68,6 @@ COLLECTION = "bench_search"
 PREFIX = "/vidsearch"
 USERNAME = "bench"
 DIM = 512  # CLIP ViT-B/32
-EMBEDDER_MODEL = "openai/clip-vit-base-patch32"
-DETECTOR_MODEL = "facebook/detr-resnet-50"
 BATCH_OBJECTS = 10_000  # the unit of growth (and of the per-batch import rate)
 DEFAULT_SIZES = (10_000, 100_000, 250_000, 500_000, 1_000_000)
 
@@ -321,7 +320,7 @@ class Synth:
                     objs.append(o)
                     rows["objects"].append(
                         (COLLECTION, o.object_id, vid, s, f, pts, box.x0, box.y0, box.x1, box.y1, o.label,
-                         o.label_id, o.score, DETECTOR_MODEL, EMBEDDER_MODEL)
+                         o.label_id, o.score, DEFAULT_DETECTOR, DEFAULT_EMBEDDER)
                     )
                 vectors[n : n + OBJECTS_PER_FRAME] = looks + rng.standard_normal((OBJECTS_PER_FRAME, DIM)) * noise_sd
                 n += OBJECTS_PER_FRAME
@@ -598,7 +597,7 @@ def run(args: argparse.Namespace, stack: Stack, report: dict[str, Any], t_start:
     import_client = stack.weaviate_client()
     index = vindex.ObjectIndex(import_client)
     index.ensure_collection(COLLECTION)
-    catalog.register_collection(COLLECTION, EMBEDDER_MODEL, DIM, vindex.weaviate_collection_name(COLLECTION))
+    catalog.register_collection(COLLECTION, DEFAULT_EMBEDDER, DIM, vindex.weaviate_collection_name(COLLECTION))
     api_client = stack.weaviate_client()
     service = SearchService(catalog, vindex.ObjectIndex(api_client))
     meter = ServiceMeter(service)

@@ -35,11 +35,10 @@ Discovers the new videos of every **channel** (a folder, an S3 prefix or a feed,
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Any
 
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import CronDataIntervalTimetable, Param, TriggerRule, dag, get_current_context, task
-from vidsearch_airflow.segment_tasks import DEFAULT_ARGS, STAGES
+from vidsearch_airflow.policy import DEFAULT_ARGS, STAGES
 
 PARAMS = {
     "channels": Param(
@@ -78,58 +77,27 @@ def channel_ingest() -> None:
     @task(**STAGES["discover"].task_kwargs())
     def discover() -> list[dict]:
         """Find each due channel's new videos in the data interval; record them in the catalog."""
-        import logging
-
         from vidsearch import channels as ch
-        from vidsearch.errors import InputError, PermanentError, TransientError
+        from vidsearch.errors import TransientError
         from vidsearch_airflow.services import catalog
 
-        log = logging.getLogger(__name__)
         ctx = get_current_context()
-        start, end = ctx.get("data_interval_start"), ctx.get("data_interval_end")
-        full_scan = bool(ctx["params"].get("full_scan"))
-        only = list(ctx["params"].get("channels") or [])
-        if (start is None or end is None) and not full_scan:
-            raise InputError("this run has no data interval: trigger it with a logical date, or set full_scan")
-        configured = ch.load_channels()
-        log.info(
-            "data interval [%s, %s), %d channel(s) in %s%s",
-            start,
-            end,
-            len(configured),
-            ch.channels_file(),
-            " (full scan)" if full_scan else "",
+        found = ch.discover_due(
+            catalog(),
+            ctx.get("data_interval_start"),
+            ctx.get("data_interval_end"),
+            run_id=ctx["run_id"],
+            only=list(ctx["params"].get("channels") or []),
+            full_scan=bool(ctx["params"].get("full_scan")),
         )
-        now = datetime.now(timezone.utc)
-        due = ch.due_channels(configured, start or now, end or now, only=only, full_scan=full_scan)
-        if not due:
-            log.info("no channel is due in this interval")
-        cat = catalog()
-        items: list[dict[str, Any]] = []
-        summary: list[str] = []
-        errors: list[str] = []
-        transient = False
-        for channel, window in due:
-            try:
-                found = ch.discover_channel(
-                    channel, cat, window, discovery_run_id=ctx["run_id"], interval=(start, end)
-                )
-            except (PermanentError, TransientError) as exc:
-                transient = transient or isinstance(exc, TransientError)
-                log.error("channel %s: %s", channel.name, exc)
-                errors.append(f"{channel.name}: {' '.join(str(exc).split())}")
-                continue
-            summary.append(found.summary())
-            items.extend(item.trigger_kwargs() for item in found.new)
         ti = ctx["ti"]
-        if errors and transient and ti.try_number <= (ti.max_tries or 0):
+        if found.errors and found.transient and ti.try_number <= (ti.max_tries or 0):
             # Retry the whole discovery; what this run already recorded is found again and re-triggered
             # under the same run ids (skipped, as they exist).
-            raise TransientError("; ".join(errors))
-        log.info("%d new video(s) to trigger", len(items))
-        ti.xcom_push(key="summary", value=summary)
-        ti.xcom_push(key="errors", value=errors)
-        return items
+            raise TransientError("; ".join(found.errors))
+        ti.xcom_push(key="summary", value=found.summary)
+        ti.xcom_push(key="errors", value=found.errors)
+        return found.items
 
     discovered = discover()
 
@@ -146,19 +114,12 @@ def channel_ingest() -> None:
     @task(trigger_rule=TriggerRule.NONE_FAILED, **STAGES["finalize"].task_kwargs())
     def report() -> dict:
         """Sum up the discovery; fail naming the channels that could not be read."""
-        import logging
+        from vidsearch import channels as ch
 
-        from vidsearch.errors import PermanentError
-
-        log = logging.getLogger(__name__)
         ti = get_current_context()["ti"]
         summary = ti.xcom_pull(task_ids="discover", key="summary") or []
         errors = ti.xcom_pull(task_ids="discover", key="errors") or []
-        for line in summary:
-            log.info("%s", line)
-        if errors:
-            raise PermanentError("channel(s) could not be read: " + "; ".join(errors))
-        return {"channels": len(summary), "errors": len(errors)}
+        return ch.report_discovery(summary, errors)
 
     discovered >> trigger >> report()
 

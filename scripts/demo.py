@@ -24,10 +24,9 @@ from devstack.client import TERMINAL_RUN_STATES, AirflowClient  # noqa: E402
 from vidsearch.models import modelstore  # noqa: E402
 from vidsearch.media import synth
 from vidsearch.errors import ModelUnavailableError  # noqa: E402
+from vidsearch.params import DEFAULT_DETECTOR, DEFAULT_EMBEDDER  # noqa: E402
 
 DAG_ID = "video_ingest"
-DETECTOR = "facebook/detr-resnet-50"
-EMBEDDER = "openai/clip-vit-base-patch32"
 
 
 def choose_tiny_models() -> bool:
@@ -38,7 +37,7 @@ def choose_tiny_models() -> bool:
     if setting in ("0", "false", "no"):
         return False
     try:
-        for model, kind in ((DETECTOR, "detector"), (EMBEDDER, "embedder")):
+        for model, kind in ((DEFAULT_DETECTOR, "detector"), (DEFAULT_EMBEDDER, "embedder")):
             modelstore.resolve_model(model, kind, tiny=False, cache_dir=modelstore.default_cache_dir())
     except ModelUnavailableError as exc:
         print(f"[demo] real model weights are not available here: {exc}")

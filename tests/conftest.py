@@ -144,7 +144,7 @@ def airflow_db() -> None:
     )
     # The pools the DAGs use (`gpu`, `weaviate_writers`), as the embedded stack creates them.
     from airflow.models import Pool
-    from devstack.settings import read_settings
+    from vidsearch_airflow.airflow_settings import read_settings
 
     for pool in read_settings(ROOT / "airflow_settings.yaml").airflow.pools:
         Pool.create_or_update_pool(pool.pool_name, pool.slots(), pool.pool_description, include_deferred=False)

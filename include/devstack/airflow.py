@@ -265,7 +265,7 @@ def migrate_db(cfg: StackConfig, timeout: float = 900) -> float:
 def required_pools(cfg: StackConfig) -> list:
     """The pools of `airflow_settings.yaml` (`weaviate_writers`, `gpu`): tasks in a pool that does not
     exist are never scheduled."""
-    from .settings import read_settings
+    from vidsearch_airflow.airflow_settings import read_settings
 
     return read_settings(cfg.repo_root / "airflow_settings.yaml").airflow.pools
 

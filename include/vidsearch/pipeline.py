@@ -24,7 +24,8 @@ from vidsearch import quality
 from vidsearch.stores import storage
 from vidsearch.errors import PermanentError, QualityGateError, one_line
 from vidsearch.stores.index import ObjectIndex, validate_collection_name, weaviate_collection_name
-from vidsearch.records import FrameBundle, Record, Sampling, Segment, SegmentSeconds, VideoManifest
+from vidsearch.params import IngestParams
+from vidsearch.records import FrameBundle, Record, Segment, VideoManifest
 
 log = logging.getLogger(__name__)
 
@@ -47,22 +48,6 @@ def parallel_slots() -> int:
             raise PermanentError(f"{PARALLEL_SLOTS_ENV} must be a whole number >= 1, got {value!r}")
         return slots
     return os.cpu_count() or 1
-
-
-class IngestParams(Record):
-    """The knobs of one ingest run (the DAG's trigger form)."""
-
-    source: str = Field(min_length=1)
-    collection: str = "default"
-    segment_seconds: SegmentSeconds = "auto"
-    sample_fps: float = Field(1.0, gt=0)
-    sampling: Sampling = "fps"
-    time_limit_seconds: Optional[float] = Field(None, gt=0)
-    score_threshold: float = Field(0.7, ge=0, le=1)
-    detector_model: str = "facebook/detr-resnet-50"
-    embedder_model: str = "openai/clip-vit-base-patch32"
-    batch_size: int = Field(16, ge=1)
-    device: str = "auto"
 
 
 @dataclasses.dataclass

@@ -26,8 +26,9 @@ from typing import Any, Literal, Optional
 from pydantic import BaseModel, ConfigDict, Field
 
 from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+from vidsearch.models.worker import EXIT_PERMANENT
+from vidsearch_airflow.task_context import begin_segment_task, ingest_params, name_segment, timed
 
-PERMANENT_EXIT_CODE = 3  # vidsearch.models.worker.EXIT_PERMANENT
 
 
 class GpuSettings(BaseModel):
@@ -168,7 +169,6 @@ class DetectEmbedOperator(KubernetesPodOperator):
 
     def execute(self, context: Any) -> str:
         from vidsearch.records import Segment
-        from vidsearch_airflow.segment_tasks import name_segment, timed
 
         segment = Segment.model_validate(self.segment)
         name_segment(segment)
@@ -179,7 +179,6 @@ class DetectEmbedOperator(KubernetesPodOperator):
         from vidsearch import pipeline
         from vidsearch.errors import PermanentError
         from vidsearch.records import FrameBundle
-        from vidsearch_airflow.segment_tasks import begin_segment_task, ingest_params
         from vidsearch_airflow.services import services
 
         bundle = FrameBundle.model_validate(self.bundle)
@@ -205,7 +204,7 @@ class DetectEmbedOperator(KubernetesPodOperator):
         except Exception as exc:
             code = _worker_exit_code(getattr(self, "remote_pod", None) or getattr(self, "pod", None))
             error: BaseException = exc
-            if code == PERMANENT_EXIT_CODE:
+            if code == EXIT_PERMANENT:
                 error = PermanentError(f"{segment.label}: worker pod failed permanently: {exc}")
             pipeline.mark_segment_failed(svc, params, segment, error)
             if error is not exc:

@@ -2,8 +2,8 @@
 
     python -m vidsearch_airflow.settings_loader airflow_settings.yaml
 
-Idempotent: connections are replaced, pools and variables upserted. The file's schema lives in
-`devstack.settings`.
+Idempotent: connections are replaced, pools and variables upserted. The file's schema is
+`vidsearch_airflow.airflow_settings` (the dev stack reads it from there too).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import sqlalchemy as sa
 
 from airflow.models import Connection, Pool, Variable
 from airflow.utils.session import create_session
-from devstack.settings import AirflowSettings, read_settings
+from vidsearch_airflow.airflow_settings import AirflowSettings, read_settings
 
 
 def load_settings(path: Path) -> AirflowSettings:

@@ -12,7 +12,7 @@ import pytest
 from channel_helpers import fresh_dag, run_existing_dagrun, task_states
 
 from vidsearch.media import synth
-from vidsearch_airflow.segment_tasks import FAULTS_ENV
+from vidsearch_airflow.task_context import FAULTS_ENV
 
 pytestmark = pytest.mark.integration
 

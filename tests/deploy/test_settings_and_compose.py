@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from devstack.settings import read_settings
+from vidsearch_airflow.airflow_settings import read_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = [ROOT / "docker-compose.yaml", ROOT / "docker-compose.gpu.yaml"]

@@ -12,10 +12,10 @@ from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, create_model, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from vidsearch.errors import PermanentError, TransientError
-from vidsearch.records import Sampling, SegmentSeconds
+from vidsearch.params import DEFAULT_COLLECTION, optional_fields
 
 log = logging.getLogger(__name__)
 
@@ -47,31 +47,27 @@ class ChannelUnavailable(TransientError):
 # --------------------------------------------------------------------------------------------------
 
 
-class IngestSettings(BaseModel):
-    """What each of the channel's videos is ingested with: `video_ingest`'s params except `source`.
-
-    Settings left out take `video_ingest`'s defaults. The bounds mirror the trigger form's, so a typo
-    fails when the channels file is loaded, not in a triggered run.
-    """
-
+class _IngestSettingsBase(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-    collection: Optional[str] = Field(None, pattern=r"^[a-z][a-z0-9_]{0,62}$")
-    segment_seconds: Optional[SegmentSeconds] = None
-    sample_fps: Optional[float] = Field(None, gt=0, le=120)
-    sampling: Optional[Sampling] = None
-    time_limit_seconds: Optional[float] = Field(None, gt=0)
-    score_threshold: Optional[float] = Field(None, ge=0, le=1)
-    detector_model: Optional[str] = Field(None, min_length=1)
-    embedder_model: Optional[str] = Field(None, min_length=1)
 
     @property
     def collection_name(self) -> str:
-        return self.collection or "default"
+        return getattr(self, "collection", None) or DEFAULT_COLLECTION
 
     def conf(self, source: str) -> dict[str, Any]:
         """The `video_ingest` run conf for one video."""
         return {"source": source, **self.model_dump(exclude_none=True)}
+
+
+# What each of the channel's videos is ingested with: `video_ingest`'s form fields except `source`,
+# each optional (left out: video_ingest's default), with IngestParams' bounds, so a typo fails when the
+# channels file is loaded, not in a triggered run.
+IngestSettings = create_model(
+    "IngestSettings",
+    __base__=_IngestSettingsBase,
+    __doc__="A channel's ingest settings: video_ingest's params except `source`, each optional.",
+    **optional_fields(exclude=("source",)),
+)
 
 
 class Channel(BaseModel):

@@ -13,8 +13,8 @@ from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict
 
-from vidsearch.errors import InputError
-from vidsearch.channels.config import UTC, Channel, ChannelUnavailable, as_utc
+from vidsearch.errors import InputError, PermanentError, TransientError
+from vidsearch.channels.config import UTC, Channel, ChannelUnavailable, as_utc, channels_file, load_channels
 from vidsearch.channels.listing import FULL_SCAN, Candidate, Window, canonical_url, list_candidates, sha256_uri
 
 log = logging.getLogger(__name__)
@@ -275,3 +275,68 @@ def due_channels(
         if window is not None:
             due.append((channel, FULL_SCAN if full_scan else window))
     return due
+
+
+@dataclasses.dataclass
+class DiscoveryRun:
+    """What one `channel_ingest` run discovered over every due channel."""
+
+    items: list[dict[str, Any]]  # one TriggerDagRunOperator kwargs dict per new video
+    summary: list[str]  # one line per channel read
+    errors: list[str]  # one line per channel that could not be read
+    transient: bool  # some channel failed with an error a retry may cure
+
+
+def discover_due(
+    catalog: Any,
+    start: Optional[dt.datetime],
+    end: Optional[dt.datetime],
+    *,
+    run_id: str,
+    only: Sequence[str] = (),
+    full_scan: bool = False,
+    channels: Optional[Sequence[Channel]] = None,
+) -> DiscoveryRun:
+    """Discover the new videos of every channel due in [start, end) (all of `load_channels()` unless
+    `channels` is given) and record them in the catalog.
+
+    A channel that cannot be read does not stop the others: its error is collected (`errors`,
+    `transient` when a retry may cure it) and the caller decides whether to retry the whole run.
+    """
+    if (start is None or end is None) and not full_scan:
+        raise InputError("this run has no data interval: trigger it with a logical date, or set full_scan")
+    configured = list(channels) if channels is not None else load_channels()
+    log.info(
+        "data interval [%s, %s), %d channel(s) in %s%s",
+        start,
+        end,
+        len(configured),
+        channels_file() if channels is None else "the given list",
+        " (full scan)" if full_scan else "",
+    )
+    now = dt.datetime.now(UTC)
+    due = due_channels(configured, start or now, end or now, only=only, full_scan=full_scan)
+    if not due:
+        log.info("no channel is due in this interval")
+    found_run = DiscoveryRun(items=[], summary=[], errors=[], transient=False)
+    for channel, window in due:
+        try:
+            found = discover_channel(channel, catalog, window, discovery_run_id=run_id, interval=(start, end))
+        except (PermanentError, TransientError) as exc:
+            found_run.transient = found_run.transient or isinstance(exc, TransientError)
+            log.error("channel %s: %s", channel.name, exc)
+            found_run.errors.append(f"{channel.name}: {' '.join(str(exc).split())}")
+            continue
+        found_run.summary.append(found.summary())
+        found_run.items.extend(item.trigger_kwargs() for item in found.new)
+    log.info("%d new video(s) to trigger", len(found_run.items))
+    return found_run
+
+
+def report_discovery(summary: Sequence[str], errors: Sequence[str]) -> dict[str, int]:
+    """Log a run's per-channel summary; raise PermanentError naming the channels that could not be read."""
+    for line in summary:
+        log.info("%s", line)
+    if errors:
+        raise PermanentError("channel(s) could not be read: " + "; ".join(errors))
+    return {"channels": len(summary), "errors": len(errors)}

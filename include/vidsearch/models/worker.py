@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, NoReturn, Sequence, T
 
 from vidsearch.stores import storage
 from vidsearch.errors import InputError, PermanentError, TransientError, one_line
+from vidsearch.params import DEFAULT_DETECTOR, DEFAULT_EMBEDDER
 from vidsearch.records import Box, DetectedObject, DetectEmbedResult, object_id
 
 if TYPE_CHECKING:
@@ -68,8 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--frames-uri", required=True, help="URI of the frame bundle (zip of JPEGs + bundle.json)")
     parser.add_argument("--output-uri", required=True, help="URI prefix for result.json and embeddings.npy")
-    parser.add_argument("--detector", default="facebook/detr-resnet-50", help="hub id or model folder")
-    parser.add_argument("--embedder", default="openai/clip-vit-base-patch32", help="hub id or model folder")
+    parser.add_argument("--detector", default=DEFAULT_DETECTOR, help="hub id or model folder")
+    parser.add_argument("--embedder", default=DEFAULT_EMBEDDER, help="hub id or model folder")
     parser.add_argument("--score-threshold", type=float, default=0.7, help="keep detections scoring at least this")
     parser.add_argument("--batch-size", type=int, default=16, help="frames (or crops) per forward pass")
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")

@@ -11,7 +11,6 @@ after that, surface as `TransientError` for the orchestrator's retries.
 from __future__ import annotations
 
 import logging
-import re
 from typing import Any, Callable, Iterable, Optional, Sequence, TypeVar
 
 import numpy as np
@@ -29,11 +28,11 @@ from weaviate.exceptions import (
 )
 
 from vidsearch.errors import InputError, TransientError
+from vidsearch.params import COLLECTION_NAME_RE
 from vidsearch.records import DetectedObject
 
 log = logging.getLogger(__name__)
 
-COLLECTION_NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 BATCH_SIZE = 500
 T = TypeVar("T")
 

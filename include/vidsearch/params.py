@@ -1,0 +1,170 @@
+"""The parameters of one ingest run, defined once.
+
+`IngestParams` carries every field, default and bound. The rest is generated from it:
+
+* the trigger form of `video_ingest` (`form_schema`: one JSON schema per form field, in the flat style
+  Airflow's `Param` and its form understand; the plugin wraps each in a `Param`);
+* a channel's `ingest:` settings (`optional_fields`: the same fields, each optional, bounds kept), so
+  a typo in the channels file fails when it is loaded, not in a triggered run.
+
+The collection-name rule and the default model ids live here too; every other place imports them.
+This module imports nothing but pydantic and the records (the detect+embed worker uses it).
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from typing import Annotated, Any, ClassVar, Optional
+
+from pydantic import Field
+from pydantic.fields import FieldInfo
+
+from vidsearch.records import Record, Sampling, SegmentSeconds
+
+# A collection name: lowercase letters, digits and '_', starting with a letter (it is part of Weaviate
+# class names and of object-storage paths).
+COLLECTION_NAME_PATTERN = r"^[a-z][a-z0-9_]{0,62}$"
+COLLECTION_NAME_RE = re.compile(COLLECTION_NAME_PATTERN)
+CollectionName = Annotated[str, Field(pattern=COLLECTION_NAME_PATTERN)]
+DEFAULT_COLLECTION = "default"
+
+DEFAULT_DETECTOR = "facebook/detr-resnet-50"
+DEFAULT_EMBEDDER = "openai/clip-vit-base-patch32"
+
+# A number typed into the trigger form's text box arrives as a string.
+_NUMBER_TEXT = r"[0-9]+(\.[0-9]+)?"
+
+
+class IngestParams(Record):
+    """The knobs of one ingest run (the DAG's trigger form)."""
+
+    # The fields the trigger form shows, in its order; the others are for programmatic callers.
+    FORM_FIELDS: ClassVar[tuple[str, ...]] = (
+        "source",
+        "collection",
+        "segment_seconds",
+        "sample_fps",
+        "sampling",
+        "time_limit_seconds",
+        "score_threshold",
+        "detector_model",
+        "embedder_model",
+    )
+
+    source: str = Field(
+        min_length=1,
+        title="Video source",
+        description="A local path, an http(s) URL or an s3:// URI of the video to ingest.",
+    )
+    collection: CollectionName = Field(
+        DEFAULT_COLLECTION,
+        title="Collection",
+        description="Catalog collection to add the video's objects to (lowercase letters, digits, _).",
+    )
+    segment_seconds: SegmentSeconds = Field(
+        "auto",
+        title="Segment length (s)",
+        description=(
+            "auto (default): chosen from the video's length and the machine's parallel slots (30 s to 5 min "
+            "at 1 frame/s), so each segment's tasks carry enough work and every slot stays busy. Or a nominal "
+            "length in seconds; cuts land on the next keyframe. One mapped task group per segment."
+        ),
+    )
+    sample_fps: float = Field(
+        1.0,
+        gt=0,
+        le=120,
+        title="Sampling rate (frames/s)",
+        description="Frames sampled per second of video for detection.",
+    )
+    sampling: Sampling = Field(
+        "fps",
+        title="Sampling",
+        description=(
+            "fps: frames on a global grid of `sample_fps` per second. keyframes: every keyframe and nothing "
+            "else decoded (much faster on long-GOP video; `sample_fps` is not used)."
+        ),
+    )
+    time_limit_seconds: Optional[float] = Field(
+        None,
+        gt=0,
+        title="Time limit (s)",
+        description="Only ingest the first N seconds of the video. Empty: the whole video.",
+    )
+    score_threshold: float = Field(
+        0.7,
+        ge=0,
+        le=1,
+        title="Detection score threshold",
+        description="Detections scoring below this are dropped.",
+    )
+    detector_model: str = Field(
+        DEFAULT_DETECTOR,
+        min_length=1,
+        title="Detector model",
+        description="A transformers object-detection model: hub id or local folder.",
+    )
+    embedder_model: str = Field(
+        DEFAULT_EMBEDDER,
+        min_length=1,
+        title="Embedder model",
+        description="A CLIP-family model (hub id or local folder) embedding the object crops.",
+    )
+    batch_size: int = Field(16, ge=1, description="Frames per detector batch.")
+    device: str = Field("auto", description="auto, cpu, cuda, cuda:N or mps.")
+
+    @classmethod
+    def from_conf(cls, conf: dict[str, Any]) -> "IngestParams":
+        """The params of a run conf or form, ignoring keys that are not params."""
+        return cls.model_validate({k: v for k, v in conf.items() if k in cls.model_fields})
+
+
+def _flatten(schema: dict[str, Any]) -> dict[str, Any]:
+    """One property's JSON schema in the flat style of Airflow's trigger form.
+
+    pydantic writes a union as `anyOf`; the form wants one `type` list with the bounds beside it (JSON
+    schema applies a bound only to the type it constrains). String constants in a union with numbers
+    become a pattern that also admits a number typed as text.
+    """
+    out = {k: v for k, v in schema.items() if k != "anyOf"}
+    if "anyOf" not in schema:
+        if "const" in out and "enum" not in out:
+            out["enum"] = [out.pop("const")]
+        return out
+    types: list[str] = []
+    constants: list[str] = []
+    for branch in schema["anyOf"]:
+        kind = branch["type"]
+        if kind == "string" and ("const" in branch or "enum" in branch):
+            constants += [branch["const"]] if "const" in branch else list(branch["enum"])
+        else:
+            out.update({k: v for k, v in branch.items() if k != "type"})
+        if kind not in types:
+            types.append(kind)
+    if constants:
+        alternatives = [re.escape(c) for c in constants]
+        if "number" in types or "integer" in types:
+            alternatives.append(_NUMBER_TEXT)
+        out["pattern"] = f"^({'|'.join(alternatives)})$"
+    # Nullable first, as the form lists it: an empty box means None.
+    out["type"] = sorted(types, key=lambda t: t != "null")
+    return out
+
+
+def form_schema() -> dict[str, dict[str, Any]]:
+    """name -> JSON schema (with `default` when the field has one) of each trigger-form field."""
+    properties = IngestParams.model_json_schema()["properties"]
+    return {name: _flatten(properties[name]) for name in IngestParams.FORM_FIELDS}
+
+
+def optional_fields(exclude: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The form fields as `create_model` definitions: each optional (default None), its bounds kept."""
+    fields: dict[str, Any] = {}
+    for name in IngestParams.FORM_FIELDS:
+        if name in exclude:
+            continue
+        info: FieldInfo = copy.copy(IngestParams.model_fields[name])
+        info.default = None
+        fields[name] = (Optional[info.annotation], info)  # type: ignore[name-defined]
+    return fields
