@@ -12,6 +12,7 @@ import pytest
 from vidsearch.media import bundle as frame_bundle
 from vidsearch.media import ffmpeg as ff
 from vidsearch.media import frames, probe, split
+from vidsearch.media.stats import frame_stats
 from vidsearch.errors import InputError, QualityGateError
 from vidsearch.records import Segment
 
@@ -230,19 +231,18 @@ def test_bad_parameters(cfr_run, tmp_path: Path) -> None:
 def test_stats_computed_while_extracting_are_frame_stats_of_the_frames(
     cfr_video: Path, cfr_run, tmp_path: Path
 ) -> None:
-    from vidsearch import quality
 
     _, segments, _ = cfr_run
     stats: list[dict] = []
     bundle = frames.run_frames(segments[1], 2.0, str(tmp_path / "s.zip"), stats=stats)
     assert len(stats) == len(bundle.frames) > 0
-    # Exactly quality.frame_stats of the RGB frames that were JPEG-encoded (ffmpeg's own rgb24 of the
+    # Exactly frame_stats of the RGB frames that were JPEG-encoded (ffmpeg's own rgb24 of the
     # source frame with that timestamp)...
     raw = [_decode_frame(cfr_video, round(f.pts_s * 30000 / 1001)) for f in bundle.frames]
-    assert stats == quality.frame_stats(raw)
+    assert stats == frame_stats(raw)
     # ... and, up to JPEG loss, those of the decoded bundle, which the gate used to read back.
     _, arrays = frame_bundle.read_bundle(bundle.uri)
-    for ours, decoded in zip(stats, quality.frame_stats(arrays)):
+    for ours, decoded in zip(stats, frame_stats(arrays)):
         assert ours.keys() == decoded.keys()
         assert (ours["h"], ours["w"], ours["decoded"]) == (decoded["h"], decoded["w"], decoded["decoded"])
         assert ours["mean"] == pytest.approx(decoded["mean"], abs=1.0)

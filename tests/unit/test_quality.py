@@ -31,10 +31,10 @@ from vidsearch.quality import (
     check_probe,
     check_split,
     enforce,
-    frame_stats,
     segment_facts,
     write_report,
 )
+from vidsearch.media.stats import frame_stats
 from vidsearch.records import (
     Box,
     DetectedObject,

@@ -1,7 +1,7 @@
 """Media: where videos come from and how they become segments and frame bundles.
 
 `sources` (local paths, URLs, S3), `probe` (the manifest), `split` (segments), `frames` (sampling) and
-`bundle` (the bundle format and its readers), `ffmpeg` (the subprocess wrapper), `synth` (synthetic
+`bundle` (the bundle format and its readers), `stats` (pixel statistics of frames), `ffmpeg` (the subprocess wrapper), `synth` (synthetic
 videos for tests and benchmarks).
 """
 
@@ -16,6 +16,7 @@ __getattr__, __dir__, __all__ = lazy_exports(
         "split": ("SplitPlan", "plan_split", "auto_segment_seconds", "segment_bounds", "parse_segment_list", "split_local", "run_split"),
         "frames": ("select_frames", "extract_frames", "run_frames"),
         "bundle": ("member_name", "BundleReader", "open_bundle", "iter_bundle", "read_bundle", "read_frame"),
+        "stats": ("frame_stats",),
         "ffmpeg": ("FFmpegNotFoundError", "FFmpegError", "FFmpegTimeoutError", "ffmpeg_bin", "ffprobe_bin", "file_url", "input_args", "summarize_stderr", "Result", "run", "ffmpeg", "ffprobe_json", "Stream", "stream", "parse_rate", "parse_float", "parse_clock"),
         "synth": ("make_video", "make_vfr_video", "make_audio_only", "make_audio_with_cover", "make_truncated", "make_zero_byte", "make_text_file", "make_corrupt", "frame_interval"),
     },

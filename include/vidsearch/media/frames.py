@@ -29,7 +29,7 @@ what the bundle records. Timestamps are `pts * time_base - video_start_s`; segme
 (1 ms resolution), so `pts_s` is the source PTS rounded to the millisecond. ffmpeg starts together
 with ffprobe and reads its filter script from a FIFO once the selection is known, so the probe costs
 no wall time beyond ffmpeg's own start-up. Python reads the pipe while a few threads JPEG-encode the
-frames already read (and compute the frames gate's per-frame stats, `quality.frame_stats` of the RGB
+frames already read (and compute the frames gate's per-frame stats, `stats.frame_stats` of the RGB
 pixels, when asked for): encoding overlaps decoding, and only a handful of frames are ever in memory,
 whatever the segment's length.
 
@@ -65,12 +65,12 @@ import numpy as np
 from PIL import Image
 
 from vidsearch.media import ffmpeg as ff
-from vidsearch import quality
 from vidsearch.stores import storage
 from vidsearch.errors import InputError, QualityGateError
 from vidsearch.records import SAMPLING_MODES, FrameBundle, FrameRef, Segment
 from vidsearch.media.bundle import BUNDLE_JSON, member_name
 from vidsearch.media.split import ROTATION_TAG, VIDEO_START_TAG
+from vidsearch.media.stats import frame_stats
 
 log = logging.getLogger(__name__)
 
@@ -207,14 +207,14 @@ def _write_member(zf: zipfile.ZipFile, name: str, data: bytes) -> None:
 
 
 def _encode_frame(buf: bytearray, width: int, height: int, with_stats: bool) -> tuple[bytes, dict[str, Any] | None]:
-    """The JPEG bytes of one rgb24 frame and, when asked for, its `quality.frame_stats` entry."""
+    """The JPEG bytes of one rgb24 frame and, when asked for, its `stats.frame_stats` entry."""
     image = Image.frombuffer("RGB", (width, height), buf, "raw", "RGB", 0, 1)
     out = io.BytesIO()
     image.save(out, format="JPEG", quality=JPEG_QUALITY)
     del image  # releases its view of `buf`, which the reader reuses for a later frame
     stats = None
     if with_stats:
-        stats = quality.frame_stats([np.frombuffer(buf, dtype=np.uint8).reshape(height, width, 3)])[0]
+        stats = frame_stats([np.frombuffer(buf, dtype=np.uint8).reshape(height, width, 3)])[0]
     return out.getvalue(), stats
 
 
@@ -321,7 +321,7 @@ def extract_frames(
     decoded frames. The bundle records `bundle_uri` (default: `out_path`). `sampling` is "fps" (the
     grid at `sample_fps`, the module docstring's rule) or "keyframes" (every keyframe of the segment,
     nothing else decoded; `sample_fps` is then only recorded). When `stats` is a list, the frames
-    gate's per-frame stats are appended to it, one per bundle frame in order: `quality.frame_stats`
+    gate's per-frame stats are appended to it, one per bundle frame in order: `stats.frame_stats`
     of each frame's RGB pixels as decoded, before JPEG encoding (so the gate never reads the bundle
     back). Returns the bundle record.
 
@@ -334,7 +334,7 @@ def extract_frames(
         raise InputError(f"sampling must be one of {', '.join(SAMPLING_MODES)}, got {sampling!r}")
     segment_path, out_path = Path(segment_path), Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    frame_stats: list[dict[str, Any]] = []
+    measured: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="vidsearch-frames-") as tmp, zipfile.ZipFile(
         out_path, "w", compression=zipfile.ZIP_STORED
     ) as zf:
@@ -357,7 +357,7 @@ def extract_frames(
                 if plan.empty:
                     raise _NothingToDecode
                 _write_script(script, plan.filter_chain(), proc)
-                written = _encode_frames(proc, plan, zf, frame_stats if stats is not None else None)
+                written = _encode_frames(proc, plan, zf, measured if stats is not None else None)
             decoded_pts = _decoded_pts(proc.stderr_text(), plan, written)
         except _NothingToDecode:
             decoded_pts = []
@@ -383,7 +383,7 @@ def extract_frames(
         )
         _write_member(zf, BUNDLE_JSON, bundle.model_dump_json(indent=1).encode())
     if stats is not None:
-        stats.extend(frame_stats)
+        stats.extend(measured)
     return bundle
 
 
@@ -450,7 +450,7 @@ def _encode_frames(
     proc: ff.Stream, plan: _Plan, zf: zipfile.ZipFile, stats: list[dict[str, Any]] | None
 ) -> int:
     """Read ffmpeg's rgb24 frames, JPEG them into `zf` in order (and append each one's
-    `quality.frame_stats` entry to `stats`, when given); returns how many were written.
+    `stats.frame_stats` entry to `stats`, when given); returns how many were written.
 
     Frames are read as soon as ffmpeg writes them, so it never waits on the encoders, and encoded by a
     few threads; buffers are reused once encoded, so a handful of frames are in memory at a time.
@@ -465,10 +465,10 @@ def _encode_frames(
         def finish_oldest() -> None:
             nonlocal written
             future, buf = in_flight.popleft()
-            jpeg, frame_stats = future.result()
+            jpeg, frame_measure = future.result()
             _write_member(zf, member_name(written), jpeg)
-            if stats is not None and frame_stats is not None:
-                stats.append(frame_stats)
+            if stats is not None and frame_measure is not None:
+                stats.append(frame_measure)
             written += 1
             spare.append(buf)
 

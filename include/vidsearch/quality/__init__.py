@@ -42,7 +42,6 @@ from vidsearch.quality.checks import (
     check_probe,
     check_split,
     expected_frame_count,
-    frame_stats,
     segment_facts,
     split_tolerance,
 )
@@ -67,7 +66,6 @@ __all__ = [
     "enforce",
     "expectation_suite",
     "expected_frame_count",
-    "frame_stats",
     "report_markdown",
     "segment_facts",
     "setup_seconds",
