@@ -354,7 +354,7 @@ def summarize_tasks(rows: list[dict[str, Any]]) -> dict[str, Any]:
     for kind in sorted({row["task_id"] for row in rows}, key=lambda k: (TASK_ORDER + (k,)).index(k)):
         group = [row for row in rows if row["task_id"] == kind]
 
-        def values(key: str) -> list[float]:
+        def values(key: str, group: list[dict[str, Any]] = group) -> list[float]:
             return [float(row[key]) for row in group if isinstance(row.get(key), (int, float))]
 
         entry: dict[str, Any] = {
@@ -901,7 +901,7 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for kind, e in o["tasks"].items():
-            def pair(key: str) -> str:
+            def pair(key: str, e: dict[str, Any] = e) -> str:
                 mean, mx = e.get(f"{key}_mean_s"), e.get(f"{key}_max_s")
                 return "n/a" if mean is None else f"{mean:.2f} / {mx:.2f}"
 
@@ -1096,7 +1096,7 @@ def main() -> int:
     say(f"systems {', '.join(systems)}; videos of {', '.join(f'{m:g}' for m in args.minutes)} min; logs in {log_dir}")
 
     stack: Optional[Stack] = None
-    api: Optional[Airflow] = None
+    api: Optional[AirflowClient] = None
     standalone: Optional[StandaloneWeaviate] = None
     failed = False
     try:

@@ -204,7 +204,7 @@ def worker_main(worker_id: int, cfg: dict[str, Any], tasks: Any, results: Any) -
 
 
 def _process_segment(
-    msg: dict[str, Any], cfg: dict[str, Any], models: _Models, coll: Any, work: Path, Image: Any, DataObject: Any,
+    msg: dict[str, Any], cfg: dict[str, Any], models: _Models, coll: Any, work: Path, Image: Any, DataObject: Any,  # noqa: N803 - the classes, passed in
     worker_id: int,
 ) -> dict[str, Any]:
     t: dict[str, float] = {k: 0.0 for k in ("extract", "load_frames", "detect", "save_crops", "load_crops", "embed", "upsert")}

@@ -651,7 +651,9 @@ def run(args: argparse.Namespace, stack: Stack, report: dict[str, Any], t_start:
             vecs = data["vectors"]
             offsets = [i * OBJECTS_PER_SEGMENT for i in range(len(data["segments"]))]
 
-            def upsert(i: int, data: dict[str, Any] = data, vecs: np.ndarray = vecs) -> float:
+            def upsert(
+                i: int, data: dict[str, Any] = data, vecs: np.ndarray = vecs, offsets: list[int] = offsets
+            ) -> float:
                 vid, s, objs = data["segments"][i]
                 t = time.perf_counter()
                 index.upsert_segment(COLLECTION, vid, s, objs, vecs[offsets[i] : offsets[i] + OBJECTS_PER_SEGMENT])

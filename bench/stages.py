@@ -312,7 +312,7 @@ def run_stages(stack: Stack, video: Path, duration_s: float) -> dict[str, Any]:
                         pipeline.video_root(svc, seg.video_id), f"frames-{fps:g}fps", f"{seg.name}.zip"
                     )
                     bundle, seconds = timed(
-                        lambda seg=seg, uri=uri: frames.run_frames(seg, fps, uri, video_start_s=manifest.start_time_s)
+                        lambda seg=seg, uri=uri, fps=fps: frames.run_frames(seg, fps, uri, video_start_s=manifest.start_time_s)
                     )
                     per_seg.append({"segment": seg.index, "frames": len(bundle.frames), "wall_s": r(seconds),
                                     "video_s": r(seg.end_s - seg.start_s)})

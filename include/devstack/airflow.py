@@ -359,7 +359,7 @@ def health(cfg: StackConfig, timeout: float = 3.0) -> dict | None:
     try:
         with urllib.request.urlopen(f"{api_url(cfg)}/api/v2/monitor/health", timeout=timeout) as resp:
             return json.loads(resp.read())
-    except Exception:
+    except Exception:  # noqa: BLE001 - a health probe: any failure means not healthy yet
         return None
 
 

@@ -265,7 +265,7 @@ def http_ok(url: str, timeout: float = 2.0) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=timeout) as resp:
             return 200 <= resp.status < 300
-    except Exception:
+    except Exception:  # noqa: BLE001 - a readiness probe: any failure means not ready
         return False
 
 

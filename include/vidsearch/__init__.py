@@ -33,7 +33,7 @@ def lazy_exports(
     """
     where = {name: module for module, names in exports.items() for name in names}
 
-    def __getattr__(name: str) -> Any:
+    def get_attribute(name: str) -> Any:
         if name in exports:
             return importlib.import_module(f"{package}.{name}")
         module = where.get(name)
@@ -41,7 +41,7 @@ def lazy_exports(
             raise AttributeError(f"module {package!r} has no attribute {name!r}")
         return getattr(importlib.import_module(f"{package}.{module}"), name)
 
-    def __dir__() -> list[str]:
+    def list_names() -> list[str]:
         return sorted(set(where) | set(exports))
 
-    return __getattr__, __dir__, sorted(where)
+    return get_attribute, list_names, sorted(where)

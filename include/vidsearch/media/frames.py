@@ -294,7 +294,7 @@ def _plan(
     return _Plan(time_base, start, rot, width, height, [packet_pts[i] for i in chosen])
 
 
-class _NothingToDecode(Exception):
+class _NothingToDecodeError(Exception):
     """No frame of the segment is selected: ffmpeg, started early, is stopped."""
 
 
@@ -355,11 +355,11 @@ def extract_frames(
                     segment_path, segment, sample_fps, sampling, time_limit_s, video_start_s, rotation, expected_size
                 )
                 if plan.empty:
-                    raise _NothingToDecode
+                    raise _NothingToDecodeError
                 _write_script(script, plan.filter_chain(), proc)
                 written = _encode_frames(proc, plan, zf, measured if stats is not None else None)
             decoded_pts = _decoded_pts(proc.stderr_text(), plan, written)
-        except _NothingToDecode:
+        except _NothingToDecodeError:
             decoded_pts = []
         assert plan is not None
         missing = len(plan.wanted) - len(decoded_pts) if plan.wanted is not None else 0
