@@ -207,22 +207,26 @@ def make_token() -> str:
 class ServiceMeter:
     """Time spent inside the search service's Weaviate and Postgres calls, per request.
 
-    Wraps methods of the one `SearchService` the API serves (as bench/stages.py wraps the quality
-    gates): nothing else changes. The benchmark's requests are sequential, so one accumulator that is
-    reset before each request holds exactly that request's time.
+    Wraps methods of the one `SearchService` the API serves and of its `ObjectIndex` (as
+    bench/stages.py wraps the quality gates): nothing else changes. The benchmark's requests are
+    sequential, so one accumulator that is reset before each request holds exactly that request's time.
     """
 
     PARTS = {
-        "_vectors": "weaviate_fetch_vector",
-        "_near": "weaviate_near_vector",
+        "index.vectors": "weaviate_fetch_vector",
+        "index.near": "weaviate_near_vector",
         "require_collection": "postgres",
         "objects_by_id": "postgres",
     }
 
     def __init__(self, service: Any):
         self.totals: dict[str, float] = {}
-        for method, part in self.PARTS.items():
-            self._wrap(service, method, part)
+        for path, part in self.PARTS.items():
+            *owners, method = path.split(".")
+            target = service
+            for owner in owners:
+                target = getattr(target, owner)
+            self._wrap(target, method, part)
 
     def _wrap(self, service: Any, method: str, part: str) -> None:
         original = getattr(service, method)

@@ -27,6 +27,10 @@ class QualityGateError(PermanentError):
     """Data produced by a stage failed its quality checks."""
 
 
+class NotFoundError(VidsearchError):
+    """An unknown collection, video, frame, object or propagation (HTTP 404)."""
+
+
 class TransientError(VidsearchError):
     """An infrastructure hiccup (network, storage, Weaviate 5xx): retry with backoff."""
 

@@ -1,6 +1,9 @@
 """Search and labeling over the catalog (Postgres) and the object index (Weaviate), without Airflow.
 
-What the search API (`plugins/vidsearch_api`) serves, as plain methods on `SearchService`:
+What the search API (`plugins/vidsearch_api`) serves, as plain methods on `SearchService`, which
+validates the parameters and composes the stores that own the queries: `CatalogBrowser`
+(`stores/browse.py`: collections, videos, frames, objects), `LabelStore` (`stores/labels.py`: labels,
+propagations, the audit trail) and `ObjectIndex` (`stores/index.py`: stored vectors, nearest neighbours).
 
 * browsing: collections, videos, frames (with their objects), single objects, frame images and crops;
 * similar objects: a near-vector search in Weaviate from the query object's own stored vector, with the
@@ -34,17 +37,18 @@ import uuid
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
-import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql as pg
 
-from vidsearch.stores import catalog as cat
+from vidsearch.errors import InputError, NotFoundError
 from vidsearch.models import modelstore
+from vidsearch.stores import catalog as cat
 from vidsearch.stores import storage
-from vidsearch.errors import InputError, VidsearchError
-from vidsearch.stores.index import COLLECTION_NAME_RE, ObjectIndex, _retrying, weaviate_collection_name
+from vidsearch.stores.browse import CatalogBrowser
+from vidsearch.params import COLLECTION_NAME_RE
+from vidsearch.stores.index import MAX_QUERY_RESULTS, ObjectIndex
+from vidsearch.stores.labels import POLARITIES, POSITIVE, LabelStore, Polarity
 
 log = logging.getLogger(__name__)
 
@@ -53,18 +57,9 @@ MAX_TEXT = 500
 MAX_LABEL_NAME = 200
 MAX_LABEL_IDS = 1000
 MAX_PROPAGATION_LIMIT = 10_000
-# Weaviate's QUERY_MAXIMUM_RESULTS default: no single query returns more.
-MAX_QUERY_RESULTS = 10_000
 # Id lists up to this size are sent to Weaviate as filters; longer ones are applied afterwards.
 MAX_ID_FILTER = 2_000
 SEARCH_DEVICE_ENV = "VIDSEARCH_SEARCH_DEVICE"
-
-POSITIVE, NEGATIVE = "positive", "negative"
-HUMAN, PROPAGATED = "human", "propagated"
-
-
-class NotFoundError(VidsearchError):
-    """An unknown collection, video, frame, object or propagation (HTTP 404)."""
 
 
 # ------------------------------------------------------------------------------------------- caches
@@ -149,63 +144,6 @@ def _check_range(name: str, value: float, lo: float, hi: float) -> None:
         raise InputError(f"{name} must be between {lo:g} and {hi:g}, got {value!r}")
 
 
-def _object_dict(row: Any) -> dict[str, Any]:
-    return {
-        "object_id": str(row.object_id),
-        "video_id": row.video_id,
-        "segment_index": row.segment_index,
-        "frame_index": row.frame_index,
-        "pts_s": row.pts_s,
-        "box": [row.x0, row.y0, row.x1, row.y1],
-        "detector_label": row.label,
-        "score": row.score,
-        "labels": [],
-    }
-
-
-def _label_dict(row: Any) -> dict[str, Any]:
-    return {
-        "name": row.name,
-        "polarity": row.polarity,
-        "source": row.source,
-        "score": row.score,
-        "propagation_id": str(row.propagation_id) if row.propagation_id else None,
-    }
-
-
-def _event_dict(row: Any) -> dict[str, Any]:
-    return {
-        "id": row.id,
-        "object_id": str(row.object_id) if row.object_id else None,
-        "name": row.name,
-        "action": row.action,
-        "polarity": row.polarity,
-        "source": row.source,
-        "propagation_id": str(row.propagation_id) if row.propagation_id else None,
-        "actor": row.actor,
-        "at": row.at,
-    }
-
-
-def _propagation_dict(row: Any) -> dict[str, Any]:
-    return {
-        "propagation_id": str(row.id),
-        "name": row.name,
-        "sources": list(row.sources),
-        "negatives": list(row.negatives),
-        "model": row.model,
-        "threshold": row.threshold,
-        "count": row.count,
-        "created_at": row.created_at,
-        "created_by": row.created_by,
-        "undone_at": row.undone_at,
-    }
-
-
-def _chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
-
 
 # ------------------------------------------------------------------------------------------ service
 
@@ -225,6 +163,8 @@ class SearchService:
         frame_cache_size: int = 64,
     ):
         self.catalog = catalog
+        self.browser = CatalogBrowser(catalog.engine)
+        self.labels = LabelStore(catalog.engine)
         self._index = index if isinstance(index, ObjectIndex) else None
         self._index_factory = None if isinstance(index, ObjectIndex) else index
         self.tiny_models = tiny_models
@@ -241,33 +181,14 @@ class SearchService:
         )
 
     @property
-    def engine(self) -> sa.Engine:
-        return self.catalog.engine
-
-    @property
     def index(self) -> ObjectIndex:
         if self._index is None:
             self._index = self._index_factory()
         return self._index
 
-    def _wv(self, collection: str) -> Any:
-        return self.index.client.collections.use(weaviate_collection_name(collection))
-
     # -- browse ----------------------------------------------------------------------------
     def collections(self) -> list[dict[str, Any]]:
-        c, v, o = cat.collections, cat.videos, cat.objects
-        videos = (
-            sa.select(sa.func.count()).select_from(v).where(v.c.collection == c.c.name).scalar_subquery()
-        )
-        objects = (
-            sa.select(sa.func.count()).select_from(o).where(o.c.collection == c.c.name).scalar_subquery()
-        )
-        with self.engine.connect() as conn:
-            rows = conn.execute(
-                sa.select(c.c.name, c.c.embedder_model, c.c.embedding_dim, videos.label("videos"),
-                          objects.label("objects")).order_by(c.c.name)
-            ).all()
-        return [dict(r._mapping) for r in rows]
+        return self.browser.collections()
 
     def require_collection(self, collection: str) -> dict[str, Any]:
         if not isinstance(collection, str) or not COLLECTION_NAME_RE.match(collection):
@@ -279,57 +200,11 @@ class SearchService:
 
     def videos(self, collection: str) -> list[dict[str, Any]]:
         self.require_collection(collection)
-        v, s, f, o = cat.videos, cat.segments, cat.frames, cat.objects
-
-        def count(table: sa.Table, *where: Any) -> Any:
-            return (
-                sa.select(sa.func.count())
-                .select_from(table)
-                .where(table.c.collection == v.c.collection, table.c.video_id == v.c.video_id, *where)
-                .scalar_subquery()
-            )
-
-        query = sa.select(
-            v,
-            count(s).label("n_segments"),
-            count(s, s.c.state == cat.SegmentState.DONE.value).label("n_done"),
-            count(s, s.c.state == cat.SegmentState.QUARANTINED.value).label("n_quarantined"),
-            count(f).label("n_frames"),
-            count(o).label("n_objects"),
-        ).where(v.c.collection == collection).order_by(v.c.created_at, v.c.video_id)
-        with self.engine.connect() as conn:
-            rows = conn.execute(query).all()
-        out = []
-        for r in rows:
-            manifest = r.manifest or {}
-            out.append(
-                {
-                    "video_id": r.video_id,
-                    "source": r.source,
-                    "state": r.state,
-                    "duration_s": manifest.get("duration_s"),
-                    "width": manifest.get("width"),
-                    "height": manifest.get("height"),
-                    "frame_rate": manifest.get("frame_rate"),
-                    "segments": r.n_segments,
-                    "segments_done": r.n_done,
-                    "segments_quarantined": r.n_quarantined,
-                    "frames": r.n_frames,
-                    "objects": r.n_objects,
-                    "last_run_id": r.last_run_id,
-                }
-            )
-        return out
+        return self.browser.videos(collection)
 
     def require_video(self, collection: str, video_id: str) -> None:
         self.require_collection(collection)
-        with self.engine.connect() as conn:
-            found = conn.execute(
-                sa.select(cat.videos.c.video_id).where(
-                    cat.videos.c.collection == collection, cat.videos.c.video_id == video_id
-                )
-            ).first()
-        if found is None:
+        if not self.browser.has_video(collection, video_id):
             raise NotFoundError(f"no video {video_id[:80]!r} in collection {collection!r}")
 
     def frames(self, collection: str, video_id: str, offset: int = 0, limit: int = 200) -> dict[str, Any]:
@@ -339,75 +214,18 @@ class SearchService:
         if not 1 <= limit <= 1000:
             raise InputError(f"limit must be between 1 and 1000, got {limit}")
         self.require_video(collection, video_id)
-        f = cat.frames
-        where = (f.c.collection == collection, f.c.video_id == video_id)
-        with self.engine.connect() as conn:
-            total = conn.execute(sa.select(sa.func.count()).select_from(f).where(*where)).scalar_one()
-            rows = conn.execute(
-                sa.select(f.c.segment_index, f.c.frame_index, f.c.pts_s, f.c.width, f.c.height)
-                .where(*where)
-                .order_by(f.c.pts_s, f.c.segment_index, f.c.frame_index)
-                .offset(offset)
-                .limit(limit)
-            ).all()
-            keys = [(r.segment_index, r.frame_index) for r in rows]
-            objs: dict[tuple[int, int], list[dict[str, Any]]] = {k: [] for k in keys}
-            if keys:
-                o = cat.objects
-                orows = conn.execute(
-                    sa.select(o)
-                    .where(
-                        o.c.collection == collection,
-                        o.c.video_id == video_id,
-                        sa.tuple_(o.c.segment_index, o.c.frame_index).in_(keys),
-                    )
-                    .order_by(o.c.segment_index, o.c.frame_index, o.c.score.desc(), o.c.object_id)
-                ).all()
-                by_id = {}
-                for r in orows:
-                    d = _object_dict(r)
-                    objs[(r.segment_index, r.frame_index)].append(d)
-                    by_id[d["object_id"]] = d
-                self._attach_labels(conn, collection, by_id)
-        return {
-            "total": total,
-            "frames": [
-                {
-                    "segment_index": r.segment_index,
-                    "frame_index": r.frame_index,
-                    "pts_s": r.pts_s,
-                    "width": r.width,
-                    "height": r.height,
-                    "objects": objs[(r.segment_index, r.frame_index)],
-                }
-                for r in rows
-            ],
-        }
-
-    def _frame_row(self, collection: str, video_id: str, segment_index: int, frame_index: int) -> Any:
-        f = cat.frames
-        with self.engine.connect() as conn:
-            row = conn.execute(
-                sa.select(f).where(
-                    f.c.collection == collection,
-                    f.c.video_id == video_id,
-                    f.c.segment_index == segment_index,
-                    f.c.frame_index == frame_index,
-                )
-            ).first()
-        if row is None:
-            raise NotFoundError(
-                f"no frame {segment_index}/{frame_index} of video {video_id[:80]!r} in {collection!r}"
-            )
-        return row
+        return self.browser.frame_page(collection, video_id, offset, limit)
 
     def frame_image(self, collection: str, video_id: str, segment_index: int, frame_index: int) -> bytes:
         """The stored JPEG of one frame, as stored (no re-encoding)."""
         self.require_video(collection, video_id)
-        row = self._frame_row(collection, video_id, segment_index, frame_index)
-        return self.frame_images.get_or_compute(
-            (row.bundle_uri, row.member), lambda: _read_member(row.bundle_uri, row.member)
-        )
+        row = self.browser.frame(collection, video_id, segment_index, frame_index)
+        if row is None:
+            raise NotFoundError(
+                f"no frame {segment_index}/{frame_index} of video {video_id[:80]!r} in {collection!r}"
+            )
+        uri, member = row["bundle_uri"], row["member"]
+        return self.frame_images.get_or_compute((uri, member), lambda: _read_member(uri, member))
 
     def get_object(self, collection: str, object_id: str) -> dict[str, Any]:
         self.require_collection(collection)
@@ -418,32 +236,7 @@ class SearchService:
 
     def objects_by_id(self, collection: str, object_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         """Objects (with their labels) by id; unknown ids are left out."""
-        ids = list(dict.fromkeys(_uuid(i) for i in object_ids))
-        out: dict[str, dict[str, Any]] = {}
-        if not ids:
-            return out
-        o = cat.objects
-        with self.engine.connect() as conn:
-            for chunk in _chunks(ids, 5000):
-                for r in conn.execute(
-                    sa.select(o).where(o.c.collection == collection, o.c.object_id.in_(list(chunk)))
-                ).all():
-                    d = _object_dict(r)
-                    out[d["object_id"]] = d
-            self._attach_labels(conn, collection, out)
-        return out
-
-    def _attach_labels(self, conn: sa.Connection, collection: str, objs: dict[str, dict[str, Any]]) -> None:
-        if not objs:
-            return
-        lb = cat.labels
-        for chunk in _chunks(list(objs), 5000):
-            for r in conn.execute(
-                sa.select(lb)
-                .where(lb.c.collection == collection, lb.c.object_id.in_(list(chunk)))
-                .order_by(lb.c.name)
-            ).all():
-                objs[str(r.object_id)]["labels"].append(_label_dict(r))
+        return self.browser.objects_by_id(collection, list(dict.fromkeys(_uuid(i) for i in object_ids)))
 
     def crop(self, collection: str, object_id: str) -> bytes:
         """JPEG of the object's box, cut from its stored frame (cached in memory)."""
@@ -453,101 +246,27 @@ class SearchService:
         def cut() -> bytes:
             from PIL import Image
 
-            from vidsearch.models.embed import crop_box
             from vidsearch.media.bundle import read_frame
+            from vidsearch.models.embed import crop_box
             from vidsearch.records import Box
 
-            o, f = cat.objects, cat.frames
-            with self.engine.connect() as conn:
-                row = conn.execute(
-                    sa.select(o.c.x0, o.c.y0, o.c.x1, o.c.y1, f.c.bundle_uri, f.c.frame_index)
-                    .join(
-                        f,
-                        sa.and_(
-                            f.c.collection == o.c.collection,
-                            f.c.video_id == o.c.video_id,
-                            f.c.segment_index == o.c.segment_index,
-                            f.c.frame_index == o.c.frame_index,
-                        ),
-                    )
-                    .where(o.c.collection == collection, o.c.object_id == oid)
-                ).first()
+            row = self.browser.crop_source(collection, oid)
             if row is None:
                 raise NotFoundError(f"no object {oid!r} in collection {collection!r}")
-            frame = np.asarray(read_frame(row.bundle_uri, row.frame_index).convert("RGB"))
+            frame = np.asarray(read_frame(row["bundle_uri"], row["frame_index"]).convert("RGB"))
             # The same pixels the embedder saw (integer-rounded, clipped, at least 1x1).
-            pixels = crop_box(frame, Box(x0=row.x0, y0=row.y0, x1=row.x1, y1=row.y1))
+            pixels = crop_box(frame, Box(x0=row["x0"], y0=row["y0"], x1=row["x1"], y1=row["y1"]))
             buf = io.BytesIO()
             Image.fromarray(np.ascontiguousarray(pixels)).save(buf, format="JPEG", quality=90)
             return buf.getvalue()
 
         return self.crops.get_or_compute((collection, oid), cut)
 
-    # -- vectors ---------------------------------------------------------------------------
-    def _vectors(self, collection: str, object_ids: Sequence[str]) -> dict[str, np.ndarray]:
-        """Stored vectors by object id (ids missing from the index are left out)."""
-        from weaviate.classes.query import Filter
-
-        coll = self._wv(collection)
-        out: dict[str, np.ndarray] = {}
-        for chunk in _chunks(list(object_ids), 1000):
-            res = _retrying(
-                lambda chunk=chunk: coll.query.fetch_objects(
-                    filters=Filter.by_id().contains_any(list(chunk)),
-                    limit=len(chunk),
-                    include_vector=True,
-                    return_properties=[],
-                ),
-                f"fetching vectors in {collection}",
-            )
-            for obj in res.objects:
-                out[str(obj.uuid)] = _vector_of(obj)
-        return out
-
-    def _near(
-        self,
-        collection: str,
-        vector: Sequence[float],
-        limit: int,
-        min_similarity: float,
-        filters: Any,
-    ) -> list[tuple[str, float]]:
-        """(object id, cosine similarity) of the nearest objects, best first, similarity >= min."""
-        from weaviate.classes.query import MetadataQuery
-
-        coll = self._wv(collection)
-        res = _retrying(
-            lambda: coll.query.near_vector(
-                near_vector=[float(x) for x in vector],
-                limit=min(limit, MAX_QUERY_RESULTS),
-                distance=min(2.0, 1.0 - min_similarity + 1e-6),
-                filters=filters,
-                return_metadata=MetadataQuery(distance=True),
-                return_properties=[],
-            ),
-            f"searching {collection}",
-        )
-        hits = []
-        for obj in res.objects:
-            similarity = 1.0 - float(obj.metadata.distance)
-            if similarity >= min_similarity:
-                hits.append((str(obj.uuid), similarity))
-        return hits
-
-    def _label_ids(self, conn: sa.Connection, collection: str, name: str, polarity: str,
-                   source: Optional[str] = None) -> list[str]:
-        lb = cat.labels
-        query = sa.select(lb.c.object_id).where(
-            lb.c.collection == collection, lb.c.name == name, lb.c.polarity == polarity
-        )
-        if source is not None:
-            query = query.where(lb.c.source == source)
-        return [str(r[0]) for r in conn.execute(query.order_by(lb.c.object_id)).all()]
-
+    # -- search ----------------------------------------------------------------------------
     def _search(
         self,
         collection: str,
-        vector: Sequence[float],
+        vector: Sequence[float] | np.ndarray,
         *,
         k: int,
         min_similarity: float,
@@ -557,39 +276,35 @@ class SearchService:
         exclude: set[str],
     ) -> list[dict[str, Any]]:
         """Objects nearest to `vector` (Object + similarity), best first, after every filter."""
-        from weaviate.classes.query import Filter
-
         if not 1 <= k <= MAX_K:
             raise InputError(f"k must be between 1 and {MAX_K}, got {k}")
         _check_range("min_similarity", min_similarity, -1.0, 1.0)
         if label is not None:
             validate_label_name(label)
-        clauses = []
-        if video_id:
-            clauses.append(Filter.by_property("video_id").equal(video_id))
-        if detector_label:
-            clauses.append(Filter.by_property("label").equal(detector_label))
         allowed: Optional[set[str]] = None
+        ids_filter: Optional[list[str]] = None
         if label is not None:
-            with self.engine.connect() as conn:
-                allowed = set(self._label_ids(conn, collection, label, POSITIVE))
+            allowed = set(self.labels.object_ids(collection, label, POSITIVE))
             allowed -= exclude
             if not allowed:
                 return []
             if len(allowed) <= MAX_ID_FILTER:
-                clauses.append(Filter.by_id().contains_any(sorted(allowed)))
+                ids_filter = sorted(allowed)
         post_exclude = set(exclude)
+        exclude_filter: Optional[list[str]] = None
         if exclude and len(exclude) <= MAX_ID_FILTER:
-            clauses.append(Filter.by_id().contains_none(sorted(exclude)))
+            exclude_filter = sorted(exclude)
             post_exclude = set()
-        filters = Filter.all_of(clauses) if len(clauses) > 1 else (clauses[0] if clauses else None)
 
         # Over-fetch: what the post-filters may remove, then double until k survive or nothing is left.
         fetch = k + len(post_exclude)
         if allowed is not None and len(allowed) > MAX_ID_FILTER:
             fetch = max(fetch, 4 * k)
         while True:
-            hits = self._near(collection, vector, fetch, min_similarity, filters)
+            hits = self.index.near(
+                collection, vector, fetch, min_similarity, video_id=video_id, detector_label=detector_label,
+                ids=ids_filter, exclude_ids=exclude_filter,
+            )
             kept = [
                 (oid, sim)
                 for oid, sim in hits
@@ -625,24 +340,13 @@ class SearchService:
         """
         self.require_collection(collection)
         query = self.get_object(collection, object_id)
-        vectors = self._vectors(collection, [query["object_id"]])
+        vectors = self.index.vectors(collection, [query["object_id"]])
         if query["object_id"] not in vectors:
             raise NotFoundError(f"object {query['object_id']!r} has no vector in the index")
         positive = [lb["name"] for lb in query["labels"] if lb["polarity"] == POSITIVE]
         exclude = {query["object_id"]}
         if positive:
-            lb = cat.labels
-            with self.engine.connect() as conn:
-                exclude |= {
-                    str(r[0])
-                    for r in conn.execute(
-                        sa.select(lb.c.object_id).distinct().where(
-                            lb.c.collection == collection,
-                            lb.c.polarity == NEGATIVE,
-                            lb.c.name.in_(positive),
-                        )
-                    ).all()
-                }
+            exclude |= self.labels.negative_for_any(collection, positive)
         results = self._search(
             collection,
             vectors[query["object_id"]],
@@ -711,40 +415,7 @@ class SearchService:
     def label_counts(self, collection: str) -> list[dict[str, Any]]:
         """Per name: human positive, human negative and propagated (effective) label counts."""
         self.require_collection(collection)
-        lb = cat.labels
-
-        def n(cond: Any) -> Any:
-            return sa.func.count().filter(cond)
-
-        with self.engine.connect() as conn:
-            rows = conn.execute(
-                sa.select(
-                    lb.c.name,
-                    n(sa.and_(lb.c.source == HUMAN, lb.c.polarity == POSITIVE)).label("positive"),
-                    n(sa.and_(lb.c.source == HUMAN, lb.c.polarity == NEGATIVE)).label("negative"),
-                    n(lb.c.source == PROPAGATED).label("propagated"),
-                )
-                .where(lb.c.collection == collection)
-                .group_by(lb.c.name)
-                .order_by(lb.c.name)
-            ).all()
-        return [dict(r._mapping) for r in rows]
-
-    def _check_objects(self, conn: sa.Connection, collection: str, ids: list[str]) -> None:
-        o = cat.objects
-        found: set[str] = set()
-        for chunk in _chunks(ids, 5000):
-            found |= {
-                str(r[0])
-                for r in conn.execute(
-                    sa.select(o.c.object_id).where(o.c.collection == collection, o.c.object_id.in_(list(chunk)))
-                ).all()
-            }
-        missing = [i for i in ids if i not in found]
-        if missing:
-            raise NotFoundError(
-                f"{len(missing)} unknown object id(s) in collection {collection!r}, e.g. {missing[0]!r}"
-            )
+        return self.labels.counts(collection)
 
     @staticmethod
     def _ids(object_ids: Sequence[Any]) -> list[str]:
@@ -753,60 +424,20 @@ class SearchService:
         return list(dict.fromkeys(_uuid(i) for i in object_ids))
 
     def add_labels(
-        self, collection: str, object_ids: Sequence[str], name: str, polarity: str, actor: str
+        self, collection: str, object_ids: Sequence[str], name: str, polarity: Polarity, actor: str
     ) -> int:
         """Set a human label on objects (replacing a propagated one of the same name)."""
         self.require_collection(collection)
         validate_label_name(name)
-        if polarity not in cat.LABEL_POLARITIES:
-            raise InputError(f"polarity must be 'positive' or 'negative', got {polarity!r}")
-        ids = self._ids(object_ids)
-        lb = cat.labels
-        now = cat._now()
-        rows = [
-            dict(collection=collection, object_id=i, name=name, polarity=polarity, source=HUMAN,
-                 propagation_id=None, score=None, created_by=actor, updated_at=now)
-            for i in ids
-        ]
-        with cat._transient_db_errors(), self.engine.begin() as conn:
-            self._check_objects(conn, collection, ids)
-            stmt = pg.insert(lb).values(rows)
-            stmt = stmt.on_conflict_do_update(
-                index_elements=["collection", "object_id", "name"],
-                set_={c: stmt.excluded[c] for c in
-                      ("polarity", "source", "propagation_id", "score", "created_by", "updated_at")},
-            ).returning(lb.c.object_id)
-            updated = len(conn.execute(stmt).all())
-            conn.execute(
-                sa.insert(cat.label_events),
-                [dict(collection=collection, object_id=i, name=name, action="add", polarity=polarity,
-                      source=HUMAN, propagation_id=None, actor=actor, at=now) for i in ids],
-            )
-        return updated
+        if polarity not in POLARITIES:
+            raise InputError(f"polarity must be {' or '.join(map(repr, POLARITIES))}, got {polarity!r}")
+        return self.labels.add(collection, self._ids(object_ids), name, polarity, actor)
 
     def remove_labels(self, collection: str, object_ids: Sequence[str], name: str, actor: str) -> int:
         """Remove human labels `name` from objects; propagated labels are left alone."""
         self.require_collection(collection)
         validate_label_name(name)
-        ids = self._ids(object_ids)
-        lb = cat.labels
-        now = cat._now()
-        with cat._transient_db_errors(), self.engine.begin() as conn:
-            self._check_objects(conn, collection, ids)
-            removed = conn.execute(
-                sa.delete(lb)
-                .where(lb.c.collection == collection, lb.c.name == name, lb.c.source == HUMAN,
-                       lb.c.object_id.in_(ids))
-                .returning(lb.c.object_id, lb.c.polarity)
-            ).all()
-            if removed:
-                conn.execute(
-                    sa.insert(cat.label_events),
-                    [dict(collection=collection, object_id=str(r.object_id), name=name, action="remove",
-                          polarity=r.polarity, source=HUMAN, propagation_id=None, actor=actor, at=now)
-                     for r in removed],
-                )
-        return len(removed)
+        return self.labels.remove(collection, self._ids(object_ids), name, actor)
 
     def events(self, collection: str, name: str, limit: int = 100) -> list[dict[str, Any]]:
         """The audit trail of one label name, newest first."""
@@ -814,15 +445,7 @@ class SearchService:
         validate_label_name(name)
         if not 1 <= limit <= 1000:
             raise InputError(f"limit must be between 1 and 1000, got {limit}")
-        ev = cat.label_events
-        with self.engine.connect() as conn:
-            rows = conn.execute(
-                sa.select(ev)
-                .where(ev.c.collection == collection, ev.c.name == name)
-                .order_by(ev.c.id.desc())
-                .limit(limit)
-            ).all()
-        return [_event_dict(r) for r in rows]
+        return self.labels.events(collection, name, limit)
 
     # -- propagation -----------------------------------------------------------------------
     def _candidates(
@@ -833,13 +456,11 @@ class SearchService:
         if not 1 <= limit <= MAX_PROPAGATION_LIMIT:
             raise InputError(f"limit must be between 1 and {MAX_PROPAGATION_LIMIT}, got {limit}")
         validate_label_name(name)
-        with self.engine.connect() as conn:
-            sources = self._label_ids(conn, collection, name, POSITIVE, HUMAN)
-            negatives = self._label_ids(conn, collection, name, NEGATIVE, HUMAN)
+        sources, negatives = self.labels.human_labeled(collection, name)
         if not sources:
             raise InputError(f"no object is labeled positive with {name!r} by a person: nothing to propagate")
         human = set(sources) | set(negatives)
-        vectors = self._vectors(collection, sources + negatives)
+        vectors = self.index.vectors(collection, sources + negatives)
         # Best similarity to a source, over a near-vector search around each source. A candidate below
         # the threshold there cannot reach it after the negative term, so the search stops at it.
         best_pos: dict[str, float] = {}
@@ -851,7 +472,7 @@ class SearchService:
         for source in sources:
             if source not in vectors:
                 continue
-            for oid, sim in self._near(collection, vectors[source], per_source, threshold, None):
+            for oid, sim in self.index.near(collection, vectors[source], per_source, threshold):
                 if oid not in human and sim > best_pos.get(oid, -2.0):
                     best_pos[oid] = sim
         if not best_pos:
@@ -860,7 +481,7 @@ class SearchService:
         scores = np.array([best_pos[i] for i in ids], dtype=np.float64)
         neg_vectors = [vectors[n] for n in negatives if n in vectors]
         if neg_vectors:
-            cand = self._vectors(collection, ids)
+            cand = self.index.vectors(collection, ids)
             keep = [j for j, i in enumerate(ids) if i in cand]
             ids = [ids[j] for j in keep]
             scores = scores[keep]
@@ -883,113 +504,28 @@ class SearchService:
         """Store the preview's candidates as propagated positive labels, with provenance."""
         row = self.require_collection(collection)
         sources, negatives, ranked = self._candidates(collection, name, threshold, limit)
-        pid = str(uuid.uuid4())
-        now = cat._now()
-        lb, pr = cat.labels, cat.propagations
-        with cat._transient_db_errors(), self.engine.begin() as conn:
-            present: set[str] = set()
-            o = cat.objects
-            for chunk in _chunks([i for i, _ in ranked], 5000):
-                present |= {
-                    str(r[0])
-                    for r in conn.execute(
-                        sa.select(o.c.object_id).where(o.c.collection == collection, o.c.object_id.in_(list(chunk)))
-                    ).all()
-                }
-            conn.execute(
-                sa.insert(pr).values(
-                    id=pid, collection=collection, name=name, sources=sources, negatives=negatives,
-                    model=row["embedder_model"], threshold=threshold, count=0, created_by=actor,
-                    created_at=now, undone_at=None,
-                )
-            )
-            stored = 0
-            rows = [
-                dict(collection=collection, object_id=i, name=name, polarity=POSITIVE, source=PROPAGATED,
-                     propagation_id=pid, score=s, created_by=actor, updated_at=now)
-                for i, s in ranked
-                if i in present
-            ]
-            for chunk in _chunks(rows, 2000):
-                stmt = pg.insert(lb).values(list(chunk))
-                # A human label is never overwritten; an earlier propagation's label is taken over.
-                stmt = stmt.on_conflict_do_update(
-                    index_elements=["collection", "object_id", "name"],
-                    set_={c: stmt.excluded[c] for c in
-                          ("polarity", "source", "propagation_id", "score", "created_by", "updated_at")},
-                    where=lb.c.source == PROPAGATED,
-                ).returning(lb.c.object_id)
-                stored += len(conn.execute(stmt).all())
-            conn.execute(sa.update(pr).where(pr.c.id == pid).values(count=stored))
-            conn.execute(
-                sa.insert(cat.label_events).values(
-                    collection=collection, object_id=None, name=name, action="propagate", polarity=POSITIVE,
-                    source=PROPAGATED, propagation_id=pid, actor=actor, at=now,
-                )
-            )
-        return {"propagation_id": pid, "count": stored}
+        return self.labels.record_propagation(
+            collection, name, sources=sources, negatives=negatives, model=row["embedder_model"],
+            threshold=threshold, candidates=ranked, actor=actor,
+        )
 
     def propagations(self, collection: str, name: str) -> list[dict[str, Any]]:
         self.require_collection(collection)
         validate_label_name(name)
-        pr = cat.propagations
-        with self.engine.connect() as conn:
-            rows = conn.execute(
-                sa.select(pr)
-                .where(pr.c.collection == collection, pr.c.name == name)
-                .order_by(pr.c.created_at.desc(), pr.c.id)
-            ).all()
-        return [_propagation_dict(r) for r in rows]
+        return self.labels.propagations(collection, name)
 
     def get_propagation(self, collection: str, propagation_id: str) -> dict[str, Any]:
         self.require_collection(collection)
-        pid = _uuid(propagation_id, "propagation id")
-        pr = cat.propagations
-        with self.engine.connect() as conn:
-            row = conn.execute(sa.select(pr).where(pr.c.collection == collection, pr.c.id == pid)).first()
-        if row is None:
-            raise NotFoundError(f"no propagation {pid!r} in collection {collection!r}")
-        return _propagation_dict(row)
+        return self.labels.get_propagation(collection, _uuid(propagation_id, "propagation id"))
 
     def undo_propagation(self, collection: str, propagation_id: str, actor: str) -> int:
         """Remove the labels this propagation stored (and still owns). Undoing twice removes nothing."""
         self.require_collection(collection)
-        pid = _uuid(propagation_id, "propagation id")
-        lb, pr = cat.labels, cat.propagations
-        now = cat._now()
-        with cat._transient_db_errors(), self.engine.begin() as conn:
-            row = conn.execute(
-                sa.select(pr).where(pr.c.collection == collection, pr.c.id == pid).with_for_update()
-            ).first()
-            if row is None:
-                raise NotFoundError(f"no propagation {pid!r} in collection {collection!r}")
-            if row.undone_at is not None:
-                return 0
-            removed = conn.execute(
-                sa.delete(lb)
-                .where(lb.c.collection == collection, lb.c.propagation_id == pid, lb.c.source == PROPAGATED)
-                .returning(lb.c.object_id)
-            ).all()
-            conn.execute(sa.update(pr).where(pr.c.id == pid).values(undone_at=now))
-            conn.execute(
-                sa.insert(cat.label_events).values(
-                    collection=collection, object_id=None, name=row.name, action="undo", polarity=POSITIVE,
-                    source=PROPAGATED, propagation_id=pid, actor=actor, at=now,
-                )
-            )
-        return len(removed)
-
-
-def _vector_of(obj: Any) -> np.ndarray:
-    vector = obj.vector
-    if isinstance(vector, dict):
-        vector = vector.get("default", next(iter(vector.values()), None))
-    if vector is None:
-        raise NotFoundError(f"object {obj.uuid} has no vector")
-    return np.asarray(vector, dtype=np.float32)
+        return self.labels.undo_propagation(collection, _uuid(propagation_id, "propagation id"), actor)
 
 
 def _normalised(matrix: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length (zero rows stay zero), in float64."""
     matrix = matrix.astype(np.float64)
     norms = np.linalg.norm(matrix, axis=1, keepdims=True)
     return matrix / np.where(norms > 0, norms, 1.0)

@@ -1,4 +1,5 @@
-"""The catalog (real Postgres) and the object index (real Weaviate): upserts, stale rows, errors."""
+"""The catalog stores (real Postgres: catalog, browse, labels) and the object index (real Weaviate):
+upserts, stale rows, errors, label idempotence and provenance, nearest neighbours."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import pytest
 from weaviate.exceptions import UnexpectedStatusCodeError
 
 from vidsearch.stores import catalog as cat
-from vidsearch.errors import InputError, TransientError
+from vidsearch.errors import InputError, NotFoundError, TransientError
 from vidsearch.stores.index import ObjectIndex, is_transient, weaviate_collection_name
 from vidsearch.records import Box, DetectedObject, FrameBundle, FrameRef, Segment, VideoManifest, object_id
 
@@ -185,6 +186,148 @@ def test_unreachable_weaviate_is_transient():
     index = ObjectIndex(lambda: weaviate.connect_to_local(host="127.0.0.1", port=1, grpc_port=2))
     with pytest.raises(TransientError, match="weaviate unavailable while connecting"):
         index.ensure_collection("nowhere")
+
+
+def _indexed(catalog, collection: str, video_id: str, n_frames: int = 2, per_frame: int = 3) -> list[DetectedObject]:
+    """One video of one segment written to the catalog; its objects."""
+    catalog.upsert_video(collection, _manifest(video_id), "file:///x", "run-1")
+    catalog.upsert_segments(collection, [Segment(video_id=video_id, index=0, start_s=0.0, end_s=2.0, uri="file:///s0")])
+    objs = _objects(video_id, 0, n_frames=n_frames, per_frame=per_frame)
+    catalog.write_segment_index(collection, _bundle(video_id, 0, n_frames), objs, "det", "emb")
+    return objs
+
+
+def test_label_store_writes_are_idempotent_all_or_nothing_and_audited(catalog, video_id):
+    from vidsearch.stores.labels import NEGATIVE, POSITIVE, LabelStore
+
+    collection, name = "lbl_test", f"cat-{video_id[:8]}"
+    ids = [o.object_id for o in _indexed(catalog, collection, video_id)]
+    store = LabelStore(catalog.engine)
+
+    def counts() -> dict:
+        return {c["name"]: c for c in store.counts(collection)}[name]
+
+    assert store.add(collection, ids[:3], name, POSITIVE, "tester") == 3
+    assert store.add(collection, [ids[3]], name, NEGATIVE, "tester") == 1
+    expected = {"name": name, "positive": 3, "negative": 1, "propagated": 0}
+    assert counts() == expected
+    # The same labels again: the rows are set again (and audited), the counts do not move.
+    assert store.add(collection, ids[:3], name, POSITIVE, "tester") == 3
+    assert counts() == expected
+    assert store.human_labeled(collection, name) == (sorted(ids[:3]), [ids[3]])
+    assert store.object_ids(collection, name, NEGATIVE) == [ids[3]]
+    events = store.events(collection, name, 100)
+    assert len(events) == 3 + 1 + 3 and {e["action"] for e in events} == {"add"}
+
+    # An unknown id fails the whole call: nothing labeled, nothing removed, nothing audited.
+    ghost = str(uuid.uuid4())
+    with pytest.raises(NotFoundError, match="1 unknown object id"):
+        store.add(collection, [ids[4], ghost], name, POSITIVE, "tester")
+    with pytest.raises(NotFoundError):
+        store.remove(collection, [ids[0], ghost], name, "tester")
+    assert counts() == expected and len(store.events(collection, name, 100)) == 7
+
+    assert store.remove(collection, ids[:2], name, "tester") == 2
+    assert store.remove(collection, ids[:2], name, "tester") == 0  # removing twice removes nothing
+    assert counts() == {"name": name, "positive": 1, "negative": 1, "propagated": 0}
+    events = store.events(collection, name, 100)
+    assert [e["action"] for e in events[:3]] == ["remove", "remove", "add"] and len(events) == 9
+    assert store.negative_for_any(collection, [name, "other"]) == {ids[3]}
+
+
+def test_label_store_propagation_keeps_human_labels_and_undo_removes_only_its_own(catalog, video_id):
+    from vidsearch.stores.labels import NEGATIVE, POSITIVE, LabelStore
+
+    collection, name = "lbl_test", f"dog-{video_id[:8]}"
+    ids = [o.object_id for o in _indexed(catalog, collection, video_id)]
+    store = LabelStore(catalog.engine)
+    store.add(collection, [ids[0]], name, POSITIVE, "tester")
+    store.add(collection, [ids[1]], name, NEGATIVE, "tester")
+    ghost = str(uuid.uuid4())
+    first = store.record_propagation(
+        collection, name, sources=[ids[0]], negatives=[ids[1]], model="emb", threshold=0.5,
+        candidates=[(ids[1], 0.9), (ids[2], 0.8), (ids[3], 0.7), (ghost, 0.6)], actor="tester",
+    )
+    assert first["count"] == 2  # the human label and the unknown object are left alone
+    prop = store.get_propagation(collection, first["propagation_id"])
+    assert (prop["sources"], prop["negatives"], prop["model"], prop["threshold"], prop["count"]) == (
+        [ids[0]], [ids[1]], "emb", 0.5, 2
+    )
+    assert {c["name"]: c for c in store.counts(collection)}[name]["propagated"] == 2
+    assert store.object_ids(collection, name, NEGATIVE) == [ids[1]]
+
+    # A second propagation takes over ids[2]; the first one then owns only ids[3].
+    second = store.record_propagation(
+        collection, name, sources=[ids[0]], negatives=[], model="emb", threshold=0.8,
+        candidates=[(ids[2], 0.85)], actor="tester",
+    )
+    assert second["count"] == 1
+    assert store.undo_propagation(collection, first["propagation_id"], "tester") == 1
+    assert store.undo_propagation(collection, first["propagation_id"], "tester") == 0  # undoing twice
+    assert store.object_ids(collection, name, POSITIVE) == sorted([ids[0], ids[2]])
+    assert store.undo_propagation(collection, second["propagation_id"], "tester") == 1
+    assert store.object_ids(collection, name, POSITIVE) == [ids[0]]
+    assert [p["undone_at"] is not None for p in store.propagations(collection, name)] == [True, True]
+    actions = [(e["action"], e["object_id"]) for e in store.events(collection, name, 4)]
+    assert actions == [("undo", None), ("undo", None), ("propagate", None), ("propagate", None)]
+    with pytest.raises(NotFoundError):
+        store.undo_propagation(collection, ghost, "tester")
+    with pytest.raises(NotFoundError):
+        store.get_propagation(collection, ghost)
+
+
+def test_browser_reads_frames_objects_and_their_labels(catalog, video_id):
+    from vidsearch.stores.browse import CatalogBrowser
+    from vidsearch.stores.labels import POSITIVE, LabelStore
+
+    collection = "browse_test"
+    objs = _indexed(catalog, collection, video_id, n_frames=3, per_frame=2)
+    browser = CatalogBrowser(catalog.engine)
+    LabelStore(catalog.engine).add(collection, [objs[0].object_id], "b", POSITIVE, "tester")
+    LabelStore(catalog.engine).add(collection, [objs[0].object_id], "a", POSITIVE, "tester")
+
+    assert browser.has_video(collection, video_id) and not browser.has_video(collection, "f" * 32)
+    (video,) = browser.videos(collection)
+    assert (video["segments"], video["segments_done"], video["frames"], video["objects"]) == (1, 1, 3, 6)
+    page = browser.frame_page(collection, video_id, offset=1, limit=5)
+    assert page["total"] == 3 and [f["frame_index"] for f in page["frames"]] == [1, 2]
+    assert [len(f["objects"]) for f in page["frames"]] == [2, 2]
+    found = browser.objects_by_id(collection, [objs[0].object_id, str(uuid.uuid4())])
+    assert list(found) == [objs[0].object_id]  # unknown ids are left out
+    assert [lb["name"] for lb in found[objs[0].object_id]["labels"]] == ["a", "b"]
+    assert found[objs[0].object_id]["box"] == [objs[0].box.x0, objs[0].box.y0, objs[0].box.x1, objs[0].box.y1]
+    assert browser.frame(collection, video_id, 0, 2)["member"] == "000002.jpg"
+    assert browser.frame(collection, video_id, 0, 3) is None
+    source = browser.crop_source(collection, objs[5].object_id)
+    assert source["frame_index"] == objs[5].frame_index and source["bundle_uri"].endswith("/0.zip")
+    assert browser.crop_source(collection, str(uuid.uuid4())) is None
+
+
+def test_index_vectors_and_nearest_neighbours(weaviate_client, video_id):
+    index = ObjectIndex(weaviate_client)
+    index.ensure_collection("idx_near")
+    objs = _objects(video_id, 0, n_frames=4, per_frame=3)
+    objs[0] = objs[0].model_copy(update={"label": "dog"})
+    vecs = _vectors(len(objs), seed=2)
+    index.upsert_segment("idx_near", video_id, 0, objs, vecs)
+    ids = [o.object_id for o in objs]
+
+    stored = index.vectors("idx_near", [ids[1], ids[2], str(uuid.uuid4())])
+    assert set(stored) == {ids[1], ids[2]}  # ids not in the index are left out
+    np.testing.assert_allclose(stored[ids[1]], vecs[1], atol=1e-6)
+
+    oracle = sorted(((float(vecs[1] @ v), i) for i, v in zip(ids, vecs)), reverse=True)
+    hits = index.near("idx_near", vecs[1], 5, -1.0)
+    assert [i for i, _ in hits] == [i for _, i in oracle[:5]] and hits[0][0] == ids[1]
+    assert [s for _, s in hits] == pytest.approx([s for s, _ in oracle[:5]], abs=1e-4)
+    cut = (oracle[3][0] + oracle[4][0]) / 2
+    assert [i for i, _ in index.near("idx_near", vecs[1], 100, cut)] == [i for _, i in oracle[:4]]
+    assert [i for i, _ in index.near("idx_near", vecs[1], 100, -1.0, exclude_ids=[ids[1]])] == [
+        i for _, i in oracle[1:]
+    ]
+    assert {i for i, _ in index.near("idx_near", vecs[1], 100, -1.0, ids=[ids[4], ids[7]])} == {ids[4], ids[7]}
+    assert [i for i, _ in index.near("idx_near", vecs[1], 100, -1.0, detector_label="dog")] == [ids[0]]
+    assert index.near("idx_near", vecs[1], 100, -1.0, video_id="0" * 32) == []
 
 
 def _Resp(status: int):

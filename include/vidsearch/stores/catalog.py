@@ -1,7 +1,9 @@
 """The Postgres catalog: collections, ingest runs, videos, segments, frames and objects.
 
-Tables are declared once here (SQLAlchemy Core) and created by Alembic migrations under
-`vidsearch/stores/migrations/`. Every write is an upsert keyed on deterministic ids, so a re-run of any stage
+Every table of the catalog database is declared once here (SQLAlchemy Core) and created by Alembic
+migrations under `vidsearch/stores/migrations/`. `Catalog` holds the pipeline's and the channels'
+queries; `vidsearch.stores.browse` the search API's reads, and `vidsearch.stores.labels` every query on
+the label tables. Every write is an upsert keyed on deterministic ids, so a re-run of any stage
 leaves the same rows behind. Keys include the collection: one video may be ingested into several
 collections, each with its own embedding space.
 """
@@ -12,7 +14,7 @@ import datetime as dt
 import enum
 import functools
 from pathlib import Path
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any, Iterable, Optional, Sequence, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg
@@ -21,6 +23,7 @@ from vidsearch.errors import InputError, TransientError
 from vidsearch.records import DetectedObject, FrameBundle, Segment, VideoManifest
 
 metadata = sa.MetaData()
+T = TypeVar("T")
 
 
 class SegmentState(str, enum.Enum):
@@ -36,11 +39,12 @@ class RunState(str, enum.Enum):
     FAILED = "failed"
 
 
-def _now() -> dt.datetime:
+def utc_now() -> dt.datetime:
+    """The current time, timezone-aware (UTC): what every timestamp column of the catalog stores."""
     return dt.datetime.now(dt.timezone.utc)
 
 
-_ts = functools.partial(sa.Column, type_=sa.DateTime(timezone=True), nullable=False, default=_now)
+_ts = functools.partial(sa.Column, type_=sa.DateTime(timezone=True), nullable=False, default=utc_now)
 
 collections = sa.Table(
     "collections",
@@ -150,11 +154,7 @@ objects = sa.Table(
     sa.Index("ix_objects_segment", "collection", "video_id", "segment_index"),
 )
 
-# -- labels (search and labeling; migration 0003) -----------------------------------------------------
-
-LABEL_POLARITIES = ("positive", "negative")
-LABEL_SOURCES = ("human", "propagated")
-LABEL_ACTIONS = ("add", "remove", "propagate", "undo")
+# -- labels (search and labeling; migration 0003; queried by `vidsearch.stores.labels`) -----------------
 
 # One row per (object, label name): a human label replaces a propagated one of the same name, and
 # propagation never overwrites a human row (its upsert only updates rows whose source is 'propagated').
@@ -278,7 +278,7 @@ def head_revision() -> str:
 
 def schema_is_current(engine: sa.Engine) -> bool:
     """True when the database's schema is at `head_revision()` (one cheap query, no Alembic run)."""
-    with _transient_db_errors(), engine.connect() as conn:
+    with transient_db_errors(), engine.connect() as conn:
         try:
             version = conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
         except sa.exc.ProgrammingError:  # no alembic_version table: never migrated
@@ -295,14 +295,17 @@ def migrate(engine: sa.Engine) -> None:
     if schema_is_current(engine):
         return
     cfg = _alembic_config()
-    with _transient_db_errors(), engine.begin() as conn:
+    with transient_db_errors(), engine.begin() as conn:
         conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _MIGRATION_LOCK})
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")
 
 
-class _transient_db_errors:
-    """Turn connection-level database failures into TransientError (worth a retry)."""
+class transient_db_errors:
+    """Turn connection-level database failures into TransientError (worth a retry).
+
+    Wraps every write transaction of the catalog's stores: `with transient_db_errors(), engine.begin():`.
+    """
 
     def __enter__(self) -> None:
         return None
@@ -313,6 +316,27 @@ class _transient_db_errors:
         ):
             raise TransientError(f"catalog database unavailable: {exc.orig}") from exc
         return False
+
+
+def chunks(items: Sequence[T], size: int) -> Iterable[Sequence[T]]:
+    """`items` in consecutive slices of at most `size` (bounds the parameters of one IN (...) query)."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def existing_object_ids(conn: sa.Connection, collection: str, object_ids: Sequence[str]) -> set[str]:
+    """Which of `object_ids` the collection holds, read on `conn` (inside the caller's transaction)."""
+    found: set[str] = set()
+    for chunk in chunks(object_ids, 5000):
+        found |= {
+            str(r[0])
+            for r in conn.execute(
+                sa.select(objects.c.object_id).where(
+                    objects.c.collection == collection, objects.c.object_id.in_(list(chunk))
+                )
+            ).all()
+        }
+    return found
 
 
 def _in_segment(table: sa.Table, collection: str, video_id: str, segment_index: int) -> Any:
@@ -352,15 +376,15 @@ class Catalog:
             state=RunState.RUNNING.value,
             error=None,
             params=params,
-            started_at=_now(),
-            updated_at=_now(),
+            started_at=utc_now(),
+            updated_at=utc_now(),
         )
-        with _transient_db_errors(), self.engine.begin() as conn:
+        with transient_db_errors(), self.engine.begin() as conn:
             stmt = pg.insert(ingest_runs).values(row)
             # A retried or cleared run keeps its start time but is running again.
             stmt = stmt.on_conflict_do_update(
                 index_elements=["run_id"],
-                set_={"state": stmt.excluded.state, "error": None, "updated_at": _now()},
+                set_={"state": stmt.excluded.state, "error": None, "updated_at": utc_now()},
             )
             conn.execute(stmt)
 
@@ -374,14 +398,14 @@ class Catalog:
         summary: Optional[dict] = None,
         quality_report: Optional[str] = None,
     ) -> None:
-        values: dict[str, Any] = {"state": state.value, "error": error, "updated_at": _now()}
+        values: dict[str, Any] = {"state": state.value, "error": error, "updated_at": utc_now()}
         if video_id is not None:
             values["video_id"] = video_id
         if quality_report is not None:
             values["quality_report"] = quality_report
         if summary is not None:
             values["summary"] = summary
-        with _transient_db_errors(), self.engine.begin() as conn:
+        with transient_db_errors(), self.engine.begin() as conn:
             conn.execute(sa.update(ingest_runs).where(ingest_runs.c.run_id == run_id).values(values))
 
     def get_run(self, run_id: str) -> Optional[dict[str, Any]]:
@@ -394,7 +418,7 @@ class Catalog:
         self, name: str, embedder_model: str, embedding_dim: int, weaviate_collection: str
     ) -> None:
         """Pin a collection to one embedding space; a different embedder later is an input error."""
-        with _transient_db_errors(), self.engine.begin() as conn:
+        with transient_db_errors(), self.engine.begin() as conn:
             conn.execute(
                 pg.insert(collections)
                 .values(
@@ -431,18 +455,18 @@ class Catalog:
             manifest=manifest.model_dump(mode="json"),
             state="ingesting",
             last_run_id=run_id,
-            created_at=_now(),
-            updated_at=_now(),
+            created_at=utc_now(),
+            updated_at=utc_now(),
         )
-        with _transient_db_errors(), self.engine.begin() as conn:
+        with transient_db_errors(), self.engine.begin() as conn:
             conn.execute(_upsert(videos, [row], ["collection", "video_id"]))
 
     def set_video_state(self, collection: str, video_id: str, state: str) -> None:
-        with _transient_db_errors(), self.engine.begin() as conn:
+        with transient_db_errors(), self.engine.begin() as conn:
             conn.execute(
                 sa.update(videos)
                 .where(videos.c.collection == collection, videos.c.video_id == video_id)
-                .values(state=state, updated_at=_now())
+                .values(state=state, updated_at=utc_now())
             )
 
     def upsert_segments(self, collection: str, segs: Sequence[Segment]) -> None:
@@ -460,7 +484,7 @@ class Catalog:
                 uri=s.uri,
                 state=SegmentState.PENDING.value,
                 error=None,
-                updated_at=_now(),
+                updated_at=utc_now(),
             )
             for s in segs
         ]
@@ -474,7 +498,7 @@ class Catalog:
                 "updated_at": stmt.excluded.updated_at,
             },
         )
-        with _transient_db_errors(), self.engine.begin() as conn:
+        with transient_db_errors(), self.engine.begin() as conn:
             conn.execute(stmt)
             # Segments beyond the new plan (e.g. a shorter time limit this time) are not part of the
             # video any more: dropping them cascades to their frames and objects.
@@ -495,11 +519,11 @@ class Catalog:
         error: Optional[str] = None,
         quality: Optional[list[dict[str, Any]]] = None,
     ) -> None:
-        with _transient_db_errors(), self.engine.begin() as conn:
+        with transient_db_errors(), self.engine.begin() as conn:
             conn.execute(
                 sa.update(segments)
                 .where(_in_segment(segments, collection, video_id, segment_index))
-                .values(state=state.value, error=error, quality=quality, updated_at=_now())
+                .values(state=state.value, error=error, quality=quality, updated_at=utc_now())
             )
 
     def quarantine_segment(
@@ -512,7 +536,7 @@ class Catalog:
     ) -> None:
         """Mark a segment quarantined with the failed expectations, dropping whatever an earlier run
         indexed for it (its frames and objects), in one transaction."""
-        with _transient_db_errors(), self.engine.begin() as conn:
+        with transient_db_errors(), self.engine.begin() as conn:
             for table in (objects, frames):
                 conn.execute(
                     sa.delete(table).where(_in_segment(table, collection, video_id, segment_index))
@@ -526,7 +550,7 @@ class Catalog:
                     quality=failed_expectations,
                     frame_count=None,
                     object_count=None,
-                    updated_at=_now(),
+                    updated_at=utc_now(),
                 )
             )
 
@@ -577,7 +601,7 @@ class Catalog:
             for o in objs
         ]
         seg_filter = _in_segment(objects, collection, bundle.video_id, bundle.segment_index)
-        with _transient_db_errors(), self.engine.begin() as conn:
+        with transient_db_errors(), self.engine.begin() as conn:
             conn.execute(
                 sa.delete(objects).where(
                     seg_filter, objects.c.object_id.notin_([o.object_id for o in objs])
@@ -605,7 +629,7 @@ class Catalog:
                     frame_count=len(frame_rows),
                     object_count=len(object_rows),
                     bundle_uri=bundle.uri,
-                    updated_at=_now(),
+                    updated_at=utc_now(),
                 )
             )
 
@@ -730,13 +754,13 @@ class Catalog:
         """Upsert discovered items keyed on (channel, item_key); the first discovery time is kept."""
         if not rows:
             return
-        stmt = pg.insert(channel_items).values([{"discovered_at": _now(), **r} for r in rows])
+        stmt = pg.insert(channel_items).values([{"discovered_at": utc_now(), **r} for r in rows])
         keep = {"channel", "item_key", "discovered_at"}
         stmt = stmt.on_conflict_do_update(
             index_elements=["channel", "item_key"],
             set_={c.name: stmt.excluded[c.name] for c in channel_items.columns if c.name not in keep},
         )
-        with _transient_db_errors(), self.engine.begin() as conn:
+        with transient_db_errors(), self.engine.begin() as conn:
             conn.execute(stmt)
 
     def list_channel_items(self, channel: Optional[str] = None) -> list[dict[str, Any]]:

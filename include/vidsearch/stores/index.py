@@ -6,6 +6,9 @@ self-provided (our embedder computes them); the distance is cosine. Object ids a
 uuid5 of `records.object_id`, and batch import overwrites an existing id, so re-runs never duplicate.
 Batch errors are checked and raised; transient server errors are retried with backoff here and,
 after that, surface as `TransientError` for the orchestrator's retries.
+
+Reads for search: stored vectors by id, and nearest neighbours of a vector (cosine similarity, i.e.
+1 - Weaviate's cosine distance) with the video, detector-label and id filters applied inside Weaviate.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import tenacity
 import weaviate
 from weaviate.classes.config import Configure, DataType, Property, VectorDistances
 from weaviate.classes.data import DataObject
-from weaviate.classes.query import Filter
+from weaviate.classes.query import Filter, MetadataQuery
 from weaviate.exceptions import (
     UnexpectedStatusCodeError,
     WeaviateBaseError,
@@ -27,13 +30,15 @@ from weaviate.exceptions import (
     WeaviateStartUpError,
 )
 
-from vidsearch.errors import InputError, TransientError
+from vidsearch.errors import InputError, NotFoundError, TransientError
 from vidsearch.params import COLLECTION_NAME_RE
 from vidsearch.records import DetectedObject
 
 log = logging.getLogger(__name__)
 
 BATCH_SIZE = 500
+# Weaviate's QUERY_MAXIMUM_RESULTS default: no single query returns more.
+MAX_QUERY_RESULTS = 10_000
 T = TypeVar("T")
 
 PROPERTIES = [
@@ -225,6 +230,80 @@ class ObjectIndex:
             or 0,
             f"counting objects of {video_id}",
         )
+
+    # -- search ----------------------------------------------------------------------------
+    def vectors(self, collection: str, object_ids: Sequence[str]) -> dict[str, np.ndarray]:
+        """Stored vectors by object id (ids missing from the index are left out)."""
+        coll = self._coll(collection)
+        ids = list(object_ids)
+        out: dict[str, np.ndarray] = {}
+        for start in range(0, len(ids), 1000):
+            chunk = ids[start : start + 1000]
+            res = _retrying(
+                lambda chunk=chunk: coll.query.fetch_objects(
+                    filters=Filter.by_id().contains_any(chunk),
+                    limit=len(chunk),
+                    include_vector=True,
+                    return_properties=[],
+                ),
+                f"fetching vectors in {collection}",
+            )
+            for obj in res.objects:
+                out[str(obj.uuid)] = _vector_of(obj)
+        return out
+
+    def near(
+        self,
+        collection: str,
+        vector: Sequence[float] | np.ndarray,
+        limit: int,
+        min_similarity: float,
+        *,
+        video_id: Optional[str] = None,
+        detector_label: Optional[str] = None,
+        ids: Optional[Sequence[str]] = None,
+        exclude_ids: Optional[Sequence[str]] = None,
+    ) -> list[tuple[str, float]]:
+        """(object id, cosine similarity) of the objects nearest to `vector`, best first, at most
+        `limit` (and `MAX_QUERY_RESULTS`), each at least `min_similarity`; only objects of `video_id`,
+        with `detector_label`, among `ids` and not among `exclude_ids`, where those are given."""
+        clauses = []
+        if video_id:
+            clauses.append(Filter.by_property("video_id").equal(video_id))
+        if detector_label:
+            clauses.append(Filter.by_property("label").equal(detector_label))
+        if ids is not None:
+            clauses.append(Filter.by_id().contains_any(list(ids)))
+        if exclude_ids:
+            clauses.append(Filter.by_id().contains_none(list(exclude_ids)))
+        filters = Filter.all_of(clauses) if len(clauses) > 1 else (clauses[0] if clauses else None)
+        coll = self._coll(collection)
+        res = _retrying(
+            lambda: coll.query.near_vector(
+                near_vector=[float(x) for x in vector],
+                limit=min(limit, MAX_QUERY_RESULTS),
+                distance=min(2.0, 1.0 - min_similarity + 1e-6),
+                filters=filters,
+                return_metadata=MetadataQuery(distance=True),
+                return_properties=[],
+            ),
+            f"searching {collection}",
+        )
+        hits = []
+        for obj in res.objects:
+            similarity = 1.0 - float(obj.metadata.distance)
+            if similarity >= min_similarity:
+                hits.append((str(obj.uuid), similarity))
+        return hits
+
+
+def _vector_of(obj: Any) -> np.ndarray:
+    vector = obj.vector
+    if isinstance(vector, dict):
+        vector = vector.get("default", next(iter(vector.values()), None))
+    if vector is None:
+        raise NotFoundError(f"object {obj.uuid} has no vector")
+    return np.asarray(vector, dtype=np.float32)
 
 
 class _BatchError(WeaviateBaseError):

@@ -1,0 +1,244 @@
+"""The routes of the search API (docs/api.md) and of its UI page, as module-level routers.
+
+`router` holds the JSON API under `/api`; every route there requires an authenticated Airflow user.
+`ui_router` holds the page (`/`, a sign-in page instead for a browser without a session) and its
+static files. Handlers get the search service, and for writes the acting user, through the
+dependencies of `vidsearch_api.dependencies`; `create_app` includes both routers.
+"""
+
+from __future__ import annotations
+
+import html
+import urllib.parse
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request
+from fastapi.responses import FileResponse, HTMLResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials
+
+from vidsearch.errors import NotFoundError
+from vidsearch.search import MAX_K, MAX_LABEL_NAME, MAX_TEXT, SearchService
+from vidsearch_api.dependencies import bearer_scheme, current_user, search_service, write_actor
+from vidsearch_api.schemas import (
+    Collection,
+    Event,
+    FramePage,
+    LabelBody,
+    LabelCount,
+    Object,
+    Preview,
+    Propagated,
+    Propagation,
+    PropagationBody,
+    Removed,
+    SimilarResults,
+    TextResults,
+    UnlabelBody,
+    Updated,
+    Video,
+)
+
+STATIC_DIR = Path(__file__).resolve().with_name("static")
+JPEG: dict[int | str, dict[str, Any]] = {200: {"content": {"image/jpeg": {}}}}
+
+Service = Annotated[SearchService, Depends(search_service)]
+Actor = Annotated[str, Depends(write_actor)]
+
+router = APIRouter(prefix="/api", dependencies=[Depends(current_user)])
+ui_router = APIRouter()
+
+
+def _quote(value: Any) -> str:
+    return urllib.parse.quote(str(value), safe="")
+
+
+def _root_of(request: Request) -> str:
+    return str(request.scope.get("root_path", "")).rstrip("/")
+
+
+def _with_urls(request: Request, collection: str, obj: dict[str, Any]) -> dict[str, Any]:
+    crop = f"{_root_of(request)}/api/collections/{_quote(collection)}/objects/{_quote(obj['object_id'])}/crop"
+    return {**obj, "crop_url": crop}
+
+
+def _jpeg(data: bytes) -> Response:
+    return Response(data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=86400"})
+
+
+# -- browse ------------------------------------------------------------------------------
+@router.get("/collections", response_model=list[Collection])
+def list_collections(svc: Service) -> Any:
+    return svc.collections()
+
+
+@router.get("/collections/{c}/videos", response_model=list[Video])
+def list_videos(c: str, svc: Service) -> Any:
+    return svc.videos(c)
+
+
+@router.get("/collections/{c}/videos/{video_id}/frames", response_model=FramePage)
+def list_frames(
+    request: Request,
+    c: str,
+    video_id: str,
+    svc: Service,
+    offset: int = Query(0, ge=0),
+    limit: int = Query(200, ge=1, le=1000),
+) -> Any:
+    page = svc.frames(c, video_id, offset, limit)
+    base = f"{_root_of(request)}/api/collections/{_quote(c)}/videos/{_quote(video_id)}/frames"
+    for frame in page["frames"]:
+        frame["image_url"] = f"{base}/{frame['segment_index']}/{frame['frame_index']}/image"
+        frame["objects"] = [_with_urls(request, c, o) for o in frame["objects"]]
+    return page
+
+
+@router.get(
+    "/collections/{c}/videos/{video_id}/frames/{segment_index}/{frame_index}/image",
+    response_class=Response,
+    responses=JPEG,
+)
+def frame_image(c: str, video_id: str, segment_index: int, frame_index: int, svc: Service) -> Response:
+    return _jpeg(svc.frame_image(c, video_id, segment_index, frame_index))
+
+
+@router.get("/collections/{c}/objects/{object_id}", response_model=Object)
+def get_object(request: Request, c: str, object_id: str, svc: Service) -> Any:
+    return _with_urls(request, c, svc.get_object(c, object_id))
+
+
+@router.get("/collections/{c}/objects/{object_id}/crop", response_class=Response, responses=JPEG)
+def object_crop(c: str, object_id: str, svc: Service) -> Response:
+    return _jpeg(svc.crop(c, object_id))
+
+
+# -- search ------------------------------------------------------------------------------
+def search_options(
+    k: int = Query(20, ge=1, le=MAX_K),
+    min_similarity: float = Query(0.0, ge=-1, le=1),
+    video_id: Optional[str] = Query(None, max_length=200),
+    detector_label: Optional[str] = Query(None, max_length=200),
+    label: Optional[str] = Query(None, min_length=1, max_length=MAX_LABEL_NAME),
+) -> dict[str, Any]:
+    """The query parameters every search takes, as keyword arguments of the search service
+    (empty video and detector-label filters mean no filter)."""
+    return dict(
+        k=k, min_similarity=min_similarity, video_id=video_id or None,
+        detector_label=detector_label or None, label=label,
+    )
+
+
+SearchOptions = Annotated[dict[str, Any], Depends(search_options)]
+
+
+@router.get("/collections/{c}/objects/{object_id}/similar", response_model=SimilarResults)
+def similar(request: Request, c: str, object_id: str, svc: Service, options: SearchOptions) -> Any:
+    out = svc.similar(c, object_id, **options)
+    return {
+        "query": _with_urls(request, c, out["query"]),
+        "results": [_with_urls(request, c, o) for o in out["results"]],
+    }
+
+
+@router.get("/collections/{c}/search/text", response_model=TextResults)
+def text_search(
+    request: Request,
+    c: str,
+    q: Annotated[str, Query(min_length=1, max_length=MAX_TEXT)],
+    svc: Service,
+    options: SearchOptions,
+) -> Any:
+    out = svc.text_search(c, q, **options)
+    return {"query": out["query"], "results": [_with_urls(request, c, o) for o in out["results"]]}
+
+
+# -- labels ------------------------------------------------------------------------------
+@router.get("/collections/{c}/labels", response_model=list[LabelCount])
+def label_counts(c: str, svc: Service) -> Any:
+    return svc.label_counts(c)
+
+
+@router.post("/collections/{c}/labels", response_model=Updated)
+def add_labels(c: str, body: LabelBody, svc: Service, actor: Actor) -> Any:
+    return {"updated": svc.add_labels(c, body.object_ids, body.name, body.polarity, actor)}
+
+
+@router.delete("/collections/{c}/labels", response_model=Removed)
+def remove_labels(c: str, svc: Service, actor: Actor, body: UnlabelBody = Body(...)) -> Any:
+    return {"removed": svc.remove_labels(c, body.object_ids, body.name, actor)}
+
+
+# Label names may hold any character, '/' included: the name segment is a `path` parameter.
+@router.post("/collections/{c}/labels/{name:path}/propagation/preview", response_model=Preview)
+def propagation_preview(c: str, name: str, body: PropagationBody, svc: Service) -> Any:
+    return svc.propagation_preview(c, name, body.threshold, body.limit)
+
+
+@router.post("/collections/{c}/labels/{name:path}/propagation", response_model=Propagated)
+def propagate(c: str, name: str, body: PropagationBody, svc: Service, actor: Actor) -> Any:
+    return svc.propagate(c, name, body.threshold, body.limit, actor)
+
+
+@router.get("/collections/{c}/labels/{name:path}/propagations", response_model=list[Propagation])
+def propagations(c: str, name: str, svc: Service) -> Any:
+    return svc.propagations(c, name)
+
+
+@router.delete("/collections/{c}/propagations/{propagation_id}", response_model=Removed)
+def undo_propagation(c: str, propagation_id: str, svc: Service, actor: Actor) -> Any:
+    return {"removed": svc.undo_propagation(c, propagation_id, actor)}
+
+
+@router.get("/collections/{c}/labels/{name:path}/events", response_model=list[Event])
+def label_events(c: str, name: str, svc: Service, limit: int = Query(100, ge=1, le=1000)) -> Any:
+    return svc.events(c, name, limit)
+
+
+# -- the UI page ---------------------------------------------------------------------------
+@ui_router.get("/", include_in_schema=False)
+async def index(request: Request, bearer: Optional[HTTPAuthorizationCredentials] = Depends(bearer_scheme)) -> Any:
+    try:
+        await current_user(request, bearer, None)
+    except HTTPException as exc:
+        if exc.status_code not in (401, 403):
+            raise
+        # Still 401/403, but a page a person can act on: sign in to Airflow and come back here.
+        return HTMLResponse(_login_page(_root_of(request) + "/", str(exc.detail)), status_code=exc.status_code)
+    page = STATIC_DIR / "index.html"
+    if not page.is_file():
+        raise NotFoundError("the UI page is not installed (plugins/vidsearch_api/static/index.html)")
+    return FileResponse(page, media_type="text/html", headers={"Cache-Control": "no-cache"})
+
+
+@ui_router.get("/static/{path:path}", dependencies=[Depends(current_user)], include_in_schema=False)
+def static(path: str) -> Any:
+    root = STATIC_DIR.resolve()
+    target = (root / path).resolve()
+    if not target.is_relative_to(root) or not target.is_file():
+        raise NotFoundError(f"no static file {path[:80]!r}")
+    return FileResponse(target, headers={"Cache-Control": "no-cache"})
+
+
+def _login_url(next_url: str) -> str:
+    """The auth manager's login page, coming back to `next_url` (SimpleAuthManager: /auth/login?next=...)."""
+    try:
+        from airflow.api_fastapi.app import get_auth_manager
+
+        return get_auth_manager().get_url_login(next_url=next_url)
+    except Exception:  # noqa: BLE001 - an auth manager without a login page: the Airflow default
+        return "/auth/login?" + urllib.parse.urlencode({"next": next_url})
+
+
+def _login_page(next_url: str, reason: str) -> str:
+    """The answer to an unauthenticated browser at `/`: no data, a reason and a sign-in link."""
+    link = html.escape(_login_url(next_url), quote=True)
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Object search - sign in</title>
+<meta name="viewport" content="width=device-width, initial-scale=1"></head>
+<body style="font-family: system-ui, sans-serif; margin: 3rem auto; max-width: 36rem">
+<h1>Object search</h1>
+<div id="auth-message" role="alert"><p>You are not signed in to Airflow ({html.escape(reason)}).</p>
+<p><a id="login-link" href="{link}">Log in to Airflow</a>, then come back to this page.</p></div>
+</body></html>
+"""

@@ -1,0 +1,158 @@
+"""The request and response bodies of the search API (docs/api.md), as pydantic models.
+
+Bounds come from `vidsearch.search` and the label vocabulary from `vidsearch.stores.labels`, so the
+OpenAPI schema, request validation and the service check the same facts.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from pydantic import BaseModel, Field
+
+from vidsearch.search import MAX_LABEL_IDS, MAX_LABEL_NAME, MAX_PROPAGATION_LIMIT
+from vidsearch.stores.labels import Action, Polarity, Source
+
+
+class Label(BaseModel):
+    name: str
+    polarity: Polarity
+    source: Source
+    score: Optional[float] = None
+    propagation_id: Optional[str] = None
+
+
+class Object(BaseModel):
+    object_id: str
+    video_id: str
+    segment_index: int
+    frame_index: int
+    pts_s: float
+    box: list[float] = Field(description="[x0, y0, x1, y1] in display pixels")
+    detector_label: str
+    score: float
+    crop_url: str
+    labels: list[Label]
+
+
+class ScoredObject(Object):
+    similarity: float = Field(description="cosine similarity to the query, -1..1")
+
+
+class Collection(BaseModel):
+    name: str
+    embedder_model: str
+    embedding_dim: int
+    videos: int
+    objects: int
+
+
+class Video(BaseModel):
+    video_id: str
+    source: str
+    state: str
+    duration_s: Optional[float]
+    width: Optional[int]
+    height: Optional[int]
+    frame_rate: Optional[float]
+    segments: int
+    segments_done: int
+    segments_quarantined: int
+    frames: int
+    objects: int
+    last_run_id: Optional[str]
+
+
+class Frame(BaseModel):
+    segment_index: int
+    frame_index: int
+    pts_s: float
+    width: int
+    height: int
+    image_url: str
+    objects: list[Object]
+
+
+class FramePage(BaseModel):
+    total: int
+    frames: list[Frame]
+
+
+class SimilarResults(BaseModel):
+    query: Object
+    results: list[ScoredObject]
+
+
+class TextResults(BaseModel):
+    query: str
+    results: list[ScoredObject]
+
+
+class LabelCount(BaseModel):
+    name: str
+    positive: int = Field(description="human positive labels")
+    negative: int = Field(description="human negative labels")
+    propagated: int = Field(description="propagated (positive) labels not overridden by a human")
+
+
+class LabelBody(BaseModel):
+    object_ids: list[str] = Field(min_length=1, max_length=MAX_LABEL_IDS)
+    name: str = Field(min_length=1, max_length=MAX_LABEL_NAME)
+    polarity: Polarity
+
+
+class UnlabelBody(BaseModel):
+    object_ids: list[str] = Field(min_length=1, max_length=MAX_LABEL_IDS)
+    name: str = Field(min_length=1, max_length=MAX_LABEL_NAME)
+
+
+class PropagationBody(BaseModel):
+    threshold: float = Field(ge=0, le=1)
+    limit: int = Field(1000, ge=1, le=MAX_PROPAGATION_LIMIT)
+
+
+class Candidate(BaseModel):
+    object_id: str
+    score: float
+
+
+class Preview(BaseModel):
+    count: int
+    candidates: list[Candidate]
+
+
+class Propagated(BaseModel):
+    propagation_id: str
+    count: int
+
+
+class Propagation(BaseModel):
+    propagation_id: str
+    sources: list[str]
+    negatives: list[str]
+    model: str
+    threshold: float
+    count: int
+    created_at: Any
+    created_by: str
+    undone_at: Any = None
+
+
+class Event(BaseModel):
+    id: int
+    object_id: Optional[str]
+    name: str
+    action: Action
+    polarity: Optional[Polarity]
+    source: Optional[Source]
+    propagation_id: Optional[str]
+    actor: str
+    at: Any
+
+
+class Updated(BaseModel):
+    updated: int
+
+
+class Removed(BaseModel):
+    removed: int
