@@ -23,8 +23,8 @@ import psutil
 from . import DevstackError, StackConfig, live_pid, log_tail, port_is_open, stop_process, write_pid_file
 from . import airflow as af
 from . import worker as warm
-from .postgres import PostgresServer, _load_credentials, postmaster_info, start_postgres
-from .weaviate import WeaviateServer, _serves_port, http_ok, start_weaviate, weaviate_binary
+from .postgres import PostgresServer, load_credentials, postmaster_info, start_postgres
+from .weaviate import WeaviateServer, serves_port, http_ok, start_weaviate, weaviate_binary
 
 DATABASES = ("airflow", "vidsearch")
 
@@ -60,7 +60,7 @@ def _up_weaviate(cfg: StackConfig) -> WeaviateServer:
     """Start Weaviate without waiting for readiness (it warms up while Postgres and Airflow start)."""
     pid_file = cfg.pid_file("weaviate")
     pid = live_pid(pid_file)
-    if pid is not None and _serves_port(pid, cfg.weaviate_http_port):
+    if pid is not None and serves_port(pid, cfg.weaviate_http_port):
         _say("weaviate", f"already running (pid {pid})")
     else:
         if pid is not None:  # ours, but on other ports: start_weaviate replaces it
@@ -213,7 +213,7 @@ def _status_rows(cfg: StackConfig) -> list[tuple[str, str, str, str]]:
     if info is None:
         rows.append(("postgres", "-", str(cfg.pg_port), "down"))
     else:
-        creds = _load_credentials(cfg.postgres_dir)
+        creds = load_credentials(cfg.postgres_dir)
         pg = PostgresServer(cfg.postgres_dir, info[1], creds["user"], creds["password"], info[0], cfg.log_file("postgres"))
         rows.append(("postgres", str(info[0]), str(info[1]), "healthy" if pg.is_ready() else "not answering"))
 

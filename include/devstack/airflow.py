@@ -104,10 +104,10 @@ def _secrets(cfg: StackConfig) -> dict[str, str]:
 
 
 def _postgres_credentials(cfg: StackConfig) -> dict[str, str]:
-    from .postgres import _load_credentials
+    from .postgres import load_credentials
 
     cfg.postgres_dir.mkdir(parents=True, exist_ok=True)
-    return _load_credentials(cfg.postgres_dir)
+    return load_credentials(cfg.postgres_dir)
 
 
 # --------------------------------------------------------------------------------------------------

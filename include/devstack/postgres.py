@@ -88,7 +88,7 @@ def _make_traversable(path: Path) -> None:
             parent.chmod(mode | stat.S_IXOTH)
 
 
-def _load_credentials(data_dir: Path) -> dict[str, str]:
+def load_credentials(data_dir: Path) -> dict[str, str]:
     """The superuser credentials of this data dir, generated (random password) on first use."""
     path = data_dir / "credentials.json"
     if path.exists():
@@ -273,7 +273,7 @@ def start_postgres(
         os.chown(data_dir, user.pw_uid, user.pw_gid)
         _make_traversable(data_dir)
         _make_traversable(postgres_bin_dir())
-    creds = _load_credentials(data_dir)
+    creds = load_credentials(data_dir)
     if not (pgdata / "PG_VERSION").exists():
         _initdb(data_dir, pgdata, creds, user)
 

@@ -269,7 +269,7 @@ def http_ok(url: str, timeout: float = 2.0) -> bool:
         return False
 
 
-def _serves_port(pid: int, http_port: int) -> bool:
+def serves_port(pid: int, http_port: int) -> bool:
     """True when process `pid` is a weaviate-server started with ``--port <http_port>``."""
     try:
         cmd = psutil.Process(pid).cmdline()
@@ -305,7 +305,7 @@ def start_weaviate(
     server = None
     pid = live_pid(pid_file)
     if pid is not None:
-        if _serves_port(pid, http_port):
+        if serves_port(pid, http_port):
             server = WeaviateServer(data_dir, http_port, grpc_port, log_path, pid, pid_file)
         else:
             stop_process(pid, timeout=30)
