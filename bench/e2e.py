@@ -49,13 +49,14 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "include"), str(ROOT / "plugins"), str(ROOT / "bench")]
+# bench/ is on sys.path (the script runs as python bench/e2e.py); include/ and plugins/ come from
+# PYTHONPATH (the Makefile exports it).
+import benchlib
+from benchlib import cmd_output, fmt, r, version
+from refdesign import proc_stat_busy_s
+from devstack.client import AirflowClient, timestamp
 
-import benchlib  # noqa: E402
-from benchlib import cmd_output, fmt, r, version  # noqa: E402
-from refdesign import proc_stat_busy_s  # noqa: E402
-from devstack.client import AirflowClient, timestamp  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 SCHEMA_VERSION = 1
 DAG_ID = "video_ingest"

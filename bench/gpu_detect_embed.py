@@ -36,10 +36,9 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "include"))
+import benchlib  # bench/ is on sys.path: the script runs as python bench/gpu_detect_embed.py
 
-import benchlib  # noqa: E402  (bench/ is on sys.path: the script runs as python bench/gpu_detect_embed.py)
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def build_models(folder: Path, smoke: bool) -> tuple[str, str]:

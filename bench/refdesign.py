@@ -443,7 +443,6 @@ def run(
 
 
 def _default_models() -> tuple[str, str]:
-    sys.path[:0] = [str(ROOT / "include")]
     from devstack import cache_dir
     from vidsearch.models import modelstore
 
@@ -480,7 +479,6 @@ def main() -> int:
     base = None
     try:
         if args.start_weaviate:
-            sys.path[:0] = [str(ROOT / "include")]
             from devstack import free_port, start_weaviate
 
             base = Path(tempfile.mkdtemp(prefix="refdesign-weaviate-"))

@@ -53,14 +53,12 @@ from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
+from devstack import free_port  # include/ and plugins/ come from PYTHONPATH (the Makefile exports it)
+
+import benchlib  # bench/ is on sys.path: scripts run as python bench/<name>.py
+from benchlib import fmt, load_note, quiet, r, version
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "include"), str(ROOT / "plugins")]
-
-from devstack import free_port  # noqa: E402
-
-import benchlib  # noqa: E402  (bench/ is on sys.path: scripts run as python bench/<name>.py)
-from benchlib import fmt, load_note, quiet, r, version  # noqa: E402
 
 SCHEMA_VERSION = 1
 COLLECTION = "bench_search"

@@ -39,13 +39,12 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from devstack import cache_dir  # include/ and plugins/ come from PYTHONPATH (the Makefile exports it)
+
+import benchlib  # bench/ is on sys.path: scripts run as python bench/<name>.py
+from benchlib import cmd_output, fmt, load_note, quiet, r, version
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "include"), str(ROOT / "plugins")]
-
-from devstack import cache_dir  # noqa: E402
-
-import benchlib  # noqa: E402  (bench/ is on sys.path: scripts run as python bench/<name>.py)
-from benchlib import cmd_output, fmt, load_note, quiet, r, version  # noqa: E402
 
 SCHEMA_VERSION = 1
 WIDTH, HEIGHT, FPS = 1280, 720, "30000/1001"

@@ -15,15 +15,15 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "include"), str(ROOT / "plugins")]
-
-from devstack import StackConfig  # noqa: E402
-from devstack.airflow import admin_password_file, api_url  # noqa: E402
-from devstack.client import TERMINAL_RUN_STATES, AirflowClient  # noqa: E402
-from vidsearch.models import modelstore  # noqa: E402
+# include/ and plugins/ come from PYTHONPATH (`make demo`: the Makefile exports it).
+from devstack import StackConfig
+from devstack.airflow import admin_password_file, api_url
+from devstack.client import TERMINAL_RUN_STATES, AirflowClient
+from vidsearch.models import modelstore
 from vidsearch.media import synth
-from vidsearch.errors import ModelUnavailableError  # noqa: E402
+from vidsearch.errors import ModelUnavailableError
+
+ROOT = Path(__file__).resolve().parents[1]
 
 DAG_ID = "video_ingest"
 DETECTOR = "facebook/detr-resnet-50"
