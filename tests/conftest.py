@@ -1,9 +1,11 @@
 """Test-wide infrastructure: real Postgres and Weaviate servers, and an isolated Airflow.
 
-Both servers start once per test session, on free ports, with their data under a temporary folder,
-so the suite never touches a running `make up` stack. Airflow is configured through environment
-variables before anything imports it: metadata DB on the test Postgres, connections for the catalog
-and Weaviate, object storage in a temporary folder, tiny models.
+Both servers start at most once per test session, on first use (a test marked `integration`, or a
+fixture that hands out a server, a URL or the Airflow metadata DB), on ports picked when the session
+starts, with their data under a temporary folder, so the suite never touches a running `make up`
+stack and `pytest tests/unit` starts neither. Airflow is configured through environment variables
+before anything imports it: metadata DB on the test Postgres (creating its engine does not connect),
+connections for the catalog and Weaviate, object storage in a temporary folder, tiny models.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -18,12 +21,60 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "include"), str(ROOT / "plugins")]
+from devstack import free_port, start_postgres, start_weaviate
+from devstack.postgres import PostgresServer, load_credentials
 
-from devstack import free_port, start_postgres, start_weaviate  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
+DATABASES = ("airflow", "vidsearch")
 
 _state: dict = {}
+
+
+class LazyPostgres:
+    """The session's Postgres: port and superuser password fixed now, the server started on first use.
+
+    The password is the one `start_postgres` will use for this data dir (it reads the data dir's
+    credentials, generated here), so `url()` is right before the server runs. Until then a bound,
+    never-listening socket holds the port: no socket that asks the OS for a free port gets it (with
+    SO_REUSEADDR, Postgres could bind it even past a copy of that socket in a forked process).
+    """
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        data_dir.mkdir(parents=True)
+        creds = load_credentials(data_dir)
+        self.port = free_port()
+        self._hold: socket.socket | None = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._hold.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._hold.bind(("127.0.0.1", self.port))
+        self._planned = PostgresServer(
+            data_dir, self.port, creds["user"], creds["password"], pid=0, log_path=data_dir / "postgres.log"
+        )
+        self.server: PostgresServer | None = None
+
+    def url(self, dbname: str) -> str:
+        return self._planned.url(dbname)
+
+    def start(self) -> PostgresServer:
+        """The running server (started, with the session's databases, on the first call)."""
+        if self.server is None:
+            self._release_port()
+            server = start_postgres(self.data_dir, self.port)
+            assert server.url() == self._planned.url(), "Postgres runs with other credentials than planned"
+            for name in DATABASES:
+                server.ensure_database(name)
+            self.server = server
+        return self.server
+
+    def _release_port(self) -> None:
+        if self._hold is not None:
+            self._hold.close()
+            self._hold = None
+
+    def stop(self) -> None:
+        self._release_port()
+        if self.server is not None:
+            self.server.stop()
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -31,12 +82,10 @@ def pytest_configure(config: pytest.Config) -> None:
         return
     base = Path(tempfile.mkdtemp(prefix="vidsearch-tests-"))
     _state["base"] = base
-    # Airflow reads its configuration when first imported, so Postgres (seconds to start) runs from
-    # the beginning; Weaviate's ports are fixed now but it starts on first use.
-    pg = start_postgres(base / "pg", free_port())
+    # Airflow reads its configuration when first imported, so the servers' addresses are fixed now;
+    # each server starts on first use (see `pytest_runtest_setup` and the fixtures below).
+    pg = LazyPostgres(base / "pg")
     _state["pg"] = pg
-    pg.ensure_database("airflow")
-    pg.ensure_database("vidsearch")
     wv_http, wv_grpc = free_port(), free_port()
     _state["weaviate_ports"] = (wv_http, wv_grpc)
 
@@ -69,6 +118,13 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ.update(env)
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    # Before any fixture of the test is set up, module- and session-scoped ones included.
+    if item.get_closest_marker("integration") is not None and "pg" in _state:
+        _state["pg"].start()
+
+
 def pytest_unconfigure(config: pytest.Config) -> None:
     # Close pooled database connections while Postgres still runs (else they fail at interpreter exit).
     airflow_settings = sys.modules.get("airflow.settings")
@@ -90,8 +146,8 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 
 @pytest.fixture(scope="session")
-def pg_server():
-    return _state["pg"]
+def pg_server() -> PostgresServer:
+    return _state["pg"].start()
 
 
 @pytest.fixture(scope="session")
@@ -134,7 +190,7 @@ def storage_root() -> str:
 
 
 @pytest.fixture(scope="session")
-def airflow_db() -> None:
+def airflow_db(pg_server) -> None:
     """Create the Airflow metadata schema on the test Postgres (once per session)."""
     subprocess.run(
         [sys.executable, "-m", "airflow", "db", "migrate"],

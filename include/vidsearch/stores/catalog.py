@@ -86,6 +86,8 @@ videos = sa.Table(
     sa.Column("last_run_id", sa.Text, nullable=True),
     _ts("created_at"),
     _ts("updated_at"),
+    # Channel discovery looks videos up by content hash (migration 0001).
+    sa.Index("ix_videos_sha256", "content_sha256"),
 )
 
 segments = sa.Table(
