@@ -6,11 +6,12 @@ PY := $(VENV)/bin/python
 export PYTHONPATH := $(CURDIR)/include:$(CURDIR)/plugins
 export VIDSEARCH_DATA_DIR ?= $(CURDIR)/data
 
-.PHONY: help install system-deps venv weaviate up down status demo test test-unit bench bench-search bench-gpu bench-e2e lock clean
+.PHONY: help install system-deps venv weaviate up down status demo lint format test test-unit bench bench-search bench-gpu bench-e2e lock clean
 
 help:
 	@echo "make demo    install everything, start the embedded stack, ingest a sample video"
-	@echo "make test    install everything, run the whole test suite"
+	@echo "make test    install everything, lint (ruff, mypy), run the whole test suite"
+	@echo "make lint    ruff check, ruff format --check, mypy (include/ and plugins/); make format fixes what it can"
 	@echo "make up / make down / make status   the embedded stack (Postgres, Weaviate, Airflow, warm worker)"
 	@echo "make bench   stage benchmarks (writes bench/reports/); make bench-search: search at 10k..1M objects"
 	@echo "make bench-gpu   detect+embed frames/s with full-size models on a CUDA GPU"
@@ -43,7 +44,17 @@ status: venv
 demo: install
 	$(PY) scripts/demo.py
 
-test: install
+# Lint and types first: they take seconds, the suite takes minutes.
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+format: venv
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+test: install lint
 	$(PY) -m pytest
 
 test-unit: venv

@@ -10,7 +10,7 @@ import platform
 import subprocess
 import warnings
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -27,7 +27,7 @@ def r(value: float, digits: int = 3) -> float:
     return round(float(value), digits)
 
 
-def cmd_output(argv: list[str]) -> Optional[str]:
+def cmd_output(argv: list[str]) -> str | None:
     """The stripped stdout of `argv` run in the repository, or None when it cannot run or fails."""
     try:
         return subprocess.run(argv, capture_output=True, text=True, check=True, cwd=ROOT).stdout.strip()
@@ -35,7 +35,7 @@ def cmd_output(argv: list[str]) -> Optional[str]:
         return None
 
 
-def version(dist: str) -> Optional[str]:
+def version(dist: str) -> str | None:
     """The installed version of distribution `dist`, without importing it (None: not installed)."""
     try:
         return importlib.metadata.version(dist)
@@ -43,7 +43,7 @@ def version(dist: str) -> Optional[str]:
         return None
 
 
-def cpu_model() -> Optional[str]:
+def cpu_model() -> str | None:
     """The CPU's model name from /proc/cpuinfo (platform.processor() is empty on Linux)."""
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():

@@ -47,15 +47,15 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "include"), str(ROOT / "plugins"), str(ROOT / "bench")]
 
 import benchlib  # noqa: E402
 from benchlib import cmd_output, fmt, r, version  # noqa: E402
-from refdesign import proc_stat_busy_s  # noqa: E402
 from devstack.client import AirflowClient, timestamp  # noqa: E402
+from refdesign import proc_stat_busy_s  # noqa: E402
 
 SCHEMA_VERSION = 1
 DAG_ID = "video_ingest"
@@ -112,7 +112,7 @@ class Sampler(threading.Thread):
     def stop(self) -> None:
         self._halt.set()
 
-    def busy_at(self, t: float) -> Optional[float]:
+    def busy_at(self, t: float) -> float | None:
         """Busy CPU seconds at unix time `t`, interpolated between the samples around it."""
         with self._lock:
             samples = list(self.samples)
@@ -231,7 +231,7 @@ class Stack:
         self.log_dir = log_dir
         self.started_here = False
 
-    def _devstack(self, *args: str, timeout: float, log: Optional[Path] = None) -> subprocess.CompletedProcess:
+    def _devstack(self, *args: str, timeout: float, log: Path | None = None) -> subprocess.CompletedProcess:
         argv = [sys.executable, "-m", "devstack", *args]
         if log is None:
             return subprocess.run(argv, env=self.env, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
@@ -308,15 +308,15 @@ class StandaloneWeaviate:
 # --------------------------------------------------------------------------------------------------
 
 
-def _mean(values: list[float]) -> Optional[float]:
+def _mean(values: list[float]) -> float | None:
     return r(statistics.fmean(values)) if values else None
 
 
-def _max(values: list[float]) -> Optional[float]:
+def _max(values: list[float]) -> float | None:
     return r(max(values)) if values else None
 
 
-def task_breakdown(ti: dict[str, Any], timing: Optional[dict[str, Any]]) -> dict[str, Any]:
+def task_breakdown(ti: dict[str, Any], timing: dict[str, Any] | None) -> dict[str, Any]:
     """One task instance: Airflow's own times, and the split its `vidsearch_timing` XCom allows."""
     start, end = timestamp(ti.get("start_date")), timestamp(ti.get("end_date"))
     queued = timestamp(ti.get("queued_when"))
@@ -328,7 +328,8 @@ def task_breakdown(ti: dict[str, Any], timing: Optional[dict[str, Any]]) -> dict
         "timing": timing,
     }  # fmt: skip
     if timing and start and end:
-        def f(key: str) -> Optional[float]:
+
+        def f(key: str) -> float | None:
             value = timing.get(key)
             return float(value) if isinstance(value, (int, float)) else None
 
@@ -359,7 +360,9 @@ def summarize_tasks(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
         entry: dict[str, Any] = {
             "count": len(group),
-            "states": {s: sum(1 for row in group if row["state"] == s) for s in sorted({str(row["state"]) for row in group})},
+            "states": {
+                s: sum(1 for row in group if row["state"] == s) for s in sorted({str(row["state"]) for row in group})
+            },
             "max_try_number": max((row["try_number"] or 1) for row in group),
             "timing_missing": sum(1 for row in group if not row.get("timing")),
             "duration_sum_s": r(sum(values("duration_s"))),
@@ -380,7 +383,6 @@ def summarize_tasks(rows: list[dict[str, Any]]) -> dict[str, Any]:
 def object_counts(stack: Stack, collection: str, video_id: str) -> dict[str, Any]:
     """Objects of the video in Postgres (catalog) and Weaviate (index), read directly."""
     import weaviate
-
     from vidsearch.stores.catalog import Catalog
     from vidsearch.stores.index import ObjectIndex
 
@@ -405,8 +407,14 @@ def object_counts(stack: Stack, collection: str, video_id: str) -> dict[str, Any
 
 
 def run_ours(
-    api: AirflowClient, stack: Stack, sampler: Sampler, video: Path, minutes: float, conf: dict[str, Any],
-    run_id: str, timeout_s: float,
+    api: AirflowClient,
+    stack: Stack,
+    sampler: Sampler,
+    video: Path,
+    minutes: float,
+    conf: dict[str, Any],
+    run_id: str,
+    timeout_s: float,
 ) -> dict[str, Any]:
     """Trigger video_ingest for `video`, follow it to its end, and collect every figure."""
     out: dict[str, Any] = {"system": "ours", "run_id": run_id, "conf": conf}
@@ -483,7 +491,9 @@ def run_ours(
     out["fixed_cost_per_segment_task_s"] = _mean(fixed)
     out["fixed_cost_measured_tasks"] = len(fixed)
     rss = [row["max_rss_bytes"] for row in rows if isinstance(row.get("max_rss_bytes"), (int, float))]
-    child = [row["children_max_rss_bytes"] for row in rows if isinstance(row.get("children_max_rss_bytes"), (int, float))]
+    child = [
+        row["children_max_rss_bytes"] for row in rows if isinstance(row.get("children_max_rss_bytes"), (int, float))
+    ]
     out["max_rss_per_task_bytes"] = int(max(rss)) if rss else None
     out["children_max_rss_bytes"] = int(max(child)) if child else None
     out["timing_xcoms_missing"] = sum(1 for row in rows if not row.get("timing"))
@@ -508,8 +518,16 @@ def run_ours(
 
 
 def run_refdesign(
-    sampler: Sampler, video: Path, minutes: float, models: dict[str, str], weaviate_ports: tuple[int, int],
-    weaviate_pid: Optional[int], collection: str, args: argparse.Namespace, work_dir: Path, log: Path,
+    sampler: Sampler,
+    video: Path,
+    minutes: float,
+    models: dict[str, str],
+    weaviate_ports: tuple[int, int],
+    weaviate_pid: int | None,
+    collection: str,
+    args: argparse.Namespace,
+    work_dir: Path,
+    log: Path,
 ) -> dict[str, Any]:
     result_file = log.parent / f"{collection}.json"
     result_file.unlink(missing_ok=True)
@@ -534,8 +552,15 @@ def run_refdesign(
 
 
 def run_pixeltable(
-    sampler: Sampler, python: Path, video: Path, minutes: float, models: dict[str, str], home: Path,
-    args: argparse.Namespace, result_file: Path, log: Path,
+    sampler: Sampler,
+    python: Path,
+    video: Path,
+    minutes: float,
+    models: dict[str, str],
+    home: Path,
+    args: argparse.Namespace,
+    result_file: Path,
+    log: Path,
 ) -> dict[str, Any]:
     result_file.unlink(missing_ok=True)
     argv = [
@@ -554,8 +579,14 @@ def run_pixeltable(
 
 
 def _peer(
-    name: str, argv: list[str], sampler: Sampler, minutes: float, result_file: Path, log: Path, timeout: float,
-    env: Optional[dict[str, str]],
+    name: str,
+    argv: list[str],
+    sampler: Sampler,
+    minutes: float,
+    result_file: Path,
+    log: Path,
+    timeout: float,
+    env: dict[str, str] | None,
 ) -> dict[str, Any]:
     """Run one peer as a child process; its own JSON plus the process's wall time and machine CPU."""
     started = time.time()
@@ -580,7 +611,14 @@ def _peer(
     out: dict[str, Any] = {}
     if result_file.exists():
         out = json.loads(result_file.read_text())
-    out.update({"system": name, "exit": rc, "process_wall_s": r(ended - started), "process_window": sampler.window(started, ended)})
+    out.update(
+        {
+            "system": name,
+            "exit": rc,
+            "process_wall_s": r(ended - started),
+            "process_window": sampler.window(started, ended),
+        }
+    )
     if rc != 0:
         out["state"] = "timeout" if rc == "timeout" else out.get("state", "failed")
         tail = " | ".join(line.strip() for line in log.read_text(errors="replace").splitlines()[-4:])
@@ -660,7 +698,7 @@ def ensure_pixeltable_venv(bench_dir: Path, log_dir: Path) -> Path:
 # --------------------------------------------------------------------------------------------------
 
 
-def planned(duration_s: float, segment_seconds: Optional[float], sample_fps: float) -> dict[str, Any]:
+def planned(duration_s: float, segment_seconds: float | None, sample_fps: float) -> dict[str, Any]:
     """Segments and task instances our DAG would make for a video of `duration_s`, from the planner
     the split task itself uses (`segment_seconds: auto`), or from --segment-seconds when given.
 
@@ -692,11 +730,11 @@ def planned(duration_s: float, segment_seconds: Optional[float], sample_fps: flo
 # --------------------------------------------------------------------------------------------------
 
 
-def gib(value: Optional[float]) -> str:
+def gib(value: float | None) -> str:
     return "n/a" if value is None else f"{value / 2**30:.2f} GiB"
 
 
-def load_text(window: Optional[dict[str, Any]]) -> str:
+def load_text(window: dict[str, Any] | None) -> str:
     if not window:
         return "n/a"
     return f"{window['load_mean']:.2f} / {window['load_max']:.2f}"
@@ -706,7 +744,7 @@ def cpu_pair(entry: dict[str, Any]) -> str:
     return f"{fmt(entry.get('cpu_s_per_video_minute'), 1)} / {fmt(entry.get('own_cpu_s_per_video_minute'), 1)}"
 
 
-def verdict(value: Optional[float], limit: float, *, at_most: bool = True) -> str:
+def verdict(value: float | None, limit: float, *, at_most: bool = True) -> str:
     if value is None:
         return "n/a"
     ok = value <= limit if at_most else value >= limit
@@ -716,14 +754,14 @@ def verdict(value: Optional[float], limit: float, *, at_most: bool = True) -> st
 def evaluate_targets(report: dict[str, Any]) -> list[dict[str, Any]]:
     by = {row["minutes"]: row for row in report["runs"]}
 
-    def wall(minutes: float, system: str) -> Optional[float]:
+    def wall(minutes: float, system: str) -> float | None:
         entry = (by.get(minutes) or {}).get(system) or {}
         return entry.get("wall_s") if entry.get("state") == "success" else None
 
     def ld(minutes: float, system: str) -> str:
         return load_text(((by.get(minutes) or {}).get(system) or {}).get("window"))
 
-    def ratio(a: Optional[float], b: Optional[float]) -> Optional[float]:
+    def ratio(a: float | None, b: float | None) -> float | None:
         return r(a / b, 3) if a is not None and b else None
 
     ours = [row["ours"] for row in report["runs"] if row.get("ours")]
@@ -758,8 +796,12 @@ def evaluate_targets(report: dict[str, Any]) -> list[dict[str, Any]]:
         d2 = f"ingested: state {two.get('state')}, {fmt(two.get('wall_s'), 1)} s"
     else:
         v2 = "planned only" if plan.get("segments") else "n/a"
-        d2 = (f"{plan.get('segments')} segments of {fmt(plan.get('segment_seconds'), 1)} s, "
-              f"{plan.get('task_instances')} task instances" if plan.get("segments") else plan.get("segment_seconds_source", ""))
+        d2 = (
+            f"{plan.get('segments')} segments of {fmt(plan.get('segment_seconds'), 1)} s, "
+            f"{plan.get('task_instances')} task instances"
+            if plan.get("segments")
+            else plan.get("segment_seconds_source", "")
+        )
         proj = plan.get("projected_wall_s")
         if proj is not None:
             d2 += f"; projected from the {plan.get('projected_from_minutes'):g}-minute run: {proj:.0f} s"
@@ -812,7 +854,7 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
     for row in report["runs"]:
         o, ref, pxt = row.get("ours") or {}, row.get("refdesign") or {}, row.get("pixeltable") or {}
 
-        def w(e: dict[str, Any]) -> Optional[float]:
+        def w(e: dict[str, Any]) -> float | None:
             return e.get("wall_s") if e.get("state") == "success" else None
 
         def state(e: dict[str, Any], value: str) -> str:
@@ -868,7 +910,11 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
                 f"| — / {fmt(ref.get('weaviate_objects'))} | {fmt(ref.get('startup_s'), 1)} | {load_text(ref.get('window'))} |"
             )
         if pxt:
-            startup = sum(pxt.get(k) or 0.0 for k in ("import_s", "init_s", "schema_s")) if pxt.get("state") == "success" else None
+            startup = (
+                sum(pxt.get(k) or 0.0 for k in ("import_s", "init_s", "schema_s"))
+                if pxt.get("state") == "success"
+                else None
+            )
             lines.append(
                 f"| {row['minutes']:g} min | Pixeltable | {pxt.get('state')} | — | — | — | {cpu_pair(pxt)} "
                 f"| {gib(pxt.get('max_rss_bytes'))} (one process) | {fmt(pxt.get('frames'))} | {fmt(pxt.get('objects'))} (its index) "
@@ -877,7 +923,11 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
     lines += ["", "## Targets", "", "| target | value | verdict | detail |", "|---|---:|---|---|"]
     for t in report["targets"]:
         value = t["value"]
-        shown = gib(value) if t["unit"] == "bytes" else (fmt(value, 2) + (f" {t['unit']}" if t["unit"] else "") if value is not None else "n/a")
+        shown = (
+            gib(value)
+            if t["unit"] == "bytes"
+            else (fmt(value, 2) + (f" {t['unit']}" if t["unit"] else "") if value is not None else "n/a")
+        )
         lines.append(f"| {t['target']} | {shown} | {t['verdict']} | {t['detail']} |")
 
     lines += ["", "## Our task instances, per kind", ""]
@@ -901,6 +951,7 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for kind, e in o["tasks"].items():
+
             def pair(key: str, e: dict[str, Any] = e) -> str:
                 mean, mx = e.get(f"{key}_mean_s"), e.get(f"{key}_max_s")
                 return "n/a" if mean is None else f"{mean:.2f} / {mx:.2f}"
@@ -958,8 +1009,8 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
         "(see the load averages). The tiny models make detection and embedding nearly free, so these figures "
         "measure each system's plumbing (process starts, scheduling, decoding, image files, database writes), "
         "not model cost.",
-        "* CPU-s per video minute, \"machine\": every busy CPU second of the machine over the wall time, whatever "
-        "ran; \"own\": the system's own processes only. Ours: Airflow (api-server, scheduler with its executor "
+        '* CPU-s per video minute, "machine": every busy CPU second of the machine over the wall time, whatever '
+        'ran; "own": the system\'s own processes only. Ours: Airflow (api-server, scheduler with its executor '
         "and task processes, dag-processor, triggerer), the warm worker, Postgres and Weaviate, from the trigger "
         "until the end was seen (idle scheduler heartbeats included: they are this system's cost). Reference "
         "design: its processes from services-up to the last vector, plus Weaviate. Pixeltable: its process and "
@@ -969,7 +1020,7 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
         "shared by every task process, not copied). The largest child's figure is `RUSAGE_CHILDREN`'s, which "
         "on Linux also counts what a child shared with the task process before it exec'd ffmpeg: an upper "
         "bound, not ffmpeg's alone.",
-        "* \"process start\" is the task process's creation time (`/proc/self/stat` against CLOCK_BOOTTIME, "
+        '* "process start" is the task process\'s creation time (`/proc/self/stat` against CLOCK_BOOTTIME, '
         "to about 10 ms) minus the TI's start date: negative because the supervisor forks the process "
         "before the API server records the start.",
         "* The three systems count objects their own way: ours in Postgres and Weaviate (`finalize` checks they "
@@ -996,7 +1047,14 @@ def write_chart(report: dict[str, Any], path: Path) -> None:
             xs, ys = zip(*points)
             ax.plot(xs, ys, marker=marker, color=colour, label=label)
             for x, y in points:
-                ax.annotate(f"{y:.1f}s" if y < 10 else f"{y:.0f}s", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8, color=colour)
+                ax.annotate(
+                    f"{y:.1f}s" if y < 10 else f"{y:.0f}s",
+                    (x, y),
+                    textcoords="offset points",
+                    xytext=(4, 4),
+                    fontsize=8,
+                    color=colour,
+                )
     lengths = sorted({row["minutes"] for row in report["runs"]})
     ax.set_xticks(lengths, [f"{m:g}" for m in lengths])
     ax.set_ylim(bottom=0)
@@ -1045,20 +1103,30 @@ def _interrupt(signum: int, frame: Any) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description="End-to-end benchmark through the real scheduler, with two peers.")
-    parser.add_argument("--minutes", type=parse_minutes, default=parse_minutes("1,10,30"),
-                        help="video lengths in minutes, comma-separated (default 1,10,30; 120 ingests a 2-hour video)")
+    parser.add_argument(
+        "--minutes",
+        type=parse_minutes,
+        default=parse_minutes("1,10,30"),
+        help="video lengths in minutes, comma-separated (default 1,10,30; 120 ingests a 2-hour video)",
+    )
     parser.add_argument("--only", choices=SYSTEMS, help="run one system only")
     parser.add_argument("--skip-peers", action="store_true", help="run ours only")
     parser.add_argument("--keep-stack", action="store_true", help="leave the stack running at the end")
     parser.add_argument("--segment-seconds", type=float, help="pass segment_seconds to our DAG (default: not passed)")
     parser.add_argument("--sample-fps", type=float, default=1.0, help="frames/s for all three systems (default 1)")
     parser.add_argument("--score-threshold", type=float, default=0.0, help="for all three systems (default 0)")
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="reference design worker processes (default: cores)")
+    parser.add_argument(
+        "--workers", type=int, default=os.cpu_count() or 1, help="reference design worker processes (default: cores)"
+    )
     parser.add_argument("--run-timeout", type=float, help="seconds per run (default 600 + 120 per video minute)")
     parser.add_argument("--no-warmup", action="store_true", help="skip the 15 s warm-up DAG run before measuring")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "reports", help="report folder")
-    parser.add_argument("--bench-dir", type=Path, default=Path(os.environ.get("VIDSEARCH_BENCH_DIR") or ROOT / "data" / "bench"),
-                        help="videos, Pixeltable's venv and home, scratch (default data/bench)")
+    parser.add_argument(
+        "--bench-dir",
+        type=Path,
+        default=Path(os.environ.get("VIDSEARCH_BENCH_DIR") or ROOT / "data" / "bench"),
+        help="videos, Pixeltable's venv and home, scratch (default data/bench)",
+    )
     parser.add_argument("--render", type=Path, help="only redraw e2e.md and e2e.png from this e2e.json into --out")
     args = parser.parse_args()
     if args.render:
@@ -1083,21 +1151,27 @@ def main() -> int:
     sampler.start()
     report: dict[str, Any] = {
         "schema": SCHEMA_VERSION,
-        "generated_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "generated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "command": ".venv/bin/python bench/e2e.py " + " ".join(sys.argv[1:]),
         "systems": systems,
-        "config": {"minutes": args.minutes, "sample_fps": args.sample_fps, "score_threshold": args.score_threshold,
-                   "segment_seconds": args.segment_seconds, "workers": args.workers, "warmup": False,
-                   "log_dir": str(log_dir)},  # fmt: skip
+        "config": {
+            "minutes": args.minutes,
+            "sample_fps": args.sample_fps,
+            "score_threshold": args.score_threshold,
+            "segment_seconds": args.segment_seconds,
+            "workers": args.workers,
+            "warmup": False,
+            "log_dir": str(log_dir),
+        },  # fmt: skip
         "runs": [],
     }
     report["machine"] = machine_facts()
     report["machine"]["loadavg_at_start"] = [round(x, 2) for x in os.getloadavg()]
     say(f"systems {', '.join(systems)}; videos of {', '.join(f'{m:g}' for m in args.minutes)} min; logs in {log_dir}")
 
-    stack: Optional[Stack] = None
-    api: Optional[AirflowClient] = None
-    standalone: Optional[StandaloneWeaviate] = None
+    stack: Stack | None = None
+    api: AirflowClient | None = None
+    standalone: StandaloneWeaviate | None = None
     failed = False
     try:
         from devstack import cache_dir
@@ -1116,8 +1190,8 @@ def main() -> int:
             pxt_python = ensure_pixeltable_venv(bench_dir, log_dir)
             report["machine"]["pixeltable"] = PIXELTABLE_VERSION
 
-        weaviate_ports: Optional[tuple[int, int]] = None
-        weaviate_pid: Optional[int] = None
+        weaviate_ports: tuple[int, int] | None = None
+        weaviate_pid: int | None = None
         if "ours" in systems:
             stack = Stack(log_dir)
             was_up = stack.is_up()
@@ -1125,9 +1199,15 @@ def main() -> int:
                 say(f"the stack is already up ({stack.cfg.data_dir}); using it, and leaving it running")
                 report["stack"] = {"already_running": True, "data_dir": str(stack.cfg.data_dir)}
             else:
-                say(f"starting the stack (data {stack.cfg.data_dir}, Airflow {stack.api_url}; log {log_dir / 'devstack-up.log'})")
+                say(
+                    f"starting the stack (data {stack.cfg.data_dir}, Airflow {stack.api_url}; log {log_dir / 'devstack-up.log'})"
+                )
                 seconds = stack.up()
-                report["stack"] = {"already_running": False, "start_s": r(seconds, 1), "data_dir": str(stack.cfg.data_dir)}
+                report["stack"] = {
+                    "already_running": False,
+                    "start_s": r(seconds, 1),
+                    "data_dir": str(stack.cfg.data_dir),
+                }
                 say(f"stack up in {seconds:.0f} s")
             weaviate_ports = (stack.cfg.weaviate_http_port, stack.cfg.weaviate_grpc_port)
             weaviate_pid = stack.component_pids().get("weaviate")
@@ -1168,9 +1248,11 @@ def main() -> int:
                 say(f"{minutes:g} min: ours (video_ingest through the REST API)")
                 row["ours"] = o = run_ours(api, stack, sampler, video, minutes, {**base_conf, "source": str(video)},
                                            f"bench_e2e__{label}__{stamp}", run_timeout(args, minutes))  # fmt: skip
-                say(f"{minutes:g} min: ours {o['state']}: wall {fmt(o.get('wall_s'), 1)} s (trigger→end "
+                say(
+                    f"{minutes:g} min: ours {o['state']}: wall {fmt(o.get('wall_s'), 1)} s (trigger→end "
                     f"{fmt(o.get('trigger_to_end_s'), 1)} s), {o.get('task_instance_count')} task instances, "
-                    f"{fmt(o.get('objects'))} objects, load {load_text(o.get('window'))}")
+                    f"{fmt(o.get('objects'))} objects, load {load_text(o.get('window'))}"
+                )
                 failed |= o["state"] != "success"
             if "refdesign" in systems and weaviate_ports is not None:
                 say(f"{minutes:g} min: reference design ({args.workers} workers)")
@@ -1178,8 +1260,10 @@ def main() -> int:
                     sampler, video, minutes, models, weaviate_ports, weaviate_pid, f"RefDesign_{stamp}_{label}", args,
                     bench_dir / "refdesign-work", log_dir / "refdesign.log",
                 )  # fmt: skip
-                say(f"{minutes:g} min: reference design {e.get('state')}: wall {fmt(e.get('wall_s'), 1)} s, "
-                    f"{fmt(e.get('objects'))} objects, load {load_text(e.get('window'))}")
+                say(
+                    f"{minutes:g} min: reference design {e.get('state')}: wall {fmt(e.get('wall_s'), 1)} s, "
+                    f"{fmt(e.get('objects'))} objects, load {load_text(e.get('window'))}"
+                )
                 failed |= e.get("state") != "success"
             if "pixeltable" in systems and pxt_python is not None:
                 say(f"{minutes:g} min: Pixeltable")
@@ -1187,8 +1271,10 @@ def main() -> int:
                     sampler, pxt_python, video, minutes, models, bench_dir / "pixeltable-home", args,
                     log_dir / f"pixeltable-{label}.json", log_dir / "pixeltable.log",
                 )  # fmt: skip
-                say(f"{minutes:g} min: Pixeltable {e.get('state')}: insert {fmt(e.get('wall_s'), 1)} s, "
-                    f"{fmt(e.get('objects'))} objects, load {load_text(e.get('window'))}")
+                say(
+                    f"{minutes:g} min: Pixeltable {e.get('state')}: insert {fmt(e.get('wall_s'), 1)} s, "
+                    f"{fmt(e.get('objects'))} objects, load {load_text(e.get('window'))}"
+                )
                 failed |= e.get("state") != "success"
     except (BenchError, RuntimeError) as exc:  # RuntimeError: the Airflow API refused a call
         say(f"error: {exc}")

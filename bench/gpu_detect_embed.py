@@ -89,14 +89,16 @@ class GpuSampler:
             try:
                 out = subprocess.run(
                     ["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits", "-i", "0"],
-                    capture_output=True, text=True, timeout=5,
+                    capture_output=True,
+                    text=True,
+                    timeout=5,
                 ).stdout.strip()
                 self.samples.append(float(out.splitlines()[0]))
             except (OSError, ValueError, IndexError, subprocess.TimeoutExpired):
                 return
             self._stop.wait(0.1)
 
-    def __enter__(self) -> "GpuSampler":
+    def __enter__(self) -> GpuSampler:
         self._thread.start()
         return self
 
@@ -122,7 +124,6 @@ def run_config(
     channels_last: bool | None = None,
 ) -> dict:
     import torch
-
     from vidsearch.models.detect import Detector
     from vidsearch.models.embed import Embedder
 
@@ -198,7 +199,11 @@ def cold_start(det_path: str, emb_path: str, device: str, dtype: str, repeats: i
         t0 = time.perf_counter()
         out = subprocess.run(
             [sys.executable, "-c", _COLD_START, det_path, emb_path, device, dtype],
-            capture_output=True, text=True, timeout=900, env=env, check=True,
+            capture_output=True,
+            text=True,
+            timeout=900,
+            env=env,
+            check=True,
         ).stdout
         row = json.loads(out.strip().splitlines()[-1])
         row["process_s"] = round(time.perf_counter() - t0, 3)
@@ -298,7 +303,7 @@ def main() -> int:
         if args.cold_start_only:
             report = {
                 "benchmark": "worker_cold_start",
-                "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
                 "device": benchlib.cpu_model() or platform.machine() if args.device == "cpu" else args.device,
                 "torch": torch.__version__,
                 "transformers": transformers.__version__,
@@ -327,8 +332,10 @@ def main() -> int:
         return 0
     report = {
         "benchmark": "gpu_detect_embed",
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() and args.device != "cpu" else benchlib.cpu_model() or platform.machine(),
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "device": torch.cuda.get_device_name(0)
+        if torch.cuda.is_available() and args.device != "cpu"
+        else benchlib.cpu_model() or platform.machine(),
         "torch": torch.__version__,
         "transformers": transformers.__version__,
         "models": "DETR-ResNet-50 + CLIP ViT-B/32, random init (same FLOPs)",

@@ -114,7 +114,9 @@ def run(video: Path, detector: str, embedder: str, sample_fps: float, threshold:
     mark = time.perf_counter()
     videos = pxt.create_table("bench.videos", {"video": pxt.Video})
     frames = pxt.create_view("bench.frames", videos, iterator=frame_iterator(videos.video, fps=sample_fps))
-    frames.add_computed_column(detections=detr_for_object_detection(frames.frame, model_id=detector, threshold=threshold))
+    frames.add_computed_column(
+        detections=detr_for_object_detection(frames.frame, model_id=detector, threshold=threshold)
+    )
     frames.add_computed_column(valid=clip_detections(frames.frame, frames.detections))
     objects = pxt.create_view(
         "bench.objects",

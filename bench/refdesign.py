@@ -49,7 +49,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -143,8 +143,14 @@ class _Models:
             # The pixels to crop: corners rounded, at least 1x1 px (as vidsearch.models.embed.crop_box).
             ix0, iy0 = min(max(int(round(x0)), 0), width - 1), min(max(int(round(y0)), 0), height - 1)
             crop = (ix0, iy0, min(max(int(round(x1)), ix0 + 1), width), min(max(int(round(y1)), iy0 + 1), height))
-            found.append({"box": [round(x0, 2), round(y0, 2), round(x1, 2), round(y1, 2)], "crop": crop,
-                          "score": float(score), "label": str(labels.get(label, label))})
+            found.append(
+                {
+                    "box": [round(x0, 2), round(y0, 2), round(x1, 2), round(y1, 2)],
+                    "crop": crop,
+                    "score": float(score),
+                    "label": str(labels.get(label, label)),
+                }
+            )
         return found
 
     def embed(self, crop: Any) -> list[float]:
@@ -169,8 +175,8 @@ def worker_main(worker_id: int, cfg: dict[str, Any], tasks: Any, results: Any) -
         import torch
 
         torch.set_num_threads(cfg["threads"])
-        from PIL import Image
         import weaviate
+        from PIL import Image
         from weaviate.classes.data import DataObject
 
         models = _Models(cfg["detector"], cfg["embedder"])
@@ -191,8 +197,9 @@ def worker_main(worker_id: int, cfg: dict[str, Any], tasks: Any, results: Any) -
         try:
             results.put(_process_segment(msg, cfg, models, coll, work, Image, DataObject, worker_id))
         except Exception as exc:  # noqa: BLE001
-            results.put({"type": "error", "worker": worker_id, "segment": msg["index"],
-                         "error": f"{type(exc).__name__}: {exc}"})
+            results.put(
+                {"type": "error", "worker": worker_id, "segment": msg["index"], "error": f"{type(exc).__name__}: {exc}"}
+            )
     client.close()
     usage = resource.getrusage(resource.RUSAGE_SELF)
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -204,10 +211,18 @@ def worker_main(worker_id: int, cfg: dict[str, Any], tasks: Any, results: Any) -
 
 
 def _process_segment(
-    msg: dict[str, Any], cfg: dict[str, Any], models: _Models, coll: Any, work: Path, Image: Any, DataObject: Any,  # noqa: N803 - the classes, passed in
+    msg: dict[str, Any],
+    cfg: dict[str, Any],
+    models: _Models,
+    coll: Any,
+    work: Path,
+    Image: Any,  # noqa: N803 - the classes, passed in
+    DataObject: Any,  # noqa: N803
     worker_id: int,
 ) -> dict[str, Any]:
-    t: dict[str, float] = {k: 0.0 for k in ("extract", "load_frames", "detect", "save_crops", "load_crops", "embed", "upsert")}
+    t: dict[str, float] = {
+        k: 0.0 for k in ("extract", "load_frames", "detect", "save_crops", "load_crops", "embed", "upsert")
+    }
     seg = msg["index"]
     frames_dir = work / "frames" / f"seg{seg:04d}"
     crops_dir = work / "crops" / f"seg{seg:04d}"
@@ -324,7 +339,7 @@ def run(
     sample_fps: float = 1.0,
     segment_seconds: float = 10.0,
     score_threshold: float = 0.0,
-    work_dir: Optional[Path] = None,
+    work_dir: Path | None = None,
     timeout_s: float = 3600.0,
 ) -> dict[str, Any]:
     """Run the reference design on `video`; returns every figure (see the module docstring)."""
@@ -452,7 +467,9 @@ def _default_models() -> tuple[str, str]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description="The reference design (split, PNG frames, batch-1 DETR + CLIP, Weaviate).")
+    parser = argparse.ArgumentParser(
+        description="The reference design (split, PNG frames, batch-1 DETR + CLIP, Weaviate)."
+    )
     parser.add_argument("--video", type=Path, required=True)
     parser.add_argument("--detector", help="detector model folder (default: the tiny DETR)")
     parser.add_argument("--embedder", help="embedder model folder (default: the tiny CLIP)")

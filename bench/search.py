@@ -50,18 +50,17 @@ import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "include"), str(ROOT / "plugins")]
 
-from devstack import free_port  # noqa: E402
-
 import benchlib  # noqa: E402  (bench/ is on sys.path: scripts run as python bench/<name>.py)
-from vidsearch.params import DEFAULT_DETECTOR, DEFAULT_EMBEDDER  # noqa: E402
 from benchlib import fmt, load_note, quiet, r, version  # noqa: E402
+from devstack import free_port  # noqa: E402
+from vidsearch.params import DEFAULT_DETECTOR, DEFAULT_EMBEDDER  # noqa: E402
 
 SCHEMA_VERSION = 1
 COLLECTION = "bench_search"
@@ -144,7 +143,7 @@ class Stack(benchlib.ServerStack):
     def __init__(self, base: Path):
         super().__init__(base)
         self.api_server = None
-        self.api_thread: Optional[threading.Thread] = None
+        self.api_thread: threading.Thread | None = None
 
     def env(self) -> dict[str, str]:
         return {"AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(64)}
@@ -163,7 +162,6 @@ class Stack(benchlib.ServerStack):
         """The API app under /vidsearch on a real uvicorn (background thread, free port); its base URL."""
         import uvicorn
         from fastapi import FastAPI
-
         from vidsearch_api.app import create_app
 
         app = create_app(lambda: service)
@@ -318,20 +316,53 @@ class Synth:
                 for j, cls in enumerate(classes):
                     box = Box(x0=x0[f][j], y0=y0[f][j], x1=x1[f][j], y1=y1[f][j])
                     o = DetectedObject(
-                        object_id=object_id(vid, s, pts, box), video_id=vid, segment_index=s, frame_index=f,
-                        pts_s=pts, box=box, label=self.labels[cls], label_id=cls, score=scores[f][j],
+                        object_id=object_id(vid, s, pts, box),
+                        video_id=vid,
+                        segment_index=s,
+                        frame_index=f,
+                        pts_s=pts,
+                        box=box,
+                        label=self.labels[cls],
+                        label_id=cls,
+                        score=scores[f][j],
                     )
                     objs.append(o)
                     rows["objects"].append(
-                        (COLLECTION, o.object_id, vid, s, f, pts, box.x0, box.y0, box.x1, box.y1, o.label,
-                         o.label_id, o.score, DEFAULT_DETECTOR, DEFAULT_EMBEDDER)
+                        (
+                            COLLECTION,
+                            o.object_id,
+                            vid,
+                            s,
+                            f,
+                            pts,
+                            box.x0,
+                            box.y0,
+                            box.x1,
+                            box.y1,
+                            o.label,
+                            o.label_id,
+                            o.score,
+                            DEFAULT_DETECTOR,
+                            DEFAULT_EMBEDDER,
+                        )
                     )
                 vectors[n : n + OBJECTS_PER_FRAME] = looks + rng.standard_normal((OBJECTS_PER_FRAME, DIM)) * noise_sd
                 n += OBJECTS_PER_FRAME
             rows["segments"].append(
-                (COLLECTION, vid, s, s * SEGMENT_SECONDS, (s + 1) * SEGMENT_SECONDS,
-                 f"file:///bench/videos/{vid}/segments/seg{s:04d}.mkv", "done", None, FRAMES_PER_SEGMENT,
-                 OBJECTS_PER_SEGMENT, self._bundle_uri(vid, s), None)
+                (
+                    COLLECTION,
+                    vid,
+                    s,
+                    s * SEGMENT_SECONDS,
+                    (s + 1) * SEGMENT_SECONDS,
+                    f"file:///bench/videos/{vid}/segments/seg{s:04d}.mkv",
+                    "done",
+                    None,
+                    FRAMES_PER_SEGMENT,
+                    OBJECTS_PER_SEGMENT,
+                    self._bundle_uri(vid, s),
+                    None,
+                )
             )
             segs.append((vid, s, objs))
         vectors = _unit(vectors).astype(np.float32)
@@ -345,11 +376,23 @@ class Synth:
     def _video_row(v: int, vid: str) -> tuple:
         duration = SEGMENTS_PER_VIDEO * SEGMENT_SECONDS
         manifest = {
-            "video_id": vid, "source": f"synthetic://bench/{v}", "duration_s": duration, "width": WIDTH,
-            "height": HEIGHT, "frame_rate": 30.0,
+            "video_id": vid,
+            "source": f"synthetic://bench/{v}",
+            "duration_s": duration,
+            "width": WIDTH,
+            "height": HEIGHT,
+            "frame_rate": 30.0,
         }
-        return (COLLECTION, vid, f"synthetic://bench/{v}", vid * 2, f"file:///bench/videos/{vid}/source.mp4",
-                json.dumps(manifest), "done", "bench__search")
+        return (
+            COLLECTION,
+            vid,
+            f"synthetic://bench/{v}",
+            vid * 2,
+            f"file:///bench/videos/{vid}/source.mp4",
+            json.dumps(manifest),
+            "done",
+            "bench__search",
+        )
 
 
 COPY_COLUMNS = {
@@ -388,7 +431,7 @@ def copy_rows(engine: Any, rows: dict[str, list[tuple]]) -> None:
 # --------------------------------------------------------------------------------------------------
 
 
-def rss_mib(pid: int) -> Optional[float]:
+def rss_mib(pid: int) -> float | None:
     import psutil
 
     with contextlib.suppress(Exception):
@@ -434,9 +477,7 @@ def exact_top(vectors: np.ndarray, n: int, queries: np.ndarray, k: int) -> np.nd
     return best_idx
 
 
-def measure_size(
-    ctx: dict[str, Any], n: int, queries_n: int, rng: np.random.Generator
-) -> dict[str, Any]:
+def measure_size(ctx: dict[str, Any], n: int, queries_n: int, rng: np.random.Generator) -> dict[str, Any]:
     """Latency through the API (k=20 and k=100), direct near-vector searches, recall, memory."""
     import sqlalchemy as sa
     from weaviate.classes.query import Filter, MetadataQuery
@@ -484,9 +525,7 @@ def measure_size(
         # Recall against exact search over every stored vector (the query object excluded, as the API does).
         exact = exact_top(vectors, n, np.asarray(rows, dtype=np.int64), k)
         index_of = ctx["row_of"]
-        hits = [
-            len({index_of.get(oid, -1) for oid in got} & set(exact[i].tolist())) / k for i, got in enumerate(found)
-        ]
+        hits = [len({index_of.get(oid, -1) for oid in got} & set(exact[i].tolist())) / k for i, got in enumerate(found)]
         out[f"k{k}"] = {
             "k": k,
             "latency": stats_ms(times),
@@ -515,8 +554,12 @@ def measure_size(
             flt = Filter.by_id().contains_none([ids[int(row)]]) if with_filter else None
             t0 = time.perf_counter()
             coll.query.near_vector(
-                near_vector=vec, limit=K_MAIN, distance=1.0 + 1e-6, filters=flt,
-                return_metadata=MetadataQuery(distance=True), return_properties=[],
+                near_vector=vec,
+                limit=K_MAIN,
+                distance=1.0 + 1e-6,
+                filters=flt,
+                return_metadata=MetadataQuery(distance=True),
+                return_properties=[],
             )
             times.append(time.perf_counter() - t0)
         direct[name] = stats_ms(times)
@@ -580,10 +623,9 @@ def weaviate_facts(stack: Stack, coll: Any) -> dict[str, Any]:
 
 def run(args: argparse.Namespace, stack: Stack, report: dict[str, Any], t_start: float) -> None:
     import httpx
-
+    from vidsearch.search import SearchService
     from vidsearch.stores import catalog as cat
     from vidsearch.stores import index as vindex
-    from vidsearch.search import SearchService
 
     quiet()
     sizes = sorted(set(args.sizes))
@@ -620,8 +662,15 @@ def run(args: argparse.Namespace, stack: Stack, report: dict[str, Any], t_start:
     vectors = np.empty((target, DIM), dtype=np.float32)  # pages are touched only as they fill
     ids: list[str] = []
     ctx = {
-        "http": http, "meter": meter, "ids": ids, "vectors": vectors, "row_of": {}, "wv_coll": wv_coll,
-        "weaviate_pid": stack.weaviate.pid, "weaviate_dir": stack.weaviate.data_dir, "engine": catalog.engine,
+        "http": http,
+        "meter": meter,
+        "ids": ids,
+        "vectors": vectors,
+        "row_of": {},
+        "wv_coll": wv_coll,
+        "weaviate_pid": stack.weaviate.pid,
+        "weaviate_dir": stack.weaviate.data_dir,
+        "engine": catalog.engine,
     }
     writers = ThreadPoolExecutor(args.writers, thread_name_prefix="writer")
     batches: list[dict[str, Any]] = []
@@ -637,7 +686,9 @@ def run(args: argparse.Namespace, stack: Stack, report: dict[str, Any], t_start:
         while n < target:
             # Stop when one more batch plus measuring and reporting would not fit in the budget.
             elapsed = time.perf_counter() - t_start
-            next_batch = batches[-1]["seconds"] + batches[-1]["prep_s"] + batches[-1]["catalog_copy_s"] if batches else 60
+            next_batch = (
+                batches[-1]["seconds"] + batches[-1]["prep_s"] + batches[-1]["catalog_copy_s"] if batches else 60
+            )
             reserve = 1.5 * last_measure_s + 45
             if n and elapsed + next_batch + reserve > args.budget:
                 stopped = (
@@ -748,7 +799,7 @@ def size_label(n: int) -> str:
     return f"{n:,}"
 
 
-def rate_between(batches: list[dict[str, Any]], lo: int, hi: int) -> Optional[float]:
+def rate_between(batches: list[dict[str, Any]], lo: int, hi: int) -> float | None:
     sel = [b for b in batches if lo < b["objects_after"] <= hi]
     secs = sum(b["seconds"] for b in sel)
     return r(BATCH_OBJECTS * len(sel) / secs, 1) if secs else None
@@ -954,10 +1005,24 @@ def write_chart(report: dict[str, Any], path: Path) -> None:
     for key, colour in (("k20", "#1e88e5"), ("k100", "#fb8c00")):
         k = sizes[0][key]["k"] if sizes else 0
         for stat, style in (("p50_ms", "-o"), ("p90_ms", ":^"), ("p99_ms", "--s")):
-            ax2.plot(ns, [s[key]["latency"][stat] for s in sizes], style, color=colour, ms=4, lw=1.2,
-                     label=f"k={k} {stat.split('_')[0]}")
-    ax2.plot(ns, [s["direct_near_vector_k20"]["unfiltered"]["p50_ms"] for s in sizes], "-.x", color="#43a047",
-             ms=5, lw=1, label="direct near_vector k=20, no filter, p50")
+            ax2.plot(
+                ns,
+                [s[key]["latency"][stat] for s in sizes],
+                style,
+                color=colour,
+                ms=4,
+                lw=1.2,
+                label=f"k={k} {stat.split('_')[0]}",
+            )
+    ax2.plot(
+        ns,
+        [s["direct_near_vector_k20"]["unfiltered"]["p50_ms"] for s in sizes],
+        "-.x",
+        color="#43a047",
+        ms=5,
+        lw=1,
+        label="direct near_vector k=20, no filter, p50",
+    )
     ax2.set_xscale("log")
     ax2.set_xticks(ns, [size_label(n) for n in ns])
     ax2.minorticks_off()
@@ -1005,19 +1070,37 @@ def parse_sizes(text: str) -> list[int]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description="Similar-object latency through the API and import rate (JSON, Markdown, PNG).")
-    parser.add_argument("--sizes", type=parse_sizes, default=list(DEFAULT_SIZES),
-                        help="index sizes to measure at, multiples of 10k (default 10k,100k,250k,500k,1M; the largest is the target)")
-    parser.add_argument("--budget", type=float, default=1500.0,
-                        help="seconds for the whole run; the import stops early to stay within it (default 1500)")
-    parser.add_argument("--writers", type=int, default=4,
-                        help="threads calling upsert_segment (default 4, the slots of the DAG's weaviate_writers pool)")
+    parser = argparse.ArgumentParser(
+        description="Similar-object latency through the API and import rate (JSON, Markdown, PNG)."
+    )
+    parser.add_argument(
+        "--sizes",
+        type=parse_sizes,
+        default=list(DEFAULT_SIZES),
+        help="index sizes to measure at, multiples of 10k (default 10k,100k,250k,500k,1M; the largest is the target)",
+    )
+    parser.add_argument(
+        "--budget",
+        type=float,
+        default=1500.0,
+        help="seconds for the whole run; the import stops early to stay within it (default 1500)",
+    )
+    parser.add_argument(
+        "--writers",
+        type=int,
+        default=4,
+        help="threads calling upsert_segment (default 4, the slots of the DAG's weaviate_writers pool)",
+    )
     parser.add_argument("--queries", type=int, default=300, help="measured k=20 requests per size (default 300)")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "reports", help="report folder")
     parser.add_argument("--keep-temp", action="store_true", help="keep the temporary folder (servers' data, logs)")
-    parser.add_argument("--render", type=Path, metavar="JSON",
-                        help="only write search.md and search.png again from an existing search.json (into --out)")
+    parser.add_argument(
+        "--render",
+        type=Path,
+        metavar="JSON",
+        help="only write search.md and search.png again from an existing search.json (into --out)",
+    )
     args = parser.parse_args()
     if args.render:
         report = json.loads(args.render.read_text())
@@ -1034,7 +1117,7 @@ def main() -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     quiet()
     t_start = time.perf_counter()
-    started_at = dt.datetime.now(dt.timezone.utc)
+    started_at = dt.datetime.now(dt.UTC)
     base = Path(tempfile.mkdtemp(prefix="vidsearch-bench-search-"))
     stack = Stack(base)
     report: dict[str, Any] = {
@@ -1072,7 +1155,7 @@ def main() -> int:
     }
     report["machine"] = machine_facts()
     report["machine"]["loadavg_at_start"] = [round(x, 2) for x in os.getloadavg()]
-    failed: Optional[BaseException] = None
+    failed: BaseException | None = None
     try:
         say(f"starting Postgres and Weaviate under {base}")
         t0 = time.perf_counter()

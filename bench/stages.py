@@ -36,16 +36,16 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "include"), str(ROOT / "plugins")]
 
-from devstack import cache_dir  # noqa: E402
-
 import benchlib  # noqa: E402  (bench/ is on sys.path: scripts run as python bench/<name>.py)
 from benchlib import cmd_output, fmt, load_note, quiet, r, version  # noqa: E402
+from devstack import cache_dir  # noqa: E402
 
 SCHEMA_VERSION = 1
 WIDTH, HEIGHT, FPS = 1280, 720, "30000/1001"
@@ -177,8 +177,12 @@ def decode_only(path: Path, runs: int = DECODE_RUNS) -> dict[str, Any]:
                 frames = int(chunk.split("=", 1)[1].split()[0])
                 break
     best = min(times)
-    return {"command": " ".join(["ffmpeg", *argv[1:4], "<video>", *argv[5:]]), "runs_s": [r(t) for t in times],
-            "best_s": r(best), "frames": frames}
+    return {
+        "command": " ".join(["ffmpeg", *argv[1:4], "<video>", *argv[5:]]),
+        "runs_s": [r(t) for t in times],
+        "best_s": r(best),
+        "frames": frames,
+    }
 
 
 # --------------------------------------------------------------------------------------------------
@@ -237,10 +241,10 @@ class GateMeter:
 
 
 def run_stages(stack: Stack, video: Path, duration_s: float) -> dict[str, Any]:
-    from vidsearch.stores import catalog as cat
+    from vidsearch import pipeline, quality
     from vidsearch.media import frames
     from vidsearch.models import launcher, modelstore
-    from vidsearch import pipeline, quality
+    from vidsearch.stores import catalog as cat
     from vidsearch.stores import storage
     from vidsearch.stores.index import ObjectIndex
 
@@ -289,8 +293,12 @@ def run_stages(stack: Stack, video: Path, duration_s: float) -> dict[str, Any]:
 
         say("split")
         segments, seconds = timed(lambda: pipeline.split_video(svc, RUN_ID, params, probed))
-        out["split"] = {"wall_s": r(seconds), **meter.take(), "segments": len(segments),
-                        "segment_bounds_s": [[s.start_s, s.end_s] for s in segments]}
+        out["split"] = {
+            "wall_s": r(seconds),
+            **meter.take(),
+            "segments": len(segments),
+            "segment_bounds_s": [[s.start_s, s.end_s] for s in segments],
+        }
 
         say(f"decode-only baseline (best of {DECODE_RUNS})")
         base = decode_only(video)
@@ -308,14 +316,20 @@ def run_stages(stack: Stack, video: Path, duration_s: float) -> dict[str, Any]:
             for _ in range(SAMPLING_RUNS):
                 per_seg = []
                 for seg in segments:
-                    uri = storage.join(
-                        pipeline.video_root(svc, seg.video_id), f"frames-{fps:g}fps", f"{seg.name}.zip"
-                    )
+                    uri = storage.join(pipeline.video_root(svc, seg.video_id), f"frames-{fps:g}fps", f"{seg.name}.zip")
                     bundle, seconds = timed(
-                        lambda seg=seg, uri=uri, fps=fps: frames.run_frames(seg, fps, uri, video_start_s=manifest.start_time_s)
+                        lambda seg=seg, uri=uri, fps=fps: frames.run_frames(
+                            seg, fps, uri, video_start_s=manifest.start_time_s
+                        )
                     )
-                    per_seg.append({"segment": seg.index, "frames": len(bundle.frames), "wall_s": r(seconds),
-                                    "video_s": r(seg.end_s - seg.start_s)})
+                    per_seg.append(
+                        {
+                            "segment": seg.index,
+                            "frames": len(bundle.frames),
+                            "wall_s": r(seconds),
+                            "video_s": r(seg.end_s - seg.start_s),
+                        }
+                    )
                 passes.append(per_seg)
             totals = [sum(p["wall_s"] for p in per_seg) for per_seg in passes]
             per_seg = passes[totals.index(min(totals))]
@@ -342,8 +356,13 @@ def run_stages(stack: Stack, video: Path, duration_s: float) -> dict[str, Any]:
             bundles.append(bundle)
             per_seg.append({"segment": seg.index, "frames": len(bundle.frames), "wall_s": r(seconds)})
         wall = sum(p["wall_s"] for p in per_seg)
-        out["extract_frames"] = {"sample_fps": E2E_SAMPLE_FPS, "wall_s": r(wall), **meter.take(),
-                                 "frames": sum(p["frames"] for p in per_seg), "per_segment": per_seg}
+        out["extract_frames"] = {
+            "sample_fps": E2E_SAMPLE_FPS,
+            "wall_s": r(wall),
+            **meter.take(),
+            "frames": sum(p["frames"] for p in per_seg),
+            "per_segment": per_seg,
+        }
 
         say(f"detect_embed: worker command per segment ({len(bundles)} segments)")
         det_segments = []
@@ -382,15 +401,22 @@ def run_stages(stack: Stack, video: Path, duration_s: float) -> dict[str, Any]:
                     svc, RUN_ID, params, seg, bundle, det["output_uri"]
                 )
             )
-            idx_segments.append({"segment": seg.index, "objects": counts["objects"], "frames": counts["frames"],
-                                 "wall_s": r(seconds)})
+            idx_segments.append(
+                {"segment": seg.index, "objects": counts["objects"], "frames": counts["frames"], "wall_s": r(seconds)}
+            )
         wall = sum(s["wall_s"] for s in idx_segments)
         objects = sum(s["objects"] for s in idx_segments)
         gates = meter.take()
         writes = wall - gates["quality_gates_s"]
-        out["index"] = {"wall_s": r(wall), **gates, "objects": objects, "objects_per_s": rate(objects, wall),
-                        "writes_s": r(writes), "objects_per_s_writes_only": rate(objects, writes),
-                        "per_segment": idx_segments}
+        out["index"] = {
+            "wall_s": r(wall),
+            **gates,
+            "objects": objects,
+            "objects_per_s": rate(objects, wall),
+            "writes_s": r(writes),
+            "objects_per_s_writes_only": rate(objects, writes),
+            "per_segment": idx_segments,
+        }
 
         say("finalize")
         summary, seconds = timed(lambda: pipeline.finalize(svc, RUN_ID, params, manifest.video_id))
@@ -417,8 +443,14 @@ def warm_worker_jobs(argvs: list[list[str]]) -> dict[str, Any]:
         try:
             for argv in argvs:
                 result, seconds = timed(lambda argv=argv: launcher.run_local(argv))
-                per_segment.append({"frames": result.frame_count, "objects": len(result.objects),
-                                    "wall_s": r(seconds), "timings_s": result.timings_s})
+                per_segment.append(
+                    {
+                        "frames": result.frame_count,
+                        "objects": len(result.objects),
+                        "wall_s": r(seconds),
+                        "timings_s": result.timings_s,
+                    }
+                )
         finally:
             os.environ.pop(launcher.WORKER_URL_ENV, None)
     later = [p["wall_s"] for p in per_segment[1:]]
@@ -497,8 +529,18 @@ def run_e2e(stack: Stack, video: Path, video_id: str, segments: int) -> dict[str
     log_path = stack.base / "dag_test.log"
     result_path = stack.base / "e2e.json"
     say(f"end to end: dag.test() of {DAG_ID} in a fresh process (task logs: {log_path})")
-    argv = [sys.executable, str(Path(__file__).resolve()), "--e2e-child", str(result_path),
-            "--video", str(video), "--video-id", video_id, "--segments", str(segments)]
+    argv = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--e2e-child",
+        str(result_path),
+        "--video",
+        str(video),
+        "--video-id",
+        video_id,
+        "--segments",
+        str(segments),
+    ]
     with open(log_path, "wb") as log_file:
         proc, seconds = timed(
             lambda: subprocess.run(argv, stdout=log_file, stderr=subprocess.STDOUT, env=os.environ.copy(), cwd=ROOT)
@@ -590,8 +632,14 @@ def e2e_worker_timings(video_id: str, segments: int) -> list[dict[str, Any]]:
         except Exception as exc:  # noqa: BLE001 - a report detail, not a benchmark failure
             log.warning("no worker result for segment %d of the DAG run: %s", index, exc)
             continue
-        rows.append({"segment": index, "frames": result.frame_count, "objects": len(result.objects),
-                     "timings_s": result.timings_s})
+        rows.append(
+            {
+                "segment": index,
+                "frames": result.frame_count,
+                "objects": len(result.objects),
+                "timings_s": result.timings_s,
+            }
+        )
     return rows
 
 
@@ -635,7 +683,7 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
         "",
         "Each stage run through the function its DAG task calls, one segment after another, in one "
         "process (detect+embed: one worker process per segment, as the DAG runs it), at the DAG's "
-        f"{E2E_SAMPLE_FPS:g} frame/s. \"gates\" is the part of a stage's time spent in its data-quality "
+        f'{E2E_SAMPLE_FPS:g} frame/s. "gates" is the part of a stage\'s time spent in its data-quality '
         "gates (Great Expectations checks and the facts they look at, such as decoding the sampled "
         f"frames again). Setting up Great Expectations took {fmt(s.get('gx_context_s'), 2)} s once in this "
         "process, not counted below; every Airflow task process pays it once.",
@@ -737,8 +785,7 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
             f"and transformers and loads both models again: "
             f"{fmt(de['startup_per_segment_s'] + de['model_load_per_segment_s'], 2)} s per segment here, "
             "before the first frame is processed. It is paid in the DAG as in the direct run, and it is "
-            "the largest fixed cost in the pipeline."
-            + worker_comparison(de, e2e, by),
+            "the largest fixed cost in the pipeline." + worker_comparison(de, e2e, by),
             "* A real deployment (scheduler + executor) runs the mapped segments in parallel, as executor "
             "slots or one GPU pod per segment, so its wall time can fall below the sum of stages: towards "
             "probe + split + the slowest segment + finalize when there are cores or GPUs for every "
@@ -778,8 +825,9 @@ def worker_comparison(de: dict[str, Any], e2e: dict[str, Any], by: dict[str, flo
     if not rows or "detect_embed" not in by:
         return ""
     dag_total = sum(row["timings_s"].get("total", 0.0) for row in rows)
-    dag_load = sum(row["timings_s"].get("load_detector", 0.0) + row["timings_s"].get("load_embedder", 0.0)
-                   for row in rows)
+    dag_load = sum(
+        row["timings_s"].get("load_detector", 0.0) + row["timings_s"].get("load_embedder", 0.0) for row in rows
+    )
     direct_total = sum(row["timings_s"].get("total", 0.0) for row in de["per_segment"])
     outside = by["detect_embed"] - dag_total
     return (
@@ -809,23 +857,35 @@ def write_chart(report: dict[str, Any], path: Path) -> None:
     )
     ypos = list(range(len(stages)))[::-1]
     height = 0.38 if airflow else 0.6
-    bars = ax1.barh([y + (height / 2 if airflow else 0) for y in ypos], direct, height,
-                    label="stage, run directly", color="#1e88e5")
+    bars = ax1.barh(
+        [y + (height / 2 if airflow else 0) for y in ypos], direct, height, label="stage, run directly", color="#1e88e5"
+    )
     ax1.bar_label(bars, fmt="%.1f", padding=3, fontsize=8)
     gate_s = [s[k].get("quality_gates_s", 0.0) for k in stages]
     if any(gate_s):
-        ax1.barh([y + (height / 2 if airflow else 0) for y in ypos], gate_s, height, color="#0d47a1",
-                 edgecolor="#90caf9", hatch="///", linewidth=0, label="of which quality gates")
+        ax1.barh(
+            [y + (height / 2 if airflow else 0) for y in ypos],
+            gate_s,
+            height,
+            color="#0d47a1",
+            edgecolor="#90caf9",
+            hatch="///",
+            linewidth=0,
+            label="of which quality gates",
+        )
     if airflow:
-        bars = ax1.barh([y - height / 2 for y in ypos], airflow, height,
-                        label="task instances in dag.test()", color="#fb8c00")
+        bars = ax1.barh(
+            [y - height / 2 for y in ypos], airflow, height, label="task instances in dag.test()", color="#fb8c00"
+        )
         ax1.bar_label(bars, fmt="%.1f", padding=3, fontsize=8)
     ax1.set_yticks(ypos, stages)
     ax1.set_xlabel("seconds (summed over segments)")
     title = f"Per-stage time, {s['manifest']['duration_s']:.0f} s 720p video, tiny models"
     if e2e:
-        title += (f"\nsum of stages {ss['total']:.1f} s; dag.test() wall {e2e['wall_s']:.1f} s "
-                  f"(task instances {e2e['ti_sum_s']:.1f} s)")
+        title += (
+            f"\nsum of stages {ss['total']:.1f} s; dag.test() wall {e2e['wall_s']:.1f} s "
+            f"(task instances {e2e['ti_sum_s']:.1f} s)"
+        )
     ax1.set_title(title, fontsize=10)
     ax1.legend(loc="lower right", fontsize=8)
     ax1.margins(x=0.15)
@@ -876,7 +936,7 @@ def main() -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     quiet()
     started = time.perf_counter()
-    started_at = dt.datetime.now(dt.timezone.utc)
+    started_at = dt.datetime.now(dt.UTC)
     model_cache = cache_dir() / "bench-models"
     base = Path(tempfile.mkdtemp(prefix="vidsearch-bench-"))
     stack = Stack(base, model_cache)

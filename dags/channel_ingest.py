@@ -34,7 +34,7 @@ Discovers the new videos of every **channel** (a folder, an S3 prefix or a feed,
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import CronDataIntervalTimetable, Param, TriggerRule, dag, get_current_context, task
@@ -64,7 +64,7 @@ PARAMS = {
     dag_id="channel_ingest",
     # Data intervals (not trigger times): discovery is keyed on [data_interval_start, data_interval_end).
     schedule=CronDataIntervalTimetable("@hourly", timezone="UTC"),
-    start_date=datetime(2026, 1, 1, tzinfo=timezone.utc),
+    start_date=datetime(2026, 1, 1, tzinfo=UTC),
     catchup=False,
     max_active_runs=1,
     is_paused_upon_creation=True,

@@ -21,9 +21,9 @@ sys.path[:0] = [str(ROOT / "include"), str(ROOT / "plugins")]
 from devstack import StackConfig  # noqa: E402
 from devstack.airflow import admin_password_file, api_url  # noqa: E402
 from devstack.client import TERMINAL_RUN_STATES, AirflowClient  # noqa: E402
-from vidsearch.models import modelstore  # noqa: E402
-from vidsearch.media import synth
 from vidsearch.errors import ModelUnavailableError  # noqa: E402
+from vidsearch.media import synth  # noqa: E402
+from vidsearch.models import modelstore  # noqa: E402
 from vidsearch.params import DEFAULT_DETECTOR, DEFAULT_EMBEDDER  # noqa: E402
 
 DAG_ID = "video_ingest"
@@ -111,7 +111,9 @@ def main() -> int:
         )
     print(f"[demo] Airflow UI: {api_url(cfg)}  (user admin, password in {admin_password_file(cfg)})")
     print(f"[demo] the run: {api_url(cfg)}/dags/{DAG_ID}/runs/{run_id}")
-    print(f"[demo] search and label the objects: {api_url(cfg)}/vidsearch/  (\"Object search\" in the Airflow navigation)")
+    print(
+        f'[demo] search and label the objects: {api_url(cfg)}/vidsearch/  ("Object search" in the Airflow navigation)'
+    )
     print("[demo] stop everything with `make down`")
     return 0 if state == "success" else 1
 

@@ -10,6 +10,7 @@ connections for the catalog and Weaviate, object storage in a temporary folder, 
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shutil
@@ -20,7 +21,6 @@ import tempfile
 from pathlib import Path
 
 import pytest
-
 from devstack import free_port, start_postgres, start_weaviate
 from devstack.postgres import PostgresServer, load_credentials
 
@@ -95,14 +95,15 @@ def pytest_configure(config: pytest.Config) -> None:
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": pg.url("airflow").replace(
-            "postgresql://", "postgresql+psycopg2://", 1
-        ),
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": pg.url("airflow").replace("postgresql://", "postgresql+psycopg2://", 1),
         "AIRFLOW_CONN_VIDSEARCH_POSTGRES": pg.url("vidsearch"),
-        "AIRFLOW_CONN_WEAVIATE_DEFAULT": (
-            '{"conn_type": "weaviate", "host": "127.0.0.1", "port": %d, '
-            '"extra": {"grpc_host": "127.0.0.1", "grpc_port": %d, '
-            '"http_secure": false, "grpc_secure": false}}' % (wv_http, wv_grpc)
+        "AIRFLOW_CONN_WEAVIATE_DEFAULT": json.dumps(
+            {
+                "conn_type": "weaviate",
+                "host": "127.0.0.1",
+                "port": wv_http,
+                "extra": {"grpc_host": "127.0.0.1", "grpc_port": wv_grpc, "http_secure": False, "grpc_secure": False},
+            }
         ),
         "VIDSEARCH_STORAGE_ROOT": f"file://{base / 'objects'}",
         "VIDSEARCH_TINY_MODELS": "1",
@@ -111,9 +112,7 @@ def pytest_configure(config: pytest.Config) -> None:
         # One JWT secret for every process of the session (in-process servers, subprocess servers,
         # the token generator in tests), as an Airflow deployment shares it between its components.
         "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(64),
-        "PYTHONPATH": os.pathsep.join(
-            [str(ROOT / "include"), str(ROOT / "plugins"), os.environ.get("PYTHONPATH", "")]
-        ),
+        "PYTHONPATH": os.pathsep.join([str(ROOT / "include"), str(ROOT / "plugins"), os.environ.get("PYTHONPATH", "")]),
     }
     os.environ.update(env)
 

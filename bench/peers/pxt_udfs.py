@@ -13,7 +13,6 @@ from __future__ import annotations
 from typing import TypedDict
 
 import PIL.Image
-
 import pixeltable as pxt
 
 MIN_BOX_AREA_PX2 = 1.0
@@ -37,7 +36,9 @@ def clip_detections(frame: PIL.Image.Image, detections: pxt.Json) -> Detections:
             continue
         ix0 = min(max(int(round(x0)), 0), width - 1)
         iy0 = min(max(int(round(y0)), 0), height - 1)
-        out["boxes"].append([ix0, iy0, min(max(int(round(x1)), ix0 + 1), width), min(max(int(round(y1)), iy0 + 1), height)])
+        out["boxes"].append(
+            [ix0, iy0, min(max(int(round(x1)), ix0 + 1), width), min(max(int(round(y1)), iy0 + 1), height)]
+        )
         out["scores"].append(float(score))
         out["labels"].append(str(label))
     return out

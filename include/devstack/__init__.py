@@ -26,9 +26,9 @@ import os
 import signal
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import psutil
 
@@ -105,7 +105,7 @@ class StackConfig:
     worker_port: int = 8795
 
     @classmethod
-    def from_env(cls) -> "StackConfig":
+    def from_env(cls) -> StackConfig:
         """The configuration for this checkout, honouring the env overrides above."""
         return cls(
             repo_root=REPO_ROOT,
@@ -342,6 +342,6 @@ def stop_process(
 
 
 # Public API (imported last: the component modules use the helpers above).
+from .airflow import env_for_stack  # noqa: E402
 from .postgres import PostgresServer, start_postgres  # noqa: E402
 from .weaviate import WeaviateServer, start_weaviate, weaviate_binary  # noqa: E402
-from .airflow import env_for_stack  # noqa: E402

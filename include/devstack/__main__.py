@@ -24,7 +24,7 @@ from . import DevstackError, StackConfig, live_pid, log_tail, port_is_open, stop
 from . import airflow as af
 from . import worker as warm
 from .postgres import PostgresServer, load_credentials, postmaster_info, start_postgres
-from .weaviate import WeaviateServer, serves_port, http_ok, start_weaviate, weaviate_binary
+from .weaviate import WeaviateServer, http_ok, serves_port, start_weaviate, weaviate_binary
 
 DATABASES = ("airflow", "vidsearch")
 
@@ -95,7 +95,9 @@ def _up_postgres(cfg: StackConfig) -> PostgresServer:
         _say("postgres", f"already running (pid {server.pid}, port {server.port})")
     else:
         extra = f", created databases {', '.join(created)}" if created else ""
-        _say("postgres", f"ready on 127.0.0.1:{server.port} (pid {server.pid}, {time.monotonic() - started:.1f}s{extra})")
+        _say(
+            "postgres", f"ready on 127.0.0.1:{server.port} (pid {server.pid}, {time.monotonic() - started:.1f}s{extra})"
+        )
     return server
 
 
@@ -109,7 +111,8 @@ def _up_airflow(cfg: StackConfig) -> None:
     api_up = pids["api-server"] is not None and health["api-server"]
     # Without an answering api-server the others' health is unknown: only restart dead ones then.
     to_start = [
-        name for name in af.COMPONENTS
+        name
+        for name in af.COMPONENTS
         if pids[name] is None or (api_up and not health[name]) or (name == "api-server" and not api_up)
     ]
     if pids["api-server"] is None:
@@ -150,7 +153,10 @@ def cmd_up(cfg: StackConfig, args: argparse.Namespace) -> int:
 
     t = time.monotonic()
     weaviate.wait_ready(timeout=args.timeout)
-    _say("weaviate", f"ready at {weaviate.url} (grpc {weaviate.grpc_port}, pid {weaviate.pid}, waited {time.monotonic() - t:.1f}s)")
+    _say(
+        "weaviate",
+        f"ready at {weaviate.url} (grpc {weaviate.grpc_port}, pid {weaviate.pid}, waited {time.monotonic() - t:.1f}s)",
+    )
     t = time.monotonic()
     af.wait_healthy(cfg, timeout=args.timeout)
     _say("airflow", f"healthy (waited {time.monotonic() - t:.1f}s)")
@@ -166,7 +172,7 @@ def cmd_up(cfg: StackConfig, args: argparse.Namespace) -> int:
     print(f"  Postgres         127.0.0.1:{cfg.pg_port} databases {', '.join(DATABASES)}")
     print(f"  warm worker      {warm.worker_url(cfg)} (detect+embed jobs, models kept loaded)")
     print(f"  logs             {cfg.logs_dir}")
-    print("  shell env        eval \"$(python -m devstack env)\"")
+    print('  shell env        eval "$(python -m devstack env)"')
     return 0
 
 
@@ -214,7 +220,9 @@ def _status_rows(cfg: StackConfig) -> list[tuple[str, str, str, str]]:
         rows.append(("postgres", "-", str(cfg.pg_port), "down"))
     else:
         creds = load_credentials(cfg.postgres_dir)
-        pg = PostgresServer(cfg.postgres_dir, info[1], creds["user"], creds["password"], info[0], cfg.log_file("postgres"))
+        pg = PostgresServer(
+            cfg.postgres_dir, info[1], creds["user"], creds["password"], info[0], cfg.log_file("postgres")
+        )
         rows.append(("postgres", str(info[0]), str(info[1]), "healthy" if pg.is_ready() else "not answering"))
 
     pid = live_pid(cfg.pid_file("weaviate"))
@@ -281,7 +289,10 @@ def main(argv: list[str] | None = None) -> int:
     except DevstackError as exc:
         print(f"devstack {args.command}: error: {exc}", file=sys.stderr)
         if args.command == "up":
-            print("(parts that did start keep running: see 'python -m devstack status', stop with 'down')", file=sys.stderr)
+            print(
+                "(parts that did start keep running: see 'python -m devstack status', stop with 'down')",
+                file=sys.stderr,
+            )
         return 1
 
 

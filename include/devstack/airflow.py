@@ -384,9 +384,7 @@ def wait_healthy(cfg: StackConfig, timeout: float = 240.0) -> None:
         for name in COMPONENTS:
             if component_pid(cfg, name) is None:
                 log_path = cfg.log_file(f"airflow-{name}")
-                raise DevstackError(
-                    f"Airflow {name} exited while starting; log {log_path}:\n{log_tail(log_path)}"
-                )
+                raise DevstackError(f"Airflow {name} exited while starting; log {log_path}:\n{log_tail(log_path)}")
         status = component_health(cfg)
         if all(status.values()):
             return

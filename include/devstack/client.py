@@ -10,7 +10,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import time
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 import requests
 
@@ -19,7 +20,7 @@ from . import StackConfig
 TERMINAL_RUN_STATES = frozenset({"success", "failed"})
 
 
-def timestamp(value: Optional[str]) -> Optional[float]:
+def timestamp(value: str | None) -> float | None:
     """Unix seconds of an ISO 8601 date from the API (None stays None)."""
     if not value:
         return None
@@ -80,7 +81,7 @@ class AirflowClient:
         self.session.close()
 
     @classmethod
-    def for_stack(cls, cfg: StackConfig | None = None) -> "AirflowClient":
+    def for_stack(cls, cfg: StackConfig | None = None) -> AirflowClient:
         """Signed in as the embedded stack's admin user."""
         from .airflow import ADMIN_USER, admin_password, api_url
 
@@ -111,7 +112,7 @@ class AirflowClient:
                 time.sleep(1)
         self.send("PATCH", f"dags/{dag_id}", {"is_paused": False})
 
-    def trigger(self, dag_id: str, conf: dict, run_id: Optional[str] = None) -> str:
+    def trigger(self, dag_id: str, conf: dict, run_id: str | None = None) -> str:
         """Start a run now with `conf`; returns its run id."""
         body: dict[str, Any] = {"logical_date": None, "conf": conf}
         if run_id:
@@ -129,9 +130,7 @@ class AirflowClient:
         """Every task instance of the run (all map indexes), paginated."""
         out: list[dict] = []
         while True:
-            page = self.get(
-                f"dags/{dag_id}/dagRuns/{run_id}/taskInstances", limit=100, offset=len(out), order_by="id"
-            )
+            page = self.get(f"dags/{dag_id}/dagRuns/{run_id}/taskInstances", limit=100, offset=len(out), order_by="id")
             items = page.get("task_instances", [])
             out.extend(items)
             if not items or len(out) >= int(page.get("total_entries", len(out))):
@@ -143,7 +142,7 @@ class AirflowClient:
         run_id: str,
         timeout_s: float,
         poll_s: float = 1.0,
-        on_poll: Optional[Callable[[dict], None]] = None,
+        on_poll: Callable[[dict], None] | None = None,
     ) -> dict:
         """Poll until the run ends; returns the run. `on_poll(run)` is called at every poll."""
         deadline = time.monotonic() + timeout_s

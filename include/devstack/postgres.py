@@ -123,8 +123,10 @@ def _initdb(data_dir: Path, pgdata: Path, creds: dict[str, str], user: pwd.struc
         result = subprocess.run(
             [
                 str(postgres_bin_dir() / "initdb"),
-                "-D", str(pgdata),
-                "-U", creds["user"],
+                "-D",
+                str(pgdata),
+                "-U",
+                creds["user"],
                 f"--pwfile={pwfile}",
                 "--auth-host=scram-sha-256",
                 "--auth-local=trust",
@@ -327,9 +329,7 @@ def _spawn(
             preexec_fn=None if detach else parent_death_signal(signal.SIGINT),
             **_run_as_kwargs(user),
         )
-    server = PostgresServer(
-        data_dir, port, creds["user"], creds["password"], proc.pid, log_path, _proc=proc
-    )
+    server = PostgresServer(data_dir, port, creds["user"], creds["password"], proc.pid, log_path, _proc=proc)
 
     def ready() -> bool:
         if proc.poll() is not None:

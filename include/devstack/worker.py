@@ -32,7 +32,15 @@ def worker_healthy(cfg: StackConfig, timeout: float = 2.0) -> bool:
 
 def start_worker(cfg: StackConfig) -> int:
     """Start the warm worker detached (own session, pid file, log file); return its pid."""
-    argv = [sys.executable, "-m", "vidsearch.models.worker_server", "--host", "127.0.0.1", "--port", str(cfg.worker_port)]
+    argv = [
+        sys.executable,
+        "-m",
+        "vidsearch.models.worker_server",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(cfg.worker_port),
+    ]
     return start_detached(cfg, NAME, argv, cfg.repo_root)
 
 

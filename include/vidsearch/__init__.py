@@ -18,7 +18,8 @@ GPU pod. `media`, `models` and `stores` export their public names lazily, so imp
 from __future__ import annotations
 
 import importlib
-from typing import Any, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 __version__ = "0.1.0"
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import copy
 import re
-from typing import Annotated, Any, ClassVar, Optional
+from typing import Annotated, Any, ClassVar
 
 from pydantic import Field
 from pydantic.fields import FieldInfo
@@ -86,7 +86,7 @@ class IngestParams(Record):
             "else decoded (much faster on long-GOP video; `sample_fps` is not used)."
         ),
     )
-    time_limit_seconds: Optional[float] = Field(
+    time_limit_seconds: float | None = Field(
         None,
         gt=0,
         title="Time limit (s)",
@@ -115,7 +115,7 @@ class IngestParams(Record):
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N or mps.")
 
     @classmethod
-    def from_conf(cls, conf: dict[str, Any]) -> "IngestParams":
+    def from_conf(cls, conf: dict[str, Any]) -> IngestParams:
         """The params of a run conf or form, ignoring keys that are not params."""
         return cls.model_validate({k: v for k, v in conf.items() if k in cls.model_fields})
 
@@ -166,5 +166,7 @@ def optional_fields(exclude: tuple[str, ...] = ()) -> dict[str, Any]:
             continue
         info: FieldInfo = copy.copy(IngestParams.model_fields[name])
         info.default = None
-        fields[name] = (Optional[info.annotation], info)  # type: ignore[name-defined]
+        annotation = info.annotation
+        assert annotation is not None  # every IngestParams field is annotated
+        fields[name] = (annotation | None, info)
     return fields

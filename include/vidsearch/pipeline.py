@@ -12,20 +12,21 @@ import logging
 import os
 import re
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Optional
+from typing import cast
 
 from pydantic import Field
 
-from vidsearch.stores import catalog as cat
+from vidsearch import quality
+from vidsearch.errors import PermanentError, QualityGateError, one_line
 from vidsearch.media import frames, probe, sources, split
 from vidsearch.models import launcher
-from vidsearch import quality
-from vidsearch.stores import storage
-from vidsearch.errors import PermanentError, QualityGateError, one_line
-from vidsearch.stores.index import ObjectIndex, validate_collection_name, weaviate_collection_name
 from vidsearch.params import IngestParams
 from vidsearch.records import FrameBundle, Record, Segment, VideoManifest
+from vidsearch.stores import catalog as cat
+from vidsearch.stores import storage
+from vidsearch.stores.index import ObjectIndex, validate_collection_name, weaviate_collection_name
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,7 @@ class Services:
     index: Callable[[], ObjectIndex]  # lazy: only index steps connect to Weaviate
     storage_root: str
     tiny_models: bool = False
-    model_cache: Optional[str] = None
+    model_cache: str | None = None
 
 
 class ProbeOutput(Record):
@@ -122,7 +123,7 @@ def probe_video(svc: Services, run_id: str, dag_id: str, params: IngestParams) -
     return ProbeOutput(manifest=manifest, source_uri=source_uri)
 
 
-def planned_segment_seconds(params: IngestParams, covered_s: float, min_segment_s: Optional[float] = None) -> float:
+def planned_segment_seconds(params: IngestParams, covered_s: float, min_segment_s: float | None = None) -> float:
     """The nominal segment length for `covered_s` seconds of video: the explicit value, or for
     "auto" `split.auto_segment_seconds` over `parallel_slots()`, at least `min_segment_s` (a GPU pod
     per segment must amortise its start)."""
@@ -132,7 +133,7 @@ def planned_segment_seconds(params: IngestParams, covered_s: float, min_segment_
 
 
 def split_video(
-    svc: Services, run_id: str, params: IngestParams, probed: ProbeOutput, min_segment_s: Optional[float] = None
+    svc: Services, run_id: str, params: IngestParams, probed: ProbeOutput, min_segment_s: float | None = None
 ) -> list[Segment]:
     """Cut the video into segment files, gate the cut, and record the plan (every segment pending).
 
@@ -193,7 +194,7 @@ def mark_segment_failed(svc: Services, params: IngestParams, segment: Segment, e
             svc.catalog.set_segment_state(
                 params.collection, segment.video_id, segment.index, cat.SegmentState.FAILED, one_line(exc)
             )
-    except Exception:  # noqa: BLE001 - the original error matters more than the bookkeeping
+    except Exception:
         log.exception("could not record the failure of %s", segment.label)
 
 
@@ -252,7 +253,7 @@ def worker_argv(
     bundle: FrameBundle,
     *,
     dtype: str = "float32",
-    model_cache: Optional[str] | object = _UNSET,
+    model_cache: str | None | object = _UNSET,
 ) -> list[str]:
     """The detect+embed command for one segment: the same argv for a local process or a GPU pod.
 
@@ -269,7 +270,7 @@ def worker_argv(
         device=params.device,
         tiny=svc.tiny_models,
         dtype=dtype,
-        model_cache=svc.model_cache if model_cache is _UNSET else model_cache,
+        model_cache=svc.model_cache if model_cache is _UNSET else cast("str | None", model_cache),
     )
 
 
@@ -290,7 +291,7 @@ def detect_and_embed_on_service(
     bundle: FrameBundle,
     argv: list[str],
     url: str,
-    token: Optional[str],
+    token: str | None,
     timeout_s: float,
 ) -> str:
     """Run the worker command as a job of the warm-worker service at `url`; returns its output URI."""
@@ -377,9 +378,7 @@ def finalize(svc: Services, run_id: str, params: IngestParams, video_id: str) ->
         collection=params.collection,
         segments=len(states),
         segments_done=sum(1 for s in states.values() if s["state"] == cat.SegmentState.DONE.value),
-        segments_quarantined=sorted(
-            i for i, s in states.items() if s["state"] == cat.SegmentState.QUARANTINED.value
-        ),
+        segments_quarantined=sorted(i for i, s in states.items() if s["state"] == cat.SegmentState.QUARANTINED.value),
         segments_failed=sorted(i for i, s in states.items() if s["state"] == cat.SegmentState.FAILED.value),
         frames=pg_counts["frames"],
         objects=pg_counts["objects"],
@@ -388,8 +387,7 @@ def finalize(svc: Services, run_id: str, params: IngestParams, video_id: str) ->
     problems = []
     if pg_ids != wv_ids:
         problems.append(
-            f"stores disagree: {len(pg_ids - wv_ids)} objects only in Postgres, "
-            f"{len(wv_ids - pg_ids)} only in Weaviate"
+            f"stores disagree: {len(pg_ids - wv_ids)} objects only in Postgres, {len(wv_ids - pg_ids)} only in Weaviate"
         )
     for state in (cat.SegmentState.QUARANTINED, cat.SegmentState.FAILED, cat.SegmentState.PENDING):
         hit = [s for s in states.values() if s["state"] == state.value]

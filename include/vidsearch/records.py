@@ -9,7 +9,7 @@ video stream is 0).
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Literal, Optional, Union
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -19,7 +19,7 @@ OBJECT_NAMESPACE = uuid.UUID("6f1c1c52-7d2e-4c55-9a55-0d6a2f3e9b10")
 
 # An ingest run's segment length: seconds of video (cuts land on the next keyframe), or "auto" (chosen
 # from the video's length and the parallel slots, `split.auto_segment_seconds`).
-SegmentSeconds = Union[Literal["auto"], Annotated[float, Field(gt=0, le=3600)]]
+SegmentSeconds = Literal["auto"] | Annotated[float, Field(gt=0, le=3600)]
 # How frames are sampled: "fps" (a global grid of sample_fps per second) or "keyframes" (every
 # keyframe, nothing else decoded).
 Sampling = Literal["fps", "keyframes"]
@@ -48,10 +48,10 @@ class VideoManifest(Record):
     frame_rate: float = Field(gt=0, description="Average frame rate (frames / duration).")
     nominal_frame_rate: float = Field(description="r_frame_rate: the stream's base rate.")
     variable_frame_rate: bool
-    frame_count: Optional[int] = None
+    frame_count: int | None = None
     start_time_s: float = Field(description="PTS of the first video frame in the container's timeline.")
     has_audio: bool
-    audio_codec: Optional[str] = None
+    audio_codec: str | None = None
 
 
 class Segment(Record):
@@ -144,10 +144,7 @@ class DetectEmbedResult(Record):
 
 def object_id(video_id: str, segment_index: int, pts_s: float, box: Box) -> str:
     """Deterministic id: the same detection in a re-run gets the same id (an overwrite, not a copy)."""
-    name = (
-        f"{video_id}/{segment_index}/{pts_s:.6f}/"
-        f"{box.x0:.2f},{box.y0:.2f},{box.x1:.2f},{box.y1:.2f}"
-    )
+    name = f"{video_id}/{segment_index}/{pts_s:.6f}/{box.x0:.2f},{box.y0:.2f},{box.x1:.2f},{box.y1:.2f}"
     return str(uuid.uuid5(OBJECT_NAMESPACE, name))
 
 

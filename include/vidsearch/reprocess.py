@@ -8,7 +8,8 @@ returns and ends with `pipeline.finalize` over the whole video. Done segments ar
 from __future__ import annotations
 
 import logging
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from vidsearch.errors import InputError
 from vidsearch.params import IngestParams
@@ -57,7 +58,9 @@ def plan(
     rows = svc.catalog.segment_states(params.collection, video["video_id"])
     chosen = [r for r in rows.values() if r["state"] in states]
     segments = [
-        Segment(video_id=video["video_id"], index=r["segment_index"], start_s=r["start_s"], end_s=r["end_s"], uri=r["uri"])
+        Segment(
+            video_id=video["video_id"], index=r["segment_index"], start_s=r["start_s"], end_s=r["end_s"], uri=r["uri"]
+        )
         for r in chosen
     ]
     svc.catalog.start_run(run_id, dag_id, params.collection, video["source"], params.model_dump(mode="json"))

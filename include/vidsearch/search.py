@@ -35,18 +35,19 @@ import os
 import threading
 import uuid
 import zipfile
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any
 
 import numpy as np
 
 from vidsearch.errors import InputError, NotFoundError
 from vidsearch.models import modelstore
+from vidsearch.params import COLLECTION_NAME_RE
 from vidsearch.stores import catalog as cat
 from vidsearch.stores import storage
 from vidsearch.stores.browse import CatalogBrowser
-from vidsearch.params import COLLECTION_NAME_RE
 from vidsearch.stores.index import MAX_QUERY_RESULTS, ObjectIndex
 from vidsearch.stores.labels import POLARITIES, POSITIVE, LabelStore, Polarity
 
@@ -144,7 +145,6 @@ def _check_range(name: str, value: float, lo: float, hi: float) -> None:
         raise InputError(f"{name} must be between {lo:g} and {hi:g}, got {value!r}")
 
 
-
 # ------------------------------------------------------------------------------------------ service
 
 
@@ -157,16 +157,20 @@ class SearchService:
         index: ObjectIndex | Callable[[], ObjectIndex],
         *,
         tiny_models: bool = False,
-        model_cache: Optional[str] = None,
-        device: Optional[str] = None,
+        model_cache: str | None = None,
+        device: str | None = None,
         crop_cache_size: int = 4096,
         frame_cache_size: int = 64,
     ):
         self.catalog = catalog
         self.browser = CatalogBrowser(catalog.engine)
         self.labels = LabelStore(catalog.engine)
-        self._index = index if isinstance(index, ObjectIndex) else None
-        self._index_factory = None if isinstance(index, ObjectIndex) else index
+        self._index: ObjectIndex | None = None
+        self._index_factory: Callable[[], ObjectIndex] | None = None
+        if isinstance(index, ObjectIndex):
+            self._index = index
+        else:
+            self._index_factory = index
         self.tiny_models = tiny_models
         self.model_cache = model_cache
         self.device = device or os.environ.get(SEARCH_DEVICE_ENV, "cpu")
@@ -174,15 +178,14 @@ class SearchService:
         self.frame_images = LRUCache(frame_cache_size)  # (bundle_uri, member) -> JPEG bytes
 
     @classmethod
-    def from_services(cls, svc: Any, **kwargs: Any) -> "SearchService":
+    def from_services(cls, svc: Any, **kwargs: Any) -> SearchService:
         """From a `vidsearch.pipeline.Services` (catalog, lazy index, model settings)."""
-        return cls(
-            svc.catalog, svc.index, tiny_models=svc.tiny_models, model_cache=svc.model_cache, **kwargs
-        )
+        return cls(svc.catalog, svc.index, tiny_models=svc.tiny_models, model_cache=svc.model_cache, **kwargs)
 
     @property
     def index(self) -> ObjectIndex:
         if self._index is None:
+            assert self._index_factory is not None
             self._index = self._index_factory()
         return self._index
 
@@ -221,9 +224,7 @@ class SearchService:
         self.require_video(collection, video_id)
         row = self.browser.frame(collection, video_id, segment_index, frame_index)
         if row is None:
-            raise NotFoundError(
-                f"no frame {segment_index}/{frame_index} of video {video_id[:80]!r} in {collection!r}"
-            )
+            raise NotFoundError(f"no frame {segment_index}/{frame_index} of video {video_id[:80]!r} in {collection!r}")
         uri, member = row["bundle_uri"], row["member"]
         return self.frame_images.get_or_compute((uri, member), lambda: _read_member(uri, member))
 
@@ -270,9 +271,9 @@ class SearchService:
         *,
         k: int,
         min_similarity: float,
-        video_id: Optional[str],
-        detector_label: Optional[str],
-        label: Optional[str],
+        video_id: str | None,
+        detector_label: str | None,
+        label: str | None,
         exclude: set[str],
     ) -> list[dict[str, Any]]:
         """Objects nearest to `vector` (Object + similarity), best first, after every filter."""
@@ -281,8 +282,8 @@ class SearchService:
         _check_range("min_similarity", min_similarity, -1.0, 1.0)
         if label is not None:
             validate_label_name(label)
-        allowed: Optional[set[str]] = None
-        ids_filter: Optional[list[str]] = None
+        allowed: set[str] | None = None
+        ids_filter: list[str] | None = None
         if label is not None:
             allowed = set(self.labels.object_ids(collection, label, POSITIVE))
             allowed -= exclude
@@ -291,7 +292,7 @@ class SearchService:
             if len(allowed) <= MAX_ID_FILTER:
                 ids_filter = sorted(allowed)
         post_exclude = set(exclude)
-        exclude_filter: Optional[list[str]] = None
+        exclude_filter: list[str] | None = None
         if exclude and len(exclude) <= MAX_ID_FILTER:
             exclude_filter = sorted(exclude)
             post_exclude = set()
@@ -302,14 +303,16 @@ class SearchService:
             fetch = max(fetch, 4 * k)
         while True:
             hits = self.index.near(
-                collection, vector, fetch, min_similarity, video_id=video_id, detector_label=detector_label,
-                ids=ids_filter, exclude_ids=exclude_filter,
+                collection,
+                vector,
+                fetch,
+                min_similarity,
+                video_id=video_id,
+                detector_label=detector_label,
+                ids=ids_filter,
+                exclude_ids=exclude_filter,
             )
-            kept = [
-                (oid, sim)
-                for oid, sim in hits
-                if oid not in exclude and (allowed is None or oid in allowed)
-            ]
+            kept = [(oid, sim) for oid, sim in hits if oid not in exclude and (allowed is None or oid in allowed)]
             if len(kept) >= k or len(hits) < min(fetch, MAX_QUERY_RESULTS) or fetch >= MAX_QUERY_RESULTS:
                 break
             fetch = min(fetch * 2, MAX_QUERY_RESULTS)
@@ -329,9 +332,9 @@ class SearchService:
         *,
         k: int = 20,
         min_similarity: float = 0.0,
-        video_id: Optional[str] = None,
-        detector_label: Optional[str] = None,
-        label: Optional[str] = None,
+        video_id: str | None = None,
+        detector_label: str | None = None,
+        label: str | None = None,
     ) -> dict[str, Any]:
         """The query object's nearest neighbours by its stored vector.
 
@@ -383,9 +386,9 @@ class SearchService:
         *,
         k: int = 20,
         min_similarity: float = 0.0,
-        video_id: Optional[str] = None,
-        detector_label: Optional[str] = None,
-        label: Optional[str] = None,
+        video_id: str | None = None,
+        detector_label: str | None = None,
+        label: str | None = None,
     ) -> dict[str, Any]:
         if not isinstance(q, str) or not 1 <= len(q) <= MAX_TEXT:
             raise InputError(f"q must be 1-{MAX_TEXT} characters")
@@ -423,9 +426,7 @@ class SearchService:
             raise InputError(f"object_ids must hold 1-{MAX_LABEL_IDS} ids, got {len(object_ids)}")
         return list(dict.fromkeys(_uuid(i) for i in object_ids))
 
-    def add_labels(
-        self, collection: str, object_ids: Sequence[str], name: str, polarity: Polarity, actor: str
-    ) -> int:
+    def add_labels(self, collection: str, object_ids: Sequence[str], name: str, polarity: Polarity, actor: str) -> int:
         """Set a human label on objects (replacing a propagated one of the same name)."""
         self.require_collection(collection)
         validate_label_name(name)
@@ -490,9 +491,7 @@ class SearchService:
                 negs = _normalised(np.stack(neg_vectors))
                 best_neg = (matrix @ negs.T).max(axis=1)
                 scores = scores - np.maximum(best_neg, 0.0)
-        ranked = sorted(
-            ((i, float(s)) for i, s in zip(ids, scores) if s >= threshold), key=lambda t: (-t[1], t[0])
-        )
+        ranked = sorted(((i, float(s)) for i, s in zip(ids, scores) if s >= threshold), key=lambda t: (-t[1], t[0]))
         return sources, negatives, ranked[:limit]
 
     def propagation_preview(self, collection: str, name: str, threshold: float, limit: int = 1000) -> dict[str, Any]:
@@ -505,8 +504,14 @@ class SearchService:
         row = self.require_collection(collection)
         sources, negatives, ranked = self._candidates(collection, name, threshold, limit)
         return self.labels.record_propagation(
-            collection, name, sources=sources, negatives=negatives, model=row["embedder_model"],
-            threshold=threshold, candidates=ranked, actor=actor,
+            collection,
+            name,
+            sources=sources,
+            negatives=negatives,
+            model=row["embedder_model"],
+            threshold=threshold,
+            candidates=ranked,
+            actor=actor,
         )
 
     def propagations(self, collection: str, name: str) -> list[dict[str, Any]]:

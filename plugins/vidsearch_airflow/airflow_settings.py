@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -25,12 +25,12 @@ class _Strict(BaseModel):
 class ConnectionSetting(_Strict):
     conn_id: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
     conn_type: str = Field(min_length=1)
-    conn_host: Optional[str] = None
-    conn_schema: Optional[str] = None
-    conn_login: Optional[str] = None
-    conn_password: Optional[str] = None
-    conn_port: Optional[int] = Field(None, ge=1, le=65535)
-    conn_extra: Optional[Union[dict[str, Any], str]] = None
+    conn_host: str | None = None
+    conn_schema: str | None = None
+    conn_login: str | None = None
+    conn_password: str | None = None
+    conn_port: int | None = Field(None, ge=1, le=65535)
+    conn_extra: dict[str, Any] | str | None = None
 
     def as_json(self) -> str:
         """The connection in Airflow's JSON form (as `airflow connections add --conn-json` takes it)."""
@@ -49,14 +49,14 @@ class ConnectionSetting(_Strict):
 
 class PoolSetting(_Strict):
     pool_name: str = Field(min_length=1)
-    pool_slot: Union[int, Literal["cpus"]] = Field(
+    pool_slot: int | Literal["cpus"] = Field(
         description='Slots: a number >= 0, or "cpus" for the cores of the machine applying the settings.'
     )
     pool_description: str = ""
 
     @field_validator("pool_slot")
     @classmethod
-    def _non_negative(cls, value: Union[int, str]) -> Union[int, str]:
+    def _non_negative(cls, value: int | str) -> int | str:
         if isinstance(value, int) and value < 0:
             raise ValueError("pool_slot must be >= 0")
         return value

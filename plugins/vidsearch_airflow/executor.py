@@ -73,13 +73,15 @@ def preload() -> dict[str, float]:
         try:
             importlib.import_module(name)
         except Exception as exc:  # noqa: BLE001 - a task imports it again and reports the real error
-            log.warning("preload: cannot import %s (%s: %s); tasks will import it themselves", name, type(exc).__name__, exc)
+            log.warning(
+                "preload: cannot import %s (%s: %s); tasks will import it themselves", name, type(exc).__name__, exc
+            )
             continue
         timings[name] = time.perf_counter() - started
     started = time.perf_counter()
     try:
-        from vidsearch.stores import catalog
         from vidsearch import quality
+        from vidsearch.stores import catalog
 
         quality.warm_up()
         catalog.head_revision()

@@ -21,14 +21,13 @@ from __future__ import annotations
 import json
 import os
 import re
-from typing import Any, Literal, Optional
-
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Any, Literal
 
 from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+from pydantic import BaseModel, ConfigDict, Field
 from vidsearch.models.worker import EXIT_PERMANENT
-from vidsearch_airflow.task_context import begin_segment_task, ingest_params, name_segment, timed
 
+from vidsearch_airflow.task_context import begin_segment_task, ingest_params, name_segment, timed
 
 
 class GpuSettings(BaseModel):
@@ -37,7 +36,7 @@ class GpuSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     mode: Literal["local", "service", "kubernetes"] = "local"
-    service_url: Optional[str] = Field(
+    service_url: str | None = Field(
         None, description="service mode: URL of the warm-worker Service, e.g. http://vidsearch-worker:8795"
     )
     service_token_env: str = Field(
@@ -53,8 +52,8 @@ class GpuSettings(BaseModel):
     image: str = "ghcr.io/vidsearch/worker:latest"
     image_pull_policy: str = "IfNotPresent"
     namespace: str = "vidsearch"
-    kubernetes_conn_id: Optional[str] = "kubernetes_default"
-    service_account: Optional[str] = None
+    kubernetes_conn_id: str | None = "kubernetes_default"
+    service_account: str | None = None
     gpus: int = Field(1, ge=0)
     cpu_request: str = "2"
     memory_request: str = "8Gi"
@@ -63,11 +62,11 @@ class GpuSettings(BaseModel):
     tolerations: list[dict[str, Any]] = Field(
         default_factory=lambda: [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
     )
-    storage_secret: Optional[str] = Field(
+    storage_secret: str | None = Field(
         "vidsearch-object-storage",
         description="Kubernetes secret whose keys become env vars (AWS_ACCESS_KEY_ID, ...).",
     )
-    model_cache_pvc: Optional[str] = Field(None, description="PVC mounted at /models (the HF cache).")
+    model_cache_pvc: str | None = Field(None, description="PVC mounted at /models (the HF cache).")
     startup_timeout_seconds: int = 600
     on_finish_action: Literal["delete_pod", "delete_succeeded_pod", "keep_pod"] = "delete_succeeded_pod"
     dtype: str = "float16"
@@ -89,7 +88,7 @@ def gpu_settings() -> GpuSettings:
     return settings
 
 
-def min_segment_seconds() -> Optional[float]:
+def min_segment_seconds() -> float | None:
     """The shortest segment `segment_seconds: auto` may plan where detect+embed runs: a pod per
     segment must amortise its start-up and model load; the warm worker and the service need no floor."""
     settings = gpu_settings()
@@ -179,6 +178,7 @@ class DetectEmbedOperator(KubernetesPodOperator):
         from vidsearch import pipeline
         from vidsearch.errors import PermanentError
         from vidsearch.records import FrameBundle
+
         from vidsearch_airflow.services import services
 
         bundle = FrameBundle.model_validate(self.bundle)
@@ -192,7 +192,7 @@ class DetectEmbedOperator(KubernetesPodOperator):
             argv = pipeline.worker_argv(svc, params, bundle, dtype=settings.dtype, model_cache=None)
             token = os.environ.get(settings.service_token_env)
             return pipeline.detect_and_embed_on_service(
-                svc, params, segment, bundle, argv, settings.service_url, token, settings.service_timeout_seconds
+                svc, params, segment, bundle, argv, settings.service_url or "", token, settings.service_timeout_seconds
             )
 
         argv = pipeline.worker_argv(svc, params, bundle, dtype=settings.dtype, model_cache=None)
@@ -213,7 +213,7 @@ class DetectEmbedOperator(KubernetesPodOperator):
         return pipeline.detections_uri(svc, bundle)
 
 
-def _worker_exit_code(pod: Any) -> Optional[int]:
+def _worker_exit_code(pod: Any) -> int | None:
     """The base container's exit code of a finished pod, when known."""
     try:
         for status in pod.status.container_statuses or []:

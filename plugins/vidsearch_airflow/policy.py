@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 from datetime import timedelta
-from typing import Any, Optional
+from typing import Any
 
 from airflow.sdk.definitions.retry_policy import ExceptionRetryPolicy, RetryAction, RetryRule
 
@@ -52,7 +52,7 @@ class Stage:
     retry_delay: timedelta
     max_retry_delay: timedelta
     execution_timeout: timedelta
-    pool: Optional[str] = None
+    pool: str | None = None
 
     def task_kwargs(self) -> dict[str, Any]:
         kwargs: dict[str, Any] = {

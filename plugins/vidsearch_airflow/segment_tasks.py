@@ -7,12 +7,14 @@ timings) from `task_context`.
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 from airflow.sdk import get_current_context, task, task_group
+
 from vidsearch_airflow.gpu import DetectEmbedOperator
 from vidsearch_airflow.policy import STAGES
 from vidsearch_airflow.task_context import begin_segment_task, ingest_params, name_segment, timed
+
 
 def segment_group(group_id: str = "segment") -> Any:
     """The per-segment task group: map it over segment records with
@@ -23,10 +25,11 @@ def segment_group(group_id: str = "segment") -> Any:
     """
 
     @task(map_index_template="{{ segment_label }}", **STAGES["extract_frames"].task_kwargs())
-    def extract_frames(segment: dict, probed: dict, ingest: Optional[dict] = None) -> dict:
+    def extract_frames(segment: dict, probed: dict, ingest: dict | None = None) -> dict:
         """Sample the segment's frames into one bundle."""
         from vidsearch import pipeline
         from vidsearch.records import Segment
+
         from vidsearch_airflow.services import services
 
         seg = Segment.model_validate(segment)
@@ -40,10 +43,11 @@ def segment_group(group_id: str = "segment") -> Any:
             return bundle.model_dump(mode="json")
 
     @task(map_index_template="{{ segment_label }}", **STAGES["index"].task_kwargs())
-    def index(segment: dict, bundle: dict, output_uri: str, ingest: Optional[dict] = None) -> dict:
+    def index(segment: dict, bundle: dict, output_uri: str, ingest: dict | None = None) -> dict:
         """Upsert the segment's objects into Weaviate and its frames and objects into Postgres."""
         from vidsearch import pipeline
         from vidsearch.records import FrameBundle, Segment
+
         from vidsearch_airflow.services import services
 
         seg = Segment.model_validate(segment)
@@ -56,7 +60,7 @@ def segment_group(group_id: str = "segment") -> Any:
             return pipeline.index_segment(svc, run_id, params, seg, bundle_record, output_uri)
 
     @task_group(group_id=group_id)
-    def process_segment(segment: dict, probed: dict, ingest: Optional[dict] = None) -> None:
+    def process_segment(segment: dict, probed: dict, ingest: dict | None = None) -> None:
         bundle = extract_frames(segment=segment, probed=probed, ingest=ingest)
         # A local worker process or a GPU pod (Variable `vidsearch_gpu`), decided when it runs.
         output_uri = DetectEmbedOperator(
@@ -67,6 +71,7 @@ def segment_group(group_id: str = "segment") -> Any:
             map_index_template="{{ segment_label }}",
             **STAGES["detect_embed"].task_kwargs(),
         ).output
-        index(segment=segment, bundle=bundle, output_uri=output_uri, ingest=ingest)
+        # XComArgs stand for the upstream results until the tasks run.
+        index(segment=segment, bundle=bundle, output_uri=output_uri, ingest=ingest)  # type: ignore[arg-type]
 
     return process_segment

@@ -13,10 +13,10 @@ import os
 from pathlib import Path
 
 from airflow.sdk import ObjectStoragePath, Variable
-from vidsearch.stores import catalog as cat
 from vidsearch.models import modelstore
-from vidsearch.stores.index import ObjectIndex
 from vidsearch.pipeline import Services
+from vidsearch.stores import catalog as cat
+from vidsearch.stores.index import ObjectIndex
 
 POSTGRES_CONN_ID = os.environ.get("VIDSEARCH_POSTGRES_CONN_ID", "vidsearch_postgres")
 WEAVIATE_CONN_ID = os.environ.get("VIDSEARCH_WEAVIATE_CONN_ID", "weaviate_default")

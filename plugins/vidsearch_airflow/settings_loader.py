@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Optional
 
 import sqlalchemy as sa
-
 from airflow.models import Connection, Pool, Variable
 from airflow.utils.session import create_session
+
 from vidsearch_airflow.airflow_settings import AirflowSettings, read_settings
 
 
@@ -36,7 +35,7 @@ def load_settings(path: Path) -> AirflowSettings:
     return settings
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     args = argv if argv is not None else sys.argv[1:]
     if len(args) != 1:
         print("usage: python -m vidsearch_airflow.settings_loader FILE", file=sys.stderr)

@@ -18,7 +18,8 @@ import contextlib
 import logging
 import os
 import time
-from typing import Any, Iterator, Optional
+from collections.abc import Iterator
+from typing import Any, cast
 
 from airflow.sdk import get_current_context
 from vidsearch.params import IngestParams
@@ -30,8 +31,7 @@ TIMING_XCOM_KEY = "vidsearch_timing"
 FAULTS_ENV = "VIDSEARCH_FAULTS"
 
 
-
-def ingest_params(ingest: Optional[dict] = None) -> IngestParams:
+def ingest_params(ingest: dict | None = None) -> IngestParams:
     """The run's IngestParams: from `ingest` when given (reprocess_segments passes the original
     run's), else from the run's params (video_ingest's trigger form)."""
     if ingest is not None:
@@ -51,6 +51,7 @@ def timed(stage: str) -> Iterator[None]:
     task instance's start and end dates they split a task's wall time into start-up, work and exit.
     """
     from vidsearch import procinfo, quality
+
     from vidsearch_airflow.executor import PRELOADED_ENV
 
     code_started = time.time()
@@ -74,11 +75,11 @@ def timed(stage: str) -> Iterator[None]:
         log.info("%s timing: %s", stage, timing)
         try:
             get_current_context()["ti"].xcom_push(key=TIMING_XCOM_KEY, value=timing)
-        except Exception:  # noqa: BLE001 - timings must never fail a task
+        except Exception:
             log.warning("could not push the %s timings", stage, exc_info=True)
 
 
-def injected_fault(stage: str, segment_index: int, try_number: int) -> Optional[str]:
+def injected_fault(stage: str, segment_index: int, try_number: int) -> str | None:
     """The fault `VIDSEARCH_FAULTS` asks for at this stage, segment and try, if any."""
     spec = os.environ.get(FAULTS_ENV, "").strip()
     if not spec:
@@ -95,8 +96,8 @@ def injected_fault(stage: str, segment_index: int, try_number: int) -> Optional[
 
 
 def _raise_fault(kind: str, stage: str, label: str) -> None:
-    from vidsearch.models import launcher
     from vidsearch.errors import PermanentError, TransientError
+    from vidsearch.models import launcher
 
     log.warning("%s: injecting a %s fault into %s (%s is set)", label, kind, stage, FAULTS_ENV)
     if kind == "transient":
@@ -113,7 +114,8 @@ def _raise_fault(kind: str, stage: str, label: str) -> None:
 def name_segment(segment: Any) -> None:
     """Let the grid name this mapped task instance after its segment and time range (first thing a
     segment task does, so even a failure to connect anywhere shows under the segment's name)."""
-    get_current_context()["segment_label"] = segment.label
+    # A key of our own in the context, read by map_index_template (not one of Context's typed keys).
+    cast(dict[str, Any], get_current_context())["segment_label"] = segment.label
 
 
 def begin_segment_task(stage: str, segment: Any, svc: Any, params: Any) -> None:
@@ -124,8 +126,8 @@ def begin_segment_task(stage: str, segment: Any, svc: Any, params: Any) -> None:
     (its failed tasks cleared in the UI), the run is running again, so finalize re-checks it instead
     of repeating the old error. (Probe and split failures never get here: no segment runs then.)
     """
-    from vidsearch.stores import catalog as cat
     from vidsearch import pipeline
+    from vidsearch.stores import catalog as cat
 
     ctx = get_current_context()
     ti = ctx["ti"]

@@ -21,8 +21,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     import uvicorn
-
     from airflow.api_fastapi.app import init_auth_manager
+
     from vidsearch_api.app import airflow_search_service, create_app
 
     init_auth_manager()  # what the Airflow API server does at start: tokens are validated by it

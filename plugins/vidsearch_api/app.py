@@ -15,14 +15,15 @@ Airflow API server work here too. Only the OpenAPI schema and its docs pages are
 from __future__ import annotations
 
 import threading
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-
 from vidsearch.errors import InputError, ModelUnavailableError, NotFoundError, TransientError
 from vidsearch.search import SearchService
+
 from vidsearch_api.routes import router, ui_router
 
 
@@ -31,7 +32,7 @@ class _Lazy:
 
     def __init__(self, factory: Callable[[], Any]):
         self._factory = factory
-        self._value: Optional[SearchService] = None
+        self._value: SearchService | None = None
         self._lock = threading.Lock()
 
     def get(self) -> SearchService:

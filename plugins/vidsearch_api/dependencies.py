@@ -9,11 +9,10 @@ configured auth manager, so tokens from the Airflow API server work here too.
 from __future__ import annotations
 
 import threading
-from typing import Any, Optional
+from typing import Any
 
 from fastapi import Depends, Request
 from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
-
 from vidsearch.search import SearchService
 
 COOKIE_NAME = "_token"  # airflow.api_fastapi.auth.managers.base_auth_manager.COOKIE_NAME_JWT_TOKEN
@@ -39,8 +38,8 @@ def _ensure_auth_manager() -> None:
 
 async def current_user(
     request: Request,
-    bearer: Optional[HTTPAuthorizationCredentials] = Depends(bearer_scheme),
-    _cookie_token: Optional[str] = Depends(cookie_scheme),  # documents the cookie in the OpenAPI schema
+    bearer: HTTPAuthorizationCredentials | None = Depends(bearer_scheme),
+    _cookie_token: str | None = Depends(cookie_scheme),  # documents the cookie in the OpenAPI schema
 ) -> Any:
     """The authenticated Airflow user (401 without credentials, 403 for an invalid token), exactly as
     Airflow's core API decides it."""

@@ -11,14 +11,14 @@ from __future__ import annotations
 import html
 import urllib.parse
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials
-
 from vidsearch.errors import NotFoundError
 from vidsearch.search import MAX_K, MAX_LABEL_NAME, MAX_TEXT, SearchService
+
 from vidsearch_api.dependencies import bearer_scheme, current_user, search_service, write_actor
 from vidsearch_api.schemas import (
     Collection,
@@ -117,15 +117,18 @@ def object_crop(c: str, object_id: str, svc: Service) -> Response:
 def search_options(
     k: int = Query(20, ge=1, le=MAX_K),
     min_similarity: float = Query(0.0, ge=-1, le=1),
-    video_id: Optional[str] = Query(None, max_length=200),
-    detector_label: Optional[str] = Query(None, max_length=200),
-    label: Optional[str] = Query(None, min_length=1, max_length=MAX_LABEL_NAME),
+    video_id: str | None = Query(None, max_length=200),
+    detector_label: str | None = Query(None, max_length=200),
+    label: str | None = Query(None, min_length=1, max_length=MAX_LABEL_NAME),
 ) -> dict[str, Any]:
     """The query parameters every search takes, as keyword arguments of the search service
     (empty video and detector-label filters mean no filter)."""
     return dict(
-        k=k, min_similarity=min_similarity, video_id=video_id or None,
-        detector_label=detector_label or None, label=label,
+        k=k,
+        min_similarity=min_similarity,
+        video_id=video_id or None,
+        detector_label=detector_label or None,
+        label=label,
     )
 
 
@@ -197,7 +200,7 @@ def label_events(c: str, name: str, svc: Service, limit: int = Query(100, ge=1, 
 
 # -- the UI page ---------------------------------------------------------------------------
 @ui_router.get("/", include_in_schema=False)
-async def index(request: Request, bearer: Optional[HTTPAuthorizationCredentials] = Depends(bearer_scheme)) -> Any:
+async def index(request: Request, bearer: HTTPAuthorizationCredentials | None = Depends(bearer_scheme)) -> Any:
     try:
         await current_user(request, bearer, None)
     except HTTPException as exc:

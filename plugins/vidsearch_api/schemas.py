@@ -6,10 +6,9 @@ OpenAPI schema, request validation and the service check the same facts.
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 from pydantic import BaseModel, Field
-
 from vidsearch.search import MAX_LABEL_IDS, MAX_LABEL_NAME, MAX_PROPAGATION_LIMIT
 from vidsearch.stores.labels import Action, Polarity, Source
 
@@ -18,8 +17,8 @@ class Label(BaseModel):
     name: str
     polarity: Polarity
     source: Source
-    score: Optional[float] = None
-    propagation_id: Optional[str] = None
+    score: float | None = None
+    propagation_id: str | None = None
 
 
 class Object(BaseModel):
@@ -51,16 +50,16 @@ class Video(BaseModel):
     video_id: str
     source: str
     state: str
-    duration_s: Optional[float]
-    width: Optional[int]
-    height: Optional[int]
-    frame_rate: Optional[float]
+    duration_s: float | None
+    width: int | None
+    height: int | None
+    frame_rate: float | None
     segments: int
     segments_done: int
     segments_quarantined: int
     frames: int
     objects: int
-    last_run_id: Optional[str]
+    last_run_id: str | None
 
 
 class Frame(BaseModel):
@@ -140,12 +139,12 @@ class Propagation(BaseModel):
 
 class Event(BaseModel):
     id: int
-    object_id: Optional[str]
+    object_id: str | None
     name: str
     action: Action
-    polarity: Optional[Polarity]
-    source: Optional[Source]
-    propagation_id: Optional[str]
+    polarity: Polarity | None
+    source: Source | None
+    propagation_id: str | None
     actor: str
     at: Any
 

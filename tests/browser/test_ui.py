@@ -28,6 +28,7 @@ import pytest
 pytestmark = pytest.mark.integration
 
 from playwright import sync_api as playwright_sync  # noqa: E402 - pinned: a missing one fails, never skips
+
 expect = playwright_sync.expect
 
 CHROMIUM = os.environ.get("VIDSEARCH_CHROMIUM", "/usr/bin/chromium")
@@ -190,8 +191,9 @@ def test_browse_label_propagate_and_persist(page, live_api, screenshot_dir, labe
     expect(boxes).to_have_count(len(frame["objects"]))
     image = page.locator("#frame-image")
     expect(image).to_have_attribute("src", re.compile(re.escape(frame["image_url"]) + "$"))
-    page.wait_for_function("() => { const i = document.getElementById('frame-image'); "
-                           "return i.complete && i.naturalWidth > 0; }")
+    page.wait_for_function(
+        "() => { const i = document.getElementById('frame-image'); return i.complete && i.naturalWidth > 0; }"
+    )
     shown = image.bounding_box()
     sx, sy = shown["width"] / frame["width"], shown["height"] / frame["height"]
     assert shown["width"] > frame["width"] * 0.99  # small frames are scaled up, not shown tiny
@@ -203,7 +205,7 @@ def test_browse_label_propagate_and_persist(page, live_api, screenshot_dir, labe
         assert got["y"] == pytest.approx(shown["y"] + y0 * sy, abs=2)
         assert got["width"] == pytest.approx((x1 - x0) * sx, abs=2)
         assert got["height"] == pytest.approx((y1 - y0) * sy, abs=2)
-        expect(box).to_contain_text(f'{obj["detector_label"]} {obj["score"]:.2f}')
+        expect(box).to_contain_text(f"{obj['detector_label']} {obj['score']:.2f}")
 
     # -- a box, clicked with the mouse: its crop and similar objects --------------------------------
     smallest = min(frame["objects"], key=lambda o: (o["box"][2] - o["box"][0]) * (o["box"][3] - o["box"][1]))
@@ -212,7 +214,7 @@ def test_browse_label_propagate_and_persist(page, live_api, screenshot_dir, labe
         "aria-pressed", "true"
     )
     expect(page.locator("#query-card")).to_have_attribute("data-object-id", smallest["object_id"])
-    expect(page.locator("#query-card")).to_contain_text(f'Query: {smallest["detector_label"]}')
+    expect(page.locator("#query-card")).to_contain_text(f"Query: {smallest['detector_label']}")
     results = page.locator("#results > li")
     expect(results.first).to_be_visible()
 
@@ -224,8 +226,13 @@ def test_browse_label_propagate_and_persist(page, live_api, screenshot_dir, labe
         "aria-pressed", "true"
     )
     expect(page.locator("#query-card")).to_have_attribute("data-object-id", query["object_id"])
-    similar = _api(page, live_api, "GET", f"collections/{collection}/objects/{query['object_id']}/similar",
-                   params={"k": 20, "min_similarity": 0})
+    similar = _api(
+        page,
+        live_api,
+        "GET",
+        f"collections/{collection}/objects/{query['object_id']}/similar",
+        params={"k": 20, "min_similarity": 0},
+    )
     expected_ids = [o["object_id"] for o in similar["results"]]
     assert len(expected_ids) >= 5, "the tiny models should give at least a few similar objects"
     expect(results).to_have_count(len(expected_ids))
@@ -233,10 +240,12 @@ def test_browse_label_propagate_and_persist(page, live_api, screenshot_dir, labe
     sims = [float(t) for t in page.locator("#results .sim").all_inner_texts()]
     assert sims == sorted(sims, reverse=True)
     assert sims[0] == pytest.approx(similar["results"][0]["similarity"], abs=1e-3)
-    page.wait_for_function("() => { const i = document.querySelector('#query-card img'); "
-                           "return i && i.complete && i.naturalWidth > 0; }")
-    page.wait_for_function("() => { const i = document.querySelector('#results li img'); "
-                           "return i && i.complete && i.naturalWidth > 0; }")
+    page.wait_for_function(
+        "() => { const i = document.querySelector('#query-card img'); return i && i.complete && i.naturalWidth > 0; }"
+    )
+    page.wait_for_function(
+        "() => { const i = document.querySelector('#results li img'); return i && i.complete && i.naturalWidth > 0; }"
+    )
 
     # The k input limits the results.
     page.fill("#k-input", "3")
@@ -353,8 +362,13 @@ def test_text_search_shows_results(page, live_api):
     page.fill("#text-query", "a red box")
     page.press("#text-query", "Enter")
     expect(page.locator("#results-heading")).to_have_text("Text search: “a red box”")
-    expected = _api(page, live_api, "GET", f"collections/{data['collection']}/search/text",
-                    params={"q": "a red box", "k": 20, "min_similarity": -1})["results"]
+    expected = _api(
+        page,
+        live_api,
+        "GET",
+        f"collections/{data['collection']}/search/text",
+        params={"q": "a red box", "k": 20, "min_similarity": -1},
+    )["results"]
     assert expected
     results = page.locator("#results > li")
     expect(results).to_have_count(len(expected))

@@ -7,11 +7,12 @@ from __future__ import annotations
 import datetime as dt
 import os
 import time
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 DAGS = Path(__file__).resolve().parents[2] / "dags"
-UTC = dt.timezone.utc
+UTC = dt.UTC
 
 
 def make_file(path: Path, data: bytes, when: dt.datetime) -> Path:
@@ -61,7 +62,6 @@ def run_existing_dagrun(dag: Any, run_id: str, timeout_s: float = 600) -> Any:
     """Run a DAG run that already exists (created by a backfill, or cleared), in this process, the way
     `dag.test()` runs the one it creates: no scheduler, no executor."""
     import sqlalchemy as sa
-
     from airflow.models.dagrun import DagRun
     from airflow.sdk.definitions.dag import _run_task
     from airflow.serialization.serialized_objects import DagSerialization
@@ -100,7 +100,6 @@ def run_existing_dagrun(dag: Any, run_id: str, timeout_s: float = 600) -> Any:
 def triggered_runs(prefix: str = "channel__") -> dict[str, dict]:
     """video_ingest runs whose run id starts with `prefix`: run id -> {conf, note, run_type}."""
     import sqlalchemy as sa
-
     from airflow.models.dagrun import DagRun
     from airflow.settings import Session
 
@@ -114,7 +113,6 @@ def triggered_runs(prefix: str = "channel__") -> dict[str, dict]:
 def delete_runs(dag_id: str, prefix: str) -> None:
     """Remove runs a test created and that no scheduler will ever run."""
     import sqlalchemy as sa
-
     from airflow.models.dagrun import DagRun
     from airflow.settings import Session
 

@@ -22,11 +22,10 @@ from channel_helpers import (
     triggered_runs,
     write_channels,
 )
-
 from vidsearch import channels as ch
 
 pytestmark = pytest.mark.integration
-UTC = dt.timezone.utc
+UTC = dt.UTC
 
 
 def _at(hour: int, minute: int = 0) -> dt.datetime:
@@ -42,7 +41,6 @@ def _cleanup(airflow_db):
     yield
     # Triggered runs no scheduler will run, and the backfill no scheduler will complete.
     import sqlalchemy as sa
-
     from airflow.models.backfill import Backfill
     from airflow.settings import Session
 
@@ -63,7 +61,6 @@ def dag(airflow_db):
 
 def _ingested(catalog, collection: str, data: bytes) -> None:
     import sqlalchemy as sa
-
     from vidsearch.stores.catalog import videos
 
     sha = hashlib.sha256(data).hexdigest()
@@ -187,7 +184,6 @@ def test_an_unreadable_channel_fails_the_run_after_the_others_are_triggered(dag,
 
 def test_a_backfill_over_two_intervals_triggers_each_new_video_once(dag, tmp_path, monkeypatch):
     import sqlalchemy as sa
-
     from airflow.models.dagrun import DagRun
     from airflow.settings import Session
 

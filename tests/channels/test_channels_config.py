@@ -7,11 +7,10 @@ import os
 from pathlib import Path
 
 import pytest
-
 from vidsearch import channels as ch
 from vidsearch.errors import InputError
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 
 
 def _t(hour: int, minute: int = 0, day: int = 10) -> dt.datetime:

@@ -12,13 +12,11 @@ from functools import partial
 from pathlib import Path
 
 import pytest
-
+from channel_helpers import make_file
 from vidsearch import channels as ch
 
-from channel_helpers import make_file
-
 pytestmark = pytest.mark.integration
-UTC = dt.timezone.utc
+UTC = dt.UTC
 T0 = dt.datetime(2026, 3, 10, 1, tzinfo=UTC)
 WINDOW = ch.Window(T0, T0 + dt.timedelta(hours=1))
 
@@ -34,7 +32,6 @@ def _sha(data: bytes) -> str:
 def ingested(catalog, collection: str, data: bytes, source: str = "/elsewhere/video.mp4") -> str:
     """Put a video with this content into the catalog, as video_ingest's probe would."""
     import sqlalchemy as sa
-
     from vidsearch.stores.catalog import videos
 
     sha = _sha(data)
@@ -54,7 +51,9 @@ def ingested(catalog, collection: str, data: bytes, source: str = "/elsewhere/vi
 
 
 def _folder_channel(name: str, folder: Path, collection: str) -> ch.Channel:
-    return ch.Channel(name=name, kind="folder", location=str(folder), ingest={"collection": collection, "sample_fps": 2})
+    return ch.Channel(
+        name=name, kind="folder", location=str(folder), ingest={"collection": collection, "sample_fps": 2}
+    )
 
 
 def test_folder_discovery_triggers_only_new_content_once(catalog, tmp_path):
@@ -124,9 +123,9 @@ def test_a_file_whose_content_changed_is_a_new_video(catalog, tmp_path):
 
 @pytest.fixture()
 def s3(monkeypatch):
-    from moto import server as moto_server  # pinned: a missing one fails, never skips
     import boto3
     import fsspec
+    from moto import server as moto_server  # pinned: a missing one fails, never skips
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 from channel_helpers import fresh_dag, run_existing_dagrun, task_states
-
 from vidsearch.media import synth
 from vidsearch_airflow.task_context import FAULTS_ENV
 
@@ -139,7 +138,6 @@ def test_a_killed_worker_retries_and_clearing_its_failed_tasks_completes_the_run
     clean, video, video_id, catalog, weaviate_client, monkeypatch
 ):
     import sqlalchemy as sa
-
     from airflow.models.taskinstance import clear_task_instances
     from airflow.settings import Session
 
@@ -156,16 +154,16 @@ def test_a_killed_worker_retries_and_clearing_its_failed_tasks_completes_the_run
     # The grid's "Clear" on the failed mapped task with downstream: detect_embed[1], index[1], finalize.
     monkeypatch.delenv(FAULTS_ENV)
     with Session() as session:
-        from airflow.models.taskinstance import TaskInstance as TI
+        from airflow.models.taskinstance import TaskInstance
 
         tis = session.scalars(
-            sa.select(TI).where(
-                TI.dag_id == "video_ingest",
-                TI.run_id == dagrun.run_id,
+            sa.select(TaskInstance).where(
+                TaskInstance.dag_id == "video_ingest",
+                TaskInstance.run_id == dagrun.run_id,
                 sa.or_(
-                    sa.and_(TI.task_id == "segment.detect_embed", TI.map_index == 1),
-                    sa.and_(TI.task_id == "segment.index", TI.map_index == 1),
-                    TI.task_id == "finalize",
+                    sa.and_(TaskInstance.task_id == "segment.detect_embed", TaskInstance.map_index == 1),
+                    sa.and_(TaskInstance.task_id == "segment.index", TaskInstance.map_index == 1),
+                    TaskInstance.task_id == "finalize",
                 ),
             )
         ).all()

@@ -12,7 +12,6 @@ from typing import Any
 import jsonschema
 import pytest
 from pydantic import ValidationError
-
 from vidsearch.channels import IngestSettings
 from vidsearch.params import COLLECTION_NAME_PATTERN, DEFAULT_COLLECTION, IngestParams, form_schema
 

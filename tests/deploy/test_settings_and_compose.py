@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from vidsearch_airflow.airflow_settings import read_settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -23,9 +22,7 @@ COMPOSE = [ROOT / "docker-compose.yaml", ROOT / "docker-compose.gpu.yaml"]
 def composecheck(tmp_path_factory) -> Path:
     """Build the compose-go validator (Go module in tests/tools/composecheck)."""
     out = tmp_path_factory.mktemp("bin") / "composecheck"
-    subprocess.run(
-        ["go", "build", "-o", str(out), "."], cwd=ROOT / "tests/tools/composecheck", check=True, timeout=600
-    )
+    subprocess.run(["go", "build", "-o", str(out), "."], cwd=ROOT / "tests/tools/composecheck", check=True, timeout=600)
     return out
 
 
@@ -48,8 +45,15 @@ def test_compose_files_are_valid(composecheck):
     result = _check(composecheck, *COMPOSE)
     assert result.returncode == 0, result.stderr
     services = set(result.stdout.split())
-    assert {"postgres", "weaviate", "minio", "airflow-apiserver", "airflow-scheduler",
-            "airflow-dag-processor", "airflow-triggerer"} <= services
+    assert {
+        "postgres",
+        "weaviate",
+        "minio",
+        "airflow-apiserver",
+        "airflow-scheduler",
+        "airflow-dag-processor",
+        "airflow-triggerer",
+    } <= services
 
 
 def test_compose_pins_the_embedded_weaviate_version():
@@ -109,19 +113,28 @@ def test_settings_load_into_airflow(airflow_db):
     env = dict(os.environ)
     subprocess.run(
         [sys.executable, "-m", "vidsearch_airflow.settings_loader", str(ROOT / "airflow_settings.yaml")],
-        check=True, env=env, capture_output=True, text=True,
+        check=True,
+        env=env,
+        capture_output=True,
+        text=True,
     )
     # Loading twice replaces, never duplicates.
     subprocess.run(
         [sys.executable, "-m", "vidsearch_airflow.settings_loader", str(ROOT / "airflow_settings.yaml")],
-        check=True, env=env, capture_output=True, text=True,
+        check=True,
+        env=env,
+        capture_output=True,
+        text=True,
     )
     pools = subprocess.run(
         [sys.executable, "-m", "airflow", "pools", "list", "--output", "json"],
-        check=True, env=env, capture_output=True, text=True,
+        check=True,
+        env=env,
+        capture_output=True,
+        text=True,
     ).stdout
     settings = read_settings(ROOT / "airflow_settings.yaml")
-    listed = {p["pool"]: int(p["slots"]) for p in json.loads(pools[pools.find("["):])}
+    listed = {p["pool"]: int(p["slots"]) for p in json.loads(pools[pools.find("[") :])}
     for pool in settings.airflow.pools:
         assert listed[pool.pool_name] == pool.slots()
     # The CPU stages' pool is sized to this machine's cores.
@@ -129,7 +142,10 @@ def test_settings_load_into_airflow(airflow_db):
     var = settings.airflow.variables[0]
     got = subprocess.run(
         [sys.executable, "-m", "airflow", "variables", "get", var.variable_name],
-        check=True, env=env, capture_output=True, text=True,
+        check=True,
+        env=env,
+        capture_output=True,
+        text=True,
     ).stdout.strip()
     assert got == var.variable_value
     assert shutil.which("go"), "Go is needed to build Weaviate and the compose validator"

@@ -7,12 +7,11 @@ import uuid
 
 import numpy as np
 import pytest
-from weaviate.exceptions import UnexpectedStatusCodeError
-
-from vidsearch.stores import catalog as cat
 from vidsearch.errors import InputError, NotFoundError, TransientError
-from vidsearch.stores.index import ObjectIndex, is_transient, weaviate_collection_name
 from vidsearch.records import Box, DetectedObject, FrameBundle, FrameRef, Segment, VideoManifest, object_id
+from vidsearch.stores import catalog as cat
+from vidsearch.stores.index import ObjectIndex, is_transient, weaviate_collection_name
+from weaviate.exceptions import UnexpectedStatusCodeError
 
 
 def _manifest(video_id: str) -> VideoManifest:
@@ -91,7 +90,9 @@ def test_object_ids_are_deterministic():
 
 def test_catalog_segment_write_is_idempotent_and_drops_stale_rows(catalog, video_id):
     catalog.upsert_video("cat_test", _manifest(video_id), "file:///x", "run-1")
-    segs = [Segment(video_id=video_id, index=i, start_s=2.0 * i, end_s=2.0 * i + 2, uri=f"file:///s{i}") for i in range(2)]
+    segs = [
+        Segment(video_id=video_id, index=i, start_s=2.0 * i, end_s=2.0 * i + 2, uri=f"file:///s{i}") for i in range(2)
+    ]
     catalog.upsert_segments("cat_test", segs)
     assert {s["state"] for s in catalog.segment_states("cat_test", video_id).values()} == {"pending"}
 
@@ -173,14 +174,13 @@ def test_invalid_collection_names_are_input_errors():
 
 
 def test_transient_classification():
-    assert is_transient(UnexpectedStatusCodeError("boom", _Resp(503)))
-    assert is_transient(UnexpectedStatusCodeError("slow down", _Resp(429)))
-    assert not is_transient(UnexpectedStatusCodeError("bad", _Resp(422)))
+    assert is_transient(UnexpectedStatusCodeError("boom", _resp(503)))
+    assert is_transient(UnexpectedStatusCodeError("slow down", _resp(429)))
+    assert not is_transient(UnexpectedStatusCodeError("bad", _resp(422)))
 
 
 def test_unreachable_weaviate_is_transient():
     import weaviate
-
     from vidsearch.stores.index import ObjectIndex
 
     index = ObjectIndex(lambda: weaviate.connect_to_local(host="127.0.0.1", port=1, grpc_port=2))
@@ -245,21 +245,37 @@ def test_label_store_propagation_keeps_human_labels_and_undo_removes_only_its_ow
     store.add(collection, [ids[1]], name, NEGATIVE, "tester")
     ghost = str(uuid.uuid4())
     first = store.record_propagation(
-        collection, name, sources=[ids[0]], negatives=[ids[1]], model="emb", threshold=0.5,
-        candidates=[(ids[1], 0.9), (ids[2], 0.8), (ids[3], 0.7), (ghost, 0.6)], actor="tester",
+        collection,
+        name,
+        sources=[ids[0]],
+        negatives=[ids[1]],
+        model="emb",
+        threshold=0.5,
+        candidates=[(ids[1], 0.9), (ids[2], 0.8), (ids[3], 0.7), (ghost, 0.6)],
+        actor="tester",
     )
     assert first["count"] == 2  # the human label and the unknown object are left alone
     prop = store.get_propagation(collection, first["propagation_id"])
     assert (prop["sources"], prop["negatives"], prop["model"], prop["threshold"], prop["count"]) == (
-        [ids[0]], [ids[1]], "emb", 0.5, 2
+        [ids[0]],
+        [ids[1]],
+        "emb",
+        0.5,
+        2,
     )
     assert {c["name"]: c for c in store.counts(collection)}[name]["propagated"] == 2
     assert store.object_ids(collection, name, NEGATIVE) == [ids[1]]
 
     # A second propagation takes over ids[2]; the first one then owns only ids[3].
     second = store.record_propagation(
-        collection, name, sources=[ids[0]], negatives=[], model="emb", threshold=0.8,
-        candidates=[(ids[2], 0.85)], actor="tester",
+        collection,
+        name,
+        sources=[ids[0]],
+        negatives=[],
+        model="emb",
+        threshold=0.8,
+        candidates=[(ids[2], 0.85)],
+        actor="tester",
     )
     assert second["count"] == 1
     assert store.undo_propagation(collection, first["propagation_id"], "tester") == 1
@@ -330,7 +346,7 @@ def test_index_vectors_and_nearest_neighbours(weaviate_client, video_id):
     assert index.near("idx_near", vecs[1], 100, -1.0, video_id="0" * 32) == []
 
 
-def _Resp(status: int):
+def _resp(status: int):
     import httpx
 
     return httpx.Response(status, json={"error": [{"message": "x"}]})

@@ -23,7 +23,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from vidsearch.media import probe, split, synth
 
 LIMIT_BYTES = 1.5e9  # per step

@@ -24,7 +24,6 @@ VERSION_TABLE = "alembic_version"
 def migrated_engine(pg_server):
     """An engine on a new, empty database migrated to head by `vidsearch.stores.catalog.migrate`."""
     import sqlalchemy as sa
-
     from vidsearch.stores import catalog as cat
 
     name = f"drift_{uuid.uuid4().hex[:12]}"
@@ -41,7 +40,6 @@ def _schema_diff(engine) -> list[Any]:
     """Alembic's autogenerate differences between the database and the models' MetaData."""
     from alembic.autogenerate import compare_metadata
     from alembic.migration import MigrationContext
-
     from vidsearch.stores import catalog as cat
 
     with engine.connect() as conn:
@@ -55,7 +53,6 @@ def _format(diff: list[Any]) -> str:
 
 def test_migrated_schema_matches_the_models(migrated_engine):
     import sqlalchemy as sa
-
     from vidsearch.stores import catalog as cat
 
     with migrated_engine.connect() as conn:

@@ -15,12 +15,11 @@ import tempfile
 from pathlib import Path
 
 import pytest
-
 from devstack import PORT_ENV_VARS, StackConfig, free_port
 from devstack.__main__ import main as devstack_main
 from devstack.client import AirflowClient, timestamp
-from vidsearch.models import modelstore
 from vidsearch.media import split, synth
+from vidsearch.models import modelstore
 
 pytestmark = pytest.mark.integration
 

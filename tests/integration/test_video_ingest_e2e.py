@@ -14,9 +14,8 @@ from functools import partial
 from pathlib import Path
 
 import pytest
-
-from vidsearch.stores import storage
 from vidsearch.media import synth
+from vidsearch.stores import storage
 
 pytestmark = pytest.mark.integration
 
@@ -76,7 +75,6 @@ def _everything_under(root: str) -> set[str]:
 
 def _store_counts(catalog, weaviate_client, collection: str) -> tuple[int, int]:
     import sqlalchemy as sa
-
     from vidsearch.stores.catalog import objects
 
     with catalog.engine.connect() as conn:
@@ -142,8 +140,8 @@ def test_ingest_end_to_end_then_rerun_changes_nothing(dag, video, catalog, weavi
 
 def test_ingest_through_the_warm_worker_loads_the_models_once(dag, video, catalog, weaviate_client, monkeypatch):
     """Local mode with a warm worker: every segment's detect+embed is a job of one process."""
-    from vidsearch.models import launcher, worker_server
     from vidsearch.media.probe import probe_video
+    from vidsearch.models import launcher, worker_server
 
     with worker_server.serving() as (url, warm):
         monkeypatch.setenv(launcher.WORKER_URL_ENV, url)
@@ -210,7 +208,17 @@ def _bad_sources(tmp: Path, video: Path, http_root) -> dict[str, tuple[str, str 
     }
 
 
-BAD = ["missing", "text", "zero_byte", "audio_only", "truncated", "corrupt", "unreachable_url", "file_url", "link_local_url"]
+BAD = [
+    "missing",
+    "text",
+    "zero_byte",
+    "audio_only",
+    "truncated",
+    "corrupt",
+    "unreachable_url",
+    "file_url",
+    "link_local_url",
+]
 
 
 @pytest.mark.parametrize("name", BAD)
@@ -247,9 +255,23 @@ def video_with_blank_stretch(tmp_path_factory) -> Path:
     out = tmp / "blank-middle.mp4"
     subprocess.run(
         [
-            "ffmpeg", "-v", "error", "-y", "-i", str(shapes),
-            "-vf", "drawbox=x=0:y=0:w=iw:h=ih:color=black:t=fill:enable='between(t,3.1,5.9)'",
-            "-c:v", "libx264", "-g", "30", "-pix_fmt", "yuv420p", "-c:a", "copy", str(out),
+            "ffmpeg",
+            "-v",
+            "error",
+            "-y",
+            "-i",
+            str(shapes),
+            "-vf",
+            "drawbox=x=0:y=0:w=iw:h=ih:color=black:t=fill:enable='between(t,3.1,5.9)'",
+            "-c:v",
+            "libx264",
+            "-g",
+            "30",
+            "-pix_fmt",
+            "yuv420p",
+            "-c:a",
+            "copy",
+            str(out),
         ],
         check=True,
     )
@@ -259,8 +281,8 @@ def video_with_blank_stretch(tmp_path_factory) -> Path:
 def test_a_bad_segment_is_quarantined_and_the_others_are_indexed(
     dag, video_with_blank_stretch, catalog, weaviate_client, storage_root
 ):
-    from vidsearch.stores.index import ObjectIndex
     from vidsearch.media.probe import probe_video
+    from vidsearch.stores.index import ObjectIndex
 
     video = video_with_blank_stretch
     manifest = probe_video(video, str(video))

@@ -6,9 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-from vidsearch.stores import storage
 from vidsearch.media import synth
+from vidsearch.stores import storage
 
 pytestmark = pytest.mark.integration
 
@@ -17,9 +16,8 @@ DAGS = Path(__file__).resolve().parents[2] / "dags"
 
 @pytest.fixture(scope="module")
 def s3_server():
-    from moto.server import ThreadedMotoServer
-
     from devstack import free_port
+    from moto.server import ThreadedMotoServer
 
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
@@ -47,7 +45,6 @@ def s3_root(s3_server, monkeypatch):
 
 def test_ingest_with_s3_storage(airflow_db, weaviate_server, s3_root, catalog, tmp_path):
     from airflow.dag_processing.dagbag import DagBag
-
     from vidsearch.media.probe import probe_video
 
     video = synth.make_video(tmp_path / "s3.mp4", duration_s=6.0, width=256, height=144, gop_frames=30)

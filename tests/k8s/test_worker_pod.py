@@ -7,12 +7,11 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-
 from vidsearch.media import frames, probe, split, synth
 from vidsearch.models import launcher
-from vidsearch.stores import storage
 from vidsearch.pipeline import IngestParams, Services, worker_argv
 from vidsearch.records import FrameBundle, FrameRef, Segment
+from vidsearch.stores import storage
 from vidsearch_airflow.gpu import DetectEmbedOperator, GpuSettings, k8s_label
 
 RUN_ID = "manual__2026-11-23T10:00:00.123456+00:00"
@@ -33,7 +32,9 @@ def _render(svc: Services, bundle: FrameBundle, segment: Segment, settings: GpuS
 
 @pytest.fixture()
 def s3_segment():
-    segment = Segment(video_id="ab" * 16, index=3, start_s=30.0, end_s=40.0, uri="s3://vs/videos/x/segments/seg0003.mkv")
+    segment = Segment(
+        video_id="ab" * 16, index=3, start_s=30.0, end_s=40.0, uri="s3://vs/videos/x/segments/seg0003.mkv"
+    )
     bundle = FrameBundle(
         video_id=segment.video_id,
         segment_index=3,
@@ -47,9 +48,8 @@ def s3_segment():
 
 
 def test_pod_for_one_mapped_segment(s3_segment):
-    from kubernetes.client import models as k8s
-
     from airflow.providers.cncf.kubernetes.pod_generator import PodGenerator
+    from kubernetes.client import models as k8s
 
     segment, bundle = s3_segment
     svc = Services(catalog=None, index=lambda: None, storage_root="s3://vs", tiny_models=False)
@@ -188,7 +188,6 @@ def test_service_settings_are_checked():
 
 def test_worker_service_manifest_matches_the_server():
     import yaml
-
     from vidsearch.models import worker_server
 
     docs = list(yaml.safe_load_all((Path(__file__).resolve().parents[2] / "images/worker/kubernetes.yaml").read_text()))

@@ -18,8 +18,9 @@ import os
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
@@ -31,9 +32,7 @@ USERNAME = "search-tester"
 def _call(fn: Callable[..., Any], **available: Any) -> Any:
     """Call a pipeline step with the arguments its signature names (robust to argument order)."""
     names = inspect.signature(fn).parameters
-    missing = [
-        n for n, p in names.items() if n not in available and p.default is inspect.Parameter.empty
-    ]
+    missing = [n for n, p in names.items() if n not in available and p.default is inspect.Parameter.empty]
     if missing:
         raise TypeError(f"{fn.__name__} needs {missing}, which the fixture does not provide")
     return fn(**{n: available[n] for n in names if n in available})
@@ -41,8 +40,8 @@ def _call(fn: Callable[..., Any], **available: Any) -> Any:
 
 @pytest.fixture(scope="session")
 def search_services(catalog, weaviate_client, storage_root):
-    from vidsearch.stores.index import ObjectIndex
     from vidsearch.pipeline import Services
+    from vidsearch.stores.index import ObjectIndex
 
     index = ObjectIndex(weaviate_client)
     return Services(
@@ -58,7 +57,6 @@ def search_services(catalog, weaviate_client, storage_root):
 def ingested(search_services, tmp_path_factory) -> dict[str, Any]:
     """Ingest a generated 6 s video into `search_api`; returns collection, video id, object ids, counts."""
     import sqlalchemy as sa
-
     from vidsearch import pipeline
     from vidsearch.media import synth
     from vidsearch.stores.catalog import frames, objects
@@ -129,7 +127,6 @@ def api_token(airflow_db) -> str:
 def api_app(search_services, airflow_db):
     """The API app mounted under /vidsearch, as the Airflow API server mounts the plugin's app."""
     from fastapi import FastAPI
-
     from vidsearch_api.app import create_app
 
     app = create_app(lambda: search_services)
@@ -182,13 +179,10 @@ def live_api(api_app, api_token, ingested):
     `live_api.cookie_name` = `live_api.token` on `live_api.origin`.
     """
     import uvicorn
-
     from devstack import free_port
 
     port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(api_app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
-    )
+    server = uvicorn.Server(uvicorn.Config(api_app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
     thread = threading.Thread(target=server.run, name="live-api", daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
@@ -197,10 +191,6 @@ def live_api(api_app, api_token, ingested):
             raise RuntimeError("the live API server did not start")
         time.sleep(0.05)
     origin = f"http://127.0.0.1:{port}"
-    yield LiveAPI(
-        base_url=f"{origin}{PREFIX}/", origin=origin, token=api_token, cookie_name="_token", data=ingested
-    )
+    yield LiveAPI(base_url=f"{origin}{PREFIX}/", origin=origin, token=api_token, cookie_name="_token", data=ingested)
     server.should_exit = True
     thread.join(timeout=10)
-
-

@@ -19,9 +19,8 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def airflow_api(airflow_db, ingested):
     """Airflow's own API server app (core API, auth manager, plugins), in-process."""
-    from fastapi.testclient import TestClient
-
     from airflow.api_fastapi.app import create_app, purge_cached_app
+    from fastapi.testclient import TestClient
 
     purge_cached_app()
     app = create_app(apps="core")
@@ -93,7 +92,6 @@ def test_airflow_api_server_mounts_the_api_and_its_tokens_work_there(airflow_api
 
 def test_standalone_server_accepts_airflow_tokens(api_token, ingested):
     import httpx
-
     from devstack import free_port
 
     port = free_port()

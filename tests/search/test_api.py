@@ -19,7 +19,7 @@ pytestmark = pytest.mark.integration
 
 C = "search_api"
 API = f"api/collections/{C}"
-STRANGE_NAMES = ["<script>alert(1)</script>", "O'Brien \"x\"", "'; DROP TABLE labels; --", "a/b ü 🐈 %2F?#"]
+STRANGE_NAMES = ["<script>alert(1)</script>", 'O\'Brien "x"', "'; DROP TABLE labels; --", "a/b ü 🐈 %2F?#"]
 
 
 def _fresh(prefix: str = "label") -> str:
@@ -343,7 +343,11 @@ def test_labels_add_remove_count_and_audit(api_client, ingested):
     counts = {c["name"]: c for c in api_client.get(f"{API}/labels").json()}
     assert counts[name] == {"name": name, "positive": 4, "negative": 2, "propagated": 0}
     assert _labels_of(api_client, ids[0])[name] == {
-        "name": name, "polarity": "positive", "source": "human", "score": None, "propagation_id": None,
+        "name": name,
+        "polarity": "positive",
+        "source": "human",
+        "score": None,
+        "propagation_id": None,
     }
     # Flip one to negative, then remove two (one of them twice).
     _label(api_client, [ids[3]], name, "negative")
@@ -475,8 +479,13 @@ def test_propagation_apply_provenance_human_wins_and_undo(api_client, ingested, 
 
     scores = {c["object_id"]: c["score"] for c in preview["candidates"]}
     lb = _labels_of(api_client, candidates[0])[name]
-    assert lb == {"name": name, "polarity": "positive", "source": "propagated",
-                  "score": pytest.approx(scores[candidates[0]]), "propagation_id": pid}
+    assert lb == {
+        "name": name,
+        "polarity": "positive",
+        "source": "propagated",
+        "score": pytest.approx(scores[candidates[0]]),
+        "propagation_id": pid,
+    }
     assert _labels_of(api_client, sources[0])[name]["source"] == "human"  # sources untouched
     assert _labels_of(api_client, negatives[0])[name]["polarity"] == "negative"  # negatives untouched
     counts = {c["name"]: c for c in api_client.get(f"{API}/labels").json()}[name]
@@ -490,7 +499,11 @@ def test_propagation_apply_provenance_human_wins_and_undo(api_client, ingested, 
     assert overridden not in {c["object_id"] for c in preview2["candidates"]}
     again = api_client.post(f"{API}/labels/{_q(name)}/propagation", json={"threshold": 0.0}).json()
     assert _labels_of(api_client, overridden)[name] == {
-        "name": name, "polarity": "negative", "source": "human", "score": None, "propagation_id": None,
+        "name": name,
+        "polarity": "negative",
+        "source": "human",
+        "score": None,
+        "propagation_id": None,
     }
     # The second propagation stored what its preview proposed, taking over the first one's labels.
     assert again["count"] == preview2["count"]
@@ -550,7 +563,7 @@ def test_unknown_ids_are_404(api_client, ingested):
         f"{API}/objects/{ghost}",
         f"{API}/objects/{ghost}/crop",
         f"{API}/objects/{ghost}/similar",
-        "api/collections/nope/objects/{}/similar".format(oid),
+        f"api/collections/nope/objects/{oid}/similar",
         "api/collections/nope/search/text?q=cat",
         "api/collections/nope/labels",
         "api/collections/nope/labels/x/events",

@@ -12,7 +12,6 @@ def test_labels_migration_round_trip_matches_the_tables(pg_server):
     import sqlalchemy as sa
     from alembic import command
     from alembic.config import Config
-
     from vidsearch.stores import catalog as cat
 
     pg_server.ensure_database("labels_migration")

@@ -8,7 +8,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from vidsearch.media import synth
 
 # 29.97 fps, keyframe every 24 frames (0.8 s): cuts at 3 s / 6 s land on keyframes after them.
@@ -32,9 +31,7 @@ def media_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def cfr_video(media_dir: Path) -> Path:
     """8 s, 320x180, 29.97 fps H.264 + AAC, keyframe every 24 frames, index first (faststart)."""
-    return synth.make_video(
-        media_dir / "cfr.mp4", CFR_SECONDS, *CFR_SIZE, fps=CFR_FPS, audio=True, gop_frames=CFR_GOP
-    )
+    return synth.make_video(media_dir / "cfr.mp4", CFR_SECONDS, *CFR_SIZE, fps=CFR_FPS, audio=True, gop_frames=CFR_GOP)
 
 
 @pytest.fixture(scope="session")

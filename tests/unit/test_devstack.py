@@ -18,10 +18,9 @@ import time
 import urllib.request
 from pathlib import Path
 
+import devstack
 import psutil
 import pytest
-
-import devstack
 from devstack import (
     DevstackError,
     StackConfig,
@@ -90,7 +89,11 @@ def test_stop_process_ends_the_whole_group():
 
 def test_stop_process_escalates_to_sigkill():
     proc = subprocess.Popen(
-        [sys.executable, "-c", "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('r', flush=True); time.sleep(60)"],
+        [
+            sys.executable,
+            "-c",
+            "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('r', flush=True); time.sleep(60)",
+        ],
         start_new_session=True,
         stdout=subprocess.PIPE,
     )
@@ -238,5 +241,7 @@ def test_cli_up_is_idempotent_and_down_stops_everything(stack_env, capsys):
     finally:
         assert devstack_main(["down"]) == 0
     assert not list(stack_env.run_dir.glob("*.pid"))
-    assert not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE for pid in pids.values())
+    assert not any(
+        psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE for pid in pids.values()
+    )
     assert devstack_main(["down"]) == 0, "down on a stopped stack is fine"

@@ -13,10 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-
+from vidsearch.errors import QualityGateError
 from vidsearch.media import bundle as frame_bundle
 from vidsearch.models import modelstore, worker
-from vidsearch.errors import QualityGateError
 from vidsearch.records import FrameBundle, FrameRef, object_id
 
 HEIGHT, WIDTH = 120, 160

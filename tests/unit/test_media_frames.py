@@ -8,12 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
+from vidsearch.errors import InputError, QualityGateError
 from vidsearch.media import bundle as frame_bundle
 from vidsearch.media import ffmpeg as ff
 from vidsearch.media import frames, probe, split
 from vidsearch.media.stats import frame_stats
-from vidsearch.errors import InputError, QualityGateError
 from vidsearch.records import Segment
 
 MS = 0.0011  # Matroska segments keep timestamps to the millisecond
@@ -30,8 +29,25 @@ def _frame_times(path: Path) -> list[float]:
 def _decode_frame(path: Path, index: int, autorotate: bool = True) -> np.ndarray:
     """Frame number `index` (display order) of `path` as RGB, decoded by ffmpeg directly."""
     result = ff.ffmpeg(
-        ["-i", ff.file_url(path), "-map", "0:v:0", "-vf", f"select=eq(n\\,{index})", "-fps_mode", "passthrough",
-         "-frames:v", "1", "-pix_fmt", "rgb24", "-f", "image2pipe", "-c:v", "ppm", "pipe:1"],
+        [
+            "-i",
+            ff.file_url(path),
+            "-map",
+            "0:v:0",
+            "-vf",
+            f"select=eq(n\\,{index})",
+            "-fps_mode",
+            "passthrough",
+            "-frames:v",
+            "1",
+            "-pix_fmt",
+            "rgb24",
+            "-f",
+            "image2pipe",
+            "-c:v",
+            "ppm",
+            "pipe:1",
+        ],
         timeout_s=60,
     )
     from io import BytesIO
@@ -100,7 +116,10 @@ def cfr_run(cfr_video: Path, tmp_path_factory: pytest.TempPathFactory):
     segments = split.run_split(cfr_video, manifest, 3.0, None, str(root / "segments"))
     bundles = [
         frames.run_frames(
-            s, 2.0, str(root / "bundles" / f"{s.name}.zip"), video_start_s=manifest.start_time_s,
+            s,
+            2.0,
+            str(root / "bundles" / f"{s.name}.zip"),
+            video_start_s=manifest.start_time_s,
             expected_size=(manifest.width, manifest.height),
         )
         for s in segments
@@ -140,7 +159,9 @@ def test_bundle_format_and_readers(cfr_video: Path, cfr_run) -> None:
     with zipfile.ZipFile(path) as zf:
         infos = zf.infolist()
         assert {i.compress_type for i in infos} == {zipfile.ZIP_STORED}
-        assert sorted(i.filename for i in infos) == sorted([frame_bundle.BUNDLE_JSON] + [f.member for f in bundle.frames])
+        assert sorted(i.filename for i in infos) == sorted(
+            [frame_bundle.BUNDLE_JSON] + [f.member for f in bundle.frames]
+        )
     record, arrays = frame_bundle.read_bundle(bundle.uri)
     assert record == bundle
     assert len(arrays) == len(bundle.frames)

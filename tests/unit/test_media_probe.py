@@ -7,10 +7,9 @@ import shutil
 from pathlib import Path
 
 import pytest
-
+from vidsearch.errors import InputError, PermanentError
 from vidsearch.media import ffmpeg as ff
 from vidsearch.media import probe
-from vidsearch.errors import InputError, PermanentError
 
 
 def test_manifest_of_2997_video_with_audio(cfr_video: Path, cfr_spec: dict) -> None:
@@ -131,8 +130,13 @@ def test_attached_picture_is_not_video() -> None:
         "format": {"format_name": "mp3", "duration": "3.0"},
         "streams": [
             {"codec_type": "audio", "codec_name": "mp3"},
-            {"codec_type": "video", "codec_name": "mjpeg", "width": 500, "height": 500,
-             "disposition": {"attached_pic": 1}},
+            {
+                "codec_type": "video",
+                "codec_name": "mjpeg",
+                "width": 500,
+                "height": 500,
+                "disposition": {"attached_pic": 1},
+            },
         ],
     }
     with pytest.raises(InputError, match="no video stream in 'x.mp3'"):
@@ -142,8 +146,16 @@ def test_attached_picture_is_not_video() -> None:
 def test_zero_duration_is_rejected() -> None:
     doc = {
         "format": {"format_name": "mov", "duration": "0"},
-        "streams": [{"codec_type": "video", "codec_name": "h264", "width": 64, "height": 64,
-                     "avg_frame_rate": "25/1", "duration": "0.000000"}],
+        "streams": [
+            {
+                "codec_type": "video",
+                "codec_name": "h264",
+                "width": 64,
+                "height": 64,
+                "avg_frame_rate": "25/1",
+                "duration": "0.000000",
+            }
+        ],
     }
     with pytest.raises(InputError, match="no positive duration"):
         probe.build_manifest(doc, source="x.mp4", content_sha256="0" * 64, size_bytes=1)
@@ -157,7 +169,10 @@ def test_stderr_summary_is_one_meaningful_line() -> None:
         "Conversion failed!\n\n"
     )
     assert ff.summarize_stderr(stderr, strip_prefix="file:/tmp/x.mp4") == "Invalid data found when processing input"
-    assert ff.summarize_stderr(stderr.rsplit("file:", 1)[0]) == "[mov,mp4,m4a,3gp,3g2,mj2] stream 0, offset 0x1f72c: partial file"
+    assert (
+        ff.summarize_stderr(stderr.rsplit("file:", 1)[0])
+        == "[mov,mp4,m4a,3gp,3g2,mj2] stream 0, offset 0x1f72c: partial file"
+    )
     assert ff.summarize_stderr("") == ""
 
 

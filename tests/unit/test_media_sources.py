@@ -6,13 +6,12 @@ import http.server
 import shutil
 import socket
 import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
-
-from vidsearch.media import probe, sources
 from vidsearch.errors import InputError, TransientError
+from vidsearch.media import probe, sources
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -27,7 +26,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Length", "0")
         self.end_headers()
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server API
+    def do_GET(self) -> None:
         path = self.path.split("?", 1)[0]
         if path == "/video.mp4":
             data = self.video.read_bytes()
@@ -206,6 +205,7 @@ def test_download_size_cap(server: str, tmp_path: Path) -> None:
 def s3_endpoint() -> Iterator[str]:
     import s3fs  # noqa: F401 - pinned, and what s3:// storage needs: a missing one fails, never skips
     from moto import server as moto_server
+
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]

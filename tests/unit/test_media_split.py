@@ -6,11 +6,10 @@ import math
 from pathlib import Path
 
 import pytest
-
+from vidsearch.errors import InputError
 from vidsearch.media import ffmpeg as ff
 from vidsearch.media import probe, split
 from vidsearch.stores import storage
-from vidsearch.errors import InputError
 
 FRAME = 1001 / 30000
 
@@ -26,8 +25,20 @@ def _packets(path: str | Path) -> list[tuple[float, bool]]:
 def _decodes(path: str | Path) -> int:
     """Frames decoded from the whole file with -xerror (raises FFmpegError on any decode error)."""
     result = ff.ffmpeg(
-        ["-xerror", "-i", ff.file_url(path), "-map", "0:v:0", "-fps_mode", "passthrough",
-         "-f", "null", "-progress", "pipe:1", "-"],
+        [
+            "-xerror",
+            "-i",
+            ff.file_url(path),
+            "-map",
+            "0:v:0",
+            "-fps_mode",
+            "passthrough",
+            "-f",
+            "null",
+            "-progress",
+            "pipe:1",
+            "-",
+        ],
         timeout_s=60,
     )
     frames = [int(x.split("=")[1]) for x in result.stdout.decode().splitlines() if x.startswith("frame=")]

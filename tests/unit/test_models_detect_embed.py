@@ -8,11 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
+from vidsearch.errors import InputError, ModelUnavailableError
 from vidsearch.models import modelstore
 from vidsearch.models.detect import Detection, Detector
 from vidsearch.models.embed import Embedder, crop_box
-from vidsearch.errors import InputError, ModelUnavailableError
 from vidsearch.records import Box
 
 
@@ -151,7 +150,9 @@ def test_crop_embeddings_are_unit_norm_ordered_and_batch_invariant(
     single = embedder.embed_crops([frames[last_frame]], [[boxes[last_frame][-1]]], batch_size=1)
     np.testing.assert_allclose(single[0], emb[-1], atol=1e-5)
     # Deterministic across loads.
-    np.testing.assert_allclose(Embedder(embedder.model_path, device="cpu").embed_crops(frames, boxes, 8), emb, atol=1e-6)
+    np.testing.assert_allclose(
+        Embedder(embedder.model_path, device="cpu").embed_crops(frames, boxes, 8), emb, atol=1e-6
+    )
 
 
 def test_degenerate_and_empty_crops(embedder: Embedder, frames: list[np.ndarray]) -> None:

@@ -10,9 +10,8 @@ import time
 from pathlib import Path
 
 import pytest
-
-from vidsearch.models import modelstore
 from vidsearch.errors import InputError, ModelUnavailableError
+from vidsearch.models import modelstore
 
 
 @pytest.fixture(scope="module")

@@ -13,12 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-
-from vidsearch.models import launcher, modelstore, worker
-from vidsearch.stores import storage
 from vidsearch.errors import PermanentError, QualityGateError, TransientError
 from vidsearch.media.bundle import BUNDLE_JSON, member_name
+from vidsearch.models import launcher, modelstore, worker
 from vidsearch.records import FrameBundle, FrameRef
+from vidsearch.stores import storage
 
 INCLUDE = Path(launcher.__file__).resolve().parents[1]
 
@@ -164,7 +163,11 @@ def test_invalid_arguments_exit_3(tmp_path: Path, model_cache: Path) -> None:
 
 
 def test_unavailable_model_is_permanent_and_clears_a_stale_result(
-    bundle_uri: str, tmp_path: Path, model_cache: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    bundle_uri: str,
+    tmp_path: Path,
+    model_cache: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
@@ -199,10 +202,14 @@ def _script(code: str) -> list[str]:
 def test_launcher_maps_exit_codes_and_timeouts() -> None:
     marker = worker.ERROR_MARKER
     with pytest.raises(PermanentError) as info:
-        launcher.run_local(_script(f"import sys; print('{marker} permanent: bad input here', file=sys.stderr); sys.exit(3)"))
+        launcher.run_local(
+            _script(f"import sys; print('{marker} permanent: bad input here', file=sys.stderr); sys.exit(3)")
+        )
     assert str(info.value) == "bad input here"
     with pytest.raises(TransientError, match="storage down"):
-        launcher.run_local(_script(f"import sys; print('{marker} transient: storage down', file=sys.stderr); sys.exit(75)"))
+        launcher.run_local(
+            _script(f"import sys; print('{marker} transient: storage down', file=sys.stderr); sys.exit(75)")
+        )
     with pytest.raises(RuntimeError, match="exited with code 1.*boom"):
         launcher.run_local(_script("raise SystemExit('boom')"))
     with pytest.raises(TransientError, match="timed out"):
@@ -212,7 +219,9 @@ def test_launcher_maps_exit_codes_and_timeouts() -> None:
     # The include/ folder is on the child's path and env is layered over ours.
     with pytest.raises(PermanentError, match="^vidsearch yes$"):
         launcher.run_local(
-            _script("import os, sys, vidsearch; print('vidsearch', os.environ['X_TEST'], file=sys.stderr); sys.exit(3)"),
+            _script(
+                "import os, sys, vidsearch; print('vidsearch', os.environ['X_TEST'], file=sys.stderr); sys.exit(3)"
+            ),
             env={"X_TEST": "yes"},
         )
 
@@ -329,7 +338,11 @@ def test_warm_worker_rejects_malformed_requests(warm_worker) -> None:
 
 
 def test_run_local_starts_a_process_when_no_warm_worker_listens(
-    monkeypatch: pytest.MonkeyPatch, bundle_uri: str, tmp_path: Path, model_cache: Path, caplog: pytest.LogCaptureFixture
+    monkeypatch: pytest.MonkeyPatch,
+    bundle_uri: str,
+    tmp_path: Path,
+    model_cache: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     from devstack import free_port
 

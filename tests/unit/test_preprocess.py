@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 from transformers import CLIPImageProcessor, DetrImageProcessor, SiglipImageProcessor
-
 from vidsearch.models import modelstore
 from vidsearch.models.detect import Detector
 from vidsearch.models.embed import Embedder, crop_box
@@ -188,7 +187,9 @@ def assert_same_detections(first: list, second: list) -> None:
     """Same objects, labels and order; boxes and scores equal up to float rounding."""
     assert [[d.label_id for d in r] for r in first] == [[d.label_id for d in r] for r in second]
     for a, b in zip((d for r in first for d in r), (d for r in second for d in r)):
-        assert [a.box.x0, a.box.y0, a.box.x1, a.box.y1] == pytest.approx([b.box.x0, b.box.y0, b.box.x1, b.box.y1], abs=0.05)
+        assert [a.box.x0, a.box.y0, a.box.x1, a.box.y1] == pytest.approx(
+            [b.box.x0, b.box.y0, b.box.x1, b.box.y1], abs=0.05
+        )
         assert a.score == pytest.approx(b.score, abs=1e-4)
 
 

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
+from pydantic import ValidationError
+from vidsearch import quality
+from vidsearch.errors import PermanentError, QualityGateError
 from vidsearch.media import bundle as frame_bundle
 from vidsearch.media import frames, probe, split, synth
-from vidsearch import quality
-from vidsearch.stores import storage
-from vidsearch.errors import PermanentError, QualityGateError
+from vidsearch.media.stats import frame_stats
 from vidsearch.quality import (
     FailedExpectation,
     GateResult,
@@ -34,7 +34,6 @@ from vidsearch.quality import (
     segment_facts,
     write_report,
 )
-from vidsearch.media.stats import frame_stats
 from vidsearch.records import (
     Box,
     DetectedObject,
@@ -45,6 +44,7 @@ from vidsearch.records import (
     VideoManifest,
     object_id,
 )
+from vidsearch.stores import storage
 
 VIDEO_ID = "ab" * 16
 BETWEEN = "expect_column_values_to_be_between"
@@ -580,15 +580,14 @@ def test_config_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
         QualityConfig.from_env({quality.ENV_VAR: "not json"})
     with pytest.raises(PermanentError):
         QualityConfig.from_env({quality.ENV_VAR: '{"unit_norm_tol": -1}'})
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError):
         cfg.blank_std_min = 3.0  # type: ignore[misc]  # frozen
 
 
 def test_importing_quality_does_not_import_great_expectations() -> None:
+    import os
     import subprocess
     import sys
-
-    import os
 
     import vidsearch
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 import math
 
 import pytest
-
 from vidsearch import pipeline
-from vidsearch.media import split
 from vidsearch.errors import InputError, PermanentError
+from vidsearch.media import split
 from vidsearch.pipeline import IngestParams
 
 
@@ -84,7 +83,6 @@ def test_parallel_slots_follow_the_machine_or_the_setting(monkeypatch):
     monkeypatch.setenv(pipeline.PARALLEL_SLOTS_ENV, "zero")
     with pytest.raises(PermanentError, match="VIDSEARCH_PARALLEL_SLOTS"):
         pipeline.parallel_slots()
-
 
 
 def test_a_pod_per_segment_raises_the_floor():

@@ -8,10 +8,9 @@ import urllib.error
 import urllib.request
 
 import pytest
-
 from devstack import free_port
-from vidsearch.models import launcher, worker_server
 from vidsearch.errors import PermanentError, TransientError
+from vidsearch.models import launcher, worker_server
 
 TOKEN = "s3cret-token-for-tests"
 

@@ -7,12 +7,12 @@ import fnmatch
 import logging
 import os
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import BaseModel, create_model, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
 from vidsearch.errors import PermanentError, TransientError
 from vidsearch.params import DEFAULT_COLLECTION, optional_fields
@@ -20,11 +20,10 @@ from vidsearch.params import DEFAULT_COLLECTION, optional_fields
 log = logging.getLogger(__name__)
 
 
-
 REPO_ROOT = Path(__file__).resolve().parents[3]
 DEFAULT_CHANNELS_FILE = REPO_ROOT / "include" / "channels.yaml"
 CHANNELS_FILE_ENV = "VIDSEARCH_CHANNELS_FILE"
-UTC = dt.timezone.utc
+UTC = dt.UTC
 
 
 DEFAULT_PATTERNS = ("*.mp4", "*.m4v", "*.mov", "*.mkv", "*.webm", "*.avi", "*.mpg", "*.mpeg", "*.ts")
@@ -87,7 +86,7 @@ class Channel(BaseModel):
     )
     description: str = ""
     enabled: bool = True
-    schedule: Optional[str] = Field(
+    schedule: str | None = Field(
         None, description="Cron expression or preset (@hourly, @daily, ...); empty: every channel_ingest run."
     )
     timezone: str = "UTC"
@@ -97,7 +96,7 @@ class Channel(BaseModel):
 
     @field_validator("schedule")
     @classmethod
-    def _valid_cron(cls, value: Optional[str]) -> Optional[str]:
+    def _valid_cron(cls, value: str | None) -> str | None:
         if value is None or not value.strip():
             return None
         from croniter import croniter
@@ -123,7 +122,7 @@ class Channel(BaseModel):
         return value
 
     @model_validator(mode="after")
-    def _location_fits_kind(self) -> "Channel":
+    def _location_fits_kind(self) -> Channel:
         scheme = urlsplit(self.location).scheme.lower() if "://" in self.location else ""
         if self.kind == "folder" and scheme:
             raise ValueError(f"channel {self.name}: a folder location is a path, not {self.location!r}")
@@ -151,7 +150,7 @@ class ChannelsFile(BaseModel):
     channels: list[Channel] = Field(default_factory=list)
 
     @model_validator(mode="after")
-    def _unique_names(self) -> "ChannelsFile":
+    def _unique_names(self) -> ChannelsFile:
         names = [c.name for c in self.channels]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
@@ -164,7 +163,7 @@ def channels_file() -> Path:
     return Path(os.environ.get(CHANNELS_FILE_ENV) or DEFAULT_CHANNELS_FILE)
 
 
-def load_channels(path: Optional[Path | str] = None) -> list[Channel]:
+def load_channels(path: Path | str | None = None) -> list[Channel]:
     """Every channel of the file (enabled or not); raises ChannelConfigError naming what is wrong."""
     path = Path(path) if path is not None else channels_file()
     try:
@@ -178,9 +177,7 @@ def load_channels(path: Optional[Path | str] = None) -> list[Channel]:
     try:
         return ChannelsFile.model_validate(data).channels
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or 'file'}: {err['msg']}" for err in exc.errors()
-        )
+        problems = "; ".join(f"{'.'.join(str(p) for p in err['loc']) or 'file'}: {err['msg']}" for err in exc.errors())
         raise ChannelConfigError(f"channels file {path} is invalid: {problems}") from exc
 
 

@@ -7,18 +7,18 @@ import datetime as dt
 import hashlib
 import logging
 import posixpath
-from typing import Any, Iterable, Optional, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict
 
-from vidsearch.errors import InputError, PermanentError, TransientError
 from vidsearch.channels.config import UTC, Channel, ChannelUnavailable, as_utc, channels_file, load_channels
 from vidsearch.channels.listing import FULL_SCAN, Candidate, Window, canonical_url, list_candidates, sha256_uri
+from vidsearch.errors import InputError, PermanentError, TransientError
 
 log = logging.getLogger(__name__)
-
 
 
 RUN_ID_PREFIX = "channel__"
@@ -27,7 +27,7 @@ RUN_ID_PREFIX = "channel__"
 _MAX_FIRES = 100_000
 
 
-def discovery_window(channel: Channel, start: dt.datetime, end: dt.datetime) -> Optional[Window]:
+def discovery_window(channel: Channel, start: dt.datetime, end: dt.datetime) -> Window | None:
     """The window a `channel_ingest` run over data interval [start, end) discovers `channel` over, or
     None when the channel is not due in that run (see the module docstring)."""
     start, end = as_utc(start), as_utc(end)
@@ -49,7 +49,6 @@ def discovery_window(channel: Channel, start: dt.datetime, end: dt.datetime) -> 
     return Window(previous, fires[-1])
 
 
-
 def video_id_of(content_sha256: str) -> str:
     """The id video_ingest gives a video of this content (`VideoManifest.video_id`)."""
     return content_sha256[:32]
@@ -64,7 +63,6 @@ def run_id_for(channel: str, item_key: str) -> str:
     return f"{RUN_ID_PREFIX}{channel}__{item_key}"
 
 
-
 class DiscoveredItem(BaseModel):
     """A new item: one video_ingest run to trigger."""
 
@@ -75,15 +73,15 @@ class DiscoveredItem(BaseModel):
     item_key: str
     source: str
     canonical_url: str
-    content_sha256: Optional[str] = None
-    size_bytes: Optional[int] = None
-    item_time: Optional[dt.datetime] = None
-    title: Optional[str] = None
+    content_sha256: str | None = None
+    size_bytes: int | None = None
+    item_time: dt.datetime | None = None
+    title: str | None = None
     run_id: str
     conf: dict[str, Any]
 
     @property
-    def video_id(self) -> Optional[str]:
+    def video_id(self) -> str | None:
         return video_id_of(self.content_sha256) if self.content_sha256 else None
 
     def note(self) -> str:
@@ -95,7 +93,6 @@ class DiscoveredItem(BaseModel):
     def trigger_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of one mapped TriggerDagRunOperator instance."""
         return {"trigger_run_id": self.run_id, "conf": self.conf, "note": self.note()}
-
 
 
 @dataclasses.dataclass
@@ -118,7 +115,7 @@ def discover_channel(
     window: Window,
     *,
     discovery_run_id: str,
-    interval: tuple[Optional[dt.datetime], Optional[dt.datetime]] = (None, None),
+    interval: tuple[dt.datetime | None, dt.datetime | None] = (None, None),
     record: bool = True,
 ) -> Discovery:
     """List the channel's candidates in `window`, drop what the catalog already has, and (with
@@ -171,14 +168,16 @@ def discover_channel(
 
     new: list[DiscoveredItem] = []
     # Hashed items are keyed by content, the others by canonical URL; hashed ones first.
-    keyed = [(cand, video_id_of(sha), sha, "duplicate content") for cand, sha in hashed]
+    keyed: list[tuple[Candidate, str, str | None, str]] = [
+        (cand, video_id_of(sha), sha, "duplicate content") for cand, sha in hashed
+    ]
     keyed += [(cand, url_key(cand.canonical_url), None, "duplicate URL") for cand in unhashed]
     recorded = catalog.channel_items_by_key(channel.name, [key for _, key, _, _ in keyed])
     known = catalog.known_content(channel.collection, [sha for _, sha in hashed])
     known_src = catalog.known_sources(channel.collection, [c.source for c in unhashed])
     seen: set[str] = set()
 
-    def item(cand: Candidate, key: str, sha: Optional[str]) -> DiscoveredItem:
+    def item(cand: Candidate, key: str, sha: str | None) -> DiscoveredItem:
         return DiscoveredItem(
             channel=channel.name,
             collection=channel.collection,
@@ -193,7 +192,7 @@ def discover_channel(
             conf=channel.ingest.conf(cand.source),
         )
 
-    def known_elsewhere(cand: Candidate, sha: Optional[str]) -> Optional[str]:
+    def known_elsewhere(cand: Candidate, sha: str | None) -> str | None:
         """Why an item no channel run recorded under its key is not new (None: it is new)."""
         if sha is not None and sha in known:
             return "already ingested" if known[sha].startswith("video") else "already discovered"
@@ -201,20 +200,20 @@ def discover_channel(
             return "already ingested"
         return None
 
-    for cand, key, sha, duplicate in keyed:
+    for cand, key, digest, duplicate in keyed:
         if key in seen:
             skip(duplicate, cand)
             continue
         seen.add(key)
         row = recorded.get(key)
         if row is None:
-            reason = known_elsewhere(cand, sha)
+            reason = known_elsewhere(cand, digest)
         else:
             reason = None if ours(row) else "already discovered"
         if reason is not None:
             skip(reason, cand)
             continue
-        new.append(item(cand, key, sha))
+        new.append(item(cand, key, digest))
 
     if record and new:
         catalog.record_channel_items(
@@ -289,13 +288,13 @@ class DiscoveryRun:
 
 def discover_due(
     catalog: Any,
-    start: Optional[dt.datetime],
-    end: Optional[dt.datetime],
+    start: dt.datetime | None,
+    end: dt.datetime | None,
     *,
     run_id: str,
     only: Sequence[str] = (),
     full_scan: bool = False,
-    channels: Optional[Sequence[Channel]] = None,
+    channels: Sequence[Channel] | None = None,
 ) -> DiscoveryRun:
     """Discover the new videos of every channel due in [start, end) (all of `load_channels()` unless
     `channels` is given) and record them in the catalog.

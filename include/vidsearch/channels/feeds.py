@@ -9,15 +9,12 @@ import logging
 import tempfile
 import xml.etree.ElementTree as ET
 from pathlib import Path
-from typing import Optional
 from urllib.parse import urljoin
 
-
-from vidsearch.errors import InputError, TransientError
 from vidsearch.channels.config import ChannelUnavailable, as_utc
+from vidsearch.errors import InputError, TransientError
 
 log = logging.getLogger(__name__)
-
 
 
 MAX_FEED_BYTES = 20 * 1024 * 1024
@@ -26,8 +23,8 @@ MAX_FEED_BYTES = 20 * 1024 * 1024
 @dataclasses.dataclass(frozen=True)
 class FeedEntry:
     url: str
-    published: Optional[dt.datetime]
-    title: Optional[str] = None
+    published: dt.datetime | None
+    title: str | None = None
 
 
 _MEDIA_NS = "{http://search.yahoo.com/mrss/}"
@@ -37,7 +34,7 @@ def _local(tag: str) -> str:
     return tag.rsplit("}", 1)[-1]
 
 
-def _parse_time(text: Optional[str]) -> Optional[dt.datetime]:
+def _parse_time(text: str | None) -> dt.datetime | None:
     """RFC 822 (RSS pubDate) or ISO 8601 (Atom, Dublin Core, URL lists); None when absent or invalid."""
     if not text or not text.strip():
         return None
@@ -53,7 +50,7 @@ def _parse_time(text: Optional[str]) -> Optional[dt.datetime]:
     return as_utc(parsed) if parsed else None
 
 
-def _child_text(elem: ET.Element, *names: str) -> Optional[str]:
+def _child_text(elem: ET.Element, *names: str) -> str | None:
     for name in names:
         for child in elem:
             if _local(child.tag) == name and child.text and child.text.strip():
@@ -61,7 +58,7 @@ def _child_text(elem: ET.Element, *names: str) -> Optional[str]:
     return None
 
 
-def _rss_entry(item: ET.Element, base: str) -> Optional[FeedEntry]:
+def _rss_entry(item: ET.Element, base: str) -> FeedEntry | None:
     url = None
     enclosures = [c for c in item if _local(c.tag) == "enclosure" and c.get("url")]
     videos = [c for c in enclosures if (c.get("type") or "").startswith("video/")]
@@ -79,7 +76,7 @@ def _rss_entry(item: ET.Element, base: str) -> Optional[FeedEntry]:
     return FeedEntry(urljoin(base, url.strip()), published, _child_text(item, "title"))
 
 
-def _atom_entry(entry: ET.Element, base: str) -> Optional[FeedEntry]:
+def _atom_entry(entry: ET.Element, base: str) -> FeedEntry | None:
     links = [c for c in entry if _local(c.tag) == "link" and c.get("href")]
     chosen = [c for c in links if c.get("rel") == "enclosure"]
     chosen = chosen or [c for c in links if (c.get("type") or "").startswith("video/")]
@@ -104,7 +101,7 @@ def parse_feed(data: bytes, base_url: str = "") -> list[FeedEntry]:
         except ET.ParseError as exc:
             raise InputError(f"feed {base_url or ''} is not well-formed XML: {exc}") from exc
         kind = _local(root.tag)
-        entries: list[Optional[FeedEntry]]
+        entries: list[FeedEntry | None]
         if kind == "feed":
             entries = [_atom_entry(e, base_url) for e in root if _local(e.tag) == "entry"]
         elif kind in ("rss", "RDF"):
@@ -134,4 +131,3 @@ def read_feed(location: str) -> bytes:
         except TransientError as exc:
             raise ChannelUnavailable(str(exc)) from exc
         return local.read_bytes()
-

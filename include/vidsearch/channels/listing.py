@@ -8,33 +8,29 @@ import hashlib
 import logging
 import posixpath
 from pathlib import Path
-from typing import Optional
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict
 
-from vidsearch.stores import storage
-from vidsearch.errors import InputError
 from vidsearch.channels.config import UTC, Channel, ChannelUnavailable, as_utc
 from vidsearch.channels.feeds import parse_feed, read_feed
+from vidsearch.errors import InputError
+from vidsearch.stores import storage
 
 log = logging.getLogger(__name__)
 
 
-
 _HASH_CHUNK = 1 << 20
-
-
 
 
 @dataclasses.dataclass(frozen=True)
 class Window:
     """A half-open time window [start, end); None on both sides means "any time" (a full scan)."""
 
-    start: Optional[dt.datetime]
-    end: Optional[dt.datetime]
+    start: dt.datetime | None
+    end: dt.datetime | None
 
-    def __contains__(self, when: Optional[dt.datetime]) -> bool:
+    def __contains__(self, when: dt.datetime | None) -> bool:
         if self.start is None and self.end is None:
             return True
         if when is None:
@@ -48,8 +44,8 @@ class Window:
         fmt = lambda t: t.isoformat() if t else "…"  # noqa: E731
         return f"[{fmt(self.start)}, {fmt(self.end)})"
 
-FULL_SCAN = Window(None, None)
 
+FULL_SCAN = Window(None, None)
 
 
 def canonical_url(location: str) -> str:
@@ -74,7 +70,6 @@ def canonical_url(location: str) -> str:
     return location
 
 
-
 def sha256_uri(uri: str) -> str:
     """SHA-256 of a local file (the probe's helper) or of an object in storage, streamed."""
     if storage.is_local(uri):
@@ -95,11 +90,10 @@ class Candidate(BaseModel):
 
     source: str  # what video_ingest gets: a local path, an s3:// URI or an http(s) URL
     canonical_url: str
-    item_time: Optional[dt.datetime] = None
-    size_bytes: Optional[int] = None
-    title: Optional[str] = None
+    item_time: dt.datetime | None = None
+    size_bytes: int | None = None
+    title: str | None = None
     hashable: bool = True
-
 
 
 def list_folder(channel: Channel, window: Window) -> list[Candidate]:
@@ -152,7 +146,7 @@ def list_s3(channel: Channel, window: Window) -> list[Candidate]:
         raise InputError(f"channel {channel.name}: bucket of {uri} does not exist") from exc
     except PermissionError as exc:
         raise InputError(f"channel {channel.name}: access to {uri} denied: {exc}") from exc
-    except Exception as exc:  # noqa: BLE001 - network, throttling, 5xx: worth a retry
+    except Exception as exc:
         raise ChannelUnavailable(f"channel {channel.name}: cannot list {uri}: {exc}") from exc
     found: list[Candidate] = []
     for key, info in sorted(listing.items()):
@@ -173,7 +167,6 @@ def list_s3(channel: Channel, window: Window) -> list[Candidate]:
         source = f"s3://{key}"
         found.append(Candidate(source=source, canonical_url=canonical_url(source), item_time=modified, size_bytes=size))
     return found
-
 
 
 def list_feed(channel: Channel, window: Window) -> list[Candidate]:

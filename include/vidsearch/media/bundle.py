@@ -19,17 +19,15 @@ import contextlib
 import io
 import os
 import zipfile
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Iterator, Sequence
 
 import numpy as np
 from PIL import Image
 
-from vidsearch.stores import storage
 from vidsearch.errors import QualityGateError
 from vidsearch.records import FrameBundle, FrameRef
-
-
+from vidsearch.stores import storage
 
 BUNDLE_JSON = "bundle.json"
 
@@ -130,9 +128,9 @@ class BundleReader:
 
         chunks = (refs[start : start + batch_size] for start in range(0, len(refs), batch_size))
         try:
-            pending = None
+            pending: tuple[list[FrameRef], list[Future[np.ndarray]]] | None = None
             for chunk in chunks:
-                upcoming = submit(chunk)
+                upcoming: tuple[list[FrameRef], list[Future[np.ndarray]]] | None = submit(chunk)
                 if not prefetch:
                     pending, upcoming = upcoming, None
                 if pending is not None:

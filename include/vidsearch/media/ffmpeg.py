@@ -27,9 +27,10 @@ import re
 import shutil
 import subprocess
 import threading
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Iterator, Sequence
+from typing import IO, Any
 
 from vidsearch.errors import PermanentError, TransientError, VidsearchError
 
@@ -304,9 +305,7 @@ def stream(
             proc.stderr.close()
     stderr = handle.stderr_text()
     if handle.timed_out.is_set():
-        raise FFmpegTimeoutError(
-            "ffmpeg", f"timed out after {timeout_s:g} s", argv=argv, stderr_tail=_tail(stderr)
-        )
+        raise FFmpegTimeoutError("ffmpeg", f"timed out after {timeout_s:g} s", argv=argv, stderr_tail=_tail(stderr))
     if returncode != 0:
         raise _failure("ffmpeg", argv, returncode, stderr, strip_prefix)
 

@@ -56,21 +56,22 @@ import tempfile
 import time
 import zipfile
 from collections import deque
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from fractions import Fraction
 from pathlib import Path
-from typing import IO, Any, Sequence
+from typing import IO, Any, cast
 
 import numpy as np
 from PIL import Image
 
-from vidsearch.media import ffmpeg as ff
-from vidsearch.stores import storage
 from vidsearch.errors import InputError, QualityGateError
-from vidsearch.records import SAMPLING_MODES, FrameBundle, FrameRef, Segment
+from vidsearch.media import ffmpeg as ff
 from vidsearch.media.bundle import BUNDLE_JSON, member_name
 from vidsearch.media.split import ROTATION_TAG, VIDEO_START_TAG
 from vidsearch.media.stats import frame_stats
+from vidsearch.records import SAMPLING_MODES, FrameBundle, FrameRef, Segment
+from vidsearch.stores import storage
 
 log = logging.getLogger(__name__)
 
@@ -176,11 +177,12 @@ def _segment_video_start(stream: dict[str, Any]) -> float:
 def _read_frame_into(fh: IO[bytes], buf: bytearray) -> bool:
     """Fill `buf` with the next frame: True, or False at a clean end of stream; a partial frame is an
     error."""
+    reader = cast(io.BufferedIOBase, fh)  # a subprocess pipe: buffered, with readinto
     view = memoryview(buf)
     size = len(buf)
     got = 0
     while got < size:
-        n = fh.readinto(view[got:])
+        n = reader.readinto(view[got:])
         if not n:
             break
         got += n
@@ -335,9 +337,10 @@ def extract_frames(
     segment_path, out_path = Path(segment_path), Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     measured: list[dict[str, Any]] = []
-    with tempfile.TemporaryDirectory(prefix="vidsearch-frames-") as tmp, zipfile.ZipFile(
-        out_path, "w", compression=zipfile.ZIP_STORED
-    ) as zf:
+    with (
+        tempfile.TemporaryDirectory(prefix="vidsearch-frames-") as tmp,
+        zipfile.ZipFile(out_path, "w", compression=zipfile.ZIP_STORED) as zf,
+    ):
         # ffmpeg starts at once and opens the segment while ffprobe reads it; it then waits for its
         # filter script, which names the selected PTS, on a FIFO (it reads the script only after
         # opening its input). The probe's latency is hidden behind ffmpeg's start-up.
@@ -446,9 +449,7 @@ def _write_script(fifo: Path, text: str, proc: ff.Stream) -> None:
         os.close(fd)
 
 
-def _encode_frames(
-    proc: ff.Stream, plan: _Plan, zf: zipfile.ZipFile, stats: list[dict[str, Any]] | None
-) -> int:
+def _encode_frames(proc: ff.Stream, plan: _Plan, zf: zipfile.ZipFile, stats: list[dict[str, Any]] | None) -> int:
     """Read ffmpeg's rgb24 frames, JPEG them into `zf` in order (and append each one's
     `stats.frame_stats` entry to `stats`, when given); returns how many were written.
 
@@ -524,9 +525,10 @@ def run_frames(
     stats: list[dict[str, Any]] | None = None,
 ) -> FrameBundle:
     """Sample the stored segment and upload its bundle to `bundle_uri` (see `extract_frames`)."""
-    with storage.local_file(segment.uri, suffix=".mkv") as local, tempfile.TemporaryDirectory(
-        prefix="vidsearch-bundle-"
-    ) as tmp:
+    with (
+        storage.local_file(segment.uri, suffix=".mkv") as local,
+        tempfile.TemporaryDirectory(prefix="vidsearch-bundle-") as tmp,
+    ):
         out = Path(tmp) / "bundle.zip"
         bundle = extract_frames(
             local,

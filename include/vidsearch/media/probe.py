@@ -28,12 +28,13 @@ import hashlib
 import math
 import re
 import statistics
+from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
-from typing import Any, Sequence
+from typing import Any
 from urllib.parse import urlparse
 
-from vidsearch.media import ffmpeg as ff
 from vidsearch.errors import InputError
+from vidsearch.media import ffmpeg as ff
 from vidsearch.records import VideoManifest
 
 PROBE_TIMEOUT_S = 120.0
@@ -127,9 +128,7 @@ def _duration(stream: dict[str, Any], fmt: dict[str, Any]) -> float | None:
         fmt_duration = ff.parse_float(fmt.get("duration"))
         if fmt_duration is not None:
             # Container duration counts from the earliest stream; the video may start later.
-            offset = (ff.parse_float(stream.get("start_time")) or 0.0) - (
-                ff.parse_float(fmt.get("start_time")) or 0.0
-            )
+            offset = (ff.parse_float(stream.get("start_time")) or 0.0) - (ff.parse_float(fmt.get("start_time")) or 0.0)
             duration = fmt_duration - max(offset, 0.0)
     return duration
 

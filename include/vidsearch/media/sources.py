@@ -34,8 +34,8 @@ from urllib.parse import urljoin, urlparse, urlunparse
 
 import requests
 
-from vidsearch.stores import storage
 from vidsearch.errors import InputError, TransientError
+from vidsearch.stores import storage
 
 CONNECT_TIMEOUT_S = 10.0
 READ_TIMEOUT_S = 60.0
@@ -147,8 +147,11 @@ def _save_body(response: requests.Response, url: str, workdir: Path, max_bytes: 
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
-    if expected is not None and expected.isdigit() and int(expected) != written and not response.headers.get(
-        "Content-Encoding"
+    if (
+        expected is not None
+        and expected.isdigit()
+        and int(expected) != written
+        and not response.headers.get("Content-Encoding")
     ):
         partial.unlink(missing_ok=True)
         raise TransientError(f"download of {redact(url)!r} incomplete: {written} of {expected} bytes")

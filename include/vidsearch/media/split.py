@@ -34,14 +34,14 @@ import csv
 import io
 import math
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
-from vidsearch.media import ffmpeg as ff
-from vidsearch.stores import storage
 from vidsearch.errors import InputError
+from vidsearch.media import ffmpeg as ff
 from vidsearch.records import Segment, VideoManifest
+from vidsearch.stores import storage
 
 ROTATION_TAG = "VIDSEARCH_ROTATION"
 VIDEO_START_TAG = "VIDSEARCH_VIDEO_START"
@@ -66,9 +66,7 @@ class SplitPlan:
     """True when the time limit cuts the video short."""
 
 
-def plan_split(
-    duration_s: float, segment_seconds: float, time_limit_seconds: float | None = None
-) -> SplitPlan:
+def plan_split(duration_s: float, segment_seconds: float, time_limit_seconds: float | None = None) -> SplitPlan:
     """Validate the parameters and plan the nominal cuts. Raises `InputError` on bad parameters."""
     if not isinstance(segment_seconds, (int, float)) or not math.isfinite(segment_seconds) or segment_seconds <= 0:
         raise InputError(f"segment_seconds must be a positive number of seconds, got {segment_seconds!r}")

@@ -7,7 +7,8 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable, Optional
+from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 
@@ -15,7 +16,7 @@ import numpy as np
 _STATS_MAX_PIXELS = 65_536
 
 
-def frame_stats(frames: Iterable[Optional[np.ndarray]]) -> list[dict[str, Any]]:
+def frame_stats(frames: Iterable[np.ndarray | None]) -> list[dict[str, Any]]:
     """Per frame: mean and std of the pixel values, height, width, and whether it decoded at all.
 
     `std` is the largest per-channel standard deviation, so a frame of one flat colour scores ~0

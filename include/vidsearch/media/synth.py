@@ -169,9 +169,7 @@ def make_vfr_video(
     path.parent.mkdir(parents=True, exist_ok=True)
     width, height = _even(width), _even(height)
     inputs, graph = _scene_graph(width, height, "30", duration_s)
-    graph = graph.replace("[v]", "[raw]") + (
-        ";[raw]settb=expr=1/90000,setpts='(floor(N/2)/15+mod(N,2)/20)/TB'[v]"
-    )
+    graph = graph.replace("[v]", "[raw]") + (";[raw]settb=expr=1/90000,setpts='(floor(N/2)/15+mod(N,2)/20)/TB'[v]")
     maps = ["-map", "[v]"]
     if audio:
         inputs += ["-f", "lavfi", "-i", f"sine=frequency=440:sample_rate=48000:duration={duration_s}"]
@@ -268,9 +266,7 @@ def make_audio_with_cover(path: str | os.PathLike[str], duration_s: float = 3.0)
     return path
 
 
-def make_truncated(
-    src: str | os.PathLike[str], dst: str | os.PathLike[str], fraction: float = 0.5
-) -> Path:
+def make_truncated(src: str | os.PathLike[str], dst: str | os.PathLike[str], fraction: float = 0.5) -> Path:
     """Copy the first `fraction` of `src`'s bytes to `dst` (an interrupted download or upload)."""
     if not 0 < fraction < 1:
         raise ValueError("fraction must be in (0, 1)")

@@ -6,6 +6,7 @@ process or a pod), `worker_server` (the warm worker), `launcher` (how a task run
 """
 
 from __future__ import annotations
+
 from vidsearch import lazy_exports
 
 __getattr__, __dir__, __all__ = lazy_exports(
@@ -14,7 +15,18 @@ __getattr__, __dir__, __all__ = lazy_exports(
         "detect": ("Detection", "check_frames", "check_batch_size", "move_inputs", "Detector"),
         "embed": ("crop_box", "l2_normalise", "Embedder"),
         "preprocess": ("to_device", "boxes_tensor", "CropSpec", "crop_pixels"),
-        "modelstore": ("is_tiny_mode", "default_cache_dir", "resolve_model", "loading", "select_device", "select_dtype", "tiny_detector_spec", "tiny_embedder_spec", "tiny_model_dir", "ensure_tiny_model"),
+        "modelstore": (
+            "is_tiny_mode",
+            "default_cache_dir",
+            "resolve_model",
+            "loading",
+            "select_device",
+            "select_dtype",
+            "tiny_detector_spec",
+            "tiny_embedder_spec",
+            "tiny_model_dir",
+            "ensure_tiny_model",
+        ),
         "worker": ("build_parser", "ModelCache", "open_frames", "run", "configure_logging", "execute", "main"),
         "worker_server": ("WarmWorker", "make_server", "serving", "main"),
         "launcher": ("worker_argv", "run_local", "run_on_service", "read_result"),

@@ -7,8 +7,8 @@ pixel boxes clipped to each frame.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -152,9 +152,7 @@ class Detector:
             if torch.is_tensor(value) and value.is_floating_point():
                 outputs[key] = value.float()
         sizes = torch.tensor([frame.shape[:2] for frame in frames], device=self.device)
-        processed = self.processor.post_process_object_detection(
-            outputs, threshold=threshold, target_sizes=sizes
-        )
+        processed = self.processor.post_process_object_detection(outputs, threshold=threshold, target_sizes=sizes)
         return [
             self._to_detections(result, frame.shape[0], frame.shape[1], threshold)
             for result, frame in zip(processed, frames)

@@ -7,13 +7,14 @@ search over crop embeddings. The model folder comes from `modelstore.resolve_mod
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
-from vidsearch.models.detect import ProgressCallback, check_batch_size, check_frames, move_inputs
 from vidsearch.errors import InputError, ModelUnavailableError, QualityGateError
+from vidsearch.models.detect import ProgressCallback, check_batch_size, check_frames, move_inputs
 from vidsearch.models.modelstore import loading, select_device, select_dtype
 from vidsearch.models.preprocess import CropSpec, boxes_tensor, crop_pixels, to_device
 from vidsearch.records import Box
@@ -226,6 +227,7 @@ class Embedder:
         crops go to the device together, their crops are cut there in one call, and forward passes
         always get `batch_size` crops (the last one what is left)."""
         assert self.crop_spec is not None
+        spec = self.crop_spec
         parts: list[np.ndarray] = []
         pending: torch.Tensor | None = None
         done = 0
@@ -241,7 +243,7 @@ class Embedder:
             nonlocal pending
             with torch.inference_mode():
                 images = to_device([frame for frame, _ in group], self.device)
-                pixels = crop_pixels(images, [boxes_tensor(frame_boxes) for _, frame_boxes in group], self.crop_spec)
+                pixels = crop_pixels(images, [boxes_tensor(frame_boxes) for _, frame_boxes in group], spec)
             pending = pixels if pending is None else torch.cat([pending, pixels])
             while pending.shape[0] >= batch_size:
                 forward(pending[:batch_size])
@@ -291,4 +293,3 @@ class Embedder:
         if "attention_mask" in inputs:
             kwargs["attention_mask"] = inputs["attention_mask"]
         return _pooled(self.model.get_text_features(**kwargs), "text_embeds")
-

@@ -20,16 +20,16 @@ import sys
 import threading
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping, Optional
 
 import numpy as np
 from pydantic import ValidationError
 
-from vidsearch.stores import storage
 from vidsearch.errors import PermanentError, QualityGateError, TransientError
-from vidsearch.records import DetectEmbedResult
 from vidsearch.models.worker import EMBEDDINGS_FILE, ERROR_MARKER, EXIT_PERMANENT, EXIT_TRANSIENT, RESULT_FILE
+from vidsearch.records import DetectEmbedResult
+from vidsearch.stores import storage
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ def worker_argv(
     tiny: bool,
     *,
     dtype: str = "float32",
-    model_cache: Optional[str] = None,
+    model_cache: str | None = None,
 ) -> list[str]:
     """The worker command line, starting `python -m vidsearch.models.worker`: exactly what a pod runs.
 
@@ -103,7 +103,7 @@ def _failure_reason(tail: collections.deque[str]) -> str:
     return "no output"
 
 
-def _job_arguments(argv: list[str]) -> Optional[list[str]]:
+def _job_arguments(argv: list[str]) -> list[str] | None:
     """The worker's own arguments in a `python -m vidsearch.models.worker ...` argv (None for another form)."""
     if len(argv) >= 3 and argv[1:3] == ["-m", _WORKER_MODULE]:
         return argv[3:]
@@ -111,8 +111,8 @@ def _job_arguments(argv: list[str]) -> Optional[list[str]]:
 
 
 def _run_on_warm_worker(
-    url: str, arguments: list[str], timeout_s: Optional[float], token: Optional[str] = None
-) -> Optional[tuple[int, list[str]]]:
+    url: str, arguments: list[str], timeout_s: float | None, token: str | None = None
+) -> tuple[int, list[str]] | None:
     """Send one job to the warm worker at `url`: (exit code, its log lines), or None when nothing
     listens there (the caller then starts a worker process, or fails)."""
     headers = {"Content-Type": "application/json"}
@@ -154,7 +154,7 @@ def _run_on_warm_worker(
 
 
 def run_local(
-    argv: list[str], env: Optional[Mapping[str, str]] = None, timeout_s: Optional[float] = None
+    argv: list[str], env: Mapping[str, str] | None = None, timeout_s: float | None = None
 ) -> DetectEmbedResult:
     """Run the worker argv on this machine and return the DetectEmbedResult it wrote.
 
@@ -178,9 +178,7 @@ def run_local(
     if argv and argv[0] == "python":
         argv[0] = sys.executable
     child_env = {**os.environ, **(env or {})}
-    child_env["PYTHONPATH"] = os.pathsep.join(
-        p for p in (str(INCLUDE_DIR), child_env.get("PYTHONPATH", "")) if p
-    )
+    child_env["PYTHONPATH"] = os.pathsep.join(p for p in (str(INCLUDE_DIR), child_env.get("PYTHONPATH", "")) if p)
     child_env.setdefault("PYTHONUNBUFFERED", "1")
 
     logger.info("running worker: %s", " ".join(argv))
@@ -222,8 +220,8 @@ def run_local(
 
 
 def _job_on_warm_worker(
-    url: str, arguments: list[str], output_uri: str, timeout_s: Optional[float], token: Optional[str]
-) -> Optional[DetectEmbedResult]:
+    url: str, arguments: list[str], output_uri: str, timeout_s: float | None, token: str | None
+) -> DetectEmbedResult | None:
     logger.info("sending worker job to the warm worker at %s: %s", url, " ".join(arguments))
     outcome = _run_on_warm_worker(url, arguments, timeout_s, token)
     if outcome is None:
@@ -235,7 +233,7 @@ def _job_on_warm_worker(
 
 
 def run_on_service(
-    argv: list[str], url: str, token: Optional[str] = None, timeout_s: Optional[float] = None
+    argv: list[str], url: str, token: str | None = None, timeout_s: float | None = None
 ) -> DetectEmbedResult:
     """Run the worker argv as a job of the warm-worker service at `url` (GPU nodes of a cluster) and
     return its result. Unlike `run_local` there is no fallback: a service that does not answer is a

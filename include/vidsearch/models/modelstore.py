@@ -25,8 +25,9 @@ import os
 import shutil
 import tempfile
 import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from vidsearch.errors import InputError, ModelUnavailableError, one_line
 
@@ -206,8 +207,7 @@ def _check_model_folder(path: Path, model: str, kind: ModelKind) -> None:
         )
     if not any((path / name).is_file() for name in _WEIGHT_FILES):
         raise ModelUnavailableError(
-            f"{kind} model {model!r} has no weights (expected one of {', '.join(_WEIGHT_FILES)}); "
-            f"{_HOW_TO_PROVIDE}"
+            f"{kind} model {model!r} has no weights (expected one of {', '.join(_WEIGHT_FILES)}); {_HOW_TO_PROVIDE}"
         )
     if not any((path / name).is_file() for name in _PROCESSOR_FILES):
         raise ModelUnavailableError(
@@ -259,8 +259,7 @@ def _resolve_hub_model(model: str, kind: ModelKind) -> str:
 
     if _offline():
         raise ModelUnavailableError(
-            f"{kind} model {model!r} is not in the Hugging Face cache and HF_HUB_OFFLINE is set; "
-            f"{_HOW_TO_PROVIDE}"
+            f"{kind} model {model!r} is not in the Hugging Face cache and HF_HUB_OFFLINE is set; {_HOW_TO_PROVIDE}"
         )
 
     # 2. One short metadata call: it tells "unknown id" from "no network" without download retries.
@@ -272,7 +271,7 @@ def _resolve_hub_model(model: str, kind: ModelKind) -> str:
         ) from exc
     except RepositoryNotFoundError as exc:
         raise ModelUnavailableError(f"{kind} model {model!r} does not exist on the hub; {_HOW_TO_PROVIDE}") from exc
-    except Exception as exc:  # noqa: BLE001 - connection refused, DNS, timeout, proxy: all "no hub here"
+    except Exception as exc:
         raise ModelUnavailableError(
             f"{kind} model {model!r} cannot be fetched, the hub is unreachable "
             f"({type(exc).__name__}); {_HOW_TO_PROVIDE}"
@@ -290,15 +289,13 @@ def _resolve_hub_model(model: str, kind: ModelKind) -> str:
                 model, allow_patterns=patterns, etag_timeout=HUB_METADATA_TIMEOUT_S, cache_dir=_hub_cache_dir()
             )
         )
-    except Exception as exc:  # noqa: BLE001 - any failure to fetch means the weights cannot be had
+    except Exception as exc:
         raise ModelUnavailableError(
             f"{kind} model {model!r} could not be downloaded ({type(exc).__name__}: {one_line(exc, 200)}); "
             f"{_HOW_TO_PROVIDE}"
         ) from exc
     _check_model_folder(folder, model, kind)
     return str(folder)
-
-
 
 
 # --------------------------------------------------------------------------------------------- tiny
@@ -468,9 +465,10 @@ def _build_tiny_embedder(folder: Path) -> None:
     merges_file.write_text("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges), encoding="utf-8")
     tokenizer = CLIPTokenizer(
         vocab=json.loads(vocab_file.read_text(encoding="utf-8")),
-        merges=[
-            tuple(line.split(" ")) for line in merges_file.read_text(encoding="utf-8").splitlines()[1:] if line
-        ],
+        # transformers 5 takes the merges as pairs (its annotation still says strings).
+        merges=cast(
+            Any, [tuple(line.split(" ")) for line in merges_file.read_text(encoding="utf-8").splitlines()[1:] if line]
+        ),
         model_max_length=spec["model"]["text_config"]["max_position_embeddings"],
     )
     tokenizer.save_pretrained(folder)

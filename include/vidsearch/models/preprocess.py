@@ -19,8 +19,9 @@ return None, and the caller keeps the processor.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -92,7 +93,7 @@ class CropSpec:
     std: tuple[float, float, float]
 
     @classmethod
-    def from_processor(cls, processor: Any) -> "CropSpec | None":
+    def from_processor(cls, processor: Any) -> CropSpec | None:
         """The spec of a CLIP-style processor, or None when its output size depends on the input."""
         if not getattr(processor, "do_resize", True):
             return None

@@ -27,19 +27,20 @@ import os
 import sys
 import time
 import zipfile
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, NoReturn, Sequence, TextIO
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
-from vidsearch.stores import storage
 from vidsearch.errors import InputError, PermanentError, TransientError, one_line
 from vidsearch.params import DEFAULT_DETECTOR, DEFAULT_EMBEDDER
 from vidsearch.records import Box, DetectedObject, DetectEmbedResult, object_id
+from vidsearch.stores import storage
 
 if TYPE_CHECKING:
     import numpy as np
 
-    from vidsearch.models.detect import Detection
     from vidsearch.media.bundle import BundleReader
+    from vidsearch.models.detect import Detection
 
 logger = logging.getLogger("vidsearch.models.worker")
 
@@ -55,7 +56,7 @@ ERROR_MARKER = "vidsearch-worker-error:"
 
 
 class _ArgumentParser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:
         raise InputError(f"invalid arguments: {message}")
 
 
@@ -184,7 +185,12 @@ def run(args: argparse.Namespace, models: ModelCache | None = None) -> DetectEmb
         waited[0] += time.perf_counter() - phase
         logger.info(
             "bundle %s: video %s segment %d, %d frames %dx%d",
-            args.frames_uri, bundle.video_id, bundle.segment_index, total, bundle.width, bundle.height,
+            args.frames_uri,
+            bundle.video_id,
+            bundle.segment_index,
+            total,
+            bundle.width,
+            bundle.height,
         )
 
         # Imported only now: a bad bundle or bad arguments fail in a fraction of a second, before torch loads.
@@ -278,7 +284,11 @@ def run(args: argparse.Namespace, models: ModelCache | None = None) -> DetectEmb
             phase = time.perf_counter()
             embedder_path = resolve_model(args.embedder, "embedder", tiny=args.tiny_models, cache_dir=cache_dir)
             embedder = _model(
-                models, "embedder", embedder_path, args, lambda: Embedder(embedder_path, device=args.device, dtype=args.dtype)
+                models,
+                "embedder",
+                embedder_path,
+                args,
+                lambda: Embedder(embedder_path, device=args.device, dtype=args.dtype),
             )
             timings["load_embedder"] = time.perf_counter() - phase
             phase, waited_before = time.perf_counter(), waited[0]
@@ -352,7 +362,9 @@ def run(args: argparse.Namespace, models: ModelCache | None = None) -> DetectEmb
     storage.write_bytes(result_uri, json.dumps(result.model_dump(mode="json")).encode())
     logger.info(
         "done: %d objects, dim %d, %s",
-        len(objects), embedder.dim, ", ".join(f"{k} {v:.2f}s" for k, v in timings.items()),
+        len(objects),
+        embedder.dim,
+        ", ".join(f"{k} {v:.2f}s" for k, v in timings.items()),
     )
     return result
 
@@ -371,8 +383,6 @@ def _release_cuda_memory() -> None:
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
-
-
 
 
 def configure_logging() -> None:
@@ -412,7 +422,7 @@ def execute(
         return EXIT_PERMANENT, f"{ERROR_MARKER} permanent: {one_line(exc, 400)}"
     except TransientError as exc:
         return EXIT_TRANSIENT, f"{ERROR_MARKER} transient: {one_line(exc, 400)}"
-    except Exception as exc:  # noqa: BLE001 - the exit code is the contract; the traceback goes to the log
+    except Exception as exc:
         logger.exception("worker failed")
         return EXIT_FAILURE, f"{ERROR_MARKER} failed: {type(exc).__name__}: {one_line(exc, 400)}"
     return EXIT_OK, None

@@ -34,8 +34,9 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Iterator
+from typing import Any
 
 from vidsearch.models.worker import ModelCache, configure_logging, execute
 
@@ -120,13 +121,13 @@ def _handler(worker: WarmWorker) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             self.wfile.write(data)
 
-        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        def do_GET(self) -> None:
             if self.path != "/health":
                 self._reply(404, {"error": f"no such path {self.path}"})
                 return
             self._reply(200, worker.health())
 
-        def do_POST(self) -> None:  # noqa: N802
+        def do_POST(self) -> None:
             if self.path != "/run":
                 self._reply(404, {"error": f"no such path {self.path}"})
                 return
@@ -183,7 +184,9 @@ def serving(host: str = "127.0.0.1", port: int = 0, token: str | None = None) ->
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m vidsearch.models.worker_server", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m vidsearch.models.worker_server", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
     args = parser.parse_args(argv)

@@ -7,23 +7,23 @@ import logging
 import math
 import re
 import statistics
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from vidsearch.media import ffmpeg as ff
-from vidsearch.records import DetectEmbedResult, FrameBundle, Segment, VideoManifest
 from vidsearch.quality.config import QualityConfig
 from vidsearch.quality.gx import dataframe, validate
 from vidsearch.quality.report import GateResult
+from vidsearch.records import DetectEmbedResult, FrameBundle, Segment, VideoManifest
 
 if TYPE_CHECKING:  # pragma: no cover
     pass
 
 log = logging.getLogger(__name__)
-
 
 
 SEGMENT_FACTS_TIMEOUT_S = 120.0
@@ -40,19 +40,16 @@ class SegmentFacts(BaseModel):
 
     packet_count: int = Field(ge=0, description="Video packets in the file.")
     keyframe_count: int = Field(0, ge=0)
-    first_pts_s: Optional[float] = Field(None, description="Smallest video packet PTS.")
-    last_pts_s: Optional[float] = Field(None, description="Largest video packet PTS.")
-    frame_interval_s: Optional[float] = Field(None, description="Median interval between frames.")
-    max_keyframe_interval_s: Optional[float] = Field(
+    first_pts_s: float | None = Field(None, description="Smallest video packet PTS.")
+    last_pts_s: float | None = Field(None, description="Largest video packet PTS.")
+    frame_interval_s: float | None = Field(None, description="Median interval between frames.")
+    max_keyframe_interval_s: float | None = Field(
         None,
         description="Largest distance between consecutive keyframes, counting the last keyframe's "
         "run up to the end of the file (so a one-keyframe file reports its own length).",
     )
     decodable: bool = Field(description="The first video frame decodes.")
-    error: Optional[str] = Field(None, description="Why the file could not be read or decoded.")
-
-
-
+    error: str | None = Field(None, description="Why the file could not be read or decoded.")
 
 
 def _cfg(cfg: QualityConfig | None) -> QualityConfig:
@@ -105,7 +102,7 @@ def check_split(
     origin = manifest.start_time_s
     prev_end = [0.0] + [s.end_s for s in segments[:-1]]
 
-    def rel(value: Optional[float]) -> float:
+    def rel(value: float | None) -> float:
         return float("nan") if value is None else value - origin
 
     df = dataframe(
@@ -370,7 +367,7 @@ def segment_facts(path: Path, *, timeout_s: float = SEGMENT_FACTS_TIMEOUT_S) -> 
 _PROGRESS_FRAME = re.compile(rb"^frame=\s*(\d+)\s*$", re.MULTILINE)
 
 
-def _first_frame_decodes(path: Path, timeout_s: float) -> tuple[bool, Optional[str]]:
+def _first_frame_decodes(path: Path, timeout_s: float) -> tuple[bool, str | None]:
     try:
         run = ff.ffmpeg(
             [
@@ -395,4 +392,3 @@ def _first_frame_decodes(path: Path, timeout_s: float) -> tuple[bool, Optional[s
         return False, str(exc)
     decoded = max((int(n) for n in _PROGRESS_FRAME.findall(run.stdout)), default=0)
     return (True, None) if decoded >= 1 else (False, "no frame decoded")
-

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import os
-from typing import TYPE_CHECKING, Mapping, Optional
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -17,11 +18,8 @@ if TYPE_CHECKING:  # pragma: no cover
 log = logging.getLogger(__name__)
 
 
-
 ENV_VAR = "VIDSEARCH_QUALITY"
 STAGES: tuple[str, ...] = ("probe", "split", "frames", "detections", "embeddings", "index")
-
-
 
 
 class QualityConfigError(PermanentError, ValueError):
@@ -39,7 +37,7 @@ class QualityConfig(BaseModel):
     min_dim: int = Field(16, ge=1, description="Smallest acceptable display width/height (px).")
     max_dim: int = Field(8192, ge=1, description="Largest acceptable display width/height (px).")
     # split
-    split_tolerance_s: Optional[float] = Field(
+    split_tolerance_s: float | None = Field(
         None,
         ge=0,
         description="Allowed gap/overlap between segments and between a segment and its file's "
@@ -64,7 +62,7 @@ class QualityConfig(BaseModel):
     )
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> "QualityConfig":
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> QualityConfig:
         """Defaults, overridden by the JSON object in `VIDSEARCH_QUALITY` (unknown keys are an error)."""
         env = os.environ if environ is None else environ
         raw = (env.get(ENV_VAR) or "").strip()
@@ -83,4 +81,3 @@ class QualityConfig(BaseModel):
                 f"{'.'.join(str(p) for p in err['loc']) or '(root)'}: {err['msg']}" for err in exc.errors()
             )
             raise QualityConfigError(f"invalid {ENV_VAR}: {problems}") from None
-

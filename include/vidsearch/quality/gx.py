@@ -10,19 +10,17 @@ import logging
 import os
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
 from vidsearch.quality.config import STAGES, QualityConfig
 from vidsearch.quality.report import GateResult, failed_expectation, jsonable, result_order
 from vidsearch.quality.suites import SUITES
-
-
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
 log = logging.getLogger(__name__)
-
-
 
 
 _LOCK = threading.RLock()
@@ -104,7 +102,7 @@ def expectation_suite(stage: str) -> Any:
     return _stage(stage)[1]
 
 
-def validate(stage: str, subject: str, df: "pd.DataFrame", params: dict[str, Any], cfg: QualityConfig) -> GateResult:
+def validate(stage: str, subject: str, df: pd.DataFrame, params: dict[str, Any], cfg: QualityConfig) -> GateResult:
     spec = SUITES[stage]
     started = time.perf_counter()
     batch_definition, suite = _stage(stage)
@@ -133,9 +131,8 @@ def validate(stage: str, subject: str, df: "pd.DataFrame", params: dict[str, Any
     return gate
 
 
-def dataframe(columns: dict[str, tuple[str, Sequence[Any]]]) -> "pd.DataFrame":
+def dataframe(columns: dict[str, tuple[str, Sequence[Any]]]) -> pd.DataFrame:
     """A DataFrame from {name: (dtype, values)}; dtypes hold even with zero rows."""
     import pandas as pd
 
     return pd.DataFrame({name: pd.Series(list(values), dtype=dtype) for name, (dtype, values) in columns.items()})
-

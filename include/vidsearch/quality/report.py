@@ -6,20 +6,19 @@ from __future__ import annotations
 import logging
 import math
 import re
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from vidsearch.stores import storage
 from vidsearch.errors import QualityGateError
 from vidsearch.quality.suites import SUITES
+from vidsearch.stores import storage
 
 if TYPE_CHECKING:  # pragma: no cover
     pass
 
 log = logging.getLogger(__name__)
-
 
 
 # In the one-line summary: how many unexpected values / row ids to show per expectation.
@@ -32,13 +31,13 @@ class FailedExpectation(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     expectation: str = Field(description="GX expectation type, e.g. expect_column_values_to_be_between.")
-    column: Optional[str] = Field(None, description="Column checked (A,B for pair expectations).")
+    column: str | None = Field(None, description="Column checked (A,B for pair expectations).")
     observed: Any = Field(
         None,
         description="observed_value, or {unexpected_count, partial_unexpected_list, rows} for row-wise "
         "expectations, or {error} when the expectation raised.",
     )
-    expected: Optional[str] = Field(None, description="What was required, e.g. '> 2' or 'in [0, 1]'.")
+    expected: str | None = Field(None, description="What was required, e.g. '> 2' or 'in [0, 1]'.")
     description: str = Field("", description="Short human text, e.g. 'frame timestamps strictly increasing'.")
 
 
@@ -61,9 +60,6 @@ class GateResult(BaseModel):
         row_id = (SUITES[self.stage].row_id if self.stage in SUITES else None) or "row"
         parts = [_describe_failure(f, row_id) for f in self.failed] or ["validation failed"]
         return f"{self.stage} gate failed for {self.subject}: " + "; ".join(parts)
-
-
-
 
 
 def jsonable(value: Any) -> Any:
@@ -91,7 +87,7 @@ def result_order(result: dict[str, Any]) -> int:
     return order if isinstance(order, int) else 1_000_000
 
 
-def _exception_message(info: Any) -> Optional[str]:
+def _exception_message(info: Any) -> str | None:
     """GX reports a raised expectation either flat or keyed by metric id."""
     if not isinstance(info, dict):
         return None
@@ -104,7 +100,7 @@ def _exception_message(info: Any) -> Optional[str]:
     return None
 
 
-def _column(kwargs: dict[str, Any]) -> Optional[str]:
+def _column(kwargs: dict[str, Any]) -> str | None:
     if kwargs.get("column") is not None:
         return str(kwargs["column"])
     if kwargs.get("column_A") is not None:
@@ -112,7 +108,7 @@ def _column(kwargs: dict[str, Any]) -> Optional[str]:
     return None
 
 
-def _observed(result: dict[str, Any], row_id: Optional[str]) -> Any:
+def _observed(result: dict[str, Any], row_id: str | None) -> Any:
     message = _exception_message(result.get("exception_info"))
     if message:
         return {"error": message}
@@ -136,7 +132,7 @@ def _bound(value: Any) -> str:
     return _short(value, compact=True) if value is not None else ""
 
 
-def _expected(kwargs: dict[str, Any], expectation: str) -> Optional[str]:
+def _expected(kwargs: dict[str, Any], expectation: str) -> str | None:
     """Human form of what the expectation required, from its resolved kwargs."""
     if "value_set" in kwargs:
         return f"in {_bound(kwargs['value_set'])}"
@@ -169,7 +165,7 @@ def _expected(kwargs: dict[str, Any], expectation: str) -> Optional[str]:
     return f"in {left}{_bound(lo)}, {_bound(hi)}{right}"
 
 
-def failed_expectation(result: dict[str, Any], row_id: Optional[str]) -> FailedExpectation:
+def failed_expectation(result: dict[str, Any], row_id: str | None) -> FailedExpectation:
     config = result.get("expectation_config") or {}
     kwargs = config.get("kwargs") or {}
     expectation = str(config.get("type") or "unknown_expectation")
@@ -213,9 +209,6 @@ def _describe_failure(f: FailedExpectation, row_id: str = "row") -> str:
     head = f"{f.expectation}({f.column})" if f.column else f.expectation
     tail = ": ".join(part for part in (f"expected {f.expected}" if f.expected else "", f.description) if part)
     return f"{head} observed {_format_observed(f.observed, row_id)}" + (f" ({tail})" if tail else "")
-
-
-
 
 
 def enforce(result: GateResult) -> GateResult:
@@ -288,4 +281,3 @@ def write_report(result: GateResult, uri_prefix: str) -> str:
     md_uri = storage.join(uri_prefix, f"{name}.md")
     storage.write_bytes(md_uri, report_markdown(result).encode())
     return md_uri
-

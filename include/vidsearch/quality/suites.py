@@ -8,17 +8,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Optional
-
-
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
     pass
 
 log = logging.getLogger(__name__)
-
-
-
 
 
 def _param(name: str) -> dict[str, str]:
@@ -38,7 +33,7 @@ class Check:
 @dataclass(frozen=True)
 class SuiteSpec:
     stage: str
-    row_id: Optional[str]  # column naming each row; GX reports it for unexpected rows
+    row_id: str | None  # column naming each row; GX reports it for unexpected rows
     checks: tuple[Check, ...]
 
 
@@ -214,4 +209,3 @@ SUITES: dict[str, SuiteSpec] = {
         ),
     )
 }
-

@@ -7,15 +7,48 @@ neighbours), `storage` (object storage: a folder or S3).
 """
 
 from __future__ import annotations
+
 from vidsearch import lazy_exports
 
 __getattr__, __dir__, __all__ = lazy_exports(
     __name__,
     {
-        "catalog": ("SegmentState", "RunState", "utc_now", "sqlalchemy_url", "engine_for", "head_revision", "schema_is_current", "migrate", "transient_db_errors", "chunks", "existing_object_ids", "Catalog"),
+        "catalog": (
+            "SegmentState",
+            "RunState",
+            "utc_now",
+            "sqlalchemy_url",
+            "engine_for",
+            "head_revision",
+            "schema_is_current",
+            "migrate",
+            "transient_db_errors",
+            "chunks",
+            "existing_object_ids",
+            "Catalog",
+        ),
         "browse": ("CatalogBrowser",),
         "labels": ("Polarity", "Source", "Action", "attach_labels", "LabelStore"),
-        "index": ("validate_collection_name", "weaviate_collection_name", "is_transient", "segment_filter", "ObjectIndex"),
-        "storage": ("filesystem", "is_local", "local_path", "join", "upload", "write_bytes", "read_bytes", "open_uri", "local_file", "exists", "delete_prefix", "list_prefix"),
+        "index": (
+            "validate_collection_name",
+            "weaviate_collection_name",
+            "is_transient",
+            "segment_filter",
+            "ObjectIndex",
+        ),
+        "storage": (
+            "filesystem",
+            "is_local",
+            "local_path",
+            "join",
+            "upload",
+            "write_bytes",
+            "read_bytes",
+            "open_uri",
+            "local_file",
+            "exists",
+            "delete_prefix",
+            "list_prefix",
+        ),
     },
 )

@@ -8,7 +8,8 @@ there; the caller decides what that means (the search service answers `NotFoundE
 
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -25,16 +26,17 @@ class CatalogBrowser:
     def collections(self) -> list[dict[str, Any]]:
         """Every collection (name, embedder model and dimension) with its video and object counts."""
         c, v, o = collections, videos, objects
-        n_videos = (
-            sa.select(sa.func.count()).select_from(v).where(v.c.collection == c.c.name).scalar_subquery()
-        )
-        n_objects = (
-            sa.select(sa.func.count()).select_from(o).where(o.c.collection == c.c.name).scalar_subquery()
-        )
+        n_videos = sa.select(sa.func.count()).select_from(v).where(v.c.collection == c.c.name).scalar_subquery()
+        n_objects = sa.select(sa.func.count()).select_from(o).where(o.c.collection == c.c.name).scalar_subquery()
         with self.engine.connect() as conn:
             rows = conn.execute(
-                sa.select(c.c.name, c.c.embedder_model, c.c.embedding_dim, n_videos.label("videos"),
-                          n_objects.label("objects")).order_by(c.c.name)
+                sa.select(
+                    c.c.name,
+                    c.c.embedder_model,
+                    c.c.embedding_dim,
+                    n_videos.label("videos"),
+                    n_objects.label("objects"),
+                ).order_by(c.c.name)
             ).all()
         return [dict(r._mapping) for r in rows]
 
@@ -58,14 +60,18 @@ class CatalogBrowser:
                 .scalar_subquery()
             )
 
-        query = sa.select(
-            v,
-            count(s).label("n_segments"),
-            count(s, s.c.state == SegmentState.DONE.value).label("n_done"),
-            count(s, s.c.state == SegmentState.QUARANTINED.value).label("n_quarantined"),
-            count(f).label("n_frames"),
-            count(o).label("n_objects"),
-        ).where(v.c.collection == collection).order_by(v.c.created_at, v.c.video_id)
+        query = (
+            sa.select(
+                v,
+                count(s).label("n_segments"),
+                count(s, s.c.state == SegmentState.DONE.value).label("n_done"),
+                count(s, s.c.state == SegmentState.QUARANTINED.value).label("n_quarantined"),
+                count(f).label("n_frames"),
+                count(o).label("n_objects"),
+            )
+            .where(v.c.collection == collection)
+            .order_by(v.c.created_at, v.c.video_id)
+        )
         with self.engine.connect() as conn:
             rows = conn.execute(query).all()
         out = []
@@ -138,7 +144,7 @@ class CatalogBrowser:
             ],
         }
 
-    def frame(self, collection: str, video_id: str, segment_index: int, frame_index: int) -> Optional[dict[str, Any]]:
+    def frame(self, collection: str, video_id: str, segment_index: int, frame_index: int) -> dict[str, Any] | None:
         """One frame's row (where it is stored: `bundle_uri`, `member`), or None."""
         f = frames
         with self.engine.connect() as conn:
@@ -168,7 +174,7 @@ class CatalogBrowser:
             attach_labels(conn, collection, out)
         return out
 
-    def crop_source(self, collection: str, object_id: str) -> Optional[dict[str, Any]]:
+    def crop_source(self, collection: str, object_id: str) -> dict[str, Any] | None:
         """An object's box (`x0`, `y0`, `x1`, `y1`) and its frame's `bundle_uri` and `frame_index`, or None."""
         o, f = objects, frames
         with self.engine.connect() as conn:

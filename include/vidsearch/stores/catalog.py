@@ -10,11 +10,13 @@ collections, each with its own embedding space.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import enum
 import functools
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Optional, Sequence, TypeVar
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg
@@ -41,7 +43,7 @@ class RunState(str, enum.Enum):
 
 def utc_now() -> dt.datetime:
     """The current time, timezone-aware (UTC): what every timestamp column of the catalog stores."""
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 _ts = functools.partial(sa.Column, type_=sa.DateTime(timezone=True), nullable=False, default=utc_now)
@@ -106,9 +108,7 @@ segments = sa.Table(
     sa.Column("bundle_uri", sa.Text, nullable=True),
     sa.Column("quality", pg.JSONB, nullable=True),  # failed expectations of a quarantined segment
     _ts("updated_at"),
-    sa.ForeignKeyConstraint(
-        ["collection", "video_id"], ["videos.collection", "videos.video_id"], ondelete="CASCADE"
-    ),
+    sa.ForeignKeyConstraint(["collection", "video_id"], ["videos.collection", "videos.video_id"], ondelete="CASCADE"),
 )
 
 frames = sa.Table(
@@ -275,7 +275,10 @@ def head_revision() -> str:
     """The newest Alembic revision of the catalog schema (read from the migration scripts once)."""
     from alembic.script import ScriptDirectory
 
-    return ScriptDirectory.from_config(_alembic_config()).get_current_head()
+    head = ScriptDirectory.from_config(_alembic_config()).get_current_head()
+    if head is None:
+        raise RuntimeError(f"no migration scripts in {MIGRATIONS_DIR}")
+    return head
 
 
 def schema_is_current(engine: sa.Engine) -> bool:
@@ -303,21 +306,18 @@ def migrate(engine: sa.Engine) -> None:
         command.upgrade(cfg, "head")
 
 
-class transient_db_errors:
+@contextlib.contextmanager
+def transient_db_errors() -> Iterator[None]:
     """Turn connection-level database failures into TransientError (worth a retry).
 
     Wraps every write transaction of the catalog's stores: `with transient_db_errors(), engine.begin():`.
     """
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
-        if isinstance(exc, (sa.exc.OperationalError, sa.exc.InterfaceError)) and getattr(
-            exc, "connection_invalidated", True
-        ):
+    try:
+        yield
+    except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
+        if getattr(exc, "connection_invalidated", True):
             raise TransientError(f"catalog database unavailable: {exc.orig}") from exc
-        return False
+        raise
 
 
 def chunks(items: Sequence[T], size: int) -> Iterable[Sequence[T]]:
@@ -365,7 +365,7 @@ class Catalog:
         self.engine = engine
 
     @classmethod
-    def from_url(cls, url: str) -> "Catalog":
+    def from_url(cls, url: str) -> Catalog:
         return cls(engine_for(url))
 
     # -- runs ------------------------------------------------------------------------------
@@ -395,10 +395,10 @@ class Catalog:
         run_id: str,
         state: RunState,
         *,
-        error: Optional[str] = None,
-        video_id: Optional[str] = None,
-        summary: Optional[dict] = None,
-        quality_report: Optional[str] = None,
+        error: str | None = None,
+        video_id: str | None = None,
+        summary: dict | None = None,
+        quality_report: str | None = None,
     ) -> None:
         values: dict[str, Any] = {"state": state.value, "error": error, "updated_at": utc_now()}
         if video_id is not None:
@@ -410,15 +410,13 @@ class Catalog:
         with transient_db_errors(), self.engine.begin() as conn:
             conn.execute(sa.update(ingest_runs).where(ingest_runs.c.run_id == run_id).values(values))
 
-    def get_run(self, run_id: str) -> Optional[dict[str, Any]]:
+    def get_run(self, run_id: str) -> dict[str, Any] | None:
         with self.engine.connect() as conn:
             row = conn.execute(sa.select(ingest_runs).where(ingest_runs.c.run_id == run_id)).first()
         return dict(row._mapping) if row else None
 
     # -- collections -----------------------------------------------------------------------
-    def register_collection(
-        self, name: str, embedder_model: str, embedding_dim: int, weaviate_collection: str
-    ) -> None:
+    def register_collection(self, name: str, embedder_model: str, embedding_dim: int, weaviate_collection: str) -> None:
         """Pin a collection to one embedding space; a different embedder later is an input error."""
         with transient_db_errors(), self.engine.begin() as conn:
             conn.execute(
@@ -439,15 +437,13 @@ class Catalog:
                 "use another collection"
             )
 
-    def get_collection(self, name: str) -> Optional[dict[str, Any]]:
+    def get_collection(self, name: str) -> dict[str, Any] | None:
         with self.engine.connect() as conn:
             row = conn.execute(sa.select(collections).where(collections.c.name == name)).first()
         return dict(row._mapping) if row else None
 
     # -- videos and segments ---------------------------------------------------------------
-    def upsert_video(
-        self, collection: str, manifest: VideoManifest, source_uri: str, run_id: str
-    ) -> None:
+    def upsert_video(self, collection: str, manifest: VideoManifest, source_uri: str, run_id: str) -> None:
         row = dict(
             collection=collection,
             video_id=manifest.video_id,
@@ -518,8 +514,8 @@ class Catalog:
         video_id: str,
         segment_index: int,
         state: SegmentState,
-        error: Optional[str] = None,
-        quality: Optional[list[dict[str, Any]]] = None,
+        error: str | None = None,
+        quality: list[dict[str, Any]] | None = None,
     ) -> None:
         with transient_db_errors(), self.engine.begin() as conn:
             conn.execute(
@@ -534,15 +530,13 @@ class Catalog:
         video_id: str,
         segment_index: int,
         error: str,
-        failed_expectations: Optional[list[dict[str, Any]]],
+        failed_expectations: list[dict[str, Any]] | None,
     ) -> None:
         """Mark a segment quarantined with the failed expectations, dropping whatever an earlier run
         indexed for it (its frames and objects), in one transaction."""
         with transient_db_errors(), self.engine.begin() as conn:
             for table in (objects, frames):
-                conn.execute(
-                    sa.delete(table).where(_in_segment(table, collection, video_id, segment_index))
-                )
+                conn.execute(sa.delete(table).where(_in_segment(table, collection, video_id, segment_index)))
             conn.execute(
                 sa.update(segments)
                 .where(_in_segment(segments, collection, video_id, segment_index))
@@ -604,11 +598,7 @@ class Catalog:
         ]
         seg_filter = _in_segment(objects, collection, bundle.video_id, bundle.segment_index)
         with transient_db_errors(), self.engine.begin() as conn:
-            conn.execute(
-                sa.delete(objects).where(
-                    seg_filter, objects.c.object_id.notin_([o.object_id for o in objs])
-                )
-            )
+            conn.execute(sa.delete(objects).where(seg_filter, objects.c.object_id.notin_([o.object_id for o in objs])))
             conn.execute(
                 sa.delete(frames).where(
                     _in_segment(frames, collection, bundle.video_id, bundle.segment_index),
@@ -616,9 +606,7 @@ class Catalog:
                 )
             )
             if frame_rows:
-                conn.execute(
-                    _upsert(frames, frame_rows, ["collection", "video_id", "segment_index", "frame_index"])
-                )
+                conn.execute(_upsert(frames, frame_rows, ["collection", "video_id", "segment_index", "frame_index"]))
             for start in range(0, len(object_rows), 5000):
                 conn.execute(_upsert(objects, object_rows[start : start + 5000], ["collection", "object_id"]))
             conn.execute(
@@ -667,10 +655,8 @@ class Catalog:
             ).all()
         return {int(i): int(n) for i, n in rows}
 
-    def object_ids(self, collection: str, video_id: str, segment_index: Optional[int] = None) -> set[str]:
-        query = sa.select(objects.c.object_id).where(
-            objects.c.collection == collection, objects.c.video_id == video_id
-        )
+    def object_ids(self, collection: str, video_id: str, segment_index: int | None = None) -> set[str]:
+        query = sa.select(objects.c.object_id).where(objects.c.collection == collection, objects.c.video_id == video_id)
         if segment_index is not None:
             query = query.where(objects.c.segment_index == segment_index)
         with self.engine.connect() as conn:
@@ -678,7 +664,7 @@ class Catalog:
         return {str(r[0]) for r in rows}
 
     # -- videos (reads for reprocessing) ------------------------------------------------------
-    def get_video(self, collection: str, video_id: str) -> Optional[dict[str, Any]]:
+    def get_video(self, collection: str, video_id: str) -> dict[str, Any] | None:
         with self.engine.connect() as conn:
             row = conn.execute(
                 sa.select(videos).where(videos.c.collection == collection, videos.c.video_id == video_id)
@@ -693,9 +679,7 @@ class Catalog:
             return {}
         with self.engine.connect() as conn:
             rows = conn.execute(
-                sa.select(channel_items).where(
-                    channel_items.c.channel == channel, channel_items.c.item_key.in_(keys)
-                )
+                sa.select(channel_items).where(channel_items.c.channel == channel, channel_items.c.item_key.in_(keys))
             ).all()
         return {r.item_key: dict(r._mapping) for r in rows}
 
@@ -765,7 +749,7 @@ class Catalog:
         with transient_db_errors(), self.engine.begin() as conn:
             conn.execute(stmt)
 
-    def list_channel_items(self, channel: Optional[str] = None) -> list[dict[str, Any]]:
+    def list_channel_items(self, channel: str | None = None) -> list[dict[str, Any]]:
         query = sa.select(channel_items).order_by(channel_items.c.channel, channel_items.c.discovered_at)
         if channel is not None:
             query = query.where(channel_items.c.channel == channel)

@@ -13,8 +13,10 @@ Reads for search: stored vectors by id, and nearest neighbours of a vector (cosi
 
 from __future__ import annotations
 
+import functools
 import logging
-from typing import Any, Callable, Iterable, Optional, Sequence, TypeVar
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeVar
 
 import numpy as np
 import tenacity
@@ -56,8 +58,7 @@ PROPERTIES = [
 def validate_collection_name(collection: str) -> str:
     if not COLLECTION_NAME_RE.match(collection):
         raise InputError(
-            f"invalid collection name {collection!r}: use 1-63 lowercase letters, digits or '_', "
-            "starting with a letter"
+            f"invalid collection name {collection!r}: use 1-63 lowercase letters, digits or '_', starting with a letter"
         )
     return collection
 
@@ -97,7 +98,7 @@ def _retrying(fn: Callable[[], T], what: str, attempts: int = 4) -> T:
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def segment_filter(video_id: str, segment_index: Optional[int] = None) -> Any:
+def segment_filter(video_id: str, segment_index: int | None = None) -> Any:
     f = Filter.by_property("video_id").equal(video_id)
     if segment_index is not None:
         f = f & Filter.by_property("segment_index").equal(segment_index)
@@ -112,12 +113,17 @@ class ObjectIndex:
     """
 
     def __init__(self, client: weaviate.WeaviateClient | Callable[[], weaviate.WeaviateClient]):
-        self._client = client if isinstance(client, weaviate.WeaviateClient) else None
-        self._connect = None if self._client is not None else client
+        self._client: weaviate.WeaviateClient | None = None
+        self._connect: Callable[[], weaviate.WeaviateClient] | None = None
+        if isinstance(client, weaviate.WeaviateClient):
+            self._client = client
+        else:
+            self._connect = client
 
     @property
     def client(self) -> weaviate.WeaviateClient:
         if self._client is None:
+            assert self._connect is not None
             self._client = _retrying(self._connect, "connecting")
         return self._client
 
@@ -133,9 +139,7 @@ class ObjectIndex:
                     name,
                     properties=PROPERTIES,
                     vector_config=Configure.Vectors.self_provided(
-                        vector_index_config=Configure.VectorIndex.hnsw(
-                            distance_metric=VectorDistances.COSINE
-                        )
+                        vector_index_config=Configure.VectorIndex.hnsw(distance_metric=VectorDistances.COSINE)
                     ),
                 )
             except UnexpectedStatusCodeError as exc:
@@ -180,7 +184,7 @@ class ObjectIndex:
                 for i, o in enumerate(objects[start : start + BATCH_SIZE])
             ]
 
-            def insert(chunk: list[DataObject] = chunk) -> None:
+            def insert(chunk: list[DataObject[Any, Any]] = chunk) -> None:
                 result = coll.data.insert_many(chunk)
                 if result.errors:
                     first = next(iter(result.errors.values()))
@@ -196,7 +200,7 @@ class ObjectIndex:
         for start in range(0, len(stale), BATCH_SIZE):
             ids = stale[start : start + BATCH_SIZE]
             _retrying(
-                lambda ids=ids: coll.data.delete_many(where=Filter.by_id().contains_any(ids)),
+                functools.partial(coll.data.delete_many, where=Filter.by_id().contains_any(ids)),
                 f"deleting stale objects of {video_id}/{segment_index}",
             )
         return len(objects)
@@ -212,7 +216,7 @@ class ObjectIndex:
             f"deleting objects of {video_id}/{segment_index}",
         )
 
-    def ids(self, collection: str, video_id: str, segment_index: Optional[int] = None) -> list[str]:
+    def ids(self, collection: str, video_id: str, segment_index: int | None = None) -> list[str]:
         """Every object id stored for a video (or one of its segments)."""
         coll = self._coll(collection)
 
@@ -221,13 +225,13 @@ class ObjectIndex:
 
         return _retrying(fetch, f"listing objects of {video_id}")
 
-    def count(self, collection: str, video_id: str, segment_index: Optional[int] = None) -> int:
+    def count(self, collection: str, video_id: str, segment_index: int | None = None) -> int:
         coll = self._coll(collection)
         return _retrying(
-            lambda: coll.aggregate.over_all(
-                filters=segment_filter(video_id, segment_index), total_count=True
-            ).total_count
-            or 0,
+            lambda: (
+                coll.aggregate.over_all(filters=segment_filter(video_id, segment_index), total_count=True).total_count
+                or 0
+            ),
             f"counting objects of {video_id}",
         )
 
@@ -240,7 +244,8 @@ class ObjectIndex:
         for start in range(0, len(ids), 1000):
             chunk = ids[start : start + 1000]
             res = _retrying(
-                lambda chunk=chunk: coll.query.fetch_objects(
+                functools.partial(
+                    coll.query.fetch_objects,
                     filters=Filter.by_id().contains_any(chunk),
                     limit=len(chunk),
                     include_vector=True,
@@ -259,10 +264,10 @@ class ObjectIndex:
         limit: int,
         min_similarity: float,
         *,
-        video_id: Optional[str] = None,
-        detector_label: Optional[str] = None,
-        ids: Optional[Sequence[str]] = None,
-        exclude_ids: Optional[Sequence[str]] = None,
+        video_id: str | None = None,
+        detector_label: str | None = None,
+        ids: Sequence[str] | None = None,
+        exclude_ids: Sequence[str] | None = None,
     ) -> list[tuple[str, float]]:
         """(object id, cosine similarity) of the objects nearest to `vector`, best first, at most
         `limit` (and `MAX_QUERY_RESULTS`), each at least `min_similarity`; only objects of `video_id`,
@@ -309,9 +314,7 @@ def _vector_of(obj: Any) -> np.ndarray:
 class _BatchError(WeaviateBaseError):
     def __init__(self, failed: int, total: int, message: str):
         super().__init__(f"{failed} of {total} objects failed to import; first error: {message}")
-        self.transient = any(
-            s in message.lower() for s in ("timeout", "unavailable", "connection", "too many", "503")
-        )
+        self.transient = any(s in message.lower() for s in ("timeout", "unavailable", "connection", "too many", "503"))
 
 
 def _fetch_all(coll: Any, filters: Any, page: int = 1000) -> Iterable[Any]:

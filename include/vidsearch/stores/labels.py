@@ -13,7 +13,8 @@ propagations raise `NotFoundError`.
 from __future__ import annotations
 
 import uuid
-from typing import Any, Literal, Optional, Sequence, get_args
+from collections.abc import Sequence
+from typing import Any, Literal, get_args
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg
@@ -106,7 +107,9 @@ class LabelStore:
             return {
                 str(r[0])
                 for r in conn.execute(
-                    sa.select(labels.c.object_id).distinct().where(
+                    sa.select(labels.c.object_id)
+                    .distinct()
+                    .where(
                         labels.c.collection == collection,
                         labels.c.polarity == NEGATIVE,
                         labels.c.name.in_(list(names)),
@@ -146,15 +149,22 @@ class LabelStore:
         return _propagation_dict(row)
 
     # -- writes ----------------------------------------------------------------------------
-    def add(
-        self, collection: str, object_ids: Sequence[str], name: str, polarity: Polarity, actor: str
-    ) -> int:
+    def add(self, collection: str, object_ids: Sequence[str], name: str, polarity: Polarity, actor: str) -> int:
         """Set a human label on distinct objects, replacing whatever label of that name they had; returns
         how many rows were set. All or nothing: an unknown object id raises `NotFoundError`."""
         now = utc_now()
         rows = [
-            dict(collection=collection, object_id=i, name=name, polarity=polarity, source=HUMAN,
-                 propagation_id=None, score=None, created_by=actor, updated_at=now)
+            dict(
+                collection=collection,
+                object_id=i,
+                name=name,
+                polarity=polarity,
+                source=HUMAN,
+                propagation_id=None,
+                score=None,
+                created_by=actor,
+                updated_at=now,
+            )
             for i in object_ids
         ]
         with transient_db_errors(), self.engine.begin() as conn:
@@ -167,8 +177,10 @@ class LabelStore:
             updated = len(conn.execute(upsert).all())
             conn.execute(
                 sa.insert(label_events),
-                [_event(collection, name, "add", actor, now, object_id=i, polarity=polarity, source=HUMAN)
-                 for i in object_ids],
+                [
+                    _event(collection, name, "add", actor, now, object_id=i, polarity=polarity, source=HUMAN)
+                    for i in object_ids
+                ],
             )
         return updated
 
@@ -181,15 +193,30 @@ class LabelStore:
             _require_objects(conn, collection, object_ids)
             removed = conn.execute(
                 sa.delete(lb)
-                .where(lb.c.collection == collection, lb.c.name == name, lb.c.source == HUMAN,
-                       lb.c.object_id.in_(list(object_ids)))
+                .where(
+                    lb.c.collection == collection,
+                    lb.c.name == name,
+                    lb.c.source == HUMAN,
+                    lb.c.object_id.in_(list(object_ids)),
+                )
                 .returning(lb.c.object_id, lb.c.polarity)
             ).all()
             if removed:
                 conn.execute(
                     sa.insert(label_events),
-                    [_event(collection, name, "remove", actor, now, object_id=str(r.object_id),
-                            polarity=r.polarity, source=HUMAN) for r in removed],
+                    [
+                        _event(
+                            collection,
+                            name,
+                            "remove",
+                            actor,
+                            now,
+                            object_id=str(r.object_id),
+                            polarity=r.polarity,
+                            source=HUMAN,
+                        )
+                        for r in removed
+                    ],
                 )
         return len(removed)
 
@@ -217,14 +244,32 @@ class LabelStore:
             present = existing_object_ids(conn, collection, [i for i, _ in candidates])
             conn.execute(
                 sa.insert(pr).values(
-                    id=pid, collection=collection, name=name, sources=list(sources), negatives=list(negatives),
-                    model=model, threshold=threshold, count=0, created_by=actor, created_at=now, undone_at=None,
+                    id=pid,
+                    collection=collection,
+                    name=name,
+                    sources=list(sources),
+                    negatives=list(negatives),
+                    model=model,
+                    threshold=threshold,
+                    count=0,
+                    created_by=actor,
+                    created_at=now,
+                    undone_at=None,
                 )
             )
             stored = 0
             rows = [
-                dict(collection=collection, object_id=i, name=name, polarity=POSITIVE, source=PROPAGATED,
-                     propagation_id=pid, score=s, created_by=actor, updated_at=now)
+                dict(
+                    collection=collection,
+                    object_id=i,
+                    name=name,
+                    polarity=POSITIVE,
+                    source=PROPAGATED,
+                    propagation_id=pid,
+                    score=s,
+                    created_by=actor,
+                    updated_at=now,
+                )
                 for i, s in candidates
                 if i in present
             ]
@@ -240,8 +285,16 @@ class LabelStore:
             conn.execute(sa.update(pr).where(pr.c.id == pid).values(count=stored))
             conn.execute(
                 sa.insert(label_events).values(
-                    **_event(collection, name, "propagate", actor, now, polarity=POSITIVE, source=PROPAGATED,
-                             propagation_id=pid)
+                    **_event(
+                        collection,
+                        name,
+                        "propagate",
+                        actor,
+                        now,
+                        polarity=POSITIVE,
+                        source=PROPAGATED,
+                        propagation_id=pid,
+                    )
                 )
             )
         return {"propagation_id": pid, "count": stored}
@@ -266,8 +319,16 @@ class LabelStore:
             conn.execute(sa.update(pr).where(pr.c.id == pid).values(undone_at=now))
             conn.execute(
                 sa.insert(label_events).values(
-                    **_event(collection, row.name, "undo", actor, now, polarity=POSITIVE, source=PROPAGATED,
-                             propagation_id=pid)
+                    **_event(
+                        collection,
+                        row.name,
+                        "undo",
+                        actor,
+                        now,
+                        polarity=POSITIVE,
+                        source=PROPAGATED,
+                        propagation_id=pid,
+                    )
                 )
             )
         return len(removed)
@@ -277,12 +338,10 @@ class LabelStore:
 
 
 def _object_ids(
-    conn: sa.Connection, collection: str, name: str, polarity: Polarity, source: Optional[Source] = None
+    conn: sa.Connection, collection: str, name: str, polarity: Polarity, source: Source | None = None
 ) -> list[str]:
     lb = labels
-    query = sa.select(lb.c.object_id).where(
-        lb.c.collection == collection, lb.c.name == name, lb.c.polarity == polarity
-    )
+    query = sa.select(lb.c.object_id).where(lb.c.collection == collection, lb.c.name == name, lb.c.polarity == polarity)
     if source is not None:
         query = query.where(lb.c.source == source)
     return [str(r[0]) for r in conn.execute(query.order_by(lb.c.object_id)).all()]
@@ -292,9 +351,7 @@ def _require_objects(conn: sa.Connection, collection: str, object_ids: Sequence[
     found = existing_object_ids(conn, collection, object_ids)
     missing = [i for i in object_ids if i not in found]
     if missing:
-        raise NotFoundError(
-            f"{len(missing)} unknown object id(s) in collection {collection!r}, e.g. {missing[0]!r}"
-        )
+        raise NotFoundError(f"{len(missing)} unknown object id(s) in collection {collection!r}, e.g. {missing[0]!r}")
 
 
 def _propagation_query(collection: str, propagation_id: str) -> sa.Select:
@@ -313,14 +370,23 @@ def _event(
     actor: str,
     at: Any,
     *,
-    object_id: Optional[str] = None,
-    polarity: Optional[Polarity] = None,
-    source: Optional[Source] = None,
-    propagation_id: Optional[str] = None,
+    object_id: str | None = None,
+    polarity: Polarity | None = None,
+    source: Source | None = None,
+    propagation_id: str | None = None,
 ) -> dict[str, Any]:
     """One `label_events` row (object_id is None for whole-propagation events)."""
-    return dict(collection=collection, object_id=object_id, name=name, action=action, polarity=polarity,
-                source=source, propagation_id=propagation_id, actor=actor, at=at)
+    return dict(
+        collection=collection,
+        object_id=object_id,
+        name=name,
+        action=action,
+        polarity=polarity,
+        source=source,
+        propagation_id=propagation_id,
+        actor=actor,
+        at=at,
+    )
 
 
 def _label_dict(row: Any) -> dict[str, Any]:

@@ -12,8 +12,9 @@ import contextlib
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any, Iterator
+from typing import IO, Any
 from urllib.parse import urlparse
 
 import fsspec
@@ -65,7 +66,7 @@ def _storage_errors(uri: str) -> Iterator[None]:
         yield
     except FileNotFoundError:
         raise
-    except Exception as exc:  # noqa: BLE001 - re-raised typed
+    except Exception as exc:
         if _transient(exc):
             raise TransientError(f"object storage unavailable for {uri}: {exc}") from exc
         raise
@@ -120,8 +121,8 @@ def local_file(uri: str, suffix: str = "") -> Iterator[Path]:
     with tempfile.TemporaryDirectory(prefix="vidsearch-") as tmp:
         target = Path(tmp) / f"object{suffix}"
         with _storage_errors(uri):
-            fs, path = filesystem(uri)
-            fs.get_file(path, str(target))
+            fs, remote = filesystem(uri)
+            fs.get_file(remote, str(target))
         yield target
 
 

@@ -75,9 +75,7 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(
             ["collection", "video_id"], ["videos.collection", "videos.video_id"], ondelete="CASCADE"
         ),
-        sa.CheckConstraint(
-            "state IN ('pending', 'done', 'failed', 'quarantined')", name="ck_segments_state"
-        ),
+        sa.CheckConstraint("state IN ('pending', 'done', 'failed', 'quarantined')", name="ck_segments_state"),
     )
     op.create_table(
         "frames",

@@ -76,9 +76,7 @@ def upgrade() -> None:
         sa.Column("propagation_id", pg.UUID(as_uuid=False)),
         sa.Column("actor", sa.Text, nullable=False),
         _ts("at"),
-        sa.CheckConstraint(
-            "action IN ('add', 'remove', 'propagate', 'undo')", name="ck_label_events_action"
-        ),
+        sa.CheckConstraint("action IN ('add', 'remove', 'propagate', 'undo')", name="ck_label_events_action"),
     )
     op.create_index("ix_label_events_name", "label_events", ["collection", "name", "id"])
 

@@ -35,9 +35,7 @@ def upgrade() -> None:
         sa.Column("interval_start", sa.DateTime(timezone=True)),
         sa.Column("interval_end", sa.DateTime(timezone=True)),
         sa.Column("discovered_at", sa.DateTime(timezone=True), nullable=False, server_default=NOW),
-        sa.CheckConstraint(
-            "(content_sha256 IS NULL) = (video_id IS NULL)", name="ck_channel_items_hashed"
-        ),
+        sa.CheckConstraint("(content_sha256 IS NULL) = (video_id IS NULL)", name="ck_channel_items_hashed"),
     )
     op.create_index("ix_channel_items_url", "channel_items", ["channel", "canonical_url"])
     op.create_index("ix_channel_items_sha256", "channel_items", ["collection", "content_sha256"])
