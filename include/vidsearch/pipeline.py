@@ -208,6 +208,7 @@ def extract_frames(
         # The gate's per-frame stats are computed while extracting (from the RGB frames before JPEG
         # encoding): the bundle is never decoded back, so memory stays flat whatever its length.
         stats: list[dict] = []
+        decode_errors: list[str] = []  # counted in the one decode that extracts the frames
         bundle = frames.run_frames(
             segment,
             params.sample_fps,
@@ -217,6 +218,7 @@ def extract_frames(
             expected_size=(manifest.width, manifest.height),
             sampling=sampling,
             stats=stats,
+            decode_errors=decode_errors,
         )
         gate(
             svc,
@@ -228,6 +230,7 @@ def extract_frames(
                 params.sample_fps,
                 params.time_limit_seconds,
                 source_fps=manifest.frame_rate,
+                decoder_errors=decode_errors,
             ),
         )
     except Exception as exc:

@@ -92,8 +92,13 @@ _FFMPEG_THREADS = max(1, min(16, os.cpu_count() or 1))
 # then crosses in a few large reads instead of ~50 of 64 KiB.
 _PIPE_BYTES = 1 << 20
 _F_SETPIPE_SZ = 1031  # fcntl.F_SETPIPE_SZ (Linux); Python < 3.10 lacks the name
-_SHOWINFO_TB = re.compile(r"\[Parsed_showinfo[^\]]*\]\s+config in time_base:\s*(\d+)/(\d+)")
-_SHOWINFO = re.compile(r"\[Parsed_showinfo[^\]]*\]\s+n:\s*(\d+)\s+pts:\s*(-?\d+)\s.*?\ss:(\d+)x(\d+)\s")
+# The decode runs at `level+info`: every stderr line carries its level ("[info]", "[error]"), so the
+# decoder's error lines can be counted in the same run that extracts the frames.
+_LOGLEVEL = "level+info"
+_SHOWINFO_TB = re.compile(r"\[Parsed_showinfo[^\]]*\]\s+(?:\[info\]\s+)?config in time_base:\s*(\d+)/(\d+)")
+_SHOWINFO = re.compile(r"\[Parsed_showinfo[^\]]*\]\s+(?:\[info\]\s+)?n:\s*(\d+)\s+pts:\s*(-?\d+)\s.*?\ss:(\d+)x(\d+)\s")
+_ERROR_LINE = re.compile(r"\[(?:error|fatal|panic)\]")
+_REPEATED = re.compile(r"last message repeated (\d+) times", re.IGNORECASE)
 
 
 def select_frames(
@@ -313,6 +318,7 @@ def extract_frames(
     expected_size: tuple[int, int] | None = None,
     sampling: str = "fps",
     stats: list[dict[str, Any]] | None = None,
+    decode_errors: list[str] | None = None,
 ) -> FrameBundle:
     """Sample `segment_path` (the file of `segment`) and write the bundle zip to `out_path`.
 
@@ -325,7 +331,11 @@ def extract_frames(
     nothing else decoded; `sample_fps` is then only recorded). When `stats` is a list, the frames
     gate's per-frame stats are appended to it, one per bundle frame in order: `stats.frame_stats`
     of each frame's RGB pixels as decoded, before JPEG encoding (so the gate never reads the bundle
-    back). Returns the bundle record.
+    back). When `decode_errors` is a list, the error lines ffmpeg reported while decoding (the
+    decoder's complaints about a damaged bitstream; a repeated message counts once per repeat) are
+    appended to it: the frames gate counts them, so damage is measured without a second decode. They
+    cover what was decoded: the segment up to its last sampled frame (keyframe sampling: keyframes).
+    Returns the bundle record.
 
     Raises `InputError` for a bad `sample_fps` or `sampling`, `QualityGateError` when the decoded
     frames do not match what was asked for, `ffmpeg.FFmpegError` when ffmpeg fails.
@@ -351,7 +361,7 @@ def extract_frames(
             with ff.stream(
                 _decode_args(segment_path, script, keyframes_only=sampling == "keyframes"),
                 timeout_s=FRAMES_TIMEOUT_S,
-                loglevel="info",
+                loglevel=_LOGLEVEL,
                 strip_prefix=ff.file_url(segment_path),
             ) as proc:
                 plan = _plan(
@@ -361,9 +371,13 @@ def extract_frames(
                     raise _NothingToDecodeError
                 _write_script(script, plan.filter_chain(), proc)
                 written = _encode_frames(proc, plan, zf, measured if stats is not None else None)
-            decoded_pts = _decoded_pts(proc.stderr_text(), plan, written)
+            stderr = proc.stderr_text()
+            decoded_pts = _decoded_pts(stderr, plan, written)
+            errors = error_lines(stderr)
         except _NothingToDecodeError:
-            decoded_pts = []
+            decoded_pts, errors = [], []
+        if errors:
+            log.warning("%s: ffmpeg reported %d decode errors, first: %s", segment.label, len(errors), errors[0])
         assert plan is not None
         missing = len(plan.wanted) - len(decoded_pts) if plan.wanted is not None else 0
         if missing:
@@ -387,7 +401,26 @@ def extract_frames(
         _write_member(zf, BUNDLE_JSON, bundle.model_dump_json(indent=1).encode())
     if stats is not None:
         stats.extend(measured)
+    if decode_errors is not None:
+        decode_errors.extend(errors)
     return bundle
+
+
+def error_lines(stderr: str) -> list[str]:
+    """The error-level lines of an ffmpeg run logged with a `level+...` loglevel; "Last message
+    repeated N times" after an error line counts as N more."""
+    found: list[str] = []
+    last_was_error = False
+    for line in stderr.splitlines():
+        repeated = _REPEATED.search(line)
+        if repeated:
+            if last_was_error:
+                found.extend([found[-1]] * int(repeated.group(1)))
+            continue
+        last_was_error = bool(_ERROR_LINE.search(line))
+        if last_was_error:
+            found.append(ff.summarize_stderr(line) or line.strip())
+    return found
 
 
 def _decode_args(path: Path, script: Path, *, keyframes_only: bool) -> list[str]:
@@ -523,6 +556,7 @@ def run_frames(
     expected_size: tuple[int, int] | None = None,
     sampling: str = "fps",
     stats: list[dict[str, Any]] | None = None,
+    decode_errors: list[str] | None = None,
 ) -> FrameBundle:
     """Sample the stored segment and upload its bundle to `bundle_uri` (see `extract_frames`)."""
     with (
@@ -542,6 +576,7 @@ def run_frames(
             expected_size=expected_size,
             sampling=sampling,
             stats=stats,
+            decode_errors=decode_errors,
         )
         storage.upload(out, bundle_uri)
     return bundle

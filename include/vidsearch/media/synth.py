@@ -303,3 +303,218 @@ def make_corrupt(path: str | os.PathLike[str], size: int = 65536, seed: int = 0)
 def frame_interval(fps: str) -> Fraction:
     """Seconds between frames for an ffmpeg rate string ("30000/1001" -> 1001/30000)."""
     return 1 / Fraction(fps)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Real-world-like content the gates must pass, and two kinds of damage they must name.
+# ---------------------------------------------------------------------------------------------------
+
+
+def _encode_scene(
+    path: str | os.PathLike[str],
+    duration_s: float,
+    width: int,
+    height: int,
+    fps: str,
+    post: str = "",
+    *,
+    preset: str = "veryfast",
+    extra: tuple[str, ...] = (),
+) -> Path:
+    """The moving-boxes scene (no audio) through the extra filters `post` (appended to the graph)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    width, height = _even(width), _even(height)
+    inputs, graph = _scene_graph(width, height, fps, duration_s)
+    if post:
+        graph = graph.replace("[v]", "[raw]") + f";[raw]{post}[v]"
+    ff.ffmpeg(
+        [
+            *inputs,
+            "-filter_complex",
+            graph,
+            "-map",
+            "[v]",
+            *_x264_args(None, 28, preset),
+            *extra,
+            "-t",
+            f"{duration_s}",
+            "-movflags",
+            "+faststart",
+            "-y",
+            ff.file_url(path),
+        ],
+        timeout_s=300,
+    )
+    return path
+
+
+def make_fade_video(
+    path: str | os.PathLike[str], duration_s: float = 6.0, fade_s: float = 1.5, width: int = 320, height: int = 180
+) -> Path:
+    """Fades in from black (the first frame is all black) and out to black (so is the last)."""
+    out_start = max(0.0, duration_s - fade_s)
+    return _encode_scene(
+        path, duration_s, width, height, "25", f"fade=t=in:st=0:d={fade_s},fade=t=out:st={out_start}:d={fade_s}"
+    )
+
+
+def make_black_slate_cut(
+    path: str | os.PathLike[str], duration_s: float = 6.0, cut_s: float = 3.0, width: int = 320, height: int = 180
+) -> Path:
+    """A hard cut to a black slate at `cut_s`, mid-segment: every frame after it is all black."""
+    return _encode_scene(path, duration_s, width, height, "25", f"drawbox=c=black:t=fill:enable='gte(t,{cut_s})'")
+
+
+def make_letterboxed(
+    path: str | os.PathLike[str], duration_s: float = 4.0, width: int = 320, height: int = 180
+) -> Path:
+    """A 2.39:1 picture with black bars above and below in a 16:9 frame."""
+    inner = _even(width / 2.39)
+    return _encode_scene(
+        path, duration_s, width, inner, "25", f"pad=w={_even(width)}:h={_even(height)}:x=0:y=(oh-ih)/2:color=black"
+    )
+
+
+def make_static_scene(
+    path: str | os.PathLike[str], duration_s: float = 30.0, width: int = 160, height: int = 90
+) -> Path:
+    """A still scene (flat background, a few fixed boxes) that does not change for `duration_s`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    boxes = ",".join(
+        f"drawbox=x=iw*{x}:y=ih*{y}:w=iw*{fw}:h=ih*{fh}:c={colour}:t=fill"
+        for (colour, fw, fh, _, _), x, y in zip(_SHAPES[:3], (0.1, 0.45, 0.75), (0.2, 0.55, 0.1))
+    )
+    ff.ffmpeg(
+        [
+            "-f",
+            "lavfi",
+            "-i",
+            f"color=c={BACKGROUND}:s={_even(width)}x{_even(height)}:r=25:d={duration_s},{boxes}",
+            *_x264_args(None, 28, "ultrafast"),
+            "-movflags",
+            "+faststart",
+            "-y",
+            ff.file_url(path),
+        ],
+        timeout_s=300,
+    )
+    return path
+
+
+def make_one_frame(path: str | os.PathLike[str], width: int = 320, height: int = 180) -> Path:
+    """A valid video of exactly one frame (25 fps: 0.04 s)."""
+    return _encode_scene(path, 1.0, width, height, "25", extra=("-frames:v", "1"))
+
+
+def make_short_video(
+    path: str | os.PathLike[str], duration_s: float = 0.4, width: int = 320, height: int = 180
+) -> Path:
+    """A video shorter than any segment (default 0.4 s: 10 frames at 25 fps)."""
+    return _encode_scene(path, duration_s, width, height, "25")
+
+
+def make_title_card(path: str | os.PathLike[str], duration_s: float = 3.0, width: int = 320, height: int = 180) -> Path:
+    """A title card: a flat dark colour with a few still shapes (a "title" bar and two marks)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    shapes = ",".join(
+        [
+            "drawbox=x=iw*0.2:y=ih*0.42:w=iw*0.6:h=ih*0.12:c=white:t=fill",
+            "drawbox=x=iw*0.3:y=ih*0.6:w=iw*0.4:h=ih*0.04:c=0xaaaaaa:t=fill",
+            "drawbox=x=iw*0.47:y=ih*0.2:w=iw*0.06:h=ih*0.1:c=0xfdd835:t=fill",
+        ]
+    )
+    ff.ffmpeg(
+        [
+            "-f",
+            "lavfi",
+            "-i",
+            f"color=c=0x101018:s={_even(width)}x{_even(height)}:r=25:d={duration_s},{shapes}",
+            *_x264_args(None, 28, "veryfast"),
+            "-movflags",
+            "+faststart",
+            "-y",
+            ff.file_url(path),
+        ],
+        timeout_s=300,
+    )
+    return path
+
+
+def make_damaged_h264(
+    path: str | os.PathLike[str],
+    duration_s: float = 10.0,
+    width: int = 320,
+    height: int = 180,
+    *,
+    at: tuple[float, ...] = (0.4, 0.5),
+    span: int = 1500,
+    seed: int = 7,
+) -> Path:
+    """An H.264 MP4 whose bitstream is damaged in the middle: `span` bytes at each fraction `at` of the
+    media data are overwritten with random bytes. The index (moov, first: faststart) is intact and the
+    first and last seconds (2 s GOPs) are untouched, so the file probes and splits as usual; decoding the damaged stretch makes the decoder report errors.
+    """
+    path = Path(path)
+    _encode_scene(path, duration_s, width, height, "25", extra=("-g", "50"))
+    data = bytearray(path.read_bytes())
+    mdat = data.find(b"mdat")
+    if mdat < 0:
+        raise RuntimeError("no mdat box in the encoded file")
+    start, end = mdat + 4, len(data)
+    rng = random.Random(seed)
+    for fraction in at:
+        offset = start + int((end - start) * fraction)
+        data[offset : offset + span] = rng.randbytes(min(span, end - offset))
+    path.write_bytes(bytes(data))
+    return path
+
+
+def make_untimed_ts(
+    path: str | os.PathLike[str], duration_s: float = 4.0, width: int = 160, height: int = 120, keep_every: int = 5
+) -> Path:
+    """An MPEG-TS whose video packets mostly carry no timestamp: the PTS/DTS of every PES header
+    except one in `keep_every` is blanked (flags cleared, the bytes turned into stuffing), so ffprobe
+    shows pts and dts N/A for most packets.
+
+    (An AVI cannot show this through ffmpeg: its demuxer derives every packet's DTS from the chunk
+    count and drops zero-size chunks, so missing timestamps and empty packets never surface.)
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ff.ffmpeg(
+        [
+            "-f",
+            "lavfi",
+            "-i",
+            f"testsrc2=s={_even(width)}x{_even(height)}:r=25:d={duration_s}",
+            *_x264_args(25, 28, "veryfast"),
+            "-bf",
+            "0",
+            "-f",
+            "mpegts",
+            "-y",
+            ff.file_url(path),
+        ],
+        timeout_s=300,
+    )
+    data = bytearray(path.read_bytes())
+    video_pid, seen = 0x100, 0
+    for off in range(0, len(data) - 187, 188):
+        packet = data[off : off + 188]
+        pid = ((packet[1] & 0x1F) << 8) | packet[2]
+        if packet[0] != 0x47 or not packet[1] & 0x40 or pid != video_pid:
+            continue
+        i = 4 + (1 + packet[4] if (packet[3] >> 4) & 2 else 0)
+        if packet[i : i + 3] != b"\x00\x00\x01":
+            continue
+        seen += 1
+        if seen % keep_every == 1 or not packet[i + 7] & 0xC0:
+            continue
+        data[off + i + 7] = packet[i + 7] & 0x3F
+        header_len = packet[i + 8]
+        data[off + i + 9 : off + i + 9 + header_len] = b"\xff" * header_len
+    path.write_bytes(bytes(data))
+    return path

@@ -48,6 +48,9 @@ class SegmentFacts(BaseModel):
         description="Largest distance between consecutive keyframes, counting the last keyframe's "
         "run up to the end of the file (so a one-keyframe file reports its own length).",
     )
+    untimed_packet_count: int = Field(0, ge=0, description="Video packets with neither PTS nor DTS.")
+    empty_packet_count: int = Field(0, ge=0, description="Zero-size video packets.")
+    dts_backwards: int = Field(0, ge=0, description="Packets whose DTS is below the previous packet's.")
     decodable: bool = Field(description="The first video frame decodes.")
     error: str | None = Field(None, description="Why the file could not be read or decoded.")
 
@@ -117,16 +120,41 @@ def check_split(
             "packet_count": ("int64", [f.packet_count for f in facts]),
             "decodable": ("bool", [bool(f.decodable) for f in facts]),
             "start_offset_s": ("float64", [rel(f.first_pts_s) - s.start_s for s, f in zip(segments, facts)]),
-            "end_shortfall_s": ("float64", [s.end_s - rel(f.last_pts_s) for s, f in zip(segments, facts)]),
+            # The last packet's PTS is where the last frame starts; it is displayed for one frame
+            # more, so a file that holds every frame falls short of the segment end by one frame
+            # (a one-frame video: by its whole duration). That frame is subtracted before the
+            # tolerance applies.
+            "end_excess_s": (
+                "float64",
+                [s.end_s - rel(f.last_pts_s) - _last_frame_s(f, s, manifest) for s, f in zip(segments, facts)],
+            ),
+            "untimed_packet_fraction": ("float64", [_fraction(f.untimed_packet_count, f) for f in facts]),
+            "empty_packet_fraction": ("float64", [_fraction(f.empty_packet_count, f) for f in facts]),
+            "dts_backwards": ("int64", [f.dts_backwards for f in facts]),
         }
     )
     params = {
         "tolerance_s": tolerance,
         "neg_tolerance_s": -tolerance,
+        "max_untimed_packet_fraction": cfg.max_untimed_packet_fraction,
+        "max_empty_packet_fraction": cfg.max_empty_packet_fraction,
         "end_min_s": covered - tolerance,
         "end_max_s": covered + tolerance,
     }
     return validate("split", "video", df, params, cfg)
+
+
+def _last_frame_s(facts: SegmentFacts, segment: Segment, manifest: VideoManifest) -> float:
+    """How long the segment file's last frame is displayed: the file's median frame interval; a file
+    with one frame (no interval to measure) shows it for the whole segment."""
+    del manifest  # the nominal rate is no better than the file's own spacing
+    if facts.frame_interval_s:
+        return facts.frame_interval_s
+    return max(0.0, segment.end_s - segment.start_s)
+
+
+def _fraction(count: int, facts: SegmentFacts) -> float:
+    return count / facts.packet_count if facts.packet_count else 0.0
 
 
 def expected_frame_count(
@@ -155,10 +183,16 @@ def check_frames(
     cfg: QualityConfig | None = None,
     *,
     source_fps: float | None = None,
+    decoder_errors: int | Sequence[str] = 0,
 ) -> GateResult:
     """Frame count ~ (segment duration clipped to the time limit) x sample_fps (within the larger of
     frame_count_abs_tol frames and frame_count_rel_tol), timestamps strictly increasing inside
-    [start, end), one frame size equal to the bundle's, no blank or undecodable frame.
+    [start, end), one frame size equal to the bundle's, no undecodable frame, at most
+    max_decoder_errors decoder errors (`decoder_errors`: the count, or the error lines that
+    `frames.extract_frames(decode_errors=...)` collected while decoding the segment).
+
+    Pixel values are content, not damage: black, flat or static frames pass (`stats` "mean"/"std"
+    are not checked here).
 
     `stats[i]` describes `bundle.frames[i]` (`frame_stats` of its pixels: as extracted,
     `frames.extract_frames(stats=...)`, or of `read_bundle`'s arrays). `source_fps` (the video's frame
@@ -182,17 +216,15 @@ def check_frames(
         )
         count_max = max(count_max, count_min)
 
-    def num(value: Any) -> float:
-        return float("nan") if value is None else float(value)
-
+    n_errors = decoder_errors if isinstance(decoder_errors, int) else len(decoder_errors)
     df = dataframe(
         {
             "frame": ("int64", [f.index for f in bundle.frames]),
             "pts_s": ("float64", [f.pts_s for f in bundle.frames]),
             "decoded": ("bool", [bool(s.get("decoded", True)) for s in stats]),
             "size": ("object", [f"{int(s.get('w') or 0)}x{int(s.get('h') or 0)}" for s in stats]),
-            "pixel_mean": ("float64", [num(s.get("mean")) for s in stats]),
-            "pixel_std": ("float64", [num(s.get("std")) for s in stats]),
+            # Segment-wide: the count sits on the first row so the column sum is the count.
+            "decoder_errors": ("int64", [n_errors if i == 0 else 0 for i in range(len(bundle.frames))]),
         }
     )
     params = {
@@ -201,7 +233,7 @@ def check_frames(
         "start_s": segment.start_s,
         "end_s": end,
         "bundle_size": [f"{bundle.width}x{bundle.height}"],
-        "blank_std_min": cfg.blank_std_min,
+        "max_decoder_errors": cfg.max_decoder_errors,
     }
     return validate("frames", segment.name, df, params, cfg)
 
@@ -318,7 +350,10 @@ def check_index(
 
 def segment_facts(path: Path, *, timeout_s: float = SEGMENT_FACTS_TIMEOUT_S) -> SegmentFacts:
     """Measure one segment file: video packets (count, first/last PTS, keyframe spacing) by demuxing
-    only (`ffprobe -show_packets`), and whether its first frame decodes (`ffmpeg -frames:v 1 -f null`).
+    only (`ffprobe -show_packets`) with the damage they show (packets with no timestamp at all,
+    zero-size packets, DTS going backwards), and whether its first frame decodes (`ffmpeg -frames:v 1
+    -f null`). Decoder errors over the whole segment are counted where it is decoded anyway (the
+    frames stage), not here.
 
     A file ffprobe/ffmpeg cannot read gives facts that fail the split gate (`error` says why), not an
     exception; a timeout (`FFmpegTimeoutError`, transient) or a missing ffmpeg still raises.
@@ -327,7 +362,13 @@ def segment_facts(path: Path, *, timeout_s: float = SEGMENT_FACTS_TIMEOUT_S) -> 
     source = ff.file_url(path)
     try:
         doc = ff.ffprobe_json(
-            ["-select_streams", "V:0", "-show_entries", "packet=pts_time,flags", *ff.input_args(path)],
+            [
+                "-select_streams",
+                "V:0",
+                "-show_entries",
+                "packet=pts_time,dts_time,size,flags",
+                *ff.input_args(path),
+            ],
             timeout_s=timeout_s,
             strip_prefix=source,
         )
@@ -340,6 +381,10 @@ def segment_facts(path: Path, *, timeout_s: float = SEGMENT_FACTS_TIMEOUT_S) -> 
     keys = sorted(
         t for p in packets if "K" in str(p.get("flags", "")) and (t := ff.parse_float(p.get("pts_time"))) is not None
     )
+    untimed = sum(1 for p in packets if p.get("pts_time") in (None, "N/A") and p.get("dts_time") in (None, "N/A"))
+    empty = sum(1 for p in packets if str(p.get("size", "")).strip() == "0")
+    dts = [t for p in packets if (t := ff.parse_float(p.get("dts_time"))) is not None]
+    backwards = sum(1 for a, b in zip(dts, dts[1:]) if b < a)
     diffs = [b - a for a, b in zip(pts, pts[1:]) if b > a]
     frame_interval = statistics.median(diffs) if diffs else None
     max_key = None
@@ -359,6 +404,9 @@ def segment_facts(path: Path, *, timeout_s: float = SEGMENT_FACTS_TIMEOUT_S) -> 
         last_pts_s=pts[-1] if pts else None,
         frame_interval_s=round(frame_interval, 6) if frame_interval is not None else None,
         max_keyframe_interval_s=max_key,
+        untimed_packet_count=untimed,
+        empty_packet_count=empty,
+        dts_backwards=backwards,
         decodable=decodable,
         error=error,
     )

@@ -31,11 +31,21 @@ class QualityConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+    # Rule for every threshold here: damage (a broken file, decoder or store) fails a gate; content
+    # (black, flat, static, short, letterboxed footage) never does.
     # probe
-    min_fps: float = Field(1.0, gt=0, description="Lowest acceptable average frame rate.")
-    max_fps: float = Field(240.0, gt=0, description="Highest acceptable average frame rate.")
-    min_dim: int = Field(16, ge=1, description="Smallest acceptable display width/height (px).")
-    max_dim: int = Field(8192, ge=1, description="Largest acceptable display width/height (px).")
+    min_fps: float = Field(
+        1.0, gt=0, description="Lowest acceptable average frame rate (below: broken timing metadata)."
+    )
+    max_fps: float = Field(
+        240.0, gt=0, description="Highest acceptable average frame rate (above: broken timing metadata)."
+    )
+    min_dim: int = Field(
+        16, ge=1, description="Smallest acceptable display width/height in px (below: a broken stream header)."
+    )
+    max_dim: int = Field(
+        8192, ge=1, description="Largest acceptable display width/height in px (above: a broken stream header)."
+    )
     # split
     split_tolerance_s: float | None = Field(
         None,
@@ -46,13 +56,36 @@ class QualityConfig(BaseModel):
     split_min_tolerance_s: float = Field(
         0.002, ge=0, description="Floor of the split tolerance (Matroska stores 1 ms timestamps)."
     )
+    max_untimed_packet_fraction: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="Largest share of a segment file's video packets with neither PTS nor DTS (more: "
+        "broken container timing). Not zero: MPEG streams may legitimately omit some timestamps.",
+    )
+    max_empty_packet_fraction: float = Field(
+        0.05,
+        ge=0,
+        le=1,
+        description="Largest share of zero-size video packets in a segment file (more: a damaged or "
+        "padded stream; a few are dropped-frame markers some capture tools write).",
+    )
     # frames
     frame_count_abs_tol: float = Field(1.0, ge=0, description="Allowed frame-count error, in frames.")
     frame_count_rel_tol: float = Field(
         0.10, ge=0, description="Allowed frame-count error, relative; the larger of the two applies."
     )
+    max_decoder_errors: int = Field(
+        0,
+        ge=0,
+        description="Most error lines the decoder may report while the frames stage decodes a segment "
+        "(any: damaged bitstream, concealed macroblocks).",
+    )
     blank_std_min: float = Field(
-        2.0, ge=0, description="A frame whose pixel standard deviation is not above this is blank."
+        2.0,
+        ge=0,
+        description="A frame whose pixel standard deviation is not above this is blank. A content "
+        "property (fades, slates, title cards): it classifies frames, no gate fails on it.",
     )
     # embeddings
     unit_norm_tol: float = Field(1e-3, gt=0, description="Allowed |L2 norm - 1| of an embedding.")

@@ -86,7 +86,9 @@ def _stage(stage: str) -> tuple[Any, Any]:
             suite = gx.ExpectationSuite(name=f"vidsearch.{stage}")
             for order, check in enumerate(spec.checks):
                 cls = getattr(gx.expectations, check.expectation)
-                suite.add_expectation(cls(**check.kwargs, description=check.description, meta={"order": order}))
+                suite.add_expectation(
+                    cls(**check.kwargs, description=check.description, meta={"order": order, "damage": check.damage})
+                )
             suite = state["context"].suites.add(suite)
             asset = state["datasource"].add_dataframe_asset(name=stage)
             batch_definition = asset.add_batch_definition_whole_dataframe("whole")

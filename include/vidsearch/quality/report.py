@@ -39,6 +39,7 @@ class FailedExpectation(BaseModel):
     )
     expected: str | None = Field(None, description="What was required, e.g. '> 2' or 'in [0, 1]'.")
     description: str = Field("", description="Short human text, e.g. 'frame timestamps strictly increasing'.")
+    damage: str = Field("", description="The damage this expectation catches (from the suite).")
 
 
 class GateResult(BaseModel):
@@ -175,6 +176,7 @@ def failed_expectation(result: dict[str, Any], row_id: str | None) -> FailedExpe
         observed=_observed(result, row_id),
         expected=_expected(kwargs, expectation),
         description=str(config.get("description") or ""),
+        damage=str((config.get("meta") or {}).get("damage") or ""),
     )
 
 
