@@ -245,46 +245,22 @@ def test_bad_input_fails_at_probe_without_retry_or_writes(
 
 
 @pytest.fixture(scope="module")
-def video_with_blank_stretch(tmp_path_factory) -> Path:
-    """9 s of moving shapes whose middle 3 s (the second segment) are a flat black picture."""
-    import subprocess
+def video_with_damaged_middle(tmp_path_factory) -> Path:
+    """9 s of moving shapes (2 s GOPs) whose bitstream is damaged around 4.5 s: the second segment.
 
-    tmp = tmp_path_factory.mktemp("blank")
-    shapes = tmp / "shapes.mp4"
-    synth.make_video(shapes, duration_s=9.0, width=320, height=180, fps="30000/1001", audio=True, gop_frames=30)
-    out = tmp / "blank-middle.mp4"
-    subprocess.run(
-        [
-            "ffmpeg",
-            "-v",
-            "error",
-            "-y",
-            "-i",
-            str(shapes),
-            "-vf",
-            "drawbox=x=0:y=0:w=iw:h=ih:color=black:t=fill:enable='between(t,3.1,5.9)'",
-            "-c:v",
-            "libx264",
-            "-g",
-            "30",
-            "-pix_fmt",
-            "yuv420p",
-            "-c:a",
-            "copy",
-            str(out),
-        ],
-        check=True,
-    )
-    return out
+    (Issue 12: this test used a flat black middle stretch, i.e. content; damage is what quarantines.)
+    """
+    tmp = tmp_path_factory.mktemp("damaged")
+    return synth.make_damaged_h264(tmp / "damaged-middle.mp4", duration_s=9.0, at=(0.5,))
 
 
 def test_a_bad_segment_is_quarantined_and_the_others_are_indexed(
-    dag, video_with_blank_stretch, catalog, weaviate_client, storage_root
+    dag, video_with_damaged_middle, catalog, weaviate_client, storage_root
 ):
     from vidsearch.media.probe import probe_video
     from vidsearch.stores.index import ObjectIndex
 
-    video = video_with_blank_stretch
+    video = video_with_damaged_middle
     manifest = probe_video(video, str(video))
     dagrun = dag.test(run_conf=_conf(str(video), collection="quarantine"))
     states = _states(dagrun)
@@ -293,8 +269,9 @@ def test_a_bad_segment_is_quarantined_and_the_others_are_indexed(
     segments = catalog.segment_states("quarantine", manifest.video_id)
     assert {i: s["state"] for i, s in segments.items()} == {0: "done", 1: "quarantined", 2: "done"}
     bad = segments[1]
-    assert "frames gate failed for seg0001" in bad["error"] and "pixel_std" in bad["error"]
-    assert any(f["column"] == "pixel_std" for f in bad["quality"]), bad["quality"]
+    assert "frames gate failed for seg0001" in bad["error"] and "decoder_errors" in bad["error"]
+    damage = next(f for f in bad["quality"] if f["column"] == "decoder_errors")
+    assert damage["observed"] > 0 and "damaged bitstream" in damage["damage"], bad["quality"]
     # The grid shows which segment failed: its frames task failed once (no retry), downstream did not run.
     assert states[("segment.extract_frames", 1)] == ("failed", 1)
     assert states[("segment.index", 1)][0] == "upstream_failed"

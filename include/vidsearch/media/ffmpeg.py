@@ -65,6 +65,8 @@ _NOISE = re.compile(
 # "[h264 @ 0x55d0c3a1b2c0] msg" -> "[h264] msg": the pointer only makes messages differ between runs.
 _CONTEXT_PTR = re.compile(r"\s@\s0x[0-9a-fA-F]+\]")
 _MAX_REASON = 300
+# "[error] msg" / "[h264] [error] msg": the level tag a `level+...` loglevel adds says nothing itself.
+_LEVEL_TAG = re.compile(r"(^|\]\s)\[(?:quiet|panic|fatal|error|warning|info|verbose|debug|trace)\]\s*")
 
 
 class FFmpegNotFoundError(PermanentError):
@@ -142,7 +144,7 @@ def summarize_stderr(stderr: str, *, strip_prefix: str | None = None) -> str:
     "file:/tmp/x.txt: Invalid data found when processing input" reads "Invalid data found ...".
     """
     for raw in reversed(stderr.splitlines()):
-        line = raw.strip()
+        line = _LEVEL_TAG.sub(r"\1", raw).strip()
         if not line or _NOISE.match(line):
             continue
         line = _CONTEXT_PTR.sub("]", line)

@@ -434,7 +434,9 @@ def _decode_args(path: Path, script: Path, *, keyframes_only: bool) -> list[str]
         decoding = ["-skip_frame", "nokey", "-thread_type", "slice"]
     else:
         decoding = ["-threads", str(_FFMPEG_THREADS)]
-    before = ["-noautorotate", *decoding]
+    # A damaged bitstream must not end the run ("Conversion failed!" past ffmpeg's default error rate
+    # of 2/3): the decoder's errors are counted from stderr and the frames gate names them.
+    before = ["-noautorotate", "-max_error_rate", "1", *decoding]
     return [
         "-copyts",  # keep the file's timestamps: select compares them with the packet PTS
         *ff.input_args(path, before=before),
