@@ -12,10 +12,13 @@ Discovers the new videos of every **channel** (a folder, an S3 prefix or a feed,
   previous fire time; a channel without one is discovered in every run over the run's interval. So
   consecutive runs give each channel consecutive windows, and a **backfill** of a date range (Airflow
   UI: *channel_ingest → Trigger → Backfill*; CLI: `airflow backfill create --dag-id channel_ingest
-  --from-date … --to-date …`) discovers exactly what was added in that range. `catchup` is off: when
+  --from-date … --to-date …`) gives a feed's entries published in that range. `catchup` is off: when
   the DAG is unpaused it starts with the latest interval. The DAG is paused when first created.
-* **Discovery** is keyed on the window: folder and S3 files by modification time, feed entries by
-  published (else updated) time. Files are hashed (SHA-256, as video_ingest's probe does) and skipped
+* **Discovery.** Folder and S3 channels list every file, whatever its time: a file moved into a drop
+  folder with `mv`, or copied with `cp -p` / `rsync -a`, keeps an old modification time and would
+  never fall in a window. What was seen is skipped cheaply: a file with the path, size and
+  modification time of a recorded item is not even hashed again. Feed entries are keyed on the
+  window by published (else updated) time. Files are hashed (SHA-256, as video_ingest's probe does) and skipped
   when the content is already a video of the channel's collection or was already handed over, or is a
   duplicate of another new file; feed entries are skipped by canonical URL. New items are recorded in
   the catalog (`channel_items`) before they are triggered.

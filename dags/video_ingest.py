@@ -7,7 +7,10 @@ Turns one video into searchable objects. One DAG run = one video.
 `seg0003 [00:30.000-00:40.000]`): `extract_frames` → `detect_embed` → `index` → `finalize`.
 
 * **probe** fetches the source (path, http(s) URL or `s3://` URI), checks it is a decodable video and
-  copies it to object storage under its content hash. Bad input fails here, once, without retries.
+  copies it to object storage under its content hash. Meanwhile it loads the run's detector and
+  embedder where detect+embed will run (the warm worker, a worker process, the warm-worker service;
+  not in kubernetes mode, where the first segment's pod does): a model that cannot be loaded fails
+  the run here, before anything is split or sampled. Bad input fails here, once, without retries.
 * **split** cuts stream-copied segment files at keyframes (no re-encode).
 * **extract_frames** samples a segment at `sample_fps` into one frame bundle.
 * **detect_embed** runs the detect+embed worker command (DETR-family detector, CLIP-family crop
@@ -56,13 +59,18 @@ from vidsearch_airflow.task_context import ingest_params, timed
 def video_ingest() -> None:
     @task(**STAGES["probe"].task_kwargs())
     def probe() -> dict:
-        """Fetch the source, check it is a decodable video and stage it in object storage."""
+        """Fetch the source, check it is a decodable video, load the models where detect+embed runs,
+        and stage the video in object storage."""
         from vidsearch import pipeline
+        from vidsearch_airflow.gpu import model_check
         from vidsearch_airflow.services import services
 
         with timed("probe"):
             ctx = get_current_context()
-            out = pipeline.probe_video(services(), ctx["run_id"], ctx["dag"].dag_id, ingest_params())
+            svc, params = services(), ingest_params()
+            out = pipeline.probe_video(
+                svc, ctx["run_id"], ctx["dag"].dag_id, params, check_models=model_check(svc, params)
+            )
             return out.model_dump(mode="json")
 
     @task(**STAGES["split"].task_kwargs())

@@ -13,6 +13,7 @@ import os
 import re
 import tempfile
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import cast
 
@@ -86,18 +87,29 @@ def gate(svc: Services, run_id: str, result: quality.GateResult) -> quality.Gate
     return quality.enforce(result)
 
 
-def probe_video(svc: Services, run_id: str, dag_id: str, params: IngestParams) -> ProbeOutput:
+def probe_video(
+    svc: Services, run_id: str, dag_id: str, params: IngestParams, check_models: Callable[[], None] | None = None
+) -> ProbeOutput:
     """Fetch and probe the source; only a valid video is copied to object storage and cataloged.
 
-    A permanent failure is recorded on the run (one line) before it propagates.
+    `check_models` (e.g. `check_models_locally`) loads the run's detector and embedder where
+    detect+embed will run, at the same time as the fetch and probe: a model that cannot be loaded
+    fails the run here, before the video is staged, split or sampled. A permanent failure is recorded
+    on the run (one line) before it propagates.
     """
     validate_collection_name(params.collection)
     svc.catalog.start_run(run_id, dag_id, params.collection, params.source, params.model_dump(mode="json"))
     try:
-        with tempfile.TemporaryDirectory(prefix="vidsearch-probe-") as tmp:
+        with (
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="model-check") as pool,
+            tempfile.TemporaryDirectory(prefix="vidsearch-probe-") as tmp,
+        ):
+            models_checked = pool.submit(check_models) if check_models is not None else None
             local = sources.fetch_source(params.source, Path(tmp))
             manifest = probe.probe_video(local, params.source)
             gate(svc, run_id, quality.check_probe(manifest))
+            if models_checked is not None:
+                models_checked.result()
             suffix = local.suffix.lower() if len(local.suffix) <= 6 else ""
             source_uri = storage.join(video_root(svc, manifest.video_id), f"source{suffix}")
             if not storage.exists(source_uri):
@@ -248,6 +260,8 @@ def detections_uri(svc: Services, bundle: FrameBundle) -> str:
 
 
 _UNSET = object()
+# Loading (on first use: downloading) both models: generous, a download of full-size weights included.
+MODEL_CHECK_TIMEOUT_S = 900.0
 
 
 def worker_argv(
@@ -275,6 +289,25 @@ def worker_argv(
         dtype=dtype,
         model_cache=svc.model_cache if model_cache is _UNSET else cast("str | None", model_cache),
     )
+
+
+def model_check_argv(
+    svc: Services, params: IngestParams, *, dtype: str = "float32", model_cache: str | None | object = _UNSET
+) -> list[str]:
+    """The worker command that loads the run's detector and embedder and nothing else."""
+    return launcher.check_argv(
+        params.detector_model,
+        params.embedder_model,
+        params.device,
+        svc.tiny_models,
+        dtype=dtype,
+        model_cache=svc.model_cache if model_cache is _UNSET else cast("str | None", model_cache),
+    )
+
+
+def check_models_locally(svc: Services, params: IngestParams) -> None:
+    """Load the run's models where local detect+embed runs (the warm worker, else a worker process)."""
+    launcher.check_models_local(model_check_argv(svc, params), timeout_s=MODEL_CHECK_TIMEOUT_S)
 
 
 def detect_and_embed_locally(svc: Services, params: IngestParams, segment: Segment, bundle: FrameBundle) -> str:

@@ -18,9 +18,11 @@ the DAG is parsed: environment `VIDSEARCH_EXECUTION_MODE` (`local` | `service` |
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
+from collections.abc import Callable
 from typing import Any, Literal
 
 from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
@@ -93,6 +95,28 @@ def min_segment_seconds() -> float | None:
     segment must amortise its start-up and model load; the warm worker and the service need no floor."""
     settings = gpu_settings()
     return settings.pod_min_segment_seconds if settings.mode == "kubernetes" else None
+
+
+def model_check(svc: Any, params: Any) -> Callable[[], None] | None:
+    """What the probe stage runs to load the run's models where detect+embed will run (a model that
+    cannot be loaded then fails the run before any segment is cut), or None where that would cost a
+    pod of its own (kubernetes mode: the first segment's pod loads them)."""
+    from vidsearch import pipeline
+    from vidsearch.models import launcher
+
+    settings = gpu_settings()
+    if settings.mode == "local":
+        return functools.partial(pipeline.check_models_locally, svc, params)
+    if settings.mode == "service":
+        argv = pipeline.model_check_argv(svc, params, dtype=settings.dtype, model_cache=None)
+        return functools.partial(
+            launcher.check_models_on_service,
+            argv,
+            settings.service_url or "",
+            os.environ.get(settings.service_token_env),
+            settings.service_timeout_seconds,
+        )
+    return None
 
 
 _LABEL_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")

@@ -78,7 +78,7 @@ def _ingested(catalog, collection: str, data: bytes) -> None:
         )
 
 
-def test_discovery_triggers_exactly_the_new_videos_and_a_rerun_triggers_nothing(
+def test_discovery_triggers_every_unseen_video_once_and_a_rerun_triggers_nothing(
     dag, dagbag, catalog, tmp_path, monkeypatch
 ):
     folder = tmp_path / "drop"
@@ -87,7 +87,8 @@ def test_discovery_triggers_exactly_the_new_videos_and_a_rerun_triggers_nothing(
     path_b = make_file(folder / "sub" / "b.mov", new_b, _at(1, 40))
     make_file(folder / "seen.mp4", seen, _at(1, 20))
     make_file(folder / "a-copy.mp4", new_a, _at(1, 50))
-    make_file(folder / "next-hour.mp4", b"later" * 50, _at(2, 10))
+    # Outside the run's interval (moved in later with its old time kept, say): found all the same.
+    path_late = make_file(folder / "next-hour.mp4", b"later" * 50, _at(2, 10))
     _ingested(catalog, "chan_dag", seen)
     monkeypatch.setenv(
         ch.CHANNELS_FILE_ENV,
@@ -116,6 +117,7 @@ def test_discovery_triggers_exactly_the_new_videos_and_a_rerun_triggers_nothing(
     expected = {
         f"channel__dagdrop__{_video_id(new_a)}": str(path_a.resolve()),
         f"channel__dagdrop__{_video_id(new_b)}": str(path_b.resolve()),
+        f"channel__dagdrop__{_video_id(b'later' * 50)}": str(path_late.resolve()),
     }
     runs = triggered_runs("channel__dagdrop__")
     assert {run_id: r["conf"]["source"] for run_id, r in runs.items()} == expected
@@ -132,10 +134,11 @@ def test_discovery_triggers_exactly_the_new_videos_and_a_rerun_triggers_nothing(
             params[key] = value
         params.validate()
     triggers = sorted((ti for ti in dagrun.get_task_instances() if ti.task_id == "trigger"), key=lambda t: t.map_index)
-    assert [ti.state for ti in triggers] == ["success", "success"]
+    assert [ti.state for ti in triggers] == ["success", "success", "success"]
     assert [ti.rendered_map_index for ti in triggers] == [
         f"dagdrop: a.mp4, {_at(1, 5).isoformat()}",
         f"dagdrop: b.mov, {_at(1, 40).isoformat()}",
+        f"dagdrop: next-hour.mp4, {_at(2, 10).isoformat()}",
     ]
 
     # Discovery over the same interval again (another run): everything is known, nothing to trigger.
@@ -144,15 +147,19 @@ def test_discovery_triggers_exactly_the_new_videos_and_a_rerun_triggers_nothing(
     assert task_states(again)[("trigger", -1)][0] == "skipped"  # mapped over nothing
     assert triggered_runs("channel__dagdrop__").keys() == expected.keys()
 
-    # The next interval: only what was added then.
+    # The next interval: a file that arrives keeping an old modification time (mv, cp -p, rsync -a).
+    old = make_file(folder / "moved-in.mp4", b"moved in" * 50, _at(0, 30))
     later = dag.test(logical_date=_at(3))
     assert later.state == "success", task_states(later)
-    assert len(triggered_runs("channel__dagdrop__")) == 3
+    assert len(triggered_runs("channel__dagdrop__")) == 4
+    assert triggered_runs("channel__dagdrop__")[f"channel__dagdrop__{_video_id(b'moved in' * 50)}"]["conf"][
+        "source"
+    ] == str(old.resolve())
 
     # A manual full scan of the channel: everything is known already.
     full = fresh_dag("channel_ingest").test(logical_date=_at(4), run_conf={"channels": ["dagdrop"], "full_scan": True})
     assert full.state == "success", task_states(full)
-    assert len(triggered_runs("channel__dagdrop__")) == 3
+    assert len(triggered_runs("channel__dagdrop__")) == 4
 
 
 def test_an_unreadable_channel_fails_the_run_after_the_others_are_triggered(dag, tmp_path, monkeypatch):
@@ -182,7 +189,10 @@ def test_an_unreadable_channel_fails_the_run_after_the_others_are_triggered(dag,
     assert list(triggered_runs("channel__fine__")) == [f"channel__fine__{_video_id(data)}"]
 
 
-def test_a_backfill_over_two_intervals_triggers_each_new_video_once(dag, tmp_path, monkeypatch):
+def test_a_backfill_over_two_intervals_triggers_each_unseen_video_once(dag, tmp_path, monkeypatch):
+    """Folders are listed whatever the files' times (a moved-in file keeps an old one): the first
+    interval's run finds everything not seen yet, the second finds nothing new; re-running both
+    re-triggers nothing."""
     import sqlalchemy as sa
     from airflow.models.dagrun import DagRun
     from airflow.settings import Session
@@ -228,10 +238,17 @@ def test_a_backfill_over_two_intervals_triggers_each_new_video_once(dag, tmp_pat
     # No scheduler in the test: run the backfill's runs here, in order.
     for run_id, _, _ in intervals:
         assert run_existing_dagrun(dag, run_id).state == "success"
-    expected = {f"channel__bf__{_video_id(d)}" for d in (first, second, third)}
+    early, late = b"too early" * 50, b"too late" * 50
+    expected = {f"channel__bf__{_video_id(d)}" for d in (early, first, second, third, late)}
     runs = triggered_runs("channel__bf__")
-    assert set(runs) == expected
-    assert sorted(os.path.basename(r["conf"]["source"]) for r in runs.values()) == ["one.mp4", "three.mp4", "two.mp4"]
+    assert set(runs) == expected  # one-again.mp4 is a duplicate of one.mp4
+    assert sorted(os.path.basename(r["conf"]["source"]) for r in runs.values()) == [
+        "after.mp4",
+        "before.mp4",
+        "one.mp4",
+        "three.mp4",
+        "two.mp4",
+    ]
 
     # The backfill again (its runs cleared and re-run): nothing new.
     from airflow.models.taskinstance import clear_task_instances
@@ -246,6 +263,7 @@ def test_a_backfill_over_two_intervals_triggers_each_new_video_once(dag, tmp_pat
         dr = run_existing_dagrun(dag, run_id)
         assert dr.state == "success"
         rerun_triggers += [ti.state for ti in dr.get_task_instances() if ti.task_id == "trigger"]
-    # Each run found its own items again and re-triggered them under the same run ids: skipped, as they exist.
-    assert rerun_triggers == ["skipped"] * 3
+    # The first run found its own items again and re-triggered them under the same run ids (skipped, as
+    # they exist); the second found nothing (its trigger is skipped, mapped over nothing).
+    assert rerun_triggers == ["skipped"] * 6
     assert set(triggered_runs("channel__bf__")) == expected

@@ -253,19 +253,20 @@ def _file(path: Path, data: bytes, when: dt.datetime) -> Path:
     return path
 
 
-def test_folder_listing_by_modification_time_pattern_and_visibility(tmp_path):
+def test_folder_listing_by_pattern_and_visibility_whatever_the_time(tmp_path):
     _file(tmp_path / "in.mp4", b"a", _t(1, 15))
     _file(tmp_path / "sub" / "deep.MKV", b"b", _t(1, 45))
-    _file(tmp_path / "late.mp4", b"c", _t(2))  # end of the window: next window
+    _file(tmp_path / "late.mp4", b"c", _t(2))  # outside the window: listed all the same
     _file(tmp_path / "notes.txt", b"d", _t(1, 15))
     _file(tmp_path / ".upload.mp4", b"e", _t(1, 15))
     _file(tmp_path / ".partial" / "x.mp4", b"f", _t(1, 15))
     _file(tmp_path / "empty.mp4", b"", _t(1, 15))
     channel = _channel(location=str(tmp_path))
     found = ch.list_folder(channel, ch.Window(_t(1), _t(2)))
-    assert sorted(Path(c.source).name for c in found) == ["deep.MKV", "in.mp4"]
+    assert sorted(Path(c.source).name for c in found) == ["deep.MKV", "in.mp4", "late.mp4"]
+    assert {Path(c.source).name: c.item_time for c in found}["late.mp4"] == _t(2)  # the modification time
     flat = _channel(location=str(tmp_path), recursive=False)
-    assert [Path(c.source).name for c in ch.list_folder(flat, ch.Window(_t(1), _t(2)))] == ["in.mp4"]
+    assert sorted(Path(c.source).name for c in ch.list_folder(flat, ch.Window(_t(1), _t(2)))) == ["in.mp4", "late.mp4"]
     assert len(ch.list_folder(channel, ch.FULL_SCAN)) == 3
 
 

@@ -66,31 +66,41 @@ def test_folder_discovery_triggers_only_new_content_once(catalog, tmp_path):
     ingested(catalog, "chan_folder", b"video three" * 100)
     channel = _folder_channel("drop", folder, "chan_folder")
 
+    old = folder / "yesterday.mp4"
     found = ch.discover_channel(channel, catalog, WINDOW, discovery_run_id="scheduled__1", interval=(T0, WINDOW.end))
 
-    assert [i.source for i in found.new] == [str(new1.resolve()), str(new2.resolve())]
+    # Everything not seen yet, whatever its time (files listed oldest first).
+    assert [i.source for i in found.new] == [str(old.resolve()), str(new1.resolve()), str(new2.resolve())]
     sha1 = _sha(b"video one" * 100)
-    first = found.new[0]
+    first = found.new[1]
     assert first.item_key == first.video_id == sha1[:32] and first.content_sha256 == sha1
     assert first.run_id == f"channel__drop__{sha1[:32]}"
     assert first.conf == {"source": str(new1.resolve()), "collection": "chan_folder", "sample_fps": 2.0}
     assert first.trigger_kwargs()["note"].startswith("drop: new1.mp4, 2026-03-10T01:10:00")
     assert {k: len(v) for k, v in found.skipped.items()} == {"already ingested": 1, "duplicate content": 1}
     rows = catalog.list_channel_items("drop")
-    assert [(r["source"], r["discovery_run_id"], r["interval_start"]) for r in rows] == [
-        (str(new1.resolve()), "scheduled__1", T0),
-        (str(new2.resolve()), "scheduled__1", T0),
-    ]
+    assert sorted((r["source"], r["discovery_run_id"], r["interval_start"]) for r in rows) == sorted(
+        [
+            (str(old.resolve()), "scheduled__1", T0),
+            (str(new1.resolve()), "scheduled__1", T0),
+            (str(new2.resolve()), "scheduled__1", T0),
+        ]
+    )
 
     # Another run over the same window: nothing new (the known files are not even hashed again).
     again = ch.discover_channel(channel, catalog, WINDOW, discovery_run_id="scheduled__2")
-    assert again.new == [] and len(again.skipped["already discovered"]) == 3
+    assert again.new == [] and len(again.skipped["already discovered"]) == 4
     # The same run again (cleared or retried): its own items again, under the same run ids.
     same = ch.discover_channel(channel, catalog, WINDOW, discovery_run_id="scheduled__1")
     assert [i.run_id for i in same.new] == [i.run_id for i in found.new]
-    # A full scan finds the old file too, and nothing else.
+    # A file moved in keeping an old modification time (mv, cp -p, rsync -a) is found by the next run.
+    moved = make_file(folder / "archive" / "moved.mp4", b"video five" * 100, T0 - dt.timedelta(days=400))
+    nxt = ch.Window(WINDOW.end, WINDOW.end + dt.timedelta(hours=1))
+    later = ch.discover_channel(channel, catalog, nxt, discovery_run_id="scheduled__3")
+    assert [i.source for i in later.new] == [str(moved.resolve())]
+    # A full scan finds nothing else.
     full = ch.discover_channel(channel, catalog, ch.FULL_SCAN, discovery_run_id="manual__full")
-    assert [Path(i.source).name for i in full.new] == ["yesterday.mp4"]
+    assert full.new == []
 
 
 def test_content_dedupe_is_per_collection_and_across_channels(catalog, tmp_path):
@@ -165,9 +175,13 @@ def test_s3_prefix_discovery(catalog, s3):
     assert found.new[0].video_id == _sha(b"s3 video b" * 100)[:32]
     assert {k: len(v) for k, v in found.skipped.items()} == {"already ingested": 1, "duplicate content": 1}
     assert ch.discover_channel(channel, catalog, window, discovery_run_id="r2").new == []
-    # Outside the window: nothing listed at all.
+    # Objects are listed whatever their time: a window in the past lists the same keys.
     past = ch.Window(now - dt.timedelta(days=2), now - dt.timedelta(days=1))
-    assert ch.list_s3(channel, past) == []
+    assert sorted(c.source for c in ch.list_s3(channel, past)) == [
+        "s3://cams/in/2026/b-again.mp4",
+        "s3://cams/in/2026/b.mp4",
+        "s3://cams/in/a.mp4",
+    ]
 
 
 # --- feeds over HTTP --------------------------------------------------------------------------------

@@ -97,9 +97,12 @@ class Candidate(BaseModel):
 
 
 def list_folder(channel: Channel, window: Window) -> list[Candidate]:
-    """Regular files under the channel's folder matching its patterns, modified inside `window`.
+    """Regular files under the channel's folder matching its patterns, whatever their time.
 
-    Hidden files (and those in hidden folders) are skipped, so an upload written to `.name.part` and
+    `window` is not applied: a file moved into a drop folder with `mv`, or copied with `cp -p` or
+    `rsync -a`, keeps an old modification time and would never fall in a scheduled run's window.
+    Discovery skips what it has seen by fingerprint (path, size, modification time: no re-hash) or by
+    content, so listing everything costs a stat per file. Hidden files (and those in hidden folders) are skipped, so an upload written to `.name.part` and
     renamed into place when complete is only seen complete.
     """
     root = channel.folder()
@@ -119,8 +122,6 @@ def list_folder(channel: Channel, window: Window) -> list[Candidate]:
             if not path.is_file() or st.st_size == 0:
                 continue
             mtime = dt.datetime.fromtimestamp(st.st_mtime, tz=UTC)
-            if mtime not in window:
-                continue
             resolved = path.resolve()
             found.append(
                 Candidate(
@@ -136,7 +137,8 @@ def list_folder(channel: Channel, window: Window) -> list[Candidate]:
 
 
 def list_s3(channel: Channel, window: Window) -> list[Candidate]:
-    """Objects under the channel's S3 prefix matching its patterns, last modified inside `window`."""
+    """Objects under the channel's S3 prefix matching its patterns, whatever their time (as
+    `list_folder`: `window` is not applied; one listing call per 1,000 keys, no object is read)."""
     uri = channel.location.rstrip("/") + "/"
     try:
         fs, path = storage.filesystem(uri)
@@ -162,8 +164,6 @@ def list_s3(channel: Channel, window: Window) -> list[Candidate]:
         if isinstance(modified, (int, float)):
             modified = dt.datetime.fromtimestamp(modified, tz=UTC)
         modified = as_utc(modified)
-        if modified not in window:
-            continue
         source = f"s3://{key}"
         found.append(Candidate(source=source, canonical_url=canonical_url(source), item_time=modified, size_bytes=size))
     return found

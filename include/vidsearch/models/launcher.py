@@ -61,22 +61,38 @@ def worker_argv(
     `model_cache` (tiny-model folder) is passed only when given; otherwise the worker uses
     VIDSEARCH_MODEL_CACHE or its default.
     """
-    argv = [
-        "python", "-m", "vidsearch.models.worker",
+    return [
+        "python", "-m", _WORKER_MODULE,
         "--frames-uri", frames_uri,
         "--output-uri", output_uri,
-        "--detector", detector,
-        "--embedder", embedder,
         "--score-threshold", repr(float(score_threshold)),
         "--batch-size", str(int(batch_size)),
-        "--device", device,
-        "--dtype", dtype,
+        *_model_arguments(detector, embedder, device, tiny, dtype, model_cache),
     ]  # fmt: skip
+
+
+def check_argv(
+    detector: str, embedder: str, device: str, tiny: bool, *, dtype: str = "float32", model_cache: str | None = None
+) -> list[str]:
+    """The worker command that only loads the models a job with the same arguments would use."""
+    return [
+        "python",
+        "-m",
+        _WORKER_MODULE,
+        "--check-models",
+        *_model_arguments(detector, embedder, device, tiny, dtype, model_cache),
+    ]
+
+
+def _model_arguments(
+    detector: str, embedder: str, device: str, tiny: bool, dtype: str, model_cache: str | None
+) -> list[str]:
+    args = ["--detector", detector, "--embedder", embedder, "--device", device, "--dtype", dtype]
     # Explicit either way: the pod's command must not depend on an environment variable it may not have.
-    argv.append("--tiny-models" if tiny else "--no-tiny-models")
+    args.append("--tiny-models" if tiny else "--no-tiny-models")
     if model_cache:
-        argv += ["--model-cache", str(model_cache)]
-    return argv
+        args += ["--model-cache", str(model_cache)]
+    return args
 
 
 def _output_uri(argv: list[str]) -> str:
@@ -168,12 +184,25 @@ def run_local(
     """
     argv = list(argv)
     output_uri = _output_uri(argv)
+    return _finish(*_run_job(argv, env, timeout_s), output_uri)
+
+
+def check_models_local(argv: list[str], timeout_s: float | None = None) -> None:
+    """Run a `check_argv` command where `run_local` would run jobs (the warm worker, else a process);
+    raises as `run_local` does, e.g. PermanentError naming a model that cannot be loaded."""
+    _raise_for_exit(*_run_job(list(argv), None, timeout_s))
+
+
+def _run_job(
+    argv: list[str], env: Mapping[str, str] | None, timeout_s: float | None
+) -> tuple[int, collections.deque[str]]:
+    """(exit code, last output lines) of the worker argv, on the warm worker when one listens."""
     url = os.environ.get(WORKER_URL_ENV, "").strip()
     arguments = _job_arguments(argv)
     if url and not env and arguments is not None:
-        result = _job_on_warm_worker(url, arguments, output_uri, timeout_s, os.environ.get(WORKER_TOKEN_ENV))
-        if result is not None:
-            return result
+        outcome = _warm_job(url, arguments, timeout_s, os.environ.get(WORKER_TOKEN_ENV))
+        if outcome is not None:
+            return outcome
         logger.warning("no warm worker listens at %s (%s): starting a worker process", url, WORKER_URL_ENV)
     if argv and argv[0] == "python":
         argv[0] = sys.executable
@@ -216,12 +245,12 @@ def run_local(
         proc.wait()
         raise
     reader.join(timeout=5)
-    return _finish(returncode, tail, output_uri)
+    return returncode, tail
 
 
-def _job_on_warm_worker(
-    url: str, arguments: list[str], output_uri: str, timeout_s: float | None, token: str | None
-) -> DetectEmbedResult | None:
+def _warm_job(
+    url: str, arguments: list[str], timeout_s: float | None, token: str | None
+) -> tuple[int, collections.deque[str]] | None:
     logger.info("sending worker job to the warm worker at %s: %s", url, " ".join(arguments))
     outcome = _run_on_warm_worker(url, arguments, timeout_s, token)
     if outcome is None:
@@ -229,7 +258,19 @@ def _job_on_warm_worker(
     returncode, lines = outcome
     for line in lines:
         logger.info("[worker] %s", line)
-    return _finish(returncode, collections.deque(lines, maxlen=_TAIL_LINES), output_uri)
+    return returncode, collections.deque(lines, maxlen=_TAIL_LINES)
+
+
+def _service_job(
+    argv: list[str], url: str, token: str | None, timeout_s: float | None
+) -> tuple[int, collections.deque[str]]:
+    arguments = _job_arguments(list(argv))
+    if arguments is None:
+        raise ValueError("a service job must be a `python -m vidsearch.models.worker ...` argv")
+    outcome = _warm_job(url, arguments, timeout_s, token)
+    if outcome is None:
+        raise TransientError(f"no warm worker service answers at {url}")
+    return outcome
 
 
 def run_on_service(
@@ -238,17 +279,28 @@ def run_on_service(
     """Run the worker argv as a job of the warm-worker service at `url` (GPU nodes of a cluster) and
     return its result. Unlike `run_local` there is no fallback: a service that does not answer is a
     TransientError (retried), a refused token a PermanentError."""
-    arguments = _job_arguments(list(argv))
-    if arguments is None:
-        raise ValueError("a service job must be a `python -m vidsearch.models.worker ...` argv")
-    result = _job_on_warm_worker(url, arguments, _output_uri(list(argv)), timeout_s, token)
-    if result is None:
-        raise TransientError(f"no warm worker service answers at {url}")
-    return result
+    return _finish(*_service_job(argv, url, token, timeout_s), _output_uri(list(argv)))
+
+
+def check_models_on_service(
+    argv: list[str], url: str, token: str | None = None, timeout_s: float | None = None
+) -> None:
+    """Run a `check_argv` command on the warm-worker service at `url` (no fallback, as `run_on_service`)."""
+    _raise_for_exit(*_service_job(argv, url, token, timeout_s))
 
 
 def _finish(returncode: int, tail: collections.deque[str], output_uri: str) -> DetectEmbedResult:
     """The result of a worker that ended with `returncode`, or the typed error its exit code means."""
+    _raise_for_exit(returncode, tail)
+    try:
+        result, _ = read_result(output_uri)
+    except FileNotFoundError as exc:
+        raise RuntimeError(f"detect+embed worker exited 0 but {exc} is missing") from exc
+    return result
+
+
+def _raise_for_exit(returncode: int, tail: collections.deque[str]) -> None:
+    """The typed error a worker's non-zero exit code means (nothing for 0)."""
     if returncode == EXIT_PERMANENT:
         raise PermanentError(_failure_reason(tail))
     if returncode == EXIT_TRANSIENT:
@@ -256,11 +308,6 @@ def _finish(returncode: int, tail: collections.deque[str], output_uri: str) -> D
     if returncode != 0:
         how = f"was killed by signal {-returncode}" if returncode < 0 else f"exited with code {returncode}"
         raise RuntimeError(f"detect+embed worker {how}: {_failure_reason(tail)}")
-    try:
-        result, _ = read_result(output_uri)
-    except FileNotFoundError as exc:
-        raise RuntimeError(f"detect+embed worker exited 0 but {exc} is missing") from exc
-    return result
 
 
 def read_result(output_uri: str) -> tuple[DetectEmbedResult, np.ndarray]:

@@ -111,10 +111,20 @@ def loading(what: str, model_path: str) -> Iterator[None]:
     ModelUnavailableError: a model that does not load is a permanent error, not a crash."""
     try:
         yield
-    except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError, *_weight_file_errors()) as exc:
         raise ModelUnavailableError(
             f"cannot load {what} from {model_path!r}: {type(exc).__name__}: {one_line(exc, 300)}"
         ) from exc
+
+
+def _weight_file_errors() -> tuple[type[BaseException], ...]:
+    """What a damaged weights file raises besides the built-in errors (safetensors' own error type
+    derives from Exception only): permanent too, a retry reads the same bytes."""
+    try:
+        from safetensors import SafetensorError
+    except ImportError:  # pragma: no cover - safetensors is a transformers dependency
+        return ()
+    return (SafetensorError,)
 
 
 def select_device(device: str) -> torch.device:

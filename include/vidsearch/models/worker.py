@@ -1,11 +1,15 @@
 """The detect+embed worker: one frame bundle in, detected objects and their embeddings out.
 
     python -m vidsearch.models.worker --frames-uri URI --output-uri PREFIX [options]
+    python -m vidsearch.models.worker --check-models [--detector ... --embedder ... options]
 
 It knows nothing about Airflow and touches only object storage URIs, so the same argv runs as a local
 subprocess (`launcher.run_local`) or in a Kubernetes GPU pod. Under PREFIX it writes
 `embeddings.npy` (float32 N x D, row i <-> objects[i]) and then `result.json` (a DetectEmbedResult):
 result.json is written last and marks completion; a stale one is removed before any work starts.
+`--check-models` loads the detector and the embedder and exits, touching no bundle: the probe stage
+runs it where detect+embed will run, so a model that cannot be loaded fails a run before any segment
+is cut (a warm worker keeps the models it checked loaded for the segments that follow).
 
 Exit codes (the contract with whoever runs it):
     0   success
@@ -68,8 +72,13 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m vidsearch.models.worker",
         description="Detect objects in a frame bundle and embed their crops; write result.json and embeddings.npy.",
     )
-    parser.add_argument("--frames-uri", required=True, help="URI of the frame bundle (zip of JPEGs + bundle.json)")
-    parser.add_argument("--output-uri", required=True, help="URI prefix for result.json and embeddings.npy")
+    parser.add_argument("--frames-uri", help="URI of the frame bundle (zip of JPEGs + bundle.json); required")
+    parser.add_argument("--output-uri", help="URI prefix for result.json and embeddings.npy; required")
+    parser.add_argument(
+        "--check-models",
+        action="store_true",
+        help="only load the detector and the embedder (on --device, in --dtype) and exit: 0 when both load",
+    )
     parser.add_argument("--detector", default=DEFAULT_DETECTOR, help="hub id or model folder")
     parser.add_argument("--embedder", default=DEFAULT_EMBEDDER, help="hub id or model folder")
     parser.add_argument("--score-threshold", type=float, default=0.7, help="keep detections scoring at least this")
@@ -369,6 +378,36 @@ def run(args: argparse.Namespace, models: ModelCache | None = None) -> DetectEmb
     return result
 
 
+def check_models(args: argparse.Namespace, models: ModelCache | None = None) -> list[str]:
+    """Load the detector and the embedder of `args` as a job would (same resolution, device, dtype);
+    returns the loaded model folders. Raises ModelUnavailableError (permanent) naming the one that fails.
+
+    With `models` (a warm worker) they stay loaded for the jobs that follow; a one-shot process frees
+    the detector before it loads the embedder, as a job does.
+    """
+    from vidsearch.models.detect import Detector
+    from vidsearch.models.embed import Embedder
+    from vidsearch.models.modelstore import resolve_model, select_device, select_dtype
+
+    select_dtype(args.dtype, select_device(args.device))
+    cache_dir = Path(args.model_cache).expanduser()
+    started = time.perf_counter()
+    detector_path = resolve_model(args.detector, "detector", tiny=args.tiny_models, cache_dir=cache_dir)
+    detector = _model(
+        models, "detector", detector_path, args, lambda: Detector(detector_path, device=args.device, dtype=args.dtype)
+    )
+    del detector
+    embedder_path = resolve_model(args.embedder, "embedder", tiny=args.tiny_models, cache_dir=cache_dir)
+    embedder = _model(
+        models, "embedder", embedder_path, args, lambda: Embedder(embedder_path, device=args.device, dtype=args.dtype)
+    )
+    del embedder
+    logger.info(
+        "models load: detector %s, embedder %s (%.2f s)", detector_path, embedder_path, time.perf_counter() - started
+    )
+    return [detector_path, embedder_path]
+
+
 def _model(models: ModelCache | None, kind: str, path: str, args: argparse.Namespace, load: Callable[[], Any]) -> Any:
     if models is None:
         return load()
@@ -417,7 +456,12 @@ def execute(
             parser.print_usage(usage)
         return EXIT_PERMANENT, f"{ERROR_MARKER} permanent: {one_line(exc, 400)}"
     try:
-        run(args, models)
+        if args.check_models:
+            check_models(args, models)
+        elif not args.frames_uri or not args.output_uri:
+            raise InputError("invalid arguments: --frames-uri and --output-uri are required (or --check-models)")
+        else:
+            run(args, models)
     except PermanentError as exc:
         return EXIT_PERMANENT, f"{ERROR_MARKER} permanent: {one_line(exc, 400)}"
     except TransientError as exc:
