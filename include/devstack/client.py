@@ -156,6 +156,22 @@ class AirflowClient:
                 raise TimeoutError(f"run {run_id} of {dag_id} did not finish within {timeout_s:.0f} s")
             time.sleep(poll_s)
 
+    def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int = 1, map_index: int = -1) -> list[str]:
+        """A task instance's log, one string per line (structured entries as `level logger: event`)."""
+        reply = self.get(
+            f"dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}",
+            map_index=map_index,
+            full_content="true",
+        )
+        lines: list[str] = []
+        for entry in (reply or {}).get("content") or []:
+            if isinstance(entry, dict):
+                text = " ".join(str(entry.get(k, "")) for k in ("level", "logger", "event") if entry.get(k))
+            else:
+                text = str(entry)
+            lines.extend(text.splitlines() or [""])
+        return lines
+
     def xcom(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value", map_index: int = -1) -> Any:
         """An XCom value (decoded from JSON when it comes as a string), or None when there is none."""
         try:

@@ -90,6 +90,14 @@ def test_auto_segments_through_the_real_scheduler(stack):
         assert timing["finished_at"] <= timestamp(ti["end_date"]) + 1
         assert 0 < timing["max_rss_bytes"] < 1.5 * 2**30
 
+    # Readable task logs: our own lines, not pages of library chatter (GX logs hundreds at INFO).
+    for ti in tis:
+        if ti["task_id"].startswith("segment."):
+            lines = api.task_log(DAG_ID, run_id, ti["task_id"], 1, ti["map_index"])
+            assert lines, f"{ti['task_id']}[{ti['map_index']}] has no log"
+            assert len(lines) < 60, (ti["task_id"], len(lines), lines[:80])
+            assert not any("Skipping registering" in line for line in lines)
+
     summary = api.xcom(DAG_ID, run_id, "finalize")
     assert summary["segments"] == summary["segments_done"] == expected_segments
     assert summary["objects"] == summary["weaviate_objects"] > 0

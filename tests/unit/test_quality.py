@@ -617,3 +617,25 @@ def test_gates_are_fast_once_warm() -> None:
     check_embeddings(result_of(objects), unit_rows(500), 4)
     check_frames(segment_1(), bundle_of(GOOD_PTS), good_stats(4), 4.0, None)
     assert time.perf_counter() - started < 3.0
+
+
+def test_importing_gx_leaves_the_log_readable():
+    """A task process that imports GX itself (dag.test(), VIDSEARCH_PRELOAD=0) logs at INFO: GX's
+    import chatter must not reach it, our own lines must."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import logging, sys\n"
+        "logging.basicConfig(level=logging.INFO, stream=sys.stdout, format='%(name)s %(message)s')\n"
+        "from vidsearch.quality import gx\n"
+        "gx.warm_up()\n"
+        "logging.getLogger('vidsearch.test').info('our own line')\n"
+        "logging.getLogger('great_expectations.test').warning('a GX warning')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300, check=True)
+    lines = done.stdout.splitlines()
+    assert "vidsearch.test our own line" in lines
+    assert "great_expectations.test a GX warning" in lines  # warnings still show
+    assert not any("Skipping registering" in line for line in lines)
+    assert len(lines) < 20, lines[:40]

@@ -109,9 +109,10 @@ def resolve_model(model: str, kind: ModelKind, *, tiny: bool, cache_dir: Path) -
 def loading(what: str, model_path: str) -> Iterator[None]:
     """Turn a failure inside the block (transformers loading `what` from `model_path`) into a one-line
     ModelUnavailableError: a model that does not load is a permanent error, not a crash."""
+    errors: tuple[type[BaseException], ...] = (OSError, ValueError, KeyError, TypeError, RuntimeError)
     try:
         yield
-    except (OSError, ValueError, KeyError, TypeError, RuntimeError, *_weight_file_errors()) as exc:
+    except errors + _weight_file_errors() as exc:
         raise ModelUnavailableError(
             f"cannot load {what} from {model_path!r}: {type(exc).__name__}: {one_line(exc, 300)}"
         ) from exc

@@ -30,6 +30,20 @@ _STATE: dict[str, Any] = {}
 _SETUP_SECONDS: dict[int, float] = {}
 
 
+# GX logs at INFO while it imports (`_docs_decorators`: "Skipping registering function ..." for
+# hundreds of functions) and while it builds a context: noise in every task log, none of it ours.
+# Its loggers are set to WARNING, so GX's warnings and errors still show, and our own lines stay.
+_QUIET_LOGGERS = ("great_expectations",)
+
+
+def quiet_gx_logging() -> None:
+    """GX's INFO chatter off (its WARNING and above kept); called before GX is first imported."""
+    for name in _QUIET_LOGGERS:
+        logger = logging.getLogger(name)
+        if logger.level == logging.NOTSET or logger.level < logging.WARNING:
+            logger.setLevel(logging.WARNING)
+
+
 def _context() -> dict[str, Any]:
     """The process's GX objects, built on first use.
 
@@ -39,6 +53,7 @@ def _context() -> dict[str, Any]:
     with _LOCK:
         if "context" not in _STATE:
             started = time.perf_counter()
+            quiet_gx_logging()
             import great_expectations as gx
             from great_expectations.data_context.types.base import (
                 DataContextConfig,
