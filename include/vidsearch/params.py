@@ -20,7 +20,14 @@ from typing import Annotated, Any, ClassVar
 from pydantic import Field
 from pydantic.fields import FieldInfo
 
-from vidsearch.records import Record, Sampling, SegmentSeconds
+from vidsearch.records import (
+    DEFAULT_BLANK_STD_MAX,
+    DEFAULT_DEDUPE_DISTANCE,
+    DEFAULT_SCENE_THRESHOLD,
+    Record,
+    Sampling,
+    SegmentSeconds,
+)
 
 # A collection name: lowercase letters, digits and '_', starting with a letter (it is part of Weaviate
 # class names and of object-storage paths).
@@ -83,7 +90,9 @@ class IngestParams(Record):
         title="Sampling",
         description=(
             "fps: frames on a global grid of `sample_fps` per second. keyframes: every keyframe and nothing "
-            "else decoded (much faster on long-GOP video; `sample_fps` is not used)."
+            "else decoded (much faster on long-GOP video; `sample_fps` is not used). scenes: a frame at each "
+            "scene change, plus the `sample_fps` grid as a floor rate (at least one frame every 1/sample_fps s). "
+            "In every mode, blank frames and repeats of the previous kept frame are not sent to detection."
         ),
     )
     time_limit_seconds: float | None = Field(
@@ -112,6 +121,25 @@ class IngestParams(Record):
         description="A CLIP-family model (hub id or local folder) embedding the object crops.",
     )
     batch_size: int = Field(16, ge=1, description="Frames per detector batch.")
+    # Content rules (`vidsearch.media.content`); not on the form: a run conf sets them.
+    scene_threshold: float = Field(
+        DEFAULT_SCENE_THRESHOLD,
+        gt=0,
+        lt=1,
+        description="`scenes` sampling: ffmpeg's scene score (0..1) above which a frame starts a scene.",
+    )
+    blank_std_max: float = Field(
+        DEFAULT_BLANK_STD_MAX,
+        ge=0,
+        description="A frame whose largest per-channel pixel std is not above this is blank (not detected).",
+    )
+    dedupe_distance: int | None = Field(
+        DEFAULT_DEDUPE_DISTANCE,
+        ge=0,
+        le=64,
+        description="A frame within this Hamming distance (64-bit perceptual hash) of the segment's last kept "
+        "frame repeats it (not detected). None: no deduplication.",
+    )
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N or mps.")
 
     @classmethod

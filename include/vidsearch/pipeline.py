@@ -22,6 +22,7 @@ from pydantic import Field
 from vidsearch import quality
 from vidsearch.errors import PermanentError, QualityGateError, one_line
 from vidsearch.media import frames, probe, sources, split
+from vidsearch.media.content import ContentRules
 from vidsearch.models import launcher
 from vidsearch.params import IngestParams
 from vidsearch.records import FrameBundle, Record, Segment, VideoManifest
@@ -213,7 +214,10 @@ def mark_segment_failed(svc: Services, params: IngestParams, segment: Segment, e
 def extract_frames(
     svc: Services, run_id: str, params: IngestParams, segment: Segment, manifest: VideoManifest
 ) -> FrameBundle:
-    """Sample one segment into one frame bundle in object storage, then gate the frames."""
+    """Sample one segment into one frame bundle in object storage, then gate the frames.
+
+    The bundle marks blank frames and repeats (the run's content rules); they stay in it, and
+    detection skips them."""
     sampling = params.sampling
     try:
         bundle_uri = storage.join(video_root(svc, segment.video_id), "frames", f"{segment.name}.zip")
@@ -231,6 +235,8 @@ def extract_frames(
             sampling=sampling,
             stats=stats,
             decode_errors=decode_errors,
+            scene_threshold=params.scene_threshold,
+            content=ContentRules(blank_std_max=params.blank_std_max, dedupe_distance=params.dedupe_distance),
         )
         gate(
             svc,
@@ -248,10 +254,26 @@ def extract_frames(
     except Exception as exc:
         mark_segment_failed(svc, params, segment, exc)
         raise
+    skipped = bundle.frames_skipped()
     if sampling == "keyframes":
-        log.info("%s: %d keyframes sampled", segment.label, len(bundle.frames))
+        log.info("%s: %d keyframes sampled, skipped for detection: %s", segment.label, len(bundle.frames), skipped)
+    elif sampling == "scenes":
+        log.info(
+            "%s: %d frames sampled (%d scene starts, floor %g fps), skipped for detection: %s",
+            segment.label,
+            len(bundle.frames),
+            sum(1 for f in bundle.frames if f.scene_start),
+            params.sample_fps,
+            skipped,
+        )
     else:
-        log.info("%s: %d frames sampled at %g fps", segment.label, len(bundle.frames), params.sample_fps)
+        log.info(
+            "%s: %d frames sampled at %g fps, skipped for detection: %s",
+            segment.label,
+            len(bundle.frames),
+            params.sample_fps,
+            skipped,
+        )
     return bundle
 
 
@@ -389,6 +411,9 @@ class IngestSummary(Record):
     segments_quarantined: list[int] = Field(default_factory=list)
     segments_failed: list[int] = Field(default_factory=list)
     frames: int
+    frames_skipped: dict[str, int] = Field(
+        default_factory=dict, description="Frames detection skipped, by reason (blank, duplicate)."
+    )
     objects: int
     weaviate_objects: int
 
@@ -417,6 +442,7 @@ def finalize(svc: Services, run_id: str, params: IngestParams, video_id: str) ->
         segments_quarantined=sorted(i for i, s in states.items() if s["state"] == cat.SegmentState.QUARANTINED.value),
         segments_failed=sorted(i for i, s in states.items() if s["state"] == cat.SegmentState.FAILED.value),
         frames=pg_counts["frames"],
+        frames_skipped=svc.catalog.frames_skipped(params.collection, video_id),
         objects=pg_counts["objects"],
         weaviate_objects=len(wv_ids),
     )

@@ -20,10 +20,22 @@ OBJECT_NAMESPACE = uuid.UUID("6f1c1c52-7d2e-4c55-9a55-0d6a2f3e9b10")
 # An ingest run's segment length: seconds of video (cuts land on the next keyframe), or "auto" (chosen
 # from the video's length and the parallel slots, `split.auto_segment_seconds`).
 SegmentSeconds = Literal["auto"] | Annotated[float, Field(gt=0, le=3600)]
-# How frames are sampled: "fps" (a global grid of sample_fps per second) or "keyframes" (every
-# keyframe, nothing else decoded).
-Sampling = Literal["fps", "keyframes"]
-SAMPLING_MODES: tuple[str, ...] = ("fps", "keyframes")
+# How frames are sampled: "fps" (a global grid of sample_fps per second), "keyframes" (every
+# keyframe, nothing else decoded) or "scenes" (a frame at each scene change, plus the sample_fps grid as a
+# floor rate).
+Sampling = Literal["fps", "keyframes", "scenes"]
+SAMPLING_MODES: tuple[str, ...] = ("fps", "keyframes", "scenes")
+
+# Content rules applied to the sampled frames before detection (`media/content.py`), in every mode.
+# Their defaults live here; a run overrides them through `IngestParams`.
+# A frame whose largest per-channel pixel std is not above this is blank (the frames gate's
+# `blank_std_min` uses the same rule and default).
+DEFAULT_BLANK_STD_MAX = 2.0
+# A frame whose 64-bit perceptual hash is within this Hamming distance of the last kept frame of its
+# segment (and whose 8x8 colour thumbnail is close to it) repeats that frame.
+DEFAULT_DEDUPE_DISTANCE = 4
+# ffmpeg's scene score (0..1, `select`'s `scene`) above which a frame starts a new scene.
+DEFAULT_SCENE_THRESHOLD = 0.3
 
 
 class Record(BaseModel):
@@ -79,6 +91,19 @@ class FrameRef(Record):
     index: int = Field(ge=0, description="Position in the bundle.")
     pts_s: float = Field(ge=0, description="Exact presentation time relative to the video start.")
     member: str = Field(description="File name of the encoded frame inside the bundle.")
+    # Content properties (bundles from before them load with the defaults: every frame detected).
+    blank: bool = Field(False, description="A flat frame (no detail): not sent to detection.")
+    duplicate_of: int | None = Field(
+        None,
+        ge=0,
+        description="Index of the earlier kept frame of the bundle this one repeats (not sent to detection).",
+    )
+    scene_start: bool = Field(False, description="The frame starts a scene (`scenes` sampling only).")
+
+    @property
+    def detect(self) -> bool:
+        """Whether detection runs on this frame (it is neither blank nor a repeat)."""
+        return not self.blank and self.duplicate_of is None
 
 
 class FrameBundle(Record):
@@ -93,9 +118,17 @@ class FrameBundle(Record):
     frames: list[FrameRef]
     sampling: Sampling = Field(
         "fps",
-        description="How the frames were chosen: `fps`, the global grid at sample_fps (sample_fps unused "
-        "otherwise); `keyframes`, every keyframe of the segment. Bundles from before the field are `fps`.",
+        description="How the frames were chosen: `fps`, the global grid at sample_fps; `keyframes`, every "
+        "keyframe of the segment (sample_fps unused); `scenes`, each scene change plus the sample_fps grid. "
+        "Bundles from before the field are `fps`.",
     )
+
+    def frames_skipped(self) -> dict[str, int]:
+        """How many frames detection skips, by reason: {"blank": n, "duplicate": m}."""
+        return {
+            "blank": sum(1 for f in self.frames if f.blank),
+            "duplicate": sum(1 for f in self.frames if not f.blank and f.duplicate_of is not None),
+        }
 
 
 class Box(Record):

@@ -84,6 +84,7 @@ def test_params_accept_good_values(dagbag):
     assert _validate(dagbag, source="a.mp4", segment_seconds="12")["segment_seconds"] == "12"
     assert _validate(dagbag, source="a.mp4")["sampling"] == "fps"
     assert _validate(dagbag, source="a.mp4", sampling="keyframes")["sampling"] == "keyframes"
+    assert _validate(dagbag, source="a.mp4", sampling="scenes")["sampling"] == "scenes"
     assert resolved["detector_model"] == "facebook/detr-resnet-50"
     assert resolved["embedder_model"] == "openai/clip-vit-base-patch32"
     assert resolved["time_limit_seconds"] == 30
@@ -99,7 +100,7 @@ def test_params_accept_good_values(dagbag):
         {"source": "a.mp4", "segment_seconds": 0},
         {"source": "a.mp4", "segment_seconds": "ten"},
         {"source": "a.mp4", "segment_seconds": 3601},
-        {"source": "a.mp4", "sampling": "scenes"},
+        {"source": "a.mp4", "sampling": "bogus"},
         {"source": "a.mp4", "sample_fps": -1},
         {"source": "a.mp4", "time_limit_seconds": 0},
         {"source": "a.mp4", "score_threshold": 1.5},

@@ -378,7 +378,7 @@ def test_keyframe_mode_time_limit_and_stats(keyed, tmp_path: Path) -> None:
     assert [f.pts_s for f in bundle.frames] == pytest.approx([0.0, 0.8], abs=MS)
     assert len(stats) == 2 and all(s["decoded"] and s["std"] > 0 for s in stats)
     with pytest.raises(InputError, match="sampling"):
-        frames.run_frames(segments[0], 1.0, str(tmp_path / "x.zip"), sampling="scenes")
+        frames.run_frames(segments[0], 1.0, str(tmp_path / "x.zip"), sampling="bogus")
 
 
 def test_bundles_record_their_sampling_mode_and_old_bundles_load() -> None:
@@ -388,7 +388,7 @@ def test_bundles_record_their_sampling_mode_and_old_bundles_load() -> None:
     assert FrameBundle.model_validate(old).sampling == "fps"
     assert FrameBundle.model_validate({**old, "sampling": "keyframes"}).sampling == "keyframes"
     with pytest.raises(ValueError):
-        FrameBundle.model_validate({**old, "sampling": "scenes"})
+        FrameBundle.model_validate({**old, "sampling": "bogus"})
 
 
 def test_frames_gate_counts_keyframe_bundles_without_the_grid(keyed, tmp_path: Path) -> None:

@@ -367,3 +367,38 @@ def test_model_cache_keeps_one_model_of_each_kind() -> None:
     assert cache.get("detector", "a", "cpu", "float32", load("det-a2")) == "det-a2"
     assert made == ["det-a", "emb-e", "det-b", "det-a2"] and cache.loads == 4
     assert sorted(cache.describe()) == ["detector a cpu float32", "embedder e cpu float32"]
+
+
+def test_worker_skips_blank_and_repeated_frames(bundle_uri: str, tmp_path: Path, model_cache: Path) -> None:
+    """Frames the sampler marked blank or duplicate are not detected: no objects, and the objects of the
+    other frames are those of an unmarked run (one-shot and warm paths alike)."""
+    plain_uri = f"file://{tmp_path / 'plain'}"
+    assert worker.main(_argv(bundle_uri, plain_uri, model_cache)[3:]) == worker.EXIT_OK
+    plain, _ = launcher.read_result(plain_uri)
+    assert {o.frame_index for o in plain.objects} >= {1, 3}  # the tiny detector finds boxes everywhere
+
+    path = Path(bundle_uri)
+    with zipfile.ZipFile(path) as zf:
+        members = {name: zf.read(name) for name in zf.namelist()}
+    bundle = FrameBundle.model_validate_json(members.pop(BUNDLE_JSON))
+    marked = [
+        f.model_copy(update={"blank": True} if f.index == 1 else {"duplicate_of": 2} if f.index == 3 else {})
+        for f in bundle.frames
+    ]
+    bundle = bundle.model_copy(update={"frames": marked})
+    assert bundle.frames_skipped() == {"blank": 1, "duplicate": 1}
+    marked_path = tmp_path / "marked.zip"
+    with zipfile.ZipFile(marked_path, "w", compression=zipfile.ZIP_STORED) as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+        zf.writestr(BUNDLE_JSON, bundle.model_dump_json())
+
+    kept = [(o.object_id, o.frame_index) for o in plain.objects if o.frame_index in (0, 2)]
+    for label, models in (("oneshot", None), ("warm", worker.ModelCache())):
+        out = f"file://{tmp_path / label}"
+        code, reason = worker.execute(_argv(str(marked_path), out, model_cache)[3:], models)
+        assert code == worker.EXIT_OK, reason
+        result, embeddings = launcher.read_result(out)
+        assert result.frame_count == 4
+        assert [(o.object_id, o.frame_index) for o in result.objects] == kept
+        assert embeddings.shape == (len(kept), result.embedding_dim)

@@ -40,6 +40,22 @@ threads), so only keyframes are decoded at all, and no packet listing is needed 
 stream header only); `pts_s` is computed as above. The bundle records the mode
 (`FrameBundle.sampling`).
 
+Scene mode (`sampling="scenes"`): every frame whose ffmpeg scene score (`select`'s `scene`: the
+change of the mean absolute luma difference between consecutive decoded frames, 0..1) is above
+`scene_threshold` (default `records.DEFAULT_SCENE_THRESHOLD`, a run's `IngestParams.scene_threshold`),
+plus the fps grid's frames at `sample_fps` as a floor rate (so no two kept frames are more than
+1/sample_fps apart, across segments too), plus the segment's first frame. All of it is one ffmpeg
+expression over the same single decode (`gte/lt` on the PTS range, `gt(scene,T)` or the grid's
+`eq(pts,...)` tree); a `metadata` filter after `select` prints each kept frame's score. A frame is
+`scene_start` when its score is above the threshold (as printed, 6 decimals) or it was kept for its
+score alone; the video's first frame starts its first scene. The scene score of a segment's first
+frame is 0 (nothing decoded before it): a cut exactly at a segment boundary is kept (first frame) but
+not marked, and that one frame is the only way a scene bundle depends on where the split cut.
+
+Content rules (every mode, `content.py`): while the frames are encoded, each one's pixel stats and
+perceptual hash are computed, and frames are marked in order `blank` or `duplicate_of` the last kept
+frame; they stay in the bundle, and the detect+embed worker skips them.
+
 The bundle's format and its readers are in `bundle.py`.
 """
 
@@ -68,9 +84,10 @@ from PIL import Image
 from vidsearch.errors import InputError, QualityGateError
 from vidsearch.media import ffmpeg as ff
 from vidsearch.media.bundle import BUNDLE_JSON, member_name
+from vidsearch.media.content import ContentFilter, ContentRules, Signature, signature
 from vidsearch.media.split import ROTATION_TAG, VIDEO_START_TAG
 from vidsearch.media.stats import frame_stats
-from vidsearch.records import SAMPLING_MODES, FrameBundle, FrameRef, Segment
+from vidsearch.records import DEFAULT_SCENE_THRESHOLD, SAMPLING_MODES, FrameBundle, FrameRef, Segment
 from vidsearch.stores import storage
 
 log = logging.getLogger(__name__)
@@ -97,6 +114,10 @@ _F_SETPIPE_SZ = 1031  # fcntl.F_SETPIPE_SZ (Linux); Python < 3.10 lacks the name
 _LOGLEVEL = "level+info"
 _SHOWINFO_TB = re.compile(r"\[Parsed_showinfo[^\]]*\]\s+(?:\[info\]\s+)?config in time_base:\s*(\d+)/(\d+)")
 _SHOWINFO = re.compile(r"\[Parsed_showinfo[^\]]*\]\s+(?:\[info\]\s+)?n:\s*(\d+)\s+pts:\s*(-?\d+)\s.*?\ss:(\d+)x(\d+)\s")
+# What the `metadata=mode=print` filter logs for each frame it passes: its PTS, then its scene score.
+_SCENE_LOG = re.compile(
+    r"\[Parsed_metadata[^\]]*\]\s+(?:\[info\]\s+)?(?:frame:\s*\d+\s+pts:\s*(-?\d+)|lavfi\.scene_score=([-+0-9.eE]+))"
+)
 _ERROR_LINE = re.compile(r"\[(?:error|fatal|panic)\]")
 _REPEATED = re.compile(r"last message repeated (\d+) times", re.IGNORECASE)
 
@@ -213,16 +234,19 @@ def _write_member(zf: zipfile.ZipFile, name: str, data: bytes) -> None:
     zf.writestr(info, data)
 
 
-def _encode_frame(buf: bytearray, width: int, height: int, with_stats: bool) -> tuple[bytes, dict[str, Any] | None]:
-    """The JPEG bytes of one rgb24 frame and, when asked for, its `stats.frame_stats` entry."""
+def _encode_frame(
+    buf: bytearray, width: int, height: int, with_signature: bool
+) -> tuple[bytes, dict[str, Any], Signature | None]:
+    """The JPEG bytes of one rgb24 frame, its `stats.frame_stats` entry and (when asked for) its
+    `content.signature`."""
     image = Image.frombuffer("RGB", (width, height), buf, "raw", "RGB", 0, 1)
     out = io.BytesIO()
     image.save(out, format="JPEG", quality=JPEG_QUALITY)
     del image  # releases its view of `buf`, which the reader reuses for a later frame
-    stats = None
-    if with_stats:
-        stats = frame_stats([np.frombuffer(buf, dtype=np.uint8).reshape(height, width, 3)])[0]
-    return out.getvalue(), stats
+    pixels = np.frombuffer(buf, dtype=np.uint8).reshape(height, width, 3)
+    stats = frame_stats([pixels])[0]
+    sig = signature(pixels) if with_signature else None
+    return out.getvalue(), stats, sig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -231,7 +255,9 @@ class _Plan:
 
     Grid sampling names the selected PTS (`wanted`, ascending, in the stream time base); keyframe
     sampling keeps every frame the decoder gives (only keyframes reach it) with PTS in `pts_range`
-    (start inclusive, end exclusive), so it needs no packet listing.
+    (start inclusive, end exclusive), so it needs no packet listing. Scene sampling (`scene_threshold`
+    set) keeps the frames in `pts_range` that are `wanted` (the floor grid and the first frame) or
+    score above the threshold.
     """
 
     time_base: Fraction
@@ -241,20 +267,38 @@ class _Plan:
     height: int
     wanted: list[int] | None
     pts_range: tuple[int, int] = (0, 0)
+    scene_threshold: float | None = None
+
+    @property
+    def exact(self) -> bool:
+        """Whether the plan names every frame it keeps (grid sampling)."""
+        return self.wanted is not None and self.scene_threshold is None
 
     @property
     def empty(self) -> bool:
-        return not self.wanted if self.wanted is not None else self.pts_range[0] >= self.pts_range[1]
+        return not self.wanted if self.exact else self.pts_range[0] >= self.pts_range[1]
 
     def filter_chain(self) -> str:
         """trim ends the graph (and so decoding) after the last frame that can be kept; select keeps
         the frames; showinfo (without checksums: only PTS and size are read) reports what came out."""
-        if self.wanted is not None:
+        scores: list[str] = []
+        if self.exact:
+            assert self.wanted is not None
             end, keep = self.wanted[-1] + 1, _select_expr(self.wanted)
         else:
             end, keep = self.pts_range[1], f"gte(pts,{self.pts_range[0]})*lt(pts,{self.pts_range[1]})"
+            if self.scene_threshold is not None:
+                floor = _select_expr(self.wanted) if self.wanted else "0"
+                keep += f"*(gt(scene,{self.scene_threshold!r})+{floor})"
+                scores = ["metadata=mode=print:key=lavfi.scene_score"]
         return ",".join(
-            [f"trim=end_pts={end}", f"select='{keep}'", *_rotation_filters(self.rotation), "showinfo=checksum=0"]
+            [
+                f"trim=end_pts={end}",
+                f"select='{keep}'",
+                *scores,
+                *_rotation_filters(self.rotation),
+                "showinfo=checksum=0",
+            ]
         )
 
 
@@ -267,9 +311,11 @@ def _plan(
     video_start_s: float | None,
     rotation: int | None,
     expected_size: tuple[int, int] | None,
+    scene_threshold: float = DEFAULT_SCENE_THRESHOLD,
 ) -> _Plan:
     """Probe the segment file and choose its frames (the module docstring's rule, or its keyframes)."""
     keyframes = sampling == "keyframes"
+    scenes = sampling == "scenes"
     stream, packet_pts = _probe_segment(segment_path, packets=not keyframes)
     time_base = Fraction(str(stream.get("time_base") or "1/1000"))
     start = _segment_video_start(stream) if video_start_s is None else video_start_s
@@ -286,11 +332,11 @@ def _plan(
     # Half a tick of the file's time base: a first PTS rounded to the millisecond may sit just before
     # the exact start time the split stage took from the source.
     tolerance = float(time_base) / 2
+    # The frames with start_s - tolerance <= pts * time_base - start < end (as select_frames
+    # considers them), as integer PTS bounds.
+    lo = math.ceil((Fraction(segment.start_s - tolerance - _EPS) + Fraction(start)) / time_base)
+    hi = math.ceil((Fraction(end - _EPS) + Fraction(start)) / time_base)
     if keyframes:
-        # The frames with start_s - tolerance <= pts * time_base - start < end (as select_frames
-        # considers them), as integer PTS bounds.
-        lo = math.ceil((Fraction(segment.start_s - tolerance - _EPS) + Fraction(start)) / time_base)
-        hi = math.ceil((Fraction(end - _EPS) + Fraction(start)) / time_base)
         return _Plan(time_base, start, rot, width, height, None, (lo, hi))
     # pts * time_base - start, exactly, rounded once (as float(Fraction(...)) would, but integer-only:
     # a long segment has tens of thousands of packets).
@@ -298,6 +344,12 @@ def _plan(
     start_num, start_den = Fraction(start).numerator, Fraction(start).denominator
     rel = [(p * tb_num * start_den - start_num * tb_den) / (tb_den * start_den) for p in packet_pts]
     chosen = select_frames(rel, segment.start_s, end, sample_fps, start_tolerance_s=tolerance)
+    if scenes:
+        # The floor grid, and the segment's first frame (its scene score is 0: nothing precedes it).
+        floor = {packet_pts[i] for i in chosen}
+        first = next((p for p in packet_pts if lo <= p < hi), None)
+        floor |= {first} if first is not None else set()
+        return _Plan(time_base, start, rot, width, height, sorted(floor), (lo, hi), scene_threshold)
     return _Plan(time_base, start, rot, width, height, [packet_pts[i] for i in chosen])
 
 
@@ -319,6 +371,8 @@ def extract_frames(
     sampling: str = "fps",
     stats: list[dict[str, Any]] | None = None,
     decode_errors: list[str] | None = None,
+    scene_threshold: float = DEFAULT_SCENE_THRESHOLD,
+    content: ContentRules | None = None,
 ) -> FrameBundle:
     """Sample `segment_path` (the file of `segment`) and write the bundle zip to `out_path`.
 
@@ -327,8 +381,10 @@ def extract_frames(
     split stage wrote (a display matrix, if the file has one, wins for rotation; no tag: 0). `time_limit_s` ends sampling early (relative
     time). `expected_size` (display width, height, e.g. from the manifest) is checked against the
     decoded frames. The bundle records `bundle_uri` (default: `out_path`). `sampling` is "fps" (the
-    grid at `sample_fps`, the module docstring's rule) or "keyframes" (every keyframe of the segment,
-    nothing else decoded; `sample_fps` is then only recorded). When `stats` is a list, the frames
+    grid at `sample_fps`, the module docstring's rule), "keyframes" (every keyframe of the segment,
+    nothing else decoded; `sample_fps` is then only recorded) or "scenes" (scene changes scoring above
+    `scene_threshold`, plus the `sample_fps` grid as a floor). `content` (default `ContentRules()`)
+    holds the thresholds that mark frames blank or repeats (`content.py`). When `stats` is a list, the frames
     gate's per-frame stats are appended to it, one per bundle frame in order: `stats.frame_stats`
     of each frame's RGB pixels as decoded, before JPEG encoding (so the gate never reads the bundle
     back). When `decode_errors` is a list, the error lines ffmpeg reported while decoding (the
@@ -344,6 +400,10 @@ def extract_frames(
         raise InputError(f"sample_fps must be a positive number, got {sample_fps!r}")
     if sampling not in SAMPLING_MODES:
         raise InputError(f"sampling must be one of {', '.join(SAMPLING_MODES)}, got {sampling!r}")
+    if not (isinstance(scene_threshold, (int, float)) and 0 < scene_threshold < 1):
+        raise InputError(f"scene_threshold must be in (0, 1), got {scene_threshold!r}")
+    judge = ContentFilter(content)
+    marks: list[tuple[bool, int | None]] = []
     segment_path, out_path = Path(segment_path), Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     measured: list[dict[str, Any]] = []
@@ -365,21 +425,30 @@ def extract_frames(
                 strip_prefix=ff.file_url(segment_path),
             ) as proc:
                 plan = _plan(
-                    segment_path, segment, sample_fps, sampling, time_limit_s, video_start_s, rotation, expected_size
+                    segment_path,
+                    segment,
+                    sample_fps,
+                    sampling,
+                    time_limit_s,
+                    video_start_s,
+                    rotation,
+                    expected_size,
+                    scene_threshold,
                 )
                 if plan.empty:
                     raise _NothingToDecodeError
                 _write_script(script, plan.filter_chain(), proc)
-                written = _encode_frames(proc, plan, zf, measured if stats is not None else None)
+                written = _encode_frames(proc, plan, zf, measured, judge, marks)
             stderr = proc.stderr_text()
             decoded_pts = _decoded_pts(stderr, plan, written)
+            starts = _scene_starts(stderr, plan, decoded_pts, first_scene=segment.index == 0)
             errors = error_lines(stderr)
         except _NothingToDecodeError:
-            decoded_pts, errors = [], []
+            decoded_pts, starts, errors = [], [], []
         if errors:
             log.warning("%s: ffmpeg reported %d decode errors, first: %s", segment.label, len(errors), errors[0])
         assert plan is not None
-        missing = len(plan.wanted) - len(decoded_pts) if plan.wanted is not None else 0
+        missing = len(plan.wanted) - len(decoded_pts) if plan.exact and plan.wanted is not None else 0
         if missing:
             log.warning("%s: %d of %d selected frames did not decode", segment.label, missing, len(plan.wanted or []))
         frames: list[FrameRef] = []
@@ -387,7 +456,17 @@ def extract_frames(
             pts_s = float(pts * plan.time_base - Fraction(plan.video_start_s))
             # Rounding of the file's timestamps must not move a frame out of its segment.
             pts_s = round(max(pts_s, segment.start_s, 0.0), 6)
-            frames.append(FrameRef(index=index, pts_s=pts_s, member=member_name(index)))
+            blank, duplicate_of = marks[index]
+            frames.append(
+                FrameRef(
+                    index=index,
+                    pts_s=pts_s,
+                    member=member_name(index),
+                    blank=blank,
+                    duplicate_of=duplicate_of,
+                    scene_start=starts[index],
+                )
+            )
         bundle = FrameBundle(
             video_id=segment.video_id,
             segment_index=segment.index,
@@ -484,9 +563,17 @@ def _write_script(fifo: Path, text: str, proc: ff.Stream) -> None:
         os.close(fd)
 
 
-def _encode_frames(proc: ff.Stream, plan: _Plan, zf: zipfile.ZipFile, stats: list[dict[str, Any]] | None) -> int:
-    """Read ffmpeg's rgb24 frames, JPEG them into `zf` in order (and append each one's
-    `stats.frame_stats` entry to `stats`, when given); returns how many were written.
+def _encode_frames(
+    proc: ff.Stream,
+    plan: _Plan,
+    zf: zipfile.ZipFile,
+    stats: list[dict[str, Any]],
+    judge: ContentFilter,
+    marks: list[tuple[bool, int | None]],
+) -> int:
+    """Read ffmpeg's rgb24 frames, JPEG them into `zf` in order, append each one's `stats.frame_stats`
+    entry to `stats` and its content marks (`judge.judge`: blank, duplicate_of) to `marks`; returns how
+    many were written.
 
     Frames are read as soon as ffmpeg writes them, so it never waits on the encoders, and encoded by a
     few threads; buffers are reused once encoded, so a handful of frames are in memory at a time.
@@ -495,16 +582,17 @@ def _encode_frames(proc: ff.Stream, plan: _Plan, zf: zipfile.ZipFile, stats: lis
     _grow_pipe(proc.stdout)
     written = 0
     with ThreadPoolExecutor(max_workers=_ENCODE_THREADS, thread_name_prefix="vidsearch-jpeg") as pool:
-        in_flight: deque[tuple[Future[tuple[bytes, dict[str, Any] | None]], bytearray]] = deque()
+        in_flight: deque[tuple[Future[tuple[bytes, dict[str, Any], Signature | None]], bytearray]] = deque()
         spare: list[bytearray] = []
+        hashing = judge.rules.dedupe_distance is not None
 
         def finish_oldest() -> None:
             nonlocal written
             future, buf = in_flight.popleft()
-            jpeg, frame_measure = future.result()
+            jpeg, frame_measure, sig = future.result()
             _write_member(zf, member_name(written), jpeg)
-            if stats is not None and frame_measure is not None:
-                stats.append(frame_measure)
+            stats.append(frame_measure)
+            marks.append(judge.judge(written, frame_measure, sig))
             written += 1
             spare.append(buf)
 
@@ -514,9 +602,9 @@ def _encode_frames(proc: ff.Stream, plan: _Plan, zf: zipfile.ZipFile, stats: lis
             if not _read_frame_into(proc.stdout, buf):
                 break
             received += 1
-            if plan.wanted is not None and received > len(plan.wanted):
+            if plan.exact and plan.wanted is not None and received > len(plan.wanted):
                 raise QualityGateError(f"ffmpeg returned more frames than the {len(plan.wanted)} selected")
-            in_flight.append((pool.submit(_encode_frame, buf, width, height, stats is not None), buf))
+            in_flight.append((pool.submit(_encode_frame, buf, width, height, hashing), buf))
             while in_flight and (len(in_flight) >= 2 * _ENCODE_THREADS or in_flight[0][0].done()):
                 finish_oldest()
         while in_flight:
@@ -538,13 +626,36 @@ def _decoded_pts(stderr: str, plan: _Plan, written: int) -> list[int]:
     for _, _, w, h in infos:
         if (int(w), int(h)) != (plan.width, plan.height):
             raise QualityGateError(f"decoded frame is {w}x{h}, expected {plan.width}x{plan.height}")
-    if plan.wanted is not None:
-        kept = set(pts) <= set(plan.wanted)
+    if plan.exact:
+        kept = set(pts) <= set(plan.wanted or [])
     else:
         kept = all(plan.pts_range[0] <= p < plan.pts_range[1] for p in pts)
     if any(b <= a for a, b in zip(pts, pts[1:])) or not kept:
         raise QualityGateError("decoded frame timestamps do not match the selected ones")
     return pts
+
+
+def _scene_starts(stderr: str, plan: _Plan, pts: list[int], *, first_scene: bool) -> list[bool]:
+    """Per decoded frame (`pts`), whether it starts a scene (see the module docstring); all False
+    outside scene sampling. `first_scene`: the segment's first frame is the video's first."""
+    if plan.scene_threshold is None:
+        return [False] * len(pts)
+    scores: dict[int, float] = {}
+    current: int | None = None
+    for match in _SCENE_LOG.finditer(stderr):
+        if match.group(1) is not None:
+            current = int(match.group(1))
+        elif current is not None:
+            scores[current] = float(match.group(2))
+            current = None
+    floor = set(plan.wanted or [])
+    missing = [p for p in pts if p not in scores]
+    if missing:
+        raise QualityGateError(f"ffmpeg reported no scene score for {len(missing)} kept frames")
+    starts = [scores[p] > plan.scene_threshold or p not in floor for p in pts]
+    if first_scene and starts:
+        starts[0] = True
+    return starts
 
 
 def run_frames(
@@ -559,6 +670,8 @@ def run_frames(
     sampling: str = "fps",
     stats: list[dict[str, Any]] | None = None,
     decode_errors: list[str] | None = None,
+    scene_threshold: float = DEFAULT_SCENE_THRESHOLD,
+    content: ContentRules | None = None,
 ) -> FrameBundle:
     """Sample the stored segment and upload its bundle to `bundle_uri` (see `extract_frames`)."""
     with (
@@ -579,6 +692,8 @@ def run_frames(
             sampling=sampling,
             stats=stats,
             decode_errors=decode_errors,
+            scene_threshold=scene_threshold,
+            content=content,
         )
         storage.upload(out, bundle_uri)
     return bundle

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import tempfile
+from collections.abc import Sequence
 from fractions import Fraction
 from pathlib import Path
 
@@ -517,4 +519,92 @@ def make_untimed_ts(
         header_len = packet[i + 8]
         data[off + i + 9 : off + i + 9 + header_len] = b"\xff" * header_len
     path.write_bytes(bytes(data))
+    return path
+
+
+# -- scenes: videos with cuts at known times (content-aware sampling) ------------------------------------
+
+# Scene kinds `make_scene_video` understands: a lavfi source (drawn at the video's size and rate), or
+# "boxes", the moving boxes of `make_video`. All but "boxes" and "testsrc" are still pictures.
+SCENE_SOURCES: dict[str, str] = {
+    "black": "color=c=black",
+    "grey": "color=c=0x808080",
+    "bars": "smptebars",
+    "rgb": "rgbtestsrc",
+    "yuv": "yuvtestsrc",
+    "testsrc": "testsrc",
+    "dim": "color=c=black",
+}
+# Filters drawn over a scene kind's source. "dim": black with a barely lighter left half (pixel std about
+# 1.2: blank to the sampler's default, yet above a frames gate set to blank_std_min < 1).
+SCENE_FILTERS: dict[str, str] = {"dim": "drawbox=x=0:y=0:w=iw/2:h=ih:color=0x020202:t=fill,"}
+
+
+def _renumbered(graph: str, offset: int, prefix: str) -> str:
+    """`_scene_graph`'s filter graph with its input numbers moved by `offset` and its inner labels
+    prefixed (several graphs then fit in one filter_complex)."""
+    graph = re.sub(r"\[(\d+):v\]", lambda m: f"[{int(m.group(1)) + offset}:v]", graph)
+    return re.sub(r"\[s(\d+)\]", lambda m: f"[{prefix}s{m.group(1)}]", graph)
+
+
+def make_scene_video(
+    path: str | os.PathLike[str],
+    scenes: Sequence[tuple[str, float]],
+    width: int = 320,
+    height: int = 180,
+    fps: str = "25",
+    *,
+    gop_frames: int | None = None,
+    crf: int = 20,
+    preset: str = "veryfast",
+    timeout_s: float = 600,
+) -> Path:
+    """Write an H.264 MP4 (no audio) of `scenes`, (kind, seconds) pairs played one after another.
+
+    A kind is a key of `SCENE_SOURCES` or "boxes". The cuts lie at the running sums of the durations
+    (pick durations that are whole numbers of frames). `gop_frames` fixes the keyframe interval with no
+    scene-cut keyframes, so cuts do not land on keyframes unless the interval puts them there.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not scenes:
+        raise ValueError("scenes must not be empty")
+    width, height = _even(width), _even(height)
+    inputs: list[str] = []
+    chains: list[str] = []
+    labels: list[str] = []
+    for n, (kind, seconds) in enumerate(scenes):
+        if seconds <= 0:
+            raise ValueError("scene durations must be > 0")
+        label = f"c{n}"
+        if kind == "boxes":
+            offset = len(inputs) // 4  # every lavfi input is 4 argv words
+            box_inputs, graph = _scene_graph(width, height, fps, seconds)
+            inputs += box_inputs
+            chains.append(_renumbered(graph, offset, f"b{n}").replace("[v]", f"[{label}raw]"))
+            chains.append(f"[{label}raw]format=yuv420p,setsar=1[{label}]")
+        elif kind in SCENE_SOURCES:
+            source = SCENE_SOURCES[kind]
+            source += ":" if "=" in source else "="
+            inputs += ["-f", "lavfi", "-i", f"{source}s={width}x{height}:r={fps}:d={seconds}"]
+            chains.append(f"[{len(inputs) // 4 - 1}:v]{SCENE_FILTERS.get(kind, '')}format=yuv420p,setsar=1[{label}]")
+        else:
+            raise ValueError(f"unknown scene kind {kind!r}")
+        labels.append(f"[{label}]")
+    chains.append(f"{''.join(labels)}concat=n={len(labels)}:v=1:a=0[v]")
+    ff.ffmpeg(
+        [
+            *inputs,
+            "-filter_complex",
+            ";".join(chains),
+            "-map",
+            "[v]",
+            *_x264_args(gop_frames, crf, preset),
+            "-movflags",
+            "+faststart",
+            "-y",
+            ff.file_url(path),
+        ],
+        timeout_s=timeout_s,
+    )
     return path

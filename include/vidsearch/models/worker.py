@@ -10,6 +10,8 @@ result.json is written last and marks completion; a stale one is removed before 
 `--check-models` loads the detector and the embedder and exits, touching no bundle: the probe stage
 runs it where detect+embed will run, so a model that cannot be loaded fails a run before any segment
 is cut (a warm worker keeps the models it checked loaded for the segments that follow).
+Frames the bundle marks blank or as repeats of an earlier frame (`FrameRef.detect` false: the
+sampler's content rules, `vidsearch.media.content`) are not decoded or detected: they get no objects.
 
 Exit codes (the contract with whoever runs it):
     0   success
@@ -189,17 +191,21 @@ def run(args: argparse.Namespace, models: ModelCache | None = None) -> DetectEmb
     with open_frames(args.frames_uri) as reader:
         bundle = reader.bundle
         total = len(bundle.frames)
+        # Blank frames and repeats are skipped: only these positions are decoded and detected.
+        to_detect = [i for i, ref in enumerate(bundle.frames) if ref.detect]
         if total:
             reader.frame(0)  # a bundle whose frames do not decode fails now, before torch loads
         waited[0] += time.perf_counter() - phase
         logger.info(
-            "bundle %s: video %s segment %d, %d frames %dx%d",
+            "bundle %s: video %s segment %d, %d frames %dx%d, %d to detect (skipped: %s)",
             args.frames_uri,
             bundle.video_id,
             bundle.segment_index,
             total,
             bundle.width,
             bundle.height,
+            len(to_detect),
+            bundle.frames_skipped(),
         )
 
         # Imported only now: a bad bundle or bad arguments fail in a fraction of a second, before torch loads.
@@ -254,7 +260,7 @@ def run(args: argparse.Namespace, models: ModelCache | None = None) -> DetectEmb
             """(frame ref, frame, its kept detections) for every frame, a batch of --batch-size frames
             at a time (the detector's batches are those of a whole-bundle call); objects are recorded
             as frames go by."""
-            for batch in _timed(reader.batches(args.batch_size, prefetch=prefetch), waited):
+            for batch in _timed(reader.batches(args.batch_size, to_detect, prefetch=prefetch), waited):
                 refs, arrays = [ref for ref, _ in batch], [frame for _, frame in batch]
                 del batch  # not kept while the next batch is read
                 started_detect = time.perf_counter()
@@ -285,7 +291,7 @@ def run(args: argparse.Namespace, models: ModelCache | None = None) -> DetectEmb
                     detected[1] += len(frame_detections)
                     yield ref, frame, kept
                 del arrays
-                logger.info("detect: %d/%d frames", detected[0], total)
+                logger.info("detect: %d/%d frames", detected[0], len(to_detect))
 
         if models is not None:
             # A warm worker keeps both models loaded: one pass over the bundle, each batch detected and
@@ -313,7 +319,7 @@ def run(args: argparse.Namespace, models: ModelCache | None = None) -> DetectEmb
             # need not fit together), so it reads the bundle twice: detect every frame, then decode
             # again only the frames with objects and embed their crops.
             phase, waited_before = time.perf_counter(), waited[0]
-            kept_by_frame = [kept for _, _, kept in detect_batches()]
+            kept_by_frame = {ref.index: kept for ref, _, kept in detect_batches()}
             timings["detect"] = time.perf_counter() - phase - (waited[0] - waited_before)
             del detector
             _release_cuda_memory()
@@ -321,13 +327,12 @@ def run(args: argparse.Namespace, models: ModelCache | None = None) -> DetectEmb
             embedder_path = resolve_model(args.embedder, "embedder", tiny=args.tiny_models, cache_dir=cache_dir)
             embedder = Embedder(embedder_path, device=args.device, dtype=args.dtype)
             timings["load_embedder"] = time.perf_counter() - phase
-            with_objects = [i for i, kept in enumerate(kept_by_frame) if kept]
+            with_objects = [i for i in to_detect if kept_by_frame[bundle.frames[i].index]]
 
             def crops() -> Iterator[tuple[np.ndarray, list[Box]]]:
-                positions = iter(with_objects)
                 for batch in _timed(reader.batches(args.batch_size, with_objects, prefetch=prefetch), waited):
-                    for _, frame in batch:
-                        yield frame, [det.box for det in kept_by_frame[next(positions)]]
+                    for ref, frame in batch:
+                        yield frame, [det.box for det in kept_by_frame[ref.index]]
                     del batch, frame
 
             phase, waited_before = time.perf_counter(), waited[0]
@@ -341,7 +346,7 @@ def run(args: argparse.Namespace, models: ModelCache | None = None) -> DetectEmb
         dropped = detected[1] - len(objects)
         if dropped:
             logger.info("dropped %d duplicate detections (same frame and box)", dropped)
-        logger.info("detect: %d objects in %d frames", len(objects), total)
+        logger.info("detect: %d objects in %d of %d frames", len(objects), len(to_detect), total)
     timings["read_bundle"] = waited[0]
     if embeddings.shape != (len(objects), embedder.dim):  # a broken invariant, not bad input
         raise RuntimeError(f"embeddings have shape {embeddings.shape} for {len(objects)} objects")

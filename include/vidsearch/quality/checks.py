@@ -197,9 +197,9 @@ def check_frames(
     `stats[i]` describes `bundle.frames[i]` (`frame_stats` of its pixels: as extracted,
     `frames.extract_frames(stats=...)`, or of `read_bundle`'s arrays). `source_fps` (the video's frame
     rate), when given, caps the expected rate: a 5 fps video sampled at 10 fps yields 5 frames a second.
-    A keyframe bundle (`bundle.sampling == "keyframes"`) has no grid: its count must be at least 1 (a
-    segment starts on a keyframe) and at most the range's frame count at `source_fps` (no upper
-    bound without it).
+    A keyframe or scene bundle (`bundle.sampling` "keyframes" or "scenes") has no fixed grid count: its
+    count must be at least 1 (a segment starts on a keyframe; a scene bundle keeps its first frame) and
+    at most the range's frame count at `source_fps` (no upper bound without it).
     """
     cfg = _cfg(cfg)
     if len(stats) != len(bundle.frames):
@@ -207,7 +207,7 @@ def check_frames(
     count_min, count_max = expected_frame_count(segment, sample_fps, time_limit_s, cfg, source_fps=source_fps)
     end = segment.end_s if not time_limit_s else min(segment.end_s, time_limit_s)
     end = max(end, segment.start_s)  # a limit before the segment: an empty range (GX rejects min > max)
-    if bundle.sampling == "keyframes":
+    if bundle.sampling in ("keyframes", "scenes"):
         count_min = 1 if end > segment.start_s else 0
         count_max = (
             expected_frame_count(segment, source_fps, time_limit_s, cfg, source_fps=source_fps)[1]

@@ -107,6 +107,8 @@ segments = sa.Table(
     sa.Column("object_count", sa.Integer, nullable=True),
     sa.Column("bundle_uri", sa.Text, nullable=True),
     sa.Column("quality", pg.JSONB, nullable=True),  # failed expectations of a quarantined segment
+    # Frames detection skipped, by reason: {"blank": n, "duplicate": m} (migration 0005).
+    sa.Column("frames_skipped", pg.JSONB, nullable=True),
     _ts("updated_at"),
     sa.ForeignKeyConstraint(["collection", "video_id"], ["videos.collection", "videos.video_id"], ondelete="CASCADE"),
 )
@@ -123,6 +125,11 @@ frames = sa.Table(
     sa.Column("member", sa.Text, nullable=False),
     sa.Column("width", sa.Integer, nullable=False),
     sa.Column("height", sa.Integer, nullable=False),
+    # Content properties (`FrameRef`, migration 0005): a blank frame or a repeat (duplicate_of: the
+    # frame_index, in the same segment, of the frame it repeats) was not sent to detection.
+    sa.Column("blank", sa.Boolean, nullable=False, default=False),
+    sa.Column("duplicate_of", sa.Integer, nullable=True),
+    sa.Column("scene_start", sa.Boolean, nullable=False, default=False),
     sa.ForeignKeyConstraint(
         ["collection", "video_id", "segment_index"],
         ["segments.collection", "segments.video_id", "segments.segment_index"],
@@ -546,6 +553,7 @@ class Catalog:
                     quality=failed_expectations,
                     frame_count=None,
                     object_count=None,
+                    frames_skipped=None,
                     updated_at=utc_now(),
                 )
             )
@@ -573,6 +581,9 @@ class Catalog:
                 member=f.member,
                 width=bundle.width,
                 height=bundle.height,
+                blank=f.blank,
+                duplicate_of=f.duplicate_of,
+                scene_start=f.scene_start,
             )
             for f in bundle.frames
         ]
@@ -618,6 +629,7 @@ class Catalog:
                     quality=None,
                     frame_count=len(frame_rows),
                     object_count=len(object_rows),
+                    frames_skipped=bundle.frames_skipped(),
                     bundle_uri=bundle.uri,
                     updated_at=utc_now(),
                 )
@@ -645,6 +657,17 @@ class Catalog:
                 ).scalar_one()
 
             return {"segments": count(segments), "frames": count(frames), "objects": count(objects)}
+
+    def frames_skipped(self, collection: str, video_id: str) -> dict[str, int]:
+        """Frames of one video that detection skipped, by reason: {"blank": n, "duplicate": m}."""
+        with self.engine.connect() as conn:
+            blank, duplicate = conn.execute(
+                sa.select(
+                    sa.func.count().filter(frames.c.blank),
+                    sa.func.count().filter(sa.not_(frames.c.blank), frames.c.duplicate_of.is_not(None)),
+                ).where(frames.c.collection == collection, frames.c.video_id == video_id)
+            ).one()
+        return {"blank": int(blank), "duplicate": int(duplicate)}
 
     def object_counts_by_segment(self, collection: str, video_id: str) -> dict[int, int]:
         with self.engine.connect() as conn:
