@@ -110,19 +110,21 @@ def video_ingest() -> None:
         from vidsearch.errors import PermanentError
         from vidsearch_airflow.services import services
 
-        params, svc = ingest_params(), services()
-        run_id = get_current_context()["run_id"]
-        run = svc.catalog.get_run(run_id)
-        if run is None or run["state"] == "failed":
-            raise AirflowSkipException("the run failed before its segments: nothing to review")
-        try:
-            pipeline.run_video_id(svc, run_id)
-        except PermanentError as exc:
-            raise AirflowSkipException(str(exc)) from exc
-        if not params.review:
-            return []
-        ingest = params.model_dump(mode="json")
-        return [{"request": r.model_dump(mode="json"), "ingest": ingest} for r in review.plan(svc, run_id, params)]
+        with timed("plan_reviews"):
+            params, svc = ingest_params(), services()
+            run_id = get_current_context()["run_id"]
+            run = svc.catalog.get_run(run_id)
+            if run is None or run["state"] == "failed":
+                raise AirflowSkipException("the run failed before its segments: nothing to review")
+            try:
+                pipeline.run_video_id(svc, run_id)
+            except PermanentError as exc:
+                raise AirflowSkipException(str(exc)) from exc
+            if not params.review:
+                return []
+            ingest = params.model_dump(mode="json")
+            requests = review.plan(svc, run_id, params)
+            return [{"request": r.model_dump(mode="json"), "ingest": ingest} for r in requests]
 
     @task(**STAGES["plan"].task_kwargs())
     def plan_reprocess(outcomes: list[dict], probed: dict) -> list[dict]:
