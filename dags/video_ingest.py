@@ -129,7 +129,9 @@ def video_ingest() -> None:
     @task(**STAGES["plan"].task_kwargs())
     def plan_reprocess(outcomes: list[dict], probed: dict) -> list[dict]:
         """Pick the segments a reviewer sent back for reprocessing."""
-        return [{"segment": o["segment"], "probed": probed} for o in outcomes if o["decision"] == "reprocess"]
+        # Every key of the group's signature (expand_kwargs renders them all); ingest None: the run's params.
+        chosen = [o for o in outcomes if o["decision"] == "reprocess"]
+        return [{"segment": o["segment"], "probed": probed, "ingest": None} for o in chosen]
 
     # Runs whatever happened before it: it closes the run and the video in a terminal state.
     @task(

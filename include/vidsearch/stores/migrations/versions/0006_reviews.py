@@ -18,6 +18,8 @@ down_revision = "0005"
 branch_labels = None
 depends_on = None
 
+SEGMENT_STATES = "'pending', 'done', 'failed', 'quarantined', 'accepted', 'dropped'"
+
 
 def upgrade() -> None:
     op.create_table(
@@ -40,6 +42,9 @@ def upgrade() -> None:
         sa.Column("outcome", sa.Text, nullable=False),
     )
     op.create_index("ix_segment_reviews_segment", "segment_reviews", ["collection", "video_id", "segment_index"])
+    # 0001 allowed only the first four segment states; reviews add accepted and dropped.
+    op.drop_constraint("ck_segments_state", "segments", type_="check")
+    op.create_check_constraint("ck_segments_state", "segments", f"state IN ({SEGMENT_STATES})")
     op.execute("UPDATE ingest_runs SET state = 'done' WHERE state = 'success'")
     op.execute(
         "UPDATE videos SET state = 'failed' FROM ingest_runs r "
@@ -48,6 +53,10 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.execute("UPDATE segments SET state = 'done' WHERE state = 'accepted'")
+    op.execute("UPDATE segments SET state = 'quarantined' WHERE state = 'dropped'")
+    op.drop_constraint("ck_segments_state", "segments", type_="check")
+    op.create_check_constraint("ck_segments_state", "segments", "state IN ('pending', 'done', 'failed', 'quarantined')")
     op.execute("UPDATE ingest_runs SET state = 'success' WHERE state = 'done'")
     op.drop_index("ix_segment_reviews_segment", table_name="segment_reviews")
     op.drop_table("segment_reviews")
