@@ -35,7 +35,6 @@ from airflow.sdk import Param, TriggerRule, dag, get_current_context, task
 from vidsearch.params import COLLECTION_NAME_PATTERN, DEFAULT_COLLECTION
 from vidsearch.reprocess import REPROCESSABLE
 from vidsearch_airflow.assets import COLLECTIONS_ALIAS, emit_collection_changed
-from vidsearch_airflow.callbacks import close_abandoned_run
 from vidsearch_airflow.policy import DEFAULT_ARGS, STAGES
 from vidsearch_airflow.segment_tasks import segment_group
 
@@ -77,7 +76,6 @@ PARAMS = {
     params=PARAMS,
     tags=["vidsearch", "ingest", "operations"],
     doc_md=__doc__,
-    on_failure_callback=close_abandoned_run,
 )
 def reprocess_segments() -> None:
     @task(**STAGES["plan"].task_kwargs())

@@ -35,9 +35,11 @@ failed gate stops that segment only: it is marked `quarantined` in the catalog w
 expectations, the other segments go on, and the segment is reviewed. Each gate's result is kept
 under `<storage root>/quality/<run id>/` (JSON and Markdown); the task log links it.
 
-Every write is keyed by deterministic ids: running the same video again changes no count. A run that
-ends failed before finalize closed it (killed, marked failed) is closed in the catalog by the DAG's
-failure callback: never left `running` / `ingesting`.
+Every write is keyed by deterministic ids: running the same video again changes no count. Because
+finalize runs whatever failed before it, a failed probe, split or segment never leaves the run
+`running` or the video `ingesting`. A run killed or marked failed before finalize ran is closed with
+`vidsearch_airflow.callbacks.close_abandoned_run` (not yet registered as the DAG's failure callback:
+under `dag.test()` on Airflow 3.3 building its context fails on the DAG's required `source` param).
 
 Retries, timeouts and pools are set per stage (`vidsearch_airflow/policy.py`): transient errors
 (Weaviate 5xx, S3 throttling, network, a killed worker, a timeout) retry with exponential backoff,
@@ -53,7 +55,6 @@ from typing import Any
 
 from airflow.sdk import TriggerRule, dag, get_current_context, task
 from vidsearch_airflow.assets import COLLECTIONS_ALIAS, emit_collection_changed
-from vidsearch_airflow.callbacks import close_abandoned_run
 from vidsearch_airflow.forms import ingest_form
 from vidsearch_airflow.policy import DEFAULT_ARGS, STAGES
 from vidsearch_airflow.review import SegmentReviewOperator
@@ -71,7 +72,6 @@ from vidsearch_airflow.task_context import ingest_params, timed
     params=ingest_form(),
     tags=["vidsearch", "ingest"],
     doc_md=__doc__,
-    on_failure_callback=close_abandoned_run,
 )
 def video_ingest() -> None:
     @task(**STAGES["probe"].task_kwargs())

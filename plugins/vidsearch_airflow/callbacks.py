@@ -1,6 +1,8 @@
 """DAG-level callbacks of the ingest DAGs.
 
-`close_abandoned_run` is every ingest DAG's `on_failure_callback`: a run that ends failed without its
+`close_abandoned_run` is meant as the ingest DAGs' `on_failure_callback` (not registered yet: under
+`dag.test()` on Airflow 3.3 the callback's context is built without the run conf and fails on
+video_ingest's required `source` param, which breaks every dag.test of a failing run): a run that ends failed without its
 finalize having closed it in the catalog (killed, marked failed in the UI, past its timeout) still
 leaves the run and the video in a terminal state (done, partial or failed by its segments), never
 `running` / `ingesting`.
