@@ -12,7 +12,10 @@ the grid, named like `seg0003 [00:30.000-00:40.000]`): `extract_frames` → `det
   from the catalog, and picks the video's segments whose state is one of `states`.
 * the segment tasks are `video_ingest`'s, with the same retries, timeouts and pools.
 * **finalize** checks the whole video as `video_ingest` does (Postgres and Weaviate agree object for
-  object, every segment done), closes this run in the catalog and emits the collection's asset event.
+  object), closes this run and the video as `done` (every segment done or accepted), `partial` or
+  `failed`, and emits the collection's asset event; it fails while a segment is still failed,
+  quarantined or pending. Reprocessing a partial video's segments to success makes it `done`;
+  segments a reviewer dropped stay dropped (and the video partial).
 
 Idempotent: every write is keyed by deterministic ids, and once nothing is left in the chosen states a
 run has nothing to do and succeeds (if the whole video is good). Find the video id and segment states

@@ -4,7 +4,9 @@
 Turns one video into searchable objects. One DAG run = one video.
 
 `probe` → `split` → per segment (a mapped task group, one row per segment in the grid, named like
-`seg0003 [00:30.000-00:40.000]`): `extract_frames` → `detect_embed` → `index` → `finalize`.
+`seg0003 [00:30.000-00:40.000]`): `extract_frames` → `detect_embed` → `index` → `plan_reviews` →
+`review` (one per quarantined segment) → `plan_reprocess` → `reprocess` (the segment group again, for
+the segments a reviewer sent back) → `finalize`.
 
 * **probe** fetches the source (path, http(s) URL or `s3://` URI), checks it is a decodable video and
   copies it to object storage under its content hash. Meanwhile it loads the run's detector and
@@ -16,20 +18,37 @@ Turns one video into searchable objects. One DAG run = one video.
 * **detect_embed** runs the detect+embed worker command (DETR-family detector, CLIP-family crop
   embeddings) as a local process; the same argv runs in a GPU pod in production.
 * **index** upserts the segment's objects into Weaviate and its frames and objects into Postgres.
-* **finalize** checks both stores agree object for object and emits an asset event for the collection.
+* **review** is Airflow's human-in-the-loop operator, one mapped instance per quarantined segment
+  (none when nothing was quarantined): it shows the failed expectations and the quality report and
+  waits (state `awaiting_input`, no worker slot) for **reprocess** (run the segment again in this run),
+  **accept** (index its results as they are, ignoring the failed gate, or mark it accepted when there
+  are none; it counts as done) or **drop** (leave it out; the video stays `partial`). Answer it in
+  Required Actions or through the REST API. Unanswered after `review_timeout_hours` (run conf,
+  default 24) the scheduler applies `review_default` (default `drop`). Who chose what and when is
+  recorded in the catalog (`segment_reviews`). Conf `review: false` skips the reviews.
+* **finalize** (runs whatever happened before it) checks both stores agree object for object, closes
+  the run and the video as `done` (every segment done or accepted), `partial` (some usable, the
+  others failed, quarantined or dropped) or `failed` (probe or split failed, nothing usable, stores
+  disagree) and emits an asset event for the collection. It **fails** while a segment still needs
+  someone (failed, quarantined or not run), naming it; a video partial only by reviewers' drops is a
+  decision, and finalize succeeds.
 
 Great Expectations gates check every stage (probe, split, frames, detections, embeddings, index). A
 failed gate stops that segment only: it is marked `quarantined` in the catalog with the failed
-expectations, the other segments go on, and the run ends failed naming it. Each gate's result is kept
+expectations, the other segments go on, and the segment is reviewed. Each gate's result is kept
 under `<storage root>/quality/<run id>/` (JSON and Markdown); the task log links it.
 
-Every write is keyed by deterministic ids: running the same video again changes no count.
+Every write is keyed by deterministic ids: running the same video again changes no count. Because
+finalize runs whatever failed before it, a failed probe, split or segment never leaves the run
+`running` or the video `ingesting`. A run killed or marked failed before finalize ran is closed with
+`vidsearch_airflow.callbacks.close_abandoned_run` (not yet registered as the DAG's failure callback:
+under `dag.test()` on Airflow 3.3 building its context fails on the DAG's required `source` param).
 
 Retries, timeouts and pools are set per stage (`vidsearch_airflow/policy.py`): transient errors
 (Weaviate 5xx, S3 throttling, network, a killed worker, a timeout) retry with exponential backoff,
 permanent ones fail at once; `detect_embed` runs in the `gpu` pool and `index` in `weaviate_writers`.
-A failed or quarantined segment is repaired by clearing its failed tasks (with downstream) in the grid,
-or with the `reprocess_segments` DAG; done segments are left as they are (docs/operations.md).
+A failed segment is repaired by clearing its failed tasks (with downstream) in the grid, or with the
+`reprocess_segments` DAG; done segments are left as they are (docs/operations.md).
 """
 
 from __future__ import annotations
@@ -41,6 +60,7 @@ from airflow.sdk import TriggerRule, dag, get_current_context, task
 from vidsearch_airflow.assets import COLLECTIONS_ALIAS, emit_collection_changed
 from vidsearch_airflow.forms import ingest_form
 from vidsearch_airflow.policy import DEFAULT_ARGS, STAGES
+from vidsearch_airflow.review import SegmentReviewOperator
 from vidsearch_airflow.segment_tasks import segment_group
 from vidsearch_airflow.task_context import ingest_params, timed
 
@@ -89,30 +109,66 @@ def video_ingest() -> None:
     # extract_frames → detect_embed → index, one mapped group per segment (shared with reprocess_segments).
     process_segment = segment_group("segment")
 
-    # Runs once every segment is done, failed or quarantined (as long as something succeeded): the good
-    # segments are still checked, and the run then ends failed naming the bad ones.
+    # Runs once every segment is done, failed or quarantined; skipped when probe or split failed.
+    @task(trigger_rule=TriggerRule.ALL_DONE, **STAGES["plan"].task_kwargs())
+    def plan_reviews() -> list[dict]:
+        """List the quarantined segments, one review task each."""
+        from airflow.sdk.exceptions import AirflowSkipException
+        from vidsearch import pipeline, review
+        from vidsearch.errors import PermanentError
+        from vidsearch_airflow.services import services
+
+        with timed("plan_reviews"):
+            params, svc = ingest_params(), services()
+            run_id = get_current_context()["run_id"]
+            run = svc.catalog.get_run(run_id)
+            if run is None or run["state"] == "failed":
+                raise AirflowSkipException("the run failed before its segments: nothing to review")
+            try:
+                pipeline.run_video_id(svc, run_id)
+            except PermanentError as exc:
+                raise AirflowSkipException(str(exc)) from exc
+            if not params.review:
+                return []
+            ingest = params.model_dump(mode="json")
+            requests = review.plan(svc, run_id, params)
+            return [{"request": r.model_dump(mode="json"), "ingest": ingest} for r in requests]
+
+    @task(**STAGES["plan"].task_kwargs())
+    def plan_reprocess(outcomes: list[dict], probed: dict) -> list[dict]:
+        """Pick the segments a reviewer sent back for reprocessing."""
+        # Every key of the group's signature (expand_kwargs renders them all); ingest None: the run's params.
+        chosen = [o for o in outcomes if o["decision"] == "reprocess"]
+        return [{"segment": o["segment"], "probed": probed, "ingest": None} for o in chosen]
+
+    # Runs whatever happened before it: it closes the run and the video in a terminal state.
     @task(
         outlets=[COLLECTIONS_ALIAS],
-        trigger_rule=TriggerRule.ALL_DONE_MIN_ONE_SUCCESS,
+        trigger_rule=TriggerRule.ALL_DONE,
         **STAGES["finalize"].task_kwargs(),
     )
-    def finalize(probed: dict, *, outlet_events: Any = None) -> dict:
-        """Check Postgres and Weaviate agree object for object; emit the collection's asset event."""
+    def finalize(*, outlet_events: Any = None) -> dict:
+        """Check Postgres and Weaviate agree object for object; close the run; emit the asset event."""
         from vidsearch import pipeline
         from vidsearch_airflow.services import services
 
         with timed("finalize"):
             params = ingest_params()
             ctx = get_current_context()
-            video_id = pipeline.ProbeOutput.model_validate(probed).manifest.video_id
-            summary = pipeline.finalize(services(), ctx["run_id"], params, video_id)
+            summary = pipeline.finalize(services(), ctx["run_id"], params)
             emit_collection_changed(outlet_events, params.collection, summary.model_dump(mode="json"))
             return summary.model_dump(mode="json")
 
     probed = probe()
     segments = split(probed)
     groups = process_segment.partial(probed=probed).expand(segment=segments)
-    groups >> finalize(probed)
+    reviews = plan_reviews()
+    groups >> reviews
+    decisions = SegmentReviewOperator.partial(
+        task_id="review", map_index_template="{{ task.segment_label }}", **STAGES["review"].task_kwargs()
+    ).expand_kwargs(reviews)
+    again = segment_group("reprocess").expand_kwargs(plan_reprocess(decisions.output, probed))
+    again >> finalize()
 
 
 video_ingest()

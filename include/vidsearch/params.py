@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import copy
 import re
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, Literal, get_args
 
 from pydantic import Field
 from pydantic.fields import FieldInfo
@@ -40,6 +40,12 @@ DEFAULT_DETECTOR = "facebook/detr-resnet-50"
 DEFAULT_EMBEDDER = "openai/clip-vit-base-patch32"
 
 # A number typed into the trigger form's text box arrives as a string.
+# An unanswered review of a quarantined segment drops it after a day (configurable per run).
+ReviewChoice = Literal["reprocess", "accept", "drop"]
+REVIEW_CHOICES: tuple[str, ...] = get_args(ReviewChoice)  # the options of a review task, in order
+DEFAULT_REVIEW_CHOICE: ReviewChoice = "drop"
+DEFAULT_REVIEW_TIMEOUT_HOURS = 24.0
+
 _NUMBER_TEXT = r"[0-9]+(\.[0-9]+)?"
 
 
@@ -141,6 +147,20 @@ class IngestParams(Record):
         "frame repeats it (not detected). None: no deduplication.",
     )
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N or mps.")
+    # The review of quarantined segments (video_ingest's `review` tasks; docs/operations.md).
+    review: bool = Field(
+        True,
+        description="Ask a human to review each quarantined segment (reprocess, accept or drop). "
+        "False: quarantined segments stay quarantined and finalize fails naming them.",
+    )
+    review_timeout_hours: float = Field(
+        DEFAULT_REVIEW_TIMEOUT_HOURS,
+        gt=0,
+        description="How long a review waits for an answer before its default applies.",
+    )
+    review_default: ReviewChoice = Field(
+        DEFAULT_REVIEW_CHOICE, description="The decision applied when nobody answers a review in time."
+    )
 
     @classmethod
     def from_conf(cls, conf: dict[str, Any]) -> IngestParams:

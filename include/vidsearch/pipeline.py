@@ -176,7 +176,9 @@ def split_video(
                 facts.append(quality.segment_facts(seg_file))
         gate(svc, run_id, quality.check_split(manifest, segments, facts, params.time_limit_seconds))
     except PermanentError as exc:
+        # Nothing of this run is usable: the run and the video end failed (never left `ingesting`).
         svc.catalog.end_run(run_id, cat.RunState.FAILED, error=one_line(exc))
+        svc.catalog.set_video_state(params.collection, manifest.video_id, cat.VideoState.FAILED.value)
         raise
     svc.catalog.upsert_segments(params.collection, segments)
     log.info(
@@ -406,10 +408,13 @@ def index_segment(
 class IngestSummary(Record):
     video_id: str
     collection: str
+    state: str = cat.RunState.DONE.value  # the run's and the video's state: done, partial or failed
     segments: int
-    segments_done: int
+    segments_done: int  # done or accepted: the segments whose objects are searchable
+    segments_accepted: list[int] = Field(default_factory=list)
     segments_quarantined: list[int] = Field(default_factory=list)
     segments_failed: list[int] = Field(default_factory=list)
+    segments_dropped: list[int] = Field(default_factory=list)
     frames: int
     frames_skipped: dict[str, int] = Field(
         default_factory=dict, description="Frames detection skipped, by reason (blank, duplicate)."
@@ -418,51 +423,97 @@ class IngestSummary(Record):
     weaviate_objects: int
 
 
-def finalize(svc: Services, run_id: str, params: IngestParams, video_id: str) -> IngestSummary:
-    """Check that Postgres and Weaviate agree object for object, then close the run.
+# Segment states that still need someone: reprocessing or a review. Finalize fails while any is left.
+UNRESOLVED_SEGMENT_STATES = (cat.SegmentState.QUARANTINED, cat.SegmentState.FAILED, cat.SegmentState.PENDING)
 
-    Runs even when some segments failed or were quarantined (the good ones are still checked); the
-    run then ends failed, naming them. An error an earlier step recorded on the run is kept.
+
+def run_video_id(svc: Services, run_id: str) -> str:
+    """The video a run probed; PermanentError (the run's own error) when probe never got that far."""
+    run = svc.catalog.get_run(run_id)
+    if run is None or not run["video_id"]:
+        raise PermanentError((run or {}).get("error") or f"run {run_id} probed no video")
+    return str(run["video_id"])
+
+
+def finalize(svc: Services, run_id: str, params: IngestParams, video_id: str | None = None) -> IngestSummary:
+    """Check that Postgres and Weaviate agree object for object, then close the run and the video in
+    the state their segments add up to (`catalog.outcome_state`): done, partial or failed.
+
+    Runs whatever happened before it (the DAGs give it trigger rule ALL_DONE): a run that failed at
+    probe or split is closed failed with the error that step recorded. It raises (the Airflow task
+    fails, naming the segments) when the run is failed or any segment still needs someone (failed,
+    quarantined or not run: reprocess or review it); a video that is partial only because a reviewer
+    dropped segments is a decision, not a failure, and finalize succeeds.
     """
-    states = svc.catalog.segment_states(params.collection, video_id)
+    if video_id is None:
+        video_id = run_video_id(svc, run_id)
     run = svc.catalog.get_run(run_id)
     if run and run["state"] == cat.RunState.FAILED.value and run["error"]:
+        svc.catalog.set_video_state(params.collection, video_id, cat.VideoState.FAILED.value)
         raise PermanentError(run["error"])
+    states = svc.catalog.segment_states(params.collection, video_id)
     pg_counts = svc.catalog.counts(params.collection, video_id)
     index = svc.index()
     pg_ids = svc.catalog.object_ids(params.collection, video_id)
     wv_ids: set[str] = set()
     for seg_index in states:
         wv_ids.update(index.ids(params.collection, video_id, seg_index))
-    summary = IngestSummary(
-        video_id=video_id,
-        collection=params.collection,
-        segments=len(states),
-        segments_done=sum(1 for s in states.values() if s["state"] == cat.SegmentState.DONE.value),
-        segments_quarantined=sorted(i for i, s in states.items() if s["state"] == cat.SegmentState.QUARANTINED.value),
-        segments_failed=sorted(i for i, s in states.items() if s["state"] == cat.SegmentState.FAILED.value),
-        frames=pg_counts["frames"],
-        frames_skipped=svc.catalog.frames_skipped(params.collection, video_id),
-        objects=pg_counts["objects"],
-        weaviate_objects=len(wv_ids),
-    )
+
+    def in_state(state: cat.SegmentState) -> list[int]:
+        return sorted(i for i, s in states.items() if s["state"] == state.value)
+
+    outcome = cat.outcome_state(s["state"] for s in states.values())
     problems = []
     if pg_ids != wv_ids:
+        outcome = cat.RunState.FAILED
         problems.append(
             f"stores disagree: {len(pg_ids - wv_ids)} objects only in Postgres, {len(wv_ids - pg_ids)} only in Weaviate"
         )
-    for state in (cat.SegmentState.QUARANTINED, cat.SegmentState.FAILED, cat.SegmentState.PENDING):
+    for state in UNRESOLVED_SEGMENT_STATES:
         hit = [s for s in states.values() if s["state"] == state.value]
         if hit:
             problems.append(
                 f"{len(hit)} segment(s) {state.value}: "
                 + ", ".join(f"seg{s['segment_index']:04d} ({s['error'] or 'not run'})" for s in hit)
             )
-    if problems:
-        message = "; ".join(problems)
-        svc.catalog.end_run(run_id, cat.RunState.FAILED, error=message, summary=summary.model_dump())
+    if not states:
+        problems.append("no segments")
+    summary = IngestSummary(
+        video_id=video_id,
+        collection=params.collection,
+        state=outcome.value,
+        segments=len(states),
+        segments_done=sum(1 for s in states.values() if s["state"] in cat.USABLE_SEGMENT_STATES),
+        segments_accepted=in_state(cat.SegmentState.ACCEPTED),
+        segments_quarantined=in_state(cat.SegmentState.QUARANTINED),
+        segments_failed=in_state(cat.SegmentState.FAILED),
+        segments_dropped=in_state(cat.SegmentState.DROPPED),
+        frames=pg_counts["frames"],
+        frames_skipped=svc.catalog.frames_skipped(params.collection, video_id),
+        objects=pg_counts["objects"],
+        weaviate_objects=len(wv_ids),
+    )
+    message = "; ".join(problems) or None
+    svc.catalog.end_run(run_id, outcome, error=message, video_id=video_id, summary=summary.model_dump())
+    svc.catalog.set_video_state(params.collection, video_id, outcome.value)
+    if message:
         raise PermanentError(message)
-    svc.catalog.set_video_state(params.collection, video_id, "done")
-    svc.catalog.end_run(run_id, cat.RunState.SUCCESS, video_id=video_id, summary=summary.model_dump())
-    log.info("finalized %s: %s", video_id, summary.model_dump())
+    log.info("finalized %s (%s): %s", video_id, outcome.value, summary.model_dump())
     return summary
+
+
+def close_abandoned_run(svc: Services, run_id: str, reason: str) -> cat.RunState | None:
+    """Close a run that ended without its finalize (killed, marked failed, timed out): the run and
+    its video get the state their segments add up to, with `reason` as the run's error. A run
+    already closed is left as it is; returns the state set, or None."""
+    run = svc.catalog.get_run(run_id)
+    if run is None or run["state"] != cat.RunState.RUNNING.value:
+        return None
+    state = cat.RunState.FAILED
+    if run["video_id"]:
+        segs = svc.catalog.segment_states(run["collection"], run["video_id"])
+        state = cat.outcome_state(s["state"] for s in segs.values())
+        svc.catalog.set_video_state(run["collection"], run["video_id"], state.value)
+    svc.catalog.end_run(run_id, state, error=reason)
+    log.warning("closed abandoned run %s as %s: %s", run_id, state.value, reason)
+    return state

@@ -82,4 +82,7 @@ STAGES: dict[str, Stage] = {
     "discover": Stage(3, _s(60), _m(15), _m(30)),
     "trigger": Stage(3, _s(15), _m(5), _m(5)),
     "plan": Stage(3, _s(15), _m(5), _m(10)),
+    # A review's execution timeout covers asking and acting on the answer (the wait for a human is its
+    # response timeout, the run's `review_timeout_hours`); a retry asks again.
+    "review": Stage(2, _s(15), _m(5), _m(20)),
 }

@@ -7,9 +7,11 @@ and the grid names every mapped instance after its segment, e.g. `seg0003 [00:30
 Fault injection (tests and drills only): the environment variable `VIDSEARCH_FAULTS` holds
 comma-separated `<stage>:<segment index>:<kind>[:<tries>]` entries, e.g. `detect_embed:1:transient`
 or `detect_embed:1:kill:2`. The segment task for that stage and segment then fails with `kind`
-(`transient`: a TransientError; `permanent`: a PermanentError; `kill`: a worker process killed by
-SIGKILL, through the real launcher) on every try, or on tries 1..`tries` only. Unset (the default),
-nothing is injected.
+(`transient`: a TransientError; `permanent`: a PermanentError; `quarantine`: a QualityGateError, so
+the segment is quarantined as by a failed gate; `kill`: a worker process killed by SIGKILL, through
+the real launcher) on every try, or on tries 1..`tries` only. `<stage>` may also be a full task id
+(`segment.index`): then only that task group's task fails, not the in-run `reprocess` group's.
+Unset (the default), nothing is injected.
 """
 
 from __future__ import annotations
@@ -79,24 +81,27 @@ def timed(stage: str) -> Iterator[None]:
             log.warning("could not push the %s timings", stage, exc_info=True)
 
 
-def injected_fault(stage: str, segment_index: int, try_number: int) -> str | None:
-    """The fault `VIDSEARCH_FAULTS` asks for at this stage, segment and try, if any."""
+FAULT_KINDS = ("transient", "permanent", "quarantine", "kill")
+
+
+def injected_fault(stage: str, segment_index: int, try_number: int, task_id: str | None = None) -> str | None:
+    """The fault `VIDSEARCH_FAULTS` asks for at this stage (or task id), segment and try, if any."""
     spec = os.environ.get(FAULTS_ENV, "").strip()
     if not spec:
         return None
     for entry in spec.split(","):
         fields = entry.strip().split(":")
-        if len(fields) not in (3, 4) or fields[2] not in ("transient", "permanent", "kill"):
-            raise ValueError(f"{FAULTS_ENV}: bad entry {entry!r} (want stage:segment:transient|permanent|kill[:tries])")
+        if len(fields) not in (3, 4) or fields[2] not in FAULT_KINDS:
+            raise ValueError(f"{FAULTS_ENV}: bad entry {entry!r} (want stage:segment:{'|'.join(FAULT_KINDS)}[:tries])")
         name, index, kind = fields[0], int(fields[1]), fields[2]
         tries = int(fields[3]) if len(fields) == 4 else None
-        if name == stage and index == segment_index and (tries is None or try_number <= tries):
+        if name in (stage, task_id) and index == segment_index and (tries is None or try_number <= tries):
             return kind
     return None
 
 
 def _raise_fault(kind: str, stage: str, label: str) -> None:
-    from vidsearch.errors import PermanentError, TransientError
+    from vidsearch.errors import PermanentError, QualityGateError, TransientError
     from vidsearch.models import launcher
 
     log.warning("%s: injecting a %s fault into %s (%s is set)", label, kind, stage, FAULTS_ENV)
@@ -104,6 +109,8 @@ def _raise_fault(kind: str, stage: str, label: str) -> None:
         raise TransientError(f"{label}: injected transient fault in {stage}")
     if kind == "permanent":
         raise PermanentError(f"{label}: injected permanent fault in {stage}")
+    if kind == "quarantine":
+        raise QualityGateError(f"{label}: injected quality gate failure in {stage}")
     # A worker process killed by SIGKILL (OOM killer, evicted pod), through the real launcher.
     launcher.run_local(
         ["python", "-c", "import os, signal; os.kill(os.getpid(), signal.SIGKILL)", "--output-uri", "file:///dev/null"]
@@ -150,7 +157,7 @@ def begin_segment_task(stage: str, segment: Any, svc: Any, params: Any) -> None:
     if run and run["state"] == cat.RunState.FAILED.value:
         log.info("catalog run %s was failed (%s); running again for %s", run_id, run["error"], segment.label)
         svc.catalog.end_run(run_id, cat.RunState.RUNNING)
-    kind = injected_fault(stage, segment.index, try_number)
+    kind = injected_fault(stage, segment.index, try_number, getattr(ti, "task_id", None))
     if kind:
         try:
             _raise_fault(kind, stage, segment.label)

@@ -35,6 +35,7 @@ RULES: dict[str, tuple[str, ...]] = {
         "vidsearch.quality",
     ),
     "vidsearch.reprocess": (*BASE, "vidsearch.stores", "vidsearch.pipeline"),
+    "vidsearch.review": (*BASE, "vidsearch.stores", "vidsearch.pipeline", "vidsearch.media.bundle", "vidsearch.models"),
     "vidsearch.search": (*BASE, "vidsearch.stores", "vidsearch.media.bundle", "vidsearch.models"),
     "vidsearch_airflow": ("airflow", "vidsearch"),
     "vidsearch_api": ("airflow", "vidsearch", "vidsearch_airflow.services"),

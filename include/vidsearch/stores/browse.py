@@ -13,7 +13,16 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from vidsearch.stores.catalog import SegmentState, chunks, collections, frames, objects, segments, videos
+from vidsearch.stores.catalog import (
+    USABLE_SEGMENT_STATES,
+    SegmentState,
+    chunks,
+    collections,
+    frames,
+    objects,
+    segments,
+    videos,
+)
 from vidsearch.stores.labels import attach_labels
 
 
@@ -64,7 +73,7 @@ class CatalogBrowser:
             sa.select(
                 v,
                 count(s).label("n_segments"),
-                count(s, s.c.state == SegmentState.DONE.value).label("n_done"),
+                count(s, s.c.state.in_(sorted(USABLE_SEGMENT_STATES))).label("n_done"),  # done or accepted
                 count(s, s.c.state == SegmentState.QUARANTINED.value).label("n_quarantined"),
                 count(f).label("n_frames"),
                 count(o).label("n_objects"),

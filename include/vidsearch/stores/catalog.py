@@ -33,12 +33,40 @@ class SegmentState(str, enum.Enum):
     DONE = "done"
     FAILED = "failed"
     QUARANTINED = "quarantined"
+    # A reviewer's decisions on a quarantined segment (`segment_reviews`): accepted counts as done,
+    # dropped is left out of the video for good (nothing of it is indexed).
+    ACCEPTED = "accepted"
+    DROPPED = "dropped"
+
+
+# The segment states whose objects are part of the video (searchable).
+USABLE_SEGMENT_STATES = frozenset({SegmentState.DONE.value, SegmentState.ACCEPTED.value})
 
 
 class RunState(str, enum.Enum):
+    """An ingest run's outcome; a video carries the outcome of its last run (`VideoState`)."""
+
     RUNNING = "running"
-    SUCCESS = "success"
+    DONE = "done"  # every segment done (or accepted by a reviewer)
+    PARTIAL = "partial"  # some segments usable, the others failed, quarantined, dropped or not run
+    FAILED = "failed"  # nothing usable: probe or split failed, no segment usable, or the stores disagree
+
+
+class VideoState(str, enum.Enum):
+    INGESTING = "ingesting"  # a run is working on it
+    DONE = "done"
+    PARTIAL = "partial"
     FAILED = "failed"
+
+
+def outcome_state(segment_states: Iterable[str]) -> RunState:
+    """The run (and video) state the segments' states add up to: done when every one is usable,
+    partial when some are, failed when none is (or there are none)."""
+    found = list(segment_states)
+    usable = sum(1 for s in found if s in USABLE_SEGMENT_STATES)
+    if found and usable == len(found):
+        return RunState.DONE
+    return RunState.PARTIAL if usable else RunState.FAILED
 
 
 def utc_now() -> dt.datetime:
@@ -250,6 +278,33 @@ channel_items = sa.Table(
     sa.Index("ix_channel_items_run", "run_id"),
 )
 
+# -- reviews of quarantined segments (migration 0006) ----------------------------------------------------
+
+# One row per review task of a video_ingest run: the segment, what the reviewer saw (the failed
+# expectations and the quality report), what was chosen, by whom and when, and what was done about it.
+# `decided_by` is NULL when nobody answered and the timeout default was applied (`timed_out`).
+segment_reviews = sa.Table(
+    "segment_reviews",
+    metadata,
+    sa.Column("run_id", sa.Text, primary_key=True),
+    sa.Column("collection", sa.Text, primary_key=True),
+    sa.Column("video_id", sa.Text, primary_key=True),
+    sa.Column("segment_index", sa.Integer, primary_key=True),
+    sa.Column("dag_id", sa.Text, nullable=False),
+    sa.Column("task_id", sa.Text, nullable=False),
+    sa.Column("map_index", sa.Integer, nullable=False),
+    sa.Column("decision", sa.Text, nullable=False),
+    sa.Column("decided_by", sa.Text, nullable=True),
+    sa.Column("decided_by_id", sa.Text, nullable=True),
+    sa.Column("decided_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("timed_out", sa.Boolean, nullable=False),
+    sa.Column("error", sa.Text, nullable=True),  # the segment's error when it was reviewed
+    sa.Column("quality", pg.JSONB, nullable=True),  # its failed expectations when it was reviewed
+    sa.Column("quality_report", sa.Text, nullable=True),
+    sa.Column("outcome", sa.Text, nullable=False),  # what acting on the decision did
+    sa.Index("ix_segment_reviews_segment", "collection", "video_id", "segment_index"),
+)
+
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 _MIGRATION_LOCK = 0x76696473  # "vids": advisory lock id serialising concurrent migrations
 
@@ -458,7 +513,7 @@ class Catalog:
             content_sha256=manifest.content_sha256,
             source_uri=source_uri,
             manifest=manifest.model_dump(mode="json"),
-            state="ingesting",
+            state=VideoState.INGESTING.value,
             last_run_id=run_id,
             created_at=utc_now(),
             updated_at=utc_now(),
@@ -685,6 +740,22 @@ class Catalog:
         with self.engine.connect() as conn:
             rows = conn.execute(query).all()
         return {str(r[0]) for r in rows}
+
+    # -- reviews ------------------------------------------------------------------------------
+    def record_review(self, row: dict[str, Any]) -> None:
+        """Upsert one review decision, keyed on (run, collection, video, segment)."""
+        with transient_db_errors(), self.engine.begin() as conn:
+            conn.execute(_upsert(segment_reviews, [row], ["run_id", "collection", "video_id", "segment_index"]))
+
+    def reviews(self, collection: str, video_id: str) -> list[dict[str, Any]]:
+        """Every recorded review of the video's segments, oldest first."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(segment_reviews)
+                .where(segment_reviews.c.collection == collection, segment_reviews.c.video_id == video_id)
+                .order_by(segment_reviews.c.decided_at)
+            ).all()
+        return [dict(r._mapping) for r in rows]
 
     # -- videos (reads for reprocessing) ------------------------------------------------------
     def get_video(self, collection: str, video_id: str) -> dict[str, Any] | None:
