@@ -168,7 +168,10 @@ def video_ingest() -> None:
         task_id="review", map_index_template="{{ task.segment_label }}", **STAGES["review"].task_kwargs()
     ).expand_kwargs(reviews)
     again = segment_group("reprocess").expand_kwargs(plan_reprocess(decisions.output, probed))
-    again >> finalize()
+    # finalize waits for the segments themselves too: a segment task cleared in the grid (a repair)
+    # runs again before finalize does, not after.
+    done = finalize()
+    [groups, again] >> done
 
 
 video_ingest()
