@@ -16,8 +16,10 @@ DAGS = Path(__file__).resolve().parents[2] / "dags"
 
 
 def _conf(source: str, collection: str) -> dict:
-    """As test_video_ingest_e2e runs the DAG: 3 s segments, 2 fps, tiny random models."""
+    """As test_video_ingest_e2e runs the DAG: 3 s segments, 2 fps, tiny random models, and no human
+    review (dag.test() cannot answer one; test_review_e2e.py does on the real stack)."""
     return {
+        "review": False,
         "source": source,
         "collection": collection,
         "segment_seconds": 3,
@@ -54,6 +56,7 @@ def test_damaged_h264_segment_is_quarantined_naming_the_damage(dag, tmp_path, ca
     dagrun = dag.test(run_conf=_conf(str(video), collection="damaged"))
     assert dagrun.state == "failed"
     segments = catalog.segment_states("damaged", manifest.video_id)
+    assert catalog.get_run(dagrun.run_id)["state"] == "partial"  # the other segments are indexed
     quarantined = {i: s for i, s in segments.items() if s["state"] == "quarantined"}
     assert quarantined, segments
     for seg in quarantined.values():
