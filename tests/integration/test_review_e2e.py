@@ -11,17 +11,12 @@ states, and the Airflow run's outcome.
 from __future__ import annotations
 
 import datetime as dt
-import os
-import shutil
-import tempfile
 import time
-from pathlib import Path
 
 import pytest
-from devstack import PORT_ENV_VARS, StackConfig, free_port
-from devstack.__main__ import main as devstack_main
 from devstack.airflow import ADMIN_USER, env_for_stack
 from devstack.client import AirflowClient
+from stack_helpers import running_stack
 from vidsearch.media import synth
 from vidsearch.media.probe import probe_video
 from vidsearch.models import modelstore
@@ -36,24 +31,8 @@ FAULTS = "segment.index:1:quarantine"
 @pytest.fixture(scope="module")
 def stack():
     """The CLI stack on free ports, its tasks quarantining segment 1 of every video_ingest run."""
-    base = Path(tempfile.mkdtemp(prefix="vidsearch-review-"))
-    saved = dict(os.environ)
-    os.environ["VIDSEARCH_DATA_DIR"] = str(base / "data")
-    for name in PORT_ENV_VARS:
-        os.environ[name] = str(free_port())
-    for name in list(os.environ):
-        if name.startswith("AIRFLOW") or name in ("VIDSEARCH_STORAGE_ROOT",):
-            del os.environ[name]
-    os.environ["VIDSEARCH_FAULTS"] = FAULTS
-    cfg = StackConfig.from_env()
-    try:
-        assert devstack_main(["up"]) == 0
-        yield cfg, base
-    finally:
-        devstack_main(["down"])
-        os.environ.clear()
-        os.environ.update(saved)
-        shutil.rmtree(base, ignore_errors=True)
+    with running_stack("vidsearch-review-", {"VIDSEARCH_FAULTS": FAULTS}) as running:
+        yield running
 
 
 def _wait_awaiting_review(api: AirflowClient, run_id: str, timeout_s: float = 600) -> dict:

@@ -10,14 +10,10 @@ from __future__ import annotations
 
 import math
 import os
-import shutil
-import tempfile
-from pathlib import Path
 
 import pytest
-from devstack import PORT_ENV_VARS, StackConfig, free_port
-from devstack.__main__ import main as devstack_main
 from devstack.client import AirflowClient, timestamp
+from stack_helpers import running_stack
 from vidsearch.media import split, synth
 from vidsearch.models import modelstore
 
@@ -30,24 +26,8 @@ SEGMENT_TASKS = ("segment.extract_frames", "segment.detect_embed", "segment.inde
 @pytest.fixture(scope="module")
 def stack():
     """The CLI stack (Postgres, Weaviate, Airflow on LocalExecutor, warm worker) on free ports."""
-    base = Path(tempfile.mkdtemp(prefix="vidsearch-sched-"))
-    saved = dict(os.environ)
-    os.environ["VIDSEARCH_DATA_DIR"] = str(base / "data")
-    for name in PORT_ENV_VARS:
-        os.environ[name] = str(free_port())
-    # The session's Airflow settings (tests/conftest.py) are for dag.test(): the stack sets its own.
-    for name in list(os.environ):
-        if name.startswith("AIRFLOW") or name in ("VIDSEARCH_STORAGE_ROOT",):
-            del os.environ[name]
-    cfg = StackConfig.from_env()
-    try:
-        assert devstack_main(["up"]) == 0
-        yield cfg, base
-    finally:
-        devstack_main(["down"])
-        os.environ.clear()
-        os.environ.update(saved)
-        shutil.rmtree(base, ignore_errors=True)
+    with running_stack("vidsearch-sched-") as running:
+        yield running
 
 
 def test_auto_segments_through_the_real_scheduler(stack):

@@ -47,6 +47,7 @@ if TYPE_CHECKING:
 
     from vidsearch.media.bundle import BundleReader
     from vidsearch.models.detect import Detection
+    from vidsearch.models.modelstore import ModelKind
 
 logger = logging.getLogger("vidsearch.models.worker")
 
@@ -211,9 +212,7 @@ def run(args: argparse.Namespace, models: ModelCache | None = None) -> DetectEmb
         # Imported only now: a bad bundle or bad arguments fail in a fraction of a second, before torch loads.
         import numpy as np
 
-        from vidsearch.models.detect import Detector
-        from vidsearch.models.embed import Embedder
-        from vidsearch.models.modelstore import resolve_model, select_device, select_dtype
+        from vidsearch.models.modelstore import select_device, select_dtype
 
         # Device and dtype first: an unusable one is reported before any model download.
         select_dtype(args.dtype, select_device(args.device))
@@ -228,14 +227,7 @@ def run(args: argparse.Namespace, models: ModelCache | None = None) -> DetectEmb
                 "tiny-model mode: random tiny models from %s replace %s and %s", cache_dir, args.detector, args.embedder
             )
         phase = time.perf_counter()
-        detector_path = resolve_model(args.detector, "detector", tiny=args.tiny_models, cache_dir=cache_dir)
-        detector = _model(
-            models,
-            "detector",
-            detector_path,
-            args,
-            lambda: Detector(detector_path, device=args.device, dtype=args.dtype),
-        )
+        detector_path, detector = load_model("detector", args, models)
         timings["load_detector"] = time.perf_counter() - phase
         device = str(detector.device)
         if detector.device.type == "cuda":
@@ -297,14 +289,7 @@ def run(args: argparse.Namespace, models: ModelCache | None = None) -> DetectEmb
             # A warm worker keeps both models loaded: one pass over the bundle, each batch detected and
             # its crops embedded while its frames are in memory (every frame is decoded once).
             phase = time.perf_counter()
-            embedder_path = resolve_model(args.embedder, "embedder", tiny=args.tiny_models, cache_dir=cache_dir)
-            embedder = _model(
-                models,
-                "embedder",
-                embedder_path,
-                args,
-                lambda: Embedder(embedder_path, device=args.device, dtype=args.dtype),
-            )
+            embedder_path, embedder = load_model("embedder", args, models)
             timings["load_embedder"] = time.perf_counter() - phase
             phase, waited_before = time.perf_counter(), waited[0]
             embeddings = embedder.embed_crop_stream(
@@ -324,8 +309,7 @@ def run(args: argparse.Namespace, models: ModelCache | None = None) -> DetectEmb
             del detector
             _release_cuda_memory()
             phase = time.perf_counter()
-            embedder_path = resolve_model(args.embedder, "embedder", tiny=args.tiny_models, cache_dir=cache_dir)
-            embedder = Embedder(embedder_path, device=args.device, dtype=args.dtype)
+            embedder_path, embedder = load_model("embedder", args, None)
             timings["load_embedder"] = time.perf_counter() - phase
             with_objects = [i for i in to_detect if kept_by_frame[bundle.frames[i].index]]
 
@@ -390,27 +374,29 @@ def check_models(args: argparse.Namespace, models: ModelCache | None = None) -> 
     With `models` (a warm worker) they stay loaded for the jobs that follow; a one-shot process frees
     the detector before it loads the embedder, as a job does.
     """
-    from vidsearch.models.detect import Detector
-    from vidsearch.models.embed import Embedder
-    from vidsearch.models.modelstore import resolve_model, select_device, select_dtype
+    from vidsearch.models.modelstore import select_device, select_dtype
 
     select_dtype(args.dtype, select_device(args.device))
-    cache_dir = Path(args.model_cache).expanduser()
     started = time.perf_counter()
-    detector_path = resolve_model(args.detector, "detector", tiny=args.tiny_models, cache_dir=cache_dir)
-    detector = _model(
-        models, "detector", detector_path, args, lambda: Detector(detector_path, device=args.device, dtype=args.dtype)
-    )
-    del detector
-    embedder_path = resolve_model(args.embedder, "embedder", tiny=args.tiny_models, cache_dir=cache_dir)
-    embedder = _model(
-        models, "embedder", embedder_path, args, lambda: Embedder(embedder_path, device=args.device, dtype=args.dtype)
-    )
-    del embedder
+    detector_path, _ = load_model("detector", args, models)
+    embedder_path, _ = load_model("embedder", args, models)
     logger.info(
         "models load: detector %s, embedder %s (%.2f s)", detector_path, embedder_path, time.perf_counter() - started
     )
     return [detector_path, embedder_path]
+
+
+def load_model(kind: ModelKind, args: argparse.Namespace, models: ModelCache | None) -> tuple[str, Any]:
+    """(folder, loaded model) of the job's detector or embedder, from the warm worker's cache when given."""
+    from vidsearch.models.detect import Detector
+    from vidsearch.models.embed import Embedder
+    from vidsearch.models.modelstore import resolve_model
+
+    name = args.detector if kind == "detector" else args.embedder
+    model_class: Any = Detector if kind == "detector" else Embedder
+    path = resolve_model(name, kind, tiny=args.tiny_models, cache_dir=Path(args.model_cache).expanduser())
+    model = _model(models, kind, path, args, lambda: model_class(path, device=args.device, dtype=args.dtype))
+    return path, model
 
 
 def _model(models: ModelCache | None, kind: str, path: str, args: argparse.Namespace, load: Callable[[], Any]) -> Any:
