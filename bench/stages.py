@@ -200,7 +200,7 @@ class GateMeter:
     """
 
     QUALITY_FUNCS = (
-        "check_probe", "check_split", "segment_facts", "check_frames",
+        "check_probe", "check_split", "check_segment", "segment_facts", "check_frames",
         "check_detections", "check_embeddings", "check_index", "write_report",
     )  # fmt: skip
 

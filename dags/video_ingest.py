@@ -33,9 +33,10 @@ the segments a reviewer sent back) → `finalize`.
   someone (failed, quarantined or not run), naming it; a video partial only by reviewers' drops is a
   decision, and finalize succeeds.
 
-Great Expectations gates check every stage (probe, split, frames, detections, embeddings, index). A
-failed gate stops that segment only: it is marked `quarantined` in the catalog with the failed
-expectations, the other segments go on, and the segment is reviewed. Each gate's result is kept
+Great Expectations gates check every stage (probe, split, each segment file, frames, detections,
+embeddings, index). A failed probe or split gate fails the run; any other failed gate stops that
+segment only: it is marked `quarantined` in the catalog with the failed expectations, the other
+segments go on, and the segment is reviewed. Each gate's result is kept
 under `<storage root>/quality/<run id>/` (JSON and Markdown); the task log links it.
 
 Every write is keyed by deterministic ids: running the same video again changes no count. Because

@@ -170,11 +170,7 @@ def split_video(
                 params.time_limit_seconds,
                 storage.join(video_root(svc, manifest.video_id), "segments"),
             )
-        facts = []
-        for seg in segments:
-            with storage.local_file(seg.uri, suffix=".mkv") as seg_file:
-                facts.append(quality.segment_facts(seg_file))
-        gate(svc, run_id, quality.check_split(manifest, segments, facts, params.time_limit_seconds))
+        gate(svc, run_id, quality.check_split(manifest, segments, params.time_limit_seconds))
     except PermanentError as exc:
         # Nothing of this run is usable: the run and the video end failed (never left `ingesting`).
         svc.catalog.end_run(run_id, cat.RunState.FAILED, error=one_line(exc))
@@ -227,19 +223,24 @@ def extract_frames(
         # encoding): the bundle is never decoded back, so memory stays flat whatever its length.
         stats: list[dict] = []
         decode_errors: list[str] = []  # counted in the one decode that extracts the frames
-        bundle = frames.run_frames(
-            segment,
-            params.sample_fps,
-            bundle_uri,
-            time_limit_s=params.time_limit_seconds,
-            video_start_s=manifest.start_time_s,
-            expected_size=(manifest.width, manifest.height),
-            sampling=sampling,
-            stats=stats,
-            decode_errors=decode_errors,
-            scene_threshold=params.scene_threshold,
-            content=ContentRules(blank_std_max=params.blank_std_max, dedupe_distance=params.dedupe_distance),
-        )
+        with storage.local_file(segment.uri, suffix=".mkv") as local:
+            # The segment file's own damage (timing, empty packets, an undecodable start)
+            # quarantines this segment only; the split gate judged the cut as a whole.
+            gate(svc, run_id, quality.check_segment(manifest, segment, quality.segment_facts(local)))
+            bundle = frames.run_frames(
+                segment,
+                params.sample_fps,
+                bundle_uri,
+                time_limit_s=params.time_limit_seconds,
+                video_start_s=manifest.start_time_s,
+                expected_size=(manifest.width, manifest.height),
+                sampling=sampling,
+                stats=stats,
+                decode_errors=decode_errors,
+                scene_threshold=params.scene_threshold,
+                content=ContentRules(blank_std_max=params.blank_std_max, dedupe_distance=params.dedupe_distance),
+                local_path=local,
+            )
         gate(
             svc,
             run_id,

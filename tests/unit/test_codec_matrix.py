@@ -47,8 +47,11 @@ def test_healthy_files_pass_every_gate_without_decoder_errors(name, tmp_path):
     assert quality.check_probe(manifest).success
     segments = split.run_split(video, manifest, 2.0, None, f"file://{tmp_path}/segments")
     facts = [quality.segment_facts(Path(s.uri.removeprefix("file://"))) for s in segments]
-    gate = quality.check_split(manifest, segments, facts, None)
-    assert gate.success, gate.summary()
+    for gate in (
+        quality.check_split(manifest, segments, None),
+        *(quality.check_segment(manifest, s, f) for s, f in zip(segments, facts)),
+    ):
+        assert gate.success, gate.summary()
     for seg in segments:
         stats: list[dict] = []
         errors: list[str] = []

@@ -29,6 +29,7 @@ from vidsearch.quality import (
     check_frames,
     check_index,
     check_probe,
+    check_segment,
     check_split,
     enforce,
     segment_facts,
@@ -179,55 +180,76 @@ def test_segment_facts_of_a_garbage_file_fail_instead_of_raising(video: dict) ->
 
 
 def test_split_gate_passes_real_segments(video: dict, facts: list[SegmentFacts]) -> None:
-    result = check_split(video["manifest"], video["segments"], facts, None)
+    result = check_split(video["manifest"], video["segments"], None)
     assert result.success, result.summary()
     assert result.subject == "video"
     assert quality.split_tolerance(facts) == pytest.approx(0.5, abs=0.002)
 
 
-def test_split_gate_honours_the_time_limit(video: dict, facts: list[SegmentFacts]) -> None:
+def test_segment_gate_passes_each_real_segment_file(video: dict, facts: list[SegmentFacts]) -> None:
+    for segment, fact in zip(video["segments"], facts):
+        result = check_segment(video["manifest"], segment, fact)
+        assert result.success, result.summary()
+        assert result.stage == "segment" and result.subject == segment.name
+
+
+def test_split_gate_honours_the_time_limit(video: dict) -> None:
     first_two = video["segments"][:2]
-    assert check_split(video["manifest"], first_two, facts[:2], 2.0).success
+    assert check_split(video["manifest"], first_two, 2.0).success
     # Without the limit the same two segments stop a second short of the end.
-    result = check_split(video["manifest"], first_two, facts[:2], None)
+    result = check_split(video["manifest"], first_two, None)
     f = failed(result, "expect_column_max_to_be_between", "end_s")
     assert f.observed == pytest.approx(2.0)
 
 
 def test_split_gate_rejects_a_gap_between_segments(video: dict, facts: list[SegmentFacts]) -> None:
     segments = list(video["segments"])
-    segments[1] = segments[1].model_copy(update={"start_s": 1.8})  # 0.8 s hole > 0.5 s keyframe interval
-    result = check_split(video["manifest"], segments, facts, None)
+    segments[1] = segments[1].model_copy(update={"start_s": 1.8})  # a 0.8 s hole: the cut is contiguous
+    result = check_split(video["manifest"], segments, None)
     assert not result.success
     gap = failed(result, BETWEEN, "gap_s")
     assert gap.observed["partial_unexpected_list"] == [pytest.approx(0.8)]
     assert gap.observed["rows"] == ["seg0001"]
     assert "gap" in gap.description
-    # ...and the file no longer starts where the record says.
+    # A tolerance from the configuration replaces the floor.
+    assert check_split(video["manifest"], segments, None, QualityConfig(split_tolerance_s=1.0)).success
+    # ...and the file no longer starts where the record says: its own gate fails (0.8 s > the
+    # file's 0.5 s keyframe interval).
+    result = check_segment(video["manifest"], segments[1], facts[1])
+    assert failed_columns(result) == {"start_offset_s"}
     assert failed(result, BETWEEN, "start_offset_s").observed["rows"] == ["seg0001"]
-    # A tolerance from the configuration replaces the measured one.
-    assert check_split(video["manifest"], segments, facts, None, QualityConfig(split_tolerance_s=1.0)).success
 
 
-def test_split_gate_rejects_an_empty_and_undecodable_segment(video: dict, facts: list[SegmentFacts]) -> None:
-    bad = list(facts)
-    bad[2] = segment_facts(video["garbage"])
-    result = check_split(video["manifest"], video["segments"], bad, None)
-    assert not result.success
+def test_segment_gate_rejects_an_empty_and_undecodable_file(video: dict, facts: list[SegmentFacts]) -> None:
+    result = check_segment(video["manifest"], video["segments"][2], segment_facts(video["garbage"]))
+    assert not result.success and result.subject == "seg0002"
     packets = failed(result, BETWEEN, "packet_count")
     assert packets.observed["partial_unexpected_list"] == [0] and packets.observed["rows"] == ["seg0002"]
     decodable = failed(result, IN_SET, "decodable")
     assert decodable.observed["partial_unexpected_list"] == [False]
-    assert decodable.observed["rows"] == ["seg0002"]
     # A demuxable file whose first frame does not decode is caught on its own.
-    undecodable = list(facts)
-    undecodable[0] = facts[0].model_copy(update={"decodable": False, "error": "ffmpeg failed: corrupt"})
-    result = check_split(video["manifest"], video["segments"], undecodable, None)
+    undecodable = facts[0].model_copy(update={"decodable": False, "error": "ffmpeg failed: corrupt"})
+    result = check_segment(video["manifest"], video["segments"][0], undecodable)
     assert failed_columns(result) == {"decodable"}
 
 
+def test_segment_gate_names_broken_container_timing(video: dict, facts: list[SegmentFacts]) -> None:
+    """Packets without timestamps, empty packets and DTS going backwards each fail their own
+    expectation, with the observed value and the damage it means."""
+    fact = facts[1]  # 10 packets
+    broken = fact.model_copy(update={"untimed_packet_count": 7, "empty_packet_count": 3, "dts_backwards": 2})
+    result = check_segment(video["manifest"], video["segments"][1], broken)
+    assert failed_columns(result) == {"untimed_packet_fraction", "empty_packet_fraction", "dts_backwards"}
+    untimed = failed(result, BETWEEN, "untimed_packet_fraction")
+    assert untimed.observed["partial_unexpected_list"] == [pytest.approx(0.7)]
+    assert "timing" in untimed.damage
+    # Within the tolerances (a few MPEG packets without timestamps, a dropped-frame marker) it passes.
+    mild = fact.model_copy(update={"untimed_packet_count": 2})
+    assert check_segment(video["manifest"], video["segments"][1], mild).success
+
+
 def test_split_gate_rejects_no_segments(video: dict) -> None:
-    result = check_split(video["manifest"], [], [], None)
+    result = check_split(video["manifest"], [], None)
     assert failed(result, "expect_table_row_count_to_be_between", None).observed == 0
 
 

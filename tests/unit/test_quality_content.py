@@ -14,7 +14,7 @@ import pytest
 from vidsearch.errors import InputError
 from vidsearch.media import ffmpeg as ff
 from vidsearch.media import frames, probe, split, synth
-from vidsearch.quality import GateResult, check_frames, check_probe, check_split, segment_facts
+from vidsearch.quality import GateResult, check_frames, check_probe, check_segment, check_split, segment_facts
 
 SEGMENT_S = 4.0
 
@@ -45,7 +45,8 @@ def run_gates(video: Path, tmp: Path, sample_fps: float = 2.0) -> dict[str, Any]
     ]
     facts = [segment_facts(p) for p, _, _ in files]
     out["facts"] = facts
-    out["split"] = check_split(manifest, segments, facts, None)
+    out["split"] = check_split(manifest, segments, None)
+    out["segment"] = [check_segment(manifest, seg, f) for seg, f in zip(segments, facts)]
     out["frames"] = []
     for seg, (path, _, _) in zip(segments, files):
         stats: list[dict[str, Any]] = []
@@ -73,7 +74,7 @@ def run_gates(video: Path, tmp: Path, sample_fps: float = 2.0) -> dict[str, Any]
 
 
 def results(out: dict[str, Any]) -> list[GateResult]:
-    return [out["probe"], out["split"], *(r for _, _, r in out["frames"])]
+    return [out["probe"], out["split"], *out["segment"], *(r for _, _, r in out["frames"])]
 
 
 @pytest.mark.parametrize("name", sorted(CONTENT))
@@ -96,12 +97,14 @@ def test_one_frame_video_reaches_its_end(tmp_path: Path) -> None:
     """Regression: end_shortfall 0.04 s (one frame) > 0.002 failed the split gate and the run."""
     out = run_gates(synth.make_one_frame(tmp_path / "one.mp4"), tmp_path)
     assert out["facts"][0].packet_count == 1
-    assert out["split"].success, out["split"].summary()
+    for result in (out["split"], *out["segment"]):
+        assert result.success, result.summary()
 
 
 def test_damaged_h264_fails_the_frames_gate_naming_decoder_errors(tmp_path: Path) -> None:
     out = run_gates(synth.make_damaged_h264(tmp_path / "damaged.mp4"), tmp_path)
     assert out["probe"].success and out["split"].success, out["split"].summary()
+    assert all(r.success for r in out["segment"]), [r.summary() for r in out["segment"]]
     failed = [r for _, _, r in out["frames"] if not r.success]
     assert failed, "the damaged segment must fail"
     for result in failed:
@@ -131,8 +134,8 @@ def test_untimed_ts_is_rejected_naming_its_timing(tmp_path: Path) -> None:
         probe.probe_video(video)
 
 
-def test_split_gate_names_untimed_and_empty_packets(tmp_path: Path) -> None:
-    """The split gate's packet-timing expectations fail with their observed fractions."""
+def test_segment_gate_names_untimed_and_empty_packets(tmp_path: Path) -> None:
+    """The segment gate's packet-timing expectations fail with their observed fractions."""
     out = run_gates(synth.make_short_video(tmp_path / "short.mp4"), tmp_path)
     bad = [
         f.model_copy(
@@ -144,7 +147,7 @@ def test_split_gate_names_untimed_and_empty_packets(tmp_path: Path) -> None:
     from vidsearch.records import Segment
 
     segs = [Segment(video_id=manifest.video_id, index=0, start_s=0.0, end_s=manifest.duration_s, uri="x")]
-    result = check_split(manifest, segs, bad, None)
+    result = check_segment(manifest, segs[0], bad[0])
     columns = {f.column for f in result.failed}
     assert columns == {"untimed_packet_fraction", "empty_packet_fraction", "dts_backwards"}, result.summary()
     assert all(f.damage for f in result.failed)

@@ -74,6 +74,7 @@ import zipfile
 from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import nullcontext
 from fractions import Fraction
 from pathlib import Path
 from typing import IO, Any, cast
@@ -672,10 +673,13 @@ def run_frames(
     decode_errors: list[str] | None = None,
     scene_threshold: float = DEFAULT_SCENE_THRESHOLD,
     content: ContentRules | None = None,
+    local_path: Path | None = None,
 ) -> FrameBundle:
-    """Sample the stored segment and upload its bundle to `bundle_uri` (see `extract_frames`)."""
+    """Sample the stored segment and upload its bundle to `bundle_uri` (see `extract_frames`).
+
+    `local_path`: the segment file already fetched from storage (otherwise it is fetched here)."""
     with (
-        storage.local_file(segment.uri, suffix=".mkv") as local,
+        nullcontext(local_path) if local_path is not None else storage.local_file(segment.uri, suffix=".mkv") as local,
         tempfile.TemporaryDirectory(prefix="vidsearch-bundle-") as tmp,
     ):
         out = Path(tmp) / "bundle.zip"

@@ -1,5 +1,5 @@
 """The per-stage gates: each turns a stage's typed output into one small DataFrame and validates it;
-plus the ffprobe/ffmpeg measurements of segment files the split gate uses."""
+plus the ffprobe/ffmpeg measurements of segment files the segment gate uses."""
 
 from __future__ import annotations
 
@@ -77,7 +77,7 @@ def check_probe(manifest: VideoManifest, cfg: QualityConfig | None = None) -> Ga
 
 
 def split_tolerance(facts: Sequence[SegmentFacts], cfg: QualityConfig | None = None) -> float:
-    """The split gate's tolerance: configured, or the largest keyframe interval measured; >= the floor."""
+    """The segment gate's tolerance: configured, or the largest keyframe interval measured; >= the floor."""
     cfg = _cfg(cfg)
     if cfg.split_tolerance_s is not None:
         tolerance = cfg.split_tolerance_s
@@ -90,24 +90,17 @@ def split_tolerance(facts: Sequence[SegmentFacts], cfg: QualityConfig | None = N
 def check_split(
     manifest: VideoManifest,
     segments: Sequence[Segment],
-    facts: Sequence[SegmentFacts],
     time_limit_s: float | None,
     cfg: QualityConfig | None = None,
 ) -> GateResult:
-    """Segments cover [0, min(duration, time limit)] without gaps/overlaps beyond one keyframe interval,
-    every segment file holds video packets, its first frame decodes and its timestamps match the
-    segment's range. `facts[i]` describes the file of `segments[i]` (see `segment_facts`)."""
+    """The cut as a whole: segments numbered in order, contiguous (no gap or overlap beyond the
+    configured tolerance, or its floor), each with a time span, together reaching the end of
+    [0, min(duration, time limit)]. A failure fails the run: no segment can be trusted. What each
+    segment file holds is gated by `check_segment`, in the segment's own task."""
     cfg = _cfg(cfg)
-    if len(facts) != len(segments):
-        raise ValueError(f"{len(facts)} segment facts for {len(segments)} segments")
-    tolerance = split_tolerance(facts, cfg)
+    tolerance = split_tolerance((), cfg)
     covered = manifest.duration_s if not time_limit_s else min(manifest.duration_s, time_limit_s)
-    origin = manifest.start_time_s
     prev_end = [0.0] + [s.end_s for s in segments[:-1]]
-
-    def rel(value: float | None) -> float:
-        return float("nan") if value is None else value - origin
-
     df = dataframe(
         {
             "segment": ("object", [s.name for s in segments]),
@@ -117,20 +110,42 @@ def check_split(
             "end_s": ("float64", [s.end_s for s in segments]),
             "gap_s": ("float64", [s.start_s - p for s, p in zip(segments, prev_end)]),
             "length_s": ("float64", [s.end_s - s.start_s for s in segments]),
-            "packet_count": ("int64", [f.packet_count for f in facts]),
-            "decodable": ("bool", [bool(f.decodable) for f in facts]),
-            "start_offset_s": ("float64", [rel(f.first_pts_s) - s.start_s for s, f in zip(segments, facts)]),
+        }
+    )
+    params = {
+        "tolerance_s": tolerance,
+        "neg_tolerance_s": -tolerance,
+        "end_min_s": covered - tolerance,
+        "end_max_s": covered + tolerance,
+    }
+    return validate("split", "video", df, params, cfg)
+
+
+def check_segment(
+    manifest: VideoManifest, segment: Segment, facts: SegmentFacts, cfg: QualityConfig | None = None
+) -> GateResult:
+    """One segment file (`facts`, see `segment_facts`): it holds video packets, its first frame
+    decodes, its timestamps match the segment's range within one keyframe interval, and its
+    container timing is sound (packets without timestamps and empty packets within their
+    tolerances, DTS never backwards). A failure quarantines this segment only."""
+    cfg = _cfg(cfg)
+    tolerance = split_tolerance([facts], cfg)
+    start = (facts.first_pts_s - manifest.start_time_s) if facts.first_pts_s is not None else float("nan")
+    last = (facts.last_pts_s - manifest.start_time_s) if facts.last_pts_s is not None else float("nan")
+    df = dataframe(
+        {
+            "segment": ("object", [segment.name]),
+            "packet_count": ("int64", [facts.packet_count]),
+            "decodable": ("bool", [bool(facts.decodable)]),
+            "start_offset_s": ("float64", [start - segment.start_s]),
             # The last packet's PTS is where the last frame starts; it is displayed for one frame
             # more, so a file that holds every frame falls short of the segment end by one frame
             # (a one-frame video: by its whole duration). That frame is subtracted before the
             # tolerance applies.
-            "end_excess_s": (
-                "float64",
-                [s.end_s - rel(f.last_pts_s) - _last_frame_s(f, s, manifest) for s, f in zip(segments, facts)],
-            ),
-            "untimed_packet_fraction": ("float64", [_fraction(f.untimed_packet_count, f) for f in facts]),
-            "empty_packet_fraction": ("float64", [_fraction(f.empty_packet_count, f) for f in facts]),
-            "dts_backwards": ("int64", [f.dts_backwards for f in facts]),
+            "end_excess_s": ("float64", [segment.end_s - last - _last_frame_s(facts, segment)]),
+            "untimed_packet_fraction": ("float64", [_fraction(facts.untimed_packet_count, facts)]),
+            "empty_packet_fraction": ("float64", [_fraction(facts.empty_packet_count, facts)]),
+            "dts_backwards": ("int64", [facts.dts_backwards]),
         }
     )
     params = {
@@ -138,16 +153,14 @@ def check_split(
         "neg_tolerance_s": -tolerance,
         "max_untimed_packet_fraction": cfg.max_untimed_packet_fraction,
         "max_empty_packet_fraction": cfg.max_empty_packet_fraction,
-        "end_min_s": covered - tolerance,
-        "end_max_s": covered + tolerance,
     }
-    return validate("split", "video", df, params, cfg)
+    return validate("segment", segment.name, df, params, cfg)
 
 
-def _last_frame_s(facts: SegmentFacts, segment: Segment, manifest: VideoManifest) -> float:
-    """How long the segment file's last frame is displayed: the file's median frame interval; a file
-    with one frame (no interval to measure) shows it for the whole segment."""
-    del manifest  # the nominal rate is no better than the file's own spacing
+def _last_frame_s(facts: SegmentFacts, segment: Segment) -> float:
+    """How long the segment file's last frame is displayed: the file's median frame interval (the
+    nominal rate is no better than the file's own spacing); a file with one frame (no interval to
+    measure) shows it for the whole segment."""
     if facts.frame_interval_s:
         return facts.frame_interval_s
     return max(0.0, segment.end_s - segment.start_s)

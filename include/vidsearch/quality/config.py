@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 
 
 ENV_VAR = "VIDSEARCH_QUALITY"
-STAGES: tuple[str, ...] = ("probe", "split", "frames", "detections", "embeddings", "index")
+STAGES: tuple[str, ...] = ("probe", "split", "segment", "frames", "detections", "embeddings", "index")
 
 
 class QualityConfigError(PermanentError, ValueError):
@@ -50,8 +50,9 @@ class QualityConfig(BaseModel):
     split_tolerance_s: float | None = Field(
         None,
         ge=0,
-        description="Allowed gap/overlap between segments and between a segment and its file's "
-        "timestamps. None: the largest keyframe interval measured in the segment files.",
+        description="Allowed gap/overlap between segments (split gate) and between a segment and its "
+        "file's timestamps (segment gate). None: the floor between segments (the cut makes them "
+        "contiguous), the largest keyframe interval measured in the file for a segment file.",
     )
     split_min_tolerance_s: float = Field(
         0.002, ge=0, description="Floor of the split tolerance (Matroska stores 1 ms timestamps)."

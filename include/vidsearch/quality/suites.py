@@ -142,6 +142,14 @@ SUITES: dict[str, SuiteSpec] = {
                     {"column": "end_s", "min_value": _param("end_min_s"), "max_value": _param("end_max_s")},
                     "video cut short: truncated file or header duration that lies",
                 ),
+            ),
+        ),
+        # One row: one segment file, gated by its own segment task, so damage in one file
+        # quarantines that segment and the others go on.
+        SuiteSpec(
+            "segment",
+            "segment",
+            (
                 _between(
                     "packet_count",
                     "segment file has video packets",
