@@ -6,11 +6,14 @@ settings of the run that ingested it, and leaves its done segments untouched.
 
 `plan` → per selected segment (the same mapped task group as `video_ingest`, one row per segment in
 the grid, named like `seg0003 [00:30.000-00:40.000]`): `extract_frames` → `detect_embed` → `index` →
-`finalize`.
+`plan_reviews` → `review` → `plan_reprocess` → `reprocess` → `finalize`.
 
 * **plan** reads the video (manifest, staged source) and the params of the run that last probed it
   from the catalog, and picks the video's segments whose state is one of `states`.
 * the segment tasks are `video_ingest`'s, with the same retries, timeouts and pools.
+* a reprocessed segment quarantined again is **reviewed** as in `video_ingest` (reprocess, accept,
+  drop; the run's `review`, `review_timeout_hours` and `review_default` settings), one review per
+  such segment; segments this run did not pick are not asked about.
 * **finalize** checks the whole video as `video_ingest` does (Postgres and Weaviate agree object for
   object), closes this run and the video as `done` (every segment done or accepted), `partial` or
   `failed`, and emits the collection's asset event; it fails while a segment is still failed,
@@ -36,6 +39,7 @@ from vidsearch.params import COLLECTION_NAME_PATTERN, DEFAULT_COLLECTION
 from vidsearch.reprocess import REPROCESSABLE
 from vidsearch_airflow.assets import COLLECTIONS_ALIAS, emit_collection_changed
 from vidsearch_airflow.policy import DEFAULT_ARGS, STAGES
+from vidsearch_airflow.review import review_quarantined
 from vidsearch_airflow.segment_tasks import segment_group
 
 PARAMS = {
@@ -90,19 +94,23 @@ def reprocess_segments() -> None:
             services(), ctx["run_id"], ctx["dag"].dag_id, p["collection"], p["video_id"], list(p["states"])
         )
 
-    # Runs when every reprocessed segment is done, failed or quarantined, and also when there was
-    # nothing to reprocess (plan succeeded, the mapped group was empty).
+    # Runs whatever happened before it (every reprocessed segment done, failed or quarantined, or
+    # nothing to reprocess); skipped when the plan failed.
     @task(
         outlets=[COLLECTIONS_ALIAS],
-        trigger_rule=TriggerRule.ALL_DONE_MIN_ONE_SUCCESS,
+        trigger_rule=TriggerRule.ALL_DONE,
         **STAGES["finalize"].task_kwargs(),
     )
-    def finalize(planned: list, *, outlet_events: Any = None) -> dict:
+    def finalize(*, outlet_events: Any = None) -> dict:
         """Check the whole video in both stores; close the run; emit the collection's asset event."""
+        from airflow.sdk.exceptions import AirflowSkipException
         from vidsearch import pipeline, reprocess
         from vidsearch_airflow.services import services
 
         ctx = get_current_context()
+        planned = ctx["ti"].xcom_pull(task_ids="plan")
+        if planned is None:
+            raise AirflowSkipException("the plan failed: nothing was reprocessed")
         p = ctx["params"]
         svc = services()
         tgt = reprocess.target(svc, p["collection"], p["video_id"], list(p["states"]))
@@ -113,7 +121,9 @@ def reprocess_segments() -> None:
 
     planned = plan()
     groups = segment_group("segment").expand_kwargs(planned)
-    groups >> finalize(planned)
+    again = review_quarantined(groups, planned=planned)
+    # finalize waits for the segments themselves too (a segment task cleared in the grid runs first).
+    [planned, groups, again] >> finalize()
 
 
 reprocess_segments()

@@ -41,9 +41,9 @@ under `<storage root>/quality/<run id>/` (JSON and Markdown); the task log links
 
 Every write is keyed by deterministic ids: running the same video again changes no count. Because
 finalize runs whatever failed before it, a failed probe, split or segment never leaves the run
-`running` or the video `ingesting`. A run killed or marked failed before finalize ran is closed with
-`vidsearch_airflow.callbacks.close_abandoned_run` (not yet registered as the DAG's failure callback:
-under `dag.test()` on Airflow 3.3 building its context fails on the DAG's required `source` param).
+`running` or the video `ingesting`. A run that ends without its finalize (marked failed by hand,
+finalize killed) is closed from its segments' states by the `catalog_maintenance` DAG (every 10
+minutes).
 
 Retries, timeouts and pools are set per stage (`vidsearch_airflow/policy.py`): transient errors
 (Weaviate 5xx, S3 throttling, network, a killed worker, a timeout) retry with exponential backoff,
@@ -61,7 +61,7 @@ from airflow.sdk import TriggerRule, dag, get_current_context, task
 from vidsearch_airflow.assets import COLLECTIONS_ALIAS, emit_collection_changed
 from vidsearch_airflow.forms import ingest_form
 from vidsearch_airflow.policy import DEFAULT_ARGS, STAGES
-from vidsearch_airflow.review import SegmentReviewOperator
+from vidsearch_airflow.review import review_quarantined
 from vidsearch_airflow.segment_tasks import segment_group
 from vidsearch_airflow.task_context import ingest_params, timed
 
@@ -110,38 +110,6 @@ def video_ingest() -> None:
     # extract_frames → detect_embed → index, one mapped group per segment (shared with reprocess_segments).
     process_segment = segment_group("segment")
 
-    # Runs once every segment is done, failed or quarantined; skipped when probe or split failed.
-    @task(trigger_rule=TriggerRule.ALL_DONE, **STAGES["plan"].task_kwargs())
-    def plan_reviews() -> list[dict]:
-        """List the quarantined segments, one review task each."""
-        from airflow.sdk.exceptions import AirflowSkipException
-        from vidsearch import pipeline, review
-        from vidsearch.errors import PermanentError
-        from vidsearch_airflow.services import services
-
-        with timed("plan_reviews"):
-            params, svc = ingest_params(), services()
-            run_id = get_current_context()["run_id"]
-            run = svc.catalog.get_run(run_id)
-            if run is None or run["state"] == "failed":
-                raise AirflowSkipException("the run failed before its segments: nothing to review")
-            try:
-                pipeline.run_video_id(svc, run_id)
-            except PermanentError as exc:
-                raise AirflowSkipException(str(exc)) from exc
-            if not params.review:
-                return []
-            ingest = params.model_dump(mode="json")
-            requests = review.plan(svc, run_id, params)
-            return [{"request": r.model_dump(mode="json"), "ingest": ingest} for r in requests]
-
-    @task(**STAGES["plan"].task_kwargs())
-    def plan_reprocess(outcomes: list[dict], probed: dict) -> list[dict]:
-        """Pick the segments a reviewer sent back for reprocessing."""
-        # Every key of the group's signature (expand_kwargs renders them all); ingest None: the run's params.
-        chosen = [o for o in outcomes if o["decision"] == "reprocess"]
-        return [{"segment": o["segment"], "probed": probed, "ingest": None} for o in chosen]
-
     # Runs whatever happened before it: it closes the run and the video in a terminal state.
     @task(
         outlets=[COLLECTIONS_ALIAS],
@@ -163,12 +131,7 @@ def video_ingest() -> None:
     probed = probe()
     segments = split(probed)
     groups = process_segment.partial(probed=probed).expand(segment=segments)
-    reviews = plan_reviews()
-    groups >> reviews
-    decisions = SegmentReviewOperator.partial(
-        task_id="review", map_index_template="{{ task.segment_label }}", **STAGES["review"].task_kwargs()
-    ).expand_kwargs(reviews)
-    again = segment_group("reprocess").expand_kwargs(plan_reprocess(decisions.output, probed))
+    again = review_quarantined(groups, probed=probed)
     # finalize waits for the segments themselves too: a segment task cleared in the grid (a repair)
     # runs again before finalize does, not after.
     done = finalize()

@@ -518,3 +518,29 @@ def close_abandoned_run(svc: Services, run_id: str, reason: str) -> cat.RunState
     svc.catalog.end_run(run_id, state, error=reason)
     log.warning("closed abandoned run %s as %s: %s", run_id, state.value, reason)
     return state
+
+
+# Airflow DAG run states after which no task of the run will run again (until someone clears it).
+AIRFLOW_ENDED = frozenset({"success", "failed"})
+
+
+def close_abandoned_runs(svc: Services, airflow_run_state: Callable[[str, str], str | None]) -> dict[str, str]:
+    """Close every catalog run still `running` whose Airflow DAG run has ended: its finalize never
+    ran or never finished (the run was marked failed by hand, finalize was killed). Airflow fires no
+    callback and runs no task when a run is marked failed, so this sweep is what closes such runs.
+
+    `airflow_run_state(dag_id, run_id)` gives the Airflow state of a run, None when Airflow does not
+    know it (logged and left open). A run Airflow still works on is left alone. Returns {run id:
+    state set}."""
+    closed: dict[str, str] = {}
+    for run in svc.catalog.running_runs():
+        state = airflow_run_state(run["dag_id"], run["run_id"])
+        if state is None:
+            log.warning("Airflow knows no run %s of %s: left open", run["run_id"], run["dag_id"])
+            continue
+        if state not in AIRFLOW_ENDED:
+            continue
+        ended = close_abandoned_run(svc, run["run_id"], f"the Airflow run ended {state} before finalize closed it")
+        if ended is not None:
+            closed[run["run_id"]] = ended.value
+    return closed

@@ -127,13 +127,15 @@ def test_failed_segments_retry_then_reprocess_segments_completes_them(
     after = _snapshot(catalog, weaviate_client, "rp_fix", video_id)
     _assert_like_clean(after, clean)
     assert after["updated_at"][0] == before["updated_at"][0]  # the done segment was not touched
-    assert catalog.get_run(rerun.run_id)["state"] == "done"
+    assert catalog.get_run(rerun.run_id)["state"] == "done", task_states(rerun)
     assert catalog.get_video("rp_fix", video_id)["state"] == "done"  # partial -> done by reprocessing
 
     # Idempotent: nothing is left to reprocess; the run succeeds and changes nothing.
     again = fresh_dag("reprocess_segments").test(run_conf=conf)
     assert again.state == "success", task_states(again)
     assert task_states(again)[("segment.extract_frames", -1)][0] == "skipped"  # mapped over nothing
+    assert task_states(again)[("finalize", -1)][0] == "success"
+    assert catalog.get_run(again.run_id)["state"] == "done"  # closed, not left running
     assert _snapshot(catalog, weaviate_client, "rp_fix", video_id) == after
 
 

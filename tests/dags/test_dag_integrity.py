@@ -8,7 +8,7 @@ import pytest
 
 DAGS = Path(__file__).resolve().parents[2] / "dags"
 # The DAGs of dags/, each in the file of its name: the checks every DAG must pass run once per id.
-DAG_IDS = ("video_ingest", "reprocess_segments", "channel_ingest")
+DAG_IDS = ("video_ingest", "reprocess_segments", "channel_ingest", "catalog_maintenance")
 
 
 @pytest.fixture(scope="module")
@@ -121,3 +121,20 @@ def test_cpu_heavy_stages_run_in_the_cpu_pool(dagbag):
     assert pools["split"] == pools["segment.extract_frames"] == "cpu"
     assert pools["segment.detect_embed"] == "gpu" and pools["segment.index"] == "weaviate_writers"
     assert pools["probe"] == pools["finalize"] == "default_pool"
+
+
+@pytest.mark.parametrize("dag_id", ["video_ingest", "reprocess_segments"])
+def test_quarantined_segments_are_reviewed_before_finalize(dagbag, dag_id):
+    """Both ingest DAGs end: segments → plan_reviews → review (HITL, one per quarantined segment) →
+    plan_reprocess → the segment group again → finalize, which also waits for the segments."""
+    from airflow.providers.standard.operators.hitl import HITLOperator
+
+    dag = dagbag.dags[dag_id]
+    review = dag.get_task("review")  # mapped: one per quarantined segment
+    assert issubclass(review.operator_class, HITLOperator)
+    assert review.map_index_template == "{{ task.segment_label }}"
+    assert "segment.index" in dag.get_task("plan_reviews").upstream_task_ids
+    assert dag.get_task("plan_reviews").trigger_rule == "all_done"
+    assert "review" in dag.get_task("plan_reprocess").upstream_task_ids
+    assert "plan_reprocess" in dag.get_task("reprocess.extract_frames").upstream_task_ids
+    assert {"segment.index", "reprocess.index"} <= dag.get_task("finalize").upstream_task_ids

@@ -5,7 +5,8 @@ One stack, four runs at once, each of its own video (3 segments): segment 1 is q
 injection (`segment.index:1:quarantine`: its detect+embed output exists, the in-run `reprocess`
 group is not affected). The reviews are answered reprocess / accept / drop, the fourth times out to
 the default (drop). Checked: the decision, who and when in `segment_reviews`, segment, run and video
-states, and the Airflow run's outcome.
+states, and the Airflow run's outcome. Then a run marked failed while its review waits is closed in
+the catalog by the catalog_maintenance DAG.
 """
 
 from __future__ import annotations
@@ -142,3 +143,41 @@ def test_reviews_reprocess_accept_drop_and_time_out(stack):
     assert review["decision"] == "drop" and review["timed_out"] and review["decided_by"] is None
     assert segs == {0: "done", 1: "dropped", 2: "done"}
     assert (airflow_state, run_state, video_state) == ("success", "partial", "partial")
+
+
+def test_a_run_marked_failed_while_waiting_is_closed_by_catalog_maintenance(stack):
+    """An operator marks a run failed while its review waits: Airflow runs no further task (finalize
+    included) and fires no callback; the catalog_maintenance sweep closes the catalog run and the
+    video from the segments' states instead of leaving them `running` / `ingesting`."""
+    cfg, base = stack
+    cache = base / "models"
+    catalog = Catalog.from_url(env_for_stack(cfg)["AIRFLOW_CONN_VIDSEARCH_POSTGRES"])
+    api = AirflowClient.for_stack(cfg)
+    api.wait_for_dag(DAG_ID)
+    api.wait_for_dag("catalog_maintenance")
+    video = synth.make_video(base / "abandoned.mp4", duration_s=6.0, width=224, height=90, fps="25", gop_frames=25)
+    video_id = probe_video(video, str(video)).video_id
+    conf = {
+        "source": str(video),
+        "collection": "abandoned",
+        "segment_seconds": 2,
+        "sample_fps": 1,
+        "score_threshold": 0.0,
+        "detector_model": str(modelstore.ensure_tiny_model("detector", cache)),
+        "embedder_model": str(modelstore.ensure_tiny_model("embedder", cache)),
+    }
+    run_id = api.trigger(DAG_ID, conf)
+    _wait_awaiting_review(api, run_id)
+    api.fail_run(DAG_ID, run_id)
+    assert api.wait_run(DAG_ID, run_id, timeout_s=120)["state"] == "failed"
+    assert catalog.get_run(run_id)["state"] == "running"  # nothing closed it
+
+    sweep = api.wait_run("catalog_maintenance", api.trigger("catalog_maintenance", {}), timeout_s=300)
+    assert sweep["state"] == "success"
+    run = catalog.get_run(run_id)
+    # Segments 0 and 2 were indexed, segment 1 stays quarantined: the video is partial.
+    assert run["state"] == "partial", run
+    assert "the Airflow run ended failed before finalize closed it" in run["error"]
+    assert catalog.get_video("abandoned", video_id)["state"] == "partial"
+    closed = api.xcom("catalog_maintenance", sweep["dag_run_id"], "close_abandoned_runs")
+    assert closed.get(run_id) == "partial", closed

@@ -472,6 +472,17 @@ class Catalog:
         with transient_db_errors(), self.engine.begin() as conn:
             conn.execute(sa.update(ingest_runs).where(ingest_runs.c.run_id == run_id).values(values))
 
+    def running_runs(self, limit: int = 1000) -> list[dict[str, Any]]:
+        """Runs still `running` (run id, DAG id, start), oldest first."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(ingest_runs.c.run_id, ingest_runs.c.dag_id, ingest_runs.c.started_at)
+                .where(ingest_runs.c.state == RunState.RUNNING.value)
+                .order_by(ingest_runs.c.started_at)
+                .limit(limit)
+            ).all()
+        return [dict(r._mapping) for r in rows]
+
     def get_run(self, run_id: str) -> dict[str, Any] | None:
         with self.engine.connect() as conn:
             row = conn.execute(sa.select(ingest_runs).where(ingest_runs.c.run_id == run_id)).first()
