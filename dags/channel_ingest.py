@@ -47,7 +47,7 @@ PARAMS = {
     "channels": Param(
         [],
         type="array",
-        items={"type": "string", "pattern": r"^[a-z0-9][a-z0-9_-]{0,62}$"},
+        items={"type": "string", "pattern": r"^[a-z0-9][a-z0-9_-]{0,62}$(?!\n)"},
         uniqueItems=True,
         title="Channels",
         description="Discover only these channels (by name), whatever their schedule. Empty: every "

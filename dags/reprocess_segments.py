@@ -46,13 +46,13 @@ PARAMS = {
     "collection": Param(
         DEFAULT_COLLECTION,
         type="string",
-        pattern=COLLECTION_NAME_PATTERN,
+        pattern=COLLECTION_NAME_PATTERN + r"(?!\n)",  # re.search: `$` also matches before a final newline
         title="Collection",
         description="The catalog collection the video was ingested into.",
     ),
     "video_id": Param(
         type="string",
-        pattern=r"^[0-9a-f]{32}$",
+        pattern=r"^[0-9a-f]{32}$(?!\n)",
         title="Video id",
         description="The video's id (32 hex digits: the start of its content hash), as in the catalog "
         "and in the video_ingest run's probe log.",

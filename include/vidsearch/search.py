@@ -22,6 +22,12 @@ propagations, the audit trail) and `ObjectIndex` (`stores/index.py`: stored vect
   positive labels with provenance (sources, negatives, embedder model, threshold), never overwriting a
   human label; undo removes exactly the labels that propagation still owns.
 
+Bounds (docs/security-api.md): a propagation takes at most `MAX_PROPAGATION_SOURCES` sources and
+`MAX_PROPAGATION_NEGATIVES` negatives (`InputError`, a 422, beyond: nothing is searched), and fetches
+at most `MAX_PROPAGATION_HITS` nearest-neighbour results in all: each source's search is cut to its
+share (and never beyond `MAX_QUERY_RESULTS`). The crop and frame-image caches are bounded in bytes
+(`VIDSEARCH_CROP_CACHE_MB`, `VIDSEARCH_FRAME_CACHE_MB`) as well as in entries.
+
 Similarity is cosine similarity: 1 - Weaviate's cosine distance. Errors: `NotFoundError` for an unknown
 collection / video / frame / object / propagation, `InputError` for invalid parameters.
 """
@@ -33,6 +39,7 @@ import io
 import logging
 import os
 import threading
+import unicodedata
 import uuid
 import zipfile
 from collections.abc import Callable, Sequence
@@ -58,21 +65,43 @@ MAX_TEXT = 500
 MAX_LABEL_NAME = 200
 MAX_LABEL_IDS = 1000
 MAX_PROPAGATION_LIMIT = 10_000
+# Per propagation: human positives (sources) and negatives it takes; beyond, a 422 (nothing is searched).
+MAX_PROPAGATION_SOURCES = 1_000
+MAX_PROPAGATION_NEGATIVES = 1_000
+# Per propagation: nearest-neighbour results fetched over all its sources (each source gets its share).
+MAX_PROPAGATION_HITS = 100_000
+# Candidates whose vectors are fetched and scored against the negatives at once.
+_SCORE_CHUNK = 2_000
 # Id lists up to this size are sent to Weaviate as filters; longer ones are applied afterwards.
 MAX_ID_FILTER = 2_000
 SEARCH_DEVICE_ENV = "VIDSEARCH_SEARCH_DEVICE"
+# The in-memory JPEG caches of the API process, in MiB (besides their entry counts).
+CROP_CACHE_MB_ENV = "VIDSEARCH_CROP_CACHE_MB"
+FRAME_CACHE_MB_ENV = "VIDSEARCH_FRAME_CACHE_MB"
+DEFAULT_CROP_CACHE_MB = 64
+DEFAULT_FRAME_CACHE_MB = 64
 
 
 # ------------------------------------------------------------------------------------------- caches
 
 
 class LRUCache:
-    """A small thread-safe LRU map (values computed outside the lock; a race computes twice, harmlessly)."""
+    """A small thread-safe LRU map (values computed outside the lock; a race computes twice, harmlessly).
 
-    def __init__(self, maxsize: int):
+    Bounded by entries (`maxsize`) and, when `max_bytes` is given, by the summed `len()` of its values
+    (bytes): the least recently used entries go first, and a value larger than `max_bytes` is returned
+    but not kept."""
+
+    def __init__(self, maxsize: int, max_bytes: int | None = None):
         self.maxsize = maxsize
+        self.max_bytes = max_bytes
+        self.nbytes = 0
         self._data: _collections.OrderedDict[Any, Any] = _collections.OrderedDict()
         self._lock = threading.Lock()
+
+    @staticmethod
+    def _size(value: Any) -> int:
+        return len(value) if isinstance(value, (bytes, bytearray, memoryview)) else 0
 
     def get_or_compute(self, key: Any, compute: Callable[[], Any]) -> Any:
         with self._lock:
@@ -80,11 +109,18 @@ class LRUCache:
                 self._data.move_to_end(key)
                 return self._data[key]
         value = compute()
+        size = self._size(value)
+        if self.max_bytes is not None and size > self.max_bytes:
+            return value
         with self._lock:
+            if key in self._data:
+                self.nbytes -= self._size(self._data[key])
             self._data[key] = value
+            self.nbytes += size
             self._data.move_to_end(key)
-            while len(self._data) > self.maxsize:
-                self._data.popitem(last=False)
+            while len(self._data) > self.maxsize or (self.max_bytes is not None and self.nbytes > self.max_bytes):
+                _, dropped = self._data.popitem(last=False)
+                self.nbytes -= self._size(dropped)
         return value
 
     def __len__(self) -> int:
@@ -93,6 +129,21 @@ class LRUCache:
     def clear(self) -> None:
         with self._lock:
             self._data.clear()
+            self.nbytes = 0
+
+
+def cache_bytes_from_env(name: str, default_mb: int) -> int:
+    """A cache bound in bytes from an environment variable in MiB (`0` disables the cache)."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default_mb * 2**20
+    try:
+        mb = float(raw)
+    except ValueError:
+        raise InputError(f"{name} must be a number of MiB, got {raw[:40]!r}") from None
+    if not 0 <= mb <= 1_000_000:  # also rejects NaN
+        raise InputError(f"{name} must be between 0 and 1000000 MiB, got {raw[:40]!r}")
+    return int(mb * 2**20)
 
 
 _EMBEDDERS: dict[tuple[str, str], Any] = {}
@@ -122,15 +173,24 @@ def cached_embedder(model_path: str, device: str) -> _LoadedEmbedder:
 
 
 def validate_label_name(name: Any) -> str:
-    """Label names are any text of 1-200 characters, kept exactly as given (NUL excepted: Postgres
-    text cannot hold it)."""
+    """Label names are any text of 1-200 characters, kept exactly as given, except control characters
+    (Unicode category Cc: NUL, which Postgres text cannot hold, newlines, tabs, ...): a name that looks
+    like another one but is not ("cat" and "cat\\n") is refused rather than stored."""
     if not isinstance(name, str):
         raise InputError("label name must be a string")
     if not 1 <= len(name) <= MAX_LABEL_NAME:
         raise InputError(f"label name must be 1-{MAX_LABEL_NAME} characters, got {len(name)}")
     if "\x00" in name:
         raise InputError("label name must not contain NUL characters")
+    bad = next((ch for ch in name if unicodedata.category(ch) == "Cc"), None)
+    if bad is not None:
+        raise InputError(f"label name must not contain control characters, got {bad!r}")
     return name
+
+
+def is_collection_name(name: Any) -> bool:
+    """Whether `name` is a valid collection name, the whole string (a trailing newline is not)."""
+    return isinstance(name, str) and COLLECTION_NAME_RE.fullmatch(name) is not None
 
 
 def _uuid(value: Any, what: str = "object id") -> str:
@@ -161,6 +221,11 @@ class SearchService:
         device: str | None = None,
         crop_cache_size: int = 4096,
         frame_cache_size: int = 64,
+        crop_cache_bytes: int | None = None,
+        frame_cache_bytes: int | None = None,
+        max_propagation_sources: int = MAX_PROPAGATION_SOURCES,
+        max_propagation_negatives: int = MAX_PROPAGATION_NEGATIVES,
+        max_propagation_hits: int = MAX_PROPAGATION_HITS,
     ):
         self.catalog = catalog
         self.browser = CatalogBrowser(catalog.engine)
@@ -174,8 +239,15 @@ class SearchService:
         self.tiny_models = tiny_models
         self.model_cache = model_cache
         self.device = device or os.environ.get(SEARCH_DEVICE_ENV, "cpu")
-        self.crops = LRUCache(crop_cache_size)  # (collection, object_id) -> JPEG bytes
-        self.frame_images = LRUCache(frame_cache_size)  # (bundle_uri, member) -> JPEG bytes
+        if crop_cache_bytes is None:
+            crop_cache_bytes = cache_bytes_from_env(CROP_CACHE_MB_ENV, DEFAULT_CROP_CACHE_MB)
+        if frame_cache_bytes is None:
+            frame_cache_bytes = cache_bytes_from_env(FRAME_CACHE_MB_ENV, DEFAULT_FRAME_CACHE_MB)
+        self.crops = LRUCache(crop_cache_size, crop_cache_bytes)  # (collection, object_id) -> JPEG bytes
+        self.frame_images = LRUCache(frame_cache_size, frame_cache_bytes)  # (bundle_uri, member) -> JPEG bytes
+        self.max_propagation_sources = max_propagation_sources
+        self.max_propagation_negatives = max_propagation_negatives
+        self.max_propagation_hits = max_propagation_hits
 
     @classmethod
     def from_services(cls, svc: Any, **kwargs: Any) -> SearchService:
@@ -194,7 +266,7 @@ class SearchService:
         return self.browser.collections()
 
     def require_collection(self, collection: str) -> dict[str, Any]:
-        if not isinstance(collection, str) or not COLLECTION_NAME_RE.match(collection):
+        if not is_collection_name(collection):
             raise NotFoundError(f"no collection {str(collection)[:80]!r}")
         row = self.catalog.get_collection(collection)
         if row is None:
@@ -457,9 +529,21 @@ class SearchService:
         if not 1 <= limit <= MAX_PROPAGATION_LIMIT:
             raise InputError(f"limit must be between 1 and {MAX_PROPAGATION_LIMIT}, got {limit}")
         validate_label_name(name)
-        sources, negatives = self.labels.human_labeled(collection, name)
+        # Reads at most one id past each bound: enough to refuse, never the whole of a huge label.
+        max_src, max_neg = self.max_propagation_sources, self.max_propagation_negatives
+        sources, negatives = self.labels.human_labeled(collection, name, limits=(max_src + 1, max_neg + 1))
         if not sources:
             raise InputError(f"no object is labeled positive with {name!r} by a person: nothing to propagate")
+        if len(sources) > max_src:
+            raise InputError(
+                f"label {name!r} has more than {max_src} human positives: propagation takes at most "
+                f"{max_src} sources (remove some, or split the label)"
+            )
+        if len(negatives) > max_neg:
+            raise InputError(
+                f"label {name!r} has more than {max_neg} human negatives: propagation takes at most "
+                f"{max_neg} negatives (remove some, or split the label)"
+            )
         human = set(sources) | set(negatives)
         vectors = self.index.vectors(collection, sources + negatives)
         # Best similarity to a source, over a near-vector search around each source. A candidate below
@@ -468,30 +552,49 @@ class SearchService:
         # Without negatives the score is the source similarity, so each source's `limit` nearest
         # (besides the human-labeled) hold the best `limit` candidates. The negative term re-ranks them,
         # so then each source looks further (exact while its neighbourhood is within that reach).
+        # The human-labeled are excluded inside Weaviate (by id, when few enough), so they cost no
+        # results; each source gets its share of `max_propagation_hits`, so many sources search less
+        # deeply each (the candidates are then each source's nearest `per_source`, not an exact top).
         reach = limit if not negatives else 4 * limit + 100
-        per_source = min(reach + len(human), MAX_QUERY_RESULTS)
+        exclude_ids = sorted(human) if len(human) <= MAX_ID_FILTER else None
+        extra = 0 if exclude_ids is not None else len(human)
+        share = max(1, self.max_propagation_hits // len(sources))
+        per_source = min(reach + extra, MAX_QUERY_RESULTS, share)
         for source in sources:
             if source not in vectors:
                 continue
-            for oid, sim in self.index.near(collection, vectors[source], per_source, threshold):
+            hits = self.index.near(collection, vectors[source], per_source, threshold, exclude_ids=exclude_ids)
+            for oid, sim in hits:
                 if oid not in human and sim > best_pos.get(oid, -2.0):
                     best_pos[oid] = sim
         if not best_pos:
             return sources, negatives, []
-        ids = sorted(best_pos)
-        scores = np.array([best_pos[i] for i in ids], dtype=np.float64)
         neg_vectors = [vectors[n] for n in negatives if n in vectors]
-        if neg_vectors:
-            cand = self.index.vectors(collection, ids)
-            keep = [j for j, i in enumerate(ids) if i in cand]
-            ids = [ids[j] for j in keep]
-            scores = scores[keep]
-            if ids:
+        if not neg_vectors:
+            scored = [(i, s) for i, s in best_pos.items() if s >= threshold]
+        else:
+            # A score is at most the source similarity: score the candidates best source similarity
+            # first, a chunk of vectors at a time, and stop once no later one can enter the top `limit`.
+            negs = _normalised(np.stack(neg_vectors))
+            order = sorted(best_pos, key=lambda i: (-best_pos[i], i))
+            scored = []
+            for start in range(0, len(order), _SCORE_CHUNK):
+                chunk = order[start : start + _SCORE_CHUNK]
+                if len(scored) >= limit:
+                    kth = sorted((s for _, s in scored), reverse=True)[limit - 1]
+                    if best_pos[chunk[0]] < kth:
+                        break
+                cand = self.index.vectors(collection, chunk)
+                ids = [i for i in chunk if i in cand]
+                if not ids:
+                    continue
                 matrix = _normalised(np.stack([cand[i] for i in ids]))
-                negs = _normalised(np.stack(neg_vectors))
                 best_neg = (matrix @ negs.T).max(axis=1)
-                scores = scores - np.maximum(best_neg, 0.0)
-        ranked = sorted(((i, float(s)) for i, s in zip(ids, scores) if s >= threshold), key=lambda t: (-t[1], t[0]))
+                for i, neg in zip(ids, best_neg):
+                    score = best_pos[i] - max(float(neg), 0.0)
+                    if score >= threshold:
+                        scored.append((i, score))
+        ranked = sorted(((i, float(s)) for i, s in scored), key=lambda t: (-t[1], t[0]))
         return sources, negatives, ranked[:limit]
 
     def propagation_preview(self, collection: str, name: str, threshold: float, limit: int = 1000) -> dict[str, Any]:

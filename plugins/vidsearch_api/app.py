@@ -5,11 +5,16 @@ API server under `/vidsearch`, and `python -m vidsearch_api` serves it on its ow
 factory returns a `vidsearch.pipeline.Services` (or a ready `SearchService`) and is called once, on
 the first request, so importing this module connects to nothing.
 
-The routes are in `routes.py`, their bodies in `schemas.py` and what they depend on (the user, the write
-authorisation, the search service) in `dependencies.py`. Authentication is Airflow's own: every route
-depends on `airflow.api_fastapi.core_api.security.get_user` (a JWT as `Authorization: Bearer ...`, or
-the `_token` cookie the Airflow UI sets), validated by the configured auth manager, so tokens from the
-Airflow API server work here too. Only the OpenAPI schema and its docs pages are public.
+The routes are in `routes.py`, their bodies in `schemas.py` and what they depend on (the user, the read
+and write authorisation, the search service) in `dependencies.py`. Authentication is Airflow's own: every
+route depends on `airflow.api_fastapi.core_api.security.get_user` (a JWT as `Authorization: Bearer ...`,
+or the `_token` cookie the Airflow UI sets), validated by the configured auth manager, so tokens from the
+Airflow API server work here too; authorisation is the auth manager's as well (`dependencies.reader`,
+`dependencies.write_actor`: DAG access on `video_ingest`). Only the OpenAPI schema is public.
+
+No interactive docs page (`/docs`, `/redoc`): FastAPI's loads swagger-ui from a CDN, which would run a
+third-party script on the Airflow origin, and no swagger-ui assets are installed to serve locally. The
+schema (`/openapi.json`) is enough for any OpenAPI viewer or client generator (docs/security-api.md).
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from vidsearch.errors import InputError, ModelUnavailableError, NotFoundError, T
 from vidsearch.search import SearchService
 
 from vidsearch_api.routes import router, ui_router
+from vidsearch_api.work import BoundedWork
 
 
 class _Lazy:
@@ -69,13 +75,16 @@ def create_app(services_factory: Callable[[], Any]) -> FastAPI:
         description=(
             "Search and labeling of detected video objects. Every route requires Airflow authentication: "
             "a JWT from the Airflow API server (`POST /auth/token`) as `Authorization: Bearer ...`, or the "
-            "`_token` cookie of the Airflow UI."
+            "`_token` cookie of the Airflow UI. Reads need read access to the DAG `video_ingest` (VIEWER), "
+            "writes (labels, propagation) edit access to it (USER, OP, ADMIN)."
         ),
         openapi_url="/openapi.json",
-        docs_url="/docs",
+        docs_url=None,  # swagger-ui would come from a CDN: no third-party script on the Airflow origin
         redoc_url=None,
+        swagger_ui_oauth2_redirect_url=None,
     )
     app.state.search = _Lazy(services_factory)  # what `dependencies.search_service` hands the routes
+    app.state.propagation_work = BoundedWork()  # propagation runs here, off the request threads
 
     @app.exception_handler(NotFoundError)
     async def _not_found(request: Request, exc: NotFoundError) -> JSONResponse:

@@ -1,9 +1,12 @@
 """The routes of the search API (docs/api.md) and of its UI page, as module-level routers.
 
-`router` holds the JSON API under `/api`; every route there requires an authenticated Airflow user.
-`ui_router` holds the page (`/`, a sign-in page instead for a browser without a session) and its
-static files. Handlers get the search service, and for writes the acting user, through the
-dependencies of `vidsearch_api.dependencies`; `create_app` includes both routers.
+`router` holds the JSON API under `/api`; every route there requires an Airflow user with read access
+(`dependencies.reader`), and every route that is not a GET also write access (`dependencies.write_actor`,
+the acting user's name for the audit trail), both decided by Airflow's auth manager. `ui_router` holds
+the page (`/`, a sign-in page instead for a browser without a session) and its static files, which need
+read access too. Handlers get the search service through the dependencies of `vidsearch_api.dependencies`;
+the propagation preview and apply run in the app's `BoundedWork` (`work.py`), off the request threads.
+`create_app` includes both routers.
 """
 
 from __future__ import annotations
@@ -16,10 +19,18 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials
+from starlette.concurrency import run_in_threadpool
 from vidsearch.errors import NotFoundError
 from vidsearch.search import MAX_K, MAX_LABEL_NAME, MAX_TEXT, SearchService
 
-from vidsearch_api.dependencies import bearer_scheme, current_user, search_service, write_actor
+from vidsearch_api.dependencies import (
+    bearer_scheme,
+    current_user,
+    is_authorized,
+    reader,
+    search_service,
+    write_actor,
+)
 from vidsearch_api.schemas import (
     Collection,
     Event,
@@ -38,6 +49,7 @@ from vidsearch_api.schemas import (
     Updated,
     Video,
 )
+from vidsearch_api.work import BoundedWork
 
 STATIC_DIR = Path(__file__).resolve().with_name("static")
 JPEG: dict[int | str, dict[str, Any]] = {200: {"content": {"image/jpeg": {}}}}
@@ -45,7 +57,16 @@ JPEG: dict[int | str, dict[str, Any]] = {200: {"content": {"image/jpeg": {}}}}
 Service = Annotated[SearchService, Depends(search_service)]
 Actor = Annotated[str, Depends(write_actor)]
 
-router = APIRouter(prefix="/api", dependencies=[Depends(current_user)])
+
+def propagation_work(request: Request) -> BoundedWork:
+    """The app's bounded executor for propagation (`app.state.propagation_work`, made by `create_app`)."""
+    work: BoundedWork = request.app.state.propagation_work
+    return work
+
+
+Work = Annotated[BoundedWork, Depends(propagation_work)]
+
+router = APIRouter(prefix="/api", dependencies=[Depends(reader)])
 ui_router = APIRouter()
 
 
@@ -173,14 +194,19 @@ def remove_labels(c: str, svc: Service, actor: Actor, body: UnlabelBody = Body(.
 
 
 # Label names may hold any character, '/' included: the name segment is a `path` parameter.
-@router.post("/collections/{c}/labels/{name:path}/propagation/preview", response_model=Preview)
-def propagation_preview(c: str, name: str, body: PropagationBody, svc: Service) -> Any:
-    return svc.propagation_preview(c, name, body.threshold, body.limit)
+# The preview writes nothing, but it is as costly as applying and only labellers need it: write access.
+@router.post(
+    "/collections/{c}/labels/{name:path}/propagation/preview",
+    response_model=Preview,
+    dependencies=[Depends(write_actor)],
+)
+async def propagation_preview(c: str, name: str, body: PropagationBody, svc: Service, work: Work) -> Any:
+    return await work.run(svc.propagation_preview, c, name, body.threshold, body.limit)
 
 
 @router.post("/collections/{c}/labels/{name:path}/propagation", response_model=Propagated)
-def propagate(c: str, name: str, body: PropagationBody, svc: Service, actor: Actor) -> Any:
-    return svc.propagate(c, name, body.threshold, body.limit, actor)
+async def propagate(c: str, name: str, body: PropagationBody, svc: Service, actor: Actor, work: Work) -> Any:
+    return await work.run(svc.propagate, c, name, body.threshold, body.limit, actor)
 
 
 @router.get("/collections/{c}/labels/{name:path}/propagations", response_model=list[Propagation])
@@ -202,19 +228,22 @@ def label_events(c: str, name: str, svc: Service, limit: int = Query(100, ge=1, 
 @ui_router.get("/", include_in_schema=False)
 async def index(request: Request, bearer: HTTPAuthorizationCredentials | None = Depends(bearer_scheme)) -> Any:
     try:
-        await current_user(request, bearer, None)
+        user = await current_user(request, bearer, None)
     except HTTPException as exc:
         if exc.status_code not in (401, 403):
             raise
         # Still 401/403, but a page a person can act on: sign in to Airflow and come back here.
         return HTMLResponse(_login_page(_root_of(request) + "/", str(exc.detail)), status_code=exc.status_code)
+    if not await run_in_threadpool(is_authorized, user, "read"):
+        reason = "your Airflow account has no read access to the DAG 'video_ingest'; ask an Airflow admin for a role"
+        return HTMLResponse(_login_page(_root_of(request) + "/", reason, signed_in=True), status_code=403)
     page = STATIC_DIR / "index.html"
     if not page.is_file():
         raise NotFoundError("the UI page is not installed (plugins/vidsearch_api/static/index.html)")
     return FileResponse(page, media_type="text/html", headers={"Cache-Control": "no-cache"})
 
 
-@ui_router.get("/static/{path:path}", dependencies=[Depends(current_user)], include_in_schema=False)
+@ui_router.get("/static/{path:path}", dependencies=[Depends(reader)], include_in_schema=False)
 def static(path: str) -> Any:
     root = STATIC_DIR.resolve()
     target = (root / path).resolve()
@@ -233,15 +262,18 @@ def _login_url(next_url: str) -> str:
         return "/auth/login?" + urllib.parse.urlencode({"next": next_url})
 
 
-def _login_page(next_url: str, reason: str) -> str:
-    """The answer to an unauthenticated browser at `/`: no data, a reason and a sign-in link."""
+def _login_page(next_url: str, reason: str, signed_in: bool = False) -> str:
+    """The answer to an unauthenticated (or unauthorised) browser at `/`: no data, a reason and a sign-in
+    link. Nothing is loaded from another origin."""
     link = html.escape(_login_url(next_url), quote=True)
+    state = "Your Airflow account may not use object search" if signed_in else "You are not signed in to Airflow"
+    action = "Log in to Airflow as another user" if signed_in else "Log in to Airflow"
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Object search - sign in</title>
 <meta name="viewport" content="width=device-width, initial-scale=1"></head>
 <body style="font-family: system-ui, sans-serif; margin: 3rem auto; max-width: 36rem">
 <h1>Object search</h1>
-<div id="auth-message" role="alert"><p>You are not signed in to Airflow ({html.escape(reason)}).</p>
-<p><a id="login-link" href="{link}">Log in to Airflow</a>, then come back to this page.</p></div>
+<div id="auth-message" role="alert"><p>{state} ({html.escape(reason)}).</p>
+<p><a id="login-link" href="{link}">{action}</a>, then come back to this page.</p></div>
 </body></html>
 """

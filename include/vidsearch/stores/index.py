@@ -56,7 +56,7 @@ PROPERTIES = [
 
 
 def validate_collection_name(collection: str) -> str:
-    if not COLLECTION_NAME_RE.match(collection):
+    if not COLLECTION_NAME_RE.fullmatch(collection):
         raise InputError(
             f"invalid collection name {collection!r}: use 1-63 lowercase letters, digits or '_', starting with a letter"
         )

@@ -93,12 +93,16 @@ class LabelStore:
         with self.engine.connect() as conn:
             return _object_ids(conn, collection, name, polarity)
 
-    def human_labeled(self, collection: str, name: str) -> tuple[list[str], list[str]]:
-        """(positive, negative): the objects a person labeled `name`, each list sorted."""
+    def human_labeled(
+        self, collection: str, name: str, limits: tuple[int | None, int | None] = (None, None)
+    ) -> tuple[list[str], list[str]]:
+        """(positive, negative): the objects a person labeled `name`, each list sorted; `limits` caps
+        how many ids of each are read (the first ones in id order), so a caller can refuse a label
+        that is too large without reading all of it."""
         with self.engine.connect() as conn:
             return (
-                _object_ids(conn, collection, name, POSITIVE, HUMAN),
-                _object_ids(conn, collection, name, NEGATIVE, HUMAN),
+                _object_ids(conn, collection, name, POSITIVE, HUMAN, limit=limits[0]),
+                _object_ids(conn, collection, name, NEGATIVE, HUMAN, limit=limits[1]),
             )
 
     def negative_for_any(self, collection: str, names: Sequence[str]) -> set[str]:
@@ -338,13 +342,21 @@ class LabelStore:
 
 
 def _object_ids(
-    conn: sa.Connection, collection: str, name: str, polarity: Polarity, source: Source | None = None
+    conn: sa.Connection,
+    collection: str,
+    name: str,
+    polarity: Polarity,
+    source: Source | None = None,
+    limit: int | None = None,
 ) -> list[str]:
     lb = labels
     query = sa.select(lb.c.object_id).where(lb.c.collection == collection, lb.c.name == name, lb.c.polarity == polarity)
     if source is not None:
         query = query.where(lb.c.source == source)
-    return [str(r[0]) for r in conn.execute(query.order_by(lb.c.object_id)).all()]
+    query = query.order_by(lb.c.object_id)
+    if limit is not None:
+        query = query.limit(limit)
+    return [str(r[0]) for r in conn.execute(query).all()]
 
 
 def _require_objects(conn: sa.Connection, collection: str, object_ids: Sequence[str]) -> None:
