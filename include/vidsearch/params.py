@@ -203,7 +203,13 @@ def _flatten(schema: dict[str, Any]) -> dict[str, Any]:
 def form_schema() -> dict[str, dict[str, Any]]:
     """name -> JSON schema (with `default` when the field has one) of each trigger-form field."""
     properties = IngestParams.model_json_schema()["properties"]
-    return {name: _flatten(properties[name]) for name in IngestParams.FORM_FIELDS}
+    schemas = {name: _flatten(properties[name]) for name in IngestParams.FORM_FIELDS}
+    for schema in schemas.values():
+        # The form checks patterns with JSON Schema's re.search, where `$` also matches before a
+        # final newline; pydantic's engine (no look-ahead) does not need this.
+        if str(schema.get("pattern", "")).endswith("$"):
+            schema["pattern"] += r"(?!\n)"
+    return schemas
 
 
 def optional_fields(exclude: tuple[str, ...] = ()) -> dict[str, Any]:

@@ -97,6 +97,7 @@ def test_params_accept_good_values(dagbag):
         {},  # source is required
         {"source": ""},
         {"source": "a.mp4", "collection": "Has Spaces"},
+        {"source": "a.mp4", "collection": "cams\n"},  # `$` alone lets a final newline through
         {"source": "a.mp4", "segment_seconds": 0},
         {"source": "a.mp4", "segment_seconds": "ten"},
         {"source": "a.mp4", "segment_seconds": 3601},
