@@ -10,6 +10,7 @@ connections for the catalog and Weaviate, object storage in a temporary folder, 
 
 from __future__ import annotations
 
+import getpass
 import json
 import os
 import secrets
@@ -112,9 +113,25 @@ def pytest_configure(config: pytest.Config) -> None:
         # One JWT secret for every process of the session (in-process servers, subprocess servers,
         # the token generator in tests), as an Airflow deployment shares it between its components.
         "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(64),
+        # Local sources must lie in a source root (media/sources.py): the session's folders and pytest's
+        # temporary folders. The tests' HTTP servers listen on loopback, a private host to allow.
+        "VIDSEARCH_SOURCE_ROOTS": os.pathsep.join([str(base.resolve()), str(_pytest_temp_root(config))]),
+        "VIDSEARCH_ALLOWED_PRIVATE_HOSTS": "127.0.0.1,::1,localhost",
         "PYTHONPATH": os.pathsep.join([str(ROOT / "include"), str(ROOT / "plugins"), os.environ.get("PYTHONPATH", "")]),
     }
     os.environ.update(env)
+
+
+def _pytest_temp_root(config: pytest.Config) -> Path:
+    """The folder `tmp_path` and `tmp_path_factory` create their folders in (pytest's rule)."""
+    if config.option.basetemp:
+        return Path(config.option.basetemp).resolve()
+    try:
+        user = getpass.getuser()
+    except (ImportError, KeyError, OSError):
+        user = "unknown"
+    temproot = Path(os.environ.get("PYTEST_DEBUG_TEMPROOT") or tempfile.gettempdir())
+    return (temproot / f"pytest-of-{user}").resolve()
 
 
 @pytest.hookimpl(tryfirst=True)

@@ -99,7 +99,10 @@ def probe_video(
     on the run (one line) before it propagates.
     """
     validate_collection_name(params.collection)
-    svc.catalog.start_run(run_id, dag_id, params.collection, params.source, params.model_dump(mode="json"))
+    source = sources.redact_url(params.source)  # what is recorded and logged: no credentials
+    svc.catalog.start_run(
+        run_id, dag_id, params.collection, source, {**params.model_dump(mode="json"), "source": source}
+    )
     try:
         with (
             ThreadPoolExecutor(max_workers=1, thread_name_prefix="model-check") as pool,
@@ -107,8 +110,10 @@ def probe_video(
         ):
             models_checked = pool.submit(check_models) if check_models is not None else None
             local = sources.fetch_source(params.source, Path(tmp))
-            manifest = probe.probe_video(local, params.source)
-            gate(svc, run_id, quality.check_probe(manifest))
+            # The probe gate (size, frame rate) judges ffprobe's data before the probe decodes anything.
+            manifest = probe.probe_video(
+                local, source, before_decode=lambda m: gate(svc, run_id, quality.check_probe(m))
+            )
             if models_checked is not None:
                 models_checked.result()
             suffix = local.suffix.lower() if len(local.suffix) <= 6 else ""
@@ -124,7 +129,7 @@ def probe_video(
     )
     log.info(
         "probed %s: video %s, %.3f s, %dx%d @ %.3f fps%s, audio=%s",
-        params.source,
+        source,
         manifest.video_id,
         manifest.duration_s,
         manifest.width,

@@ -181,3 +181,104 @@ def test_ffmpeg_failure_raises_typed_one_line_error(text_file: Path) -> None:
         ff.ffmpeg([*ff.input_args(text_file), "-f", "null", "-"], timeout_s=30)
     assert "\n" not in str(exc.value) and str(exc.value).startswith("ffmpeg failed: ")
     assert exc.value.returncode not in (0, None)
+
+
+# --- size and frame rate are judged before anything is decoded ----------------------------------------
+
+
+def _uniform_jpeg(width: int, height: int) -> bytes:
+    """A valid baseline 4:2:0 JPEG of one flat colour, written by hand: every 8x8 block is "DC
+    unchanged, end of block" (2 bits, with one-code Huffman tables), so the scan is all zero bytes
+    and a 16000x16000 picture takes 1.5 MB (an encoder would need gigabytes of memory to make it)."""
+    import struct
+
+    def seg(marker: int, payload: bytes) -> bytes:
+        return b"\xff" + bytes([marker]) + struct.pack(">H", len(payload) + 2) + payload
+
+    one_code = bytes([1] + [0] * 15) + b"\x00"
+    out = b"\xff\xd8" + seg(0xDB, b"\x00" + bytes([1] * 64))
+    out += seg(0xC0, b"\x08" + struct.pack(">HH", height, width) + b"\x03\x01\x22\x00\x02\x11\x00\x03\x11\x00")
+    out += seg(0xC4, b"\x00" + one_code) + seg(0xC4, b"\x10" + one_code)
+    out += seg(0xDA, b"\x03\x01\x00\x02\x00\x03\x00\x00\x3f\x00")
+    blocks = 6 * ((width + 15) // 16) * ((height + 15) // 16)
+    return out + b"\x00" * ((2 * blocks + 7) // 8) + b"\xff\xd9"
+
+
+def _mjpeg_video(tmp_path: Path, width: int, height: int, frames: int = 1) -> Path:
+    jpeg = tmp_path / f"{width}x{height}.jpg"
+    jpeg.write_bytes(_uniform_jpeg(width, height) * frames)
+    out = tmp_path / f"{width}x{height}.mkv"
+    # Stream copy: the container gets the picture size from the JPEG header, nothing is re-encoded.
+    ff.ffmpeg(["-f", "mjpeg", "-framerate", "25", "-i", ff.file_url(jpeg), "-c", "copy", "-y", ff.file_url(out)])
+    return out
+
+
+_PEAK_RSS = """
+import resource, sys
+from pathlib import Path
+from vidsearch.errors import InputError
+from vidsearch.media import probe
+try:
+    probe.probe_video(Path(sys.argv[1]))
+    print("ACCEPTED")
+except InputError as exc:
+    print("REJECTED", exc)
+# This process: VmHWM (its ru_maxrss starts at the forking parent's peak: the test process's).
+# ffprobe / ffmpeg: RUSAGE_CHILDREN, the largest of them.
+hwm = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+print("PEAK_KB", max(hwm, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss))
+"""
+
+
+def test_huge_picture_is_rejected_without_decoding(tmp_path: Path) -> None:
+    """1.5 MB declaring 16000x16000: decoding it takes >400 MB (ffprobe itself decodes a frame to
+    complete the stream parameters); the probe refuses it from the headers, well under 300 MB."""
+    import subprocess
+    import sys
+
+    video = _mjpeg_video(tmp_path, 16000, 16000)
+    assert video.stat().st_size < 2_000_000
+    # What ffprobe reports without decoding anything beyond the headers.
+    doc = ff.ffprobe_json(["-show_streams", "-max_pixels", "1", ff.file_url(video)])
+    assert doc["streams"][0]["codec_name"] == "mjpeg"
+    run = subprocess.run([sys.executable, "-c", _PEAK_RSS, str(video)], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert "REJECTED" in run.stdout and "16000x16000" in run.stdout and "too large" in run.stdout, run.stdout
+    peak_mb = int(run.stdout.rsplit("PEAK_KB", 1)[1]) / 1024
+    assert peak_mb < 300, f"probe peaked at {peak_mb:.0f} MB"
+
+
+def test_size_and_rate_are_checked_before_the_decode_check(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 9000x64 picture is under the decode pixel limit but over max_dim: refused by the checks
+    given as `before_decode` (default: ProbeLimits()), and nothing is decoded."""
+    video = _mjpeg_video(tmp_path, 9000, 64, frames=3)
+
+    def no_decoding(*args: object, **kwargs: object) -> None:
+        raise AssertionError("decoded before the size check")
+
+    monkeypatch.setattr(probe, "_decoded_frames", no_decoding)
+    with pytest.raises(InputError) as exc:
+        probe.probe_video(video)
+    _assert_one_line(exc, "9000x64", "[16, 8192]")
+    seen = []
+
+    def gate(manifest) -> None:
+        seen.append((manifest.width, manifest.height, manifest.frame_rate))
+        raise InputError("gate says no")
+
+    with pytest.raises(InputError, match="gate says no"):
+        probe.probe_video(video, before_decode=gate)
+    assert seen == [(9000, 64, 25.0)]
+    with pytest.raises(AssertionError, match="decoded before"):  # a permissive check: then it decodes
+        probe.probe_video(video, before_decode=lambda m: None)
+
+
+def test_ffmpeg_runs_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    args = ff.input_args("/x.mp4")
+    assert args[args.index("-max_pixels") + 1] == str(8192 * 8192)
+    assert 1 <= int(args[args.index("-threads") + 1]) <= 4
+    monkeypatch.setenv(ff.THREADS_ENV, "2")
+    monkeypatch.setenv(ff.MAX_DECODE_PIXELS_ENV, "1000")
+    args = ff.input_args("/x.mp4")
+    assert args[args.index("-threads") + 1] == "2" and args[args.index("-max_pixels") + 1] == "1000"
+    assert ff._base_argv("ffmpeg", [], "error")[-2:] == ["-filter_threads", "2"]

@@ -84,6 +84,12 @@ class Channel(BaseModel):
         description="folder: a path (relative ones are relative to the repository root); "
         "s3: s3://bucket/prefix; feed: an http(s) URL, an s3:// URI or a path of the feed or URL list.",
     )
+    bucket: str | None = Field(
+        None,
+        pattern=r"^[a-z0-9][a-z0-9.-]{1,62}$",
+        description="feed only: the S3 bucket whose s3:// entries the feed may name; without it, s3:// "
+        "entries are refused (a feed's author must not reach every bucket the workers can read).",
+    )
     description: str = ""
     enabled: bool = True
     schedule: str | None = Field(
@@ -130,6 +136,8 @@ class Channel(BaseModel):
             raise ValueError(f"channel {self.name}: an s3 location starts with s3://, got {self.location!r}")
         if self.kind == "feed" and scheme not in ("", "http", "https", "s3"):
             raise ValueError(f"channel {self.name}: a feed location is http(s)://, s3:// or a path")
+        if self.bucket is not None and self.kind != "feed":
+            raise ValueError(f"channel {self.name}: only a feed channel has a bucket setting")
         return self
 
     @property

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict
 from vidsearch.channels.config import UTC, Channel, ChannelUnavailable, as_utc, channels_file, load_channels
 from vidsearch.channels.listing import FULL_SCAN, Candidate, Window, canonical_url, list_candidates, sha256_uri
 from vidsearch.errors import InputError, PermanentError, TransientError
+from vidsearch.media.sources import redact_url
 
 log = logging.getLogger(__name__)
 
@@ -174,7 +175,8 @@ def discover_channel(
     keyed += [(cand, url_key(cand.canonical_url), None, "duplicate URL") for cand in unhashed]
     recorded = catalog.channel_items_by_key(channel.name, [key for _, key, _, _ in keyed])
     known = catalog.known_content(channel.collection, [sha for _, sha in hashed])
-    known_src = catalog.known_sources(channel.collection, [c.source for c in unhashed])
+    # Videos record their source redacted (sources.redact_url): compare like with like.
+    known_src = catalog.known_sources(channel.collection, [redact_url(c.source) for c in unhashed])
     seen: set[str] = set()
 
     def item(cand: Candidate, key: str, sha: str | None) -> DiscoveredItem:
@@ -196,7 +198,7 @@ def discover_channel(
         """Why an item no channel run recorded under its key is not new (None: it is new)."""
         if sha is not None and sha in known:
             return "already ingested" if known[sha].startswith("video") else "already discovered"
-        if sha is None and cand.source in known_src:
+        if sha is None and redact_url(cand.source) in known_src:
             return "already ingested"
         return None
 
@@ -223,13 +225,13 @@ def discover_channel(
                     item_key=i.item_key,
                     collection=i.collection,
                     canonical_url=i.canonical_url,
-                    source=i.source,
+                    source=redact_url(i.source),  # the trigger's conf has the source itself
                     content_sha256=i.content_sha256,
                     video_id=i.video_id,
                     size_bytes=i.size_bytes,
                     item_time=i.item_time,
                     run_id=i.run_id,
-                    conf=i.conf,
+                    conf={**i.conf, "source": redact_url(i.source)},
                     discovery_run_id=discovery_run_id,
                     interval_start=interval[0],
                     interval_end=interval[1],

@@ -121,8 +121,8 @@ def parse_feed(data: bytes, base_url: str = "") -> list[FeedEntry]:
 
 
 def read_feed(location: str) -> bytes:
-    """The feed document: downloaded through the same guarded fetcher as video sources (http(s) with
-    link-local addresses refused, s3://), or read from a path."""
+    """The feed document: fetched by the same guarded fetcher as video sources (http(s) under the URL
+    policy, s3://, or a path inside the source roots; see `vidsearch.media.sources`)."""
     from vidsearch.media import sources
 
     with tempfile.TemporaryDirectory(prefix="vidsearch-feed-") as tmp:

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict
 from vidsearch.channels.config import UTC, Channel, ChannelUnavailable, as_utc
 from vidsearch.channels.feeds import parse_feed, read_feed
 from vidsearch.errors import InputError
+from vidsearch.media import sources
 from vidsearch.stores import storage
 
 log = logging.getLogger(__name__)
@@ -51,11 +52,13 @@ FULL_SCAN = Window(None, None)
 def canonical_url(location: str) -> str:
     """The form a source is deduped on: `file://` + resolved absolute path for local files,
     `s3://bucket/key`, or an http(s) URL with lowercase scheme and host, no credentials, no default
-    port, no fragment, and `/` for an empty path (the query is kept: it may select the video)."""
+    port, no fragment, and `/` for an empty path (the query is kept: it may select the video; the
+    values of credential-like parameters are masked, `sources.redact_url`: a re-signed URL of the
+    same object is the same item, and no signature is recorded or logged)."""
     location = location.strip()
     if "://" not in location:
         return "file://" + str(Path(location).expanduser().resolve())
-    parts = urlsplit(location)
+    parts = urlsplit(sources.redact_url(location))
     scheme = parts.scheme.lower()
     if scheme == "s3":
         return f"s3://{parts.netloc}/{parts.path.lstrip('/')}"
@@ -169,6 +172,26 @@ def list_s3(channel: Channel, window: Window) -> list[Candidate]:
     return found
 
 
+def entry_refused(channel: Channel, url: str) -> str | None:
+    """Why a feed entry may not be ingested (None: it may). An entry is an http(s) URL the URL
+    policy allows (`sources.check_url`, without DNS here: the fetch resolves and checks again), or
+    an `s3://` object of the channel's own `bucket`; nothing else (other buckets, other schemes)."""
+    scheme = urlsplit(url).scheme.lower() if "://" in url else ""
+    if scheme in ("http", "https"):
+        try:
+            sources.check_url(url, resolve=False)
+        except InputError:
+            return "not allowed by the source URL policy"
+        return None
+    if scheme == "s3":
+        if channel.bucket is None:
+            return "s3:// entries need the channel's bucket setting"
+        if urlsplit(url).netloc != channel.bucket:
+            return f"not in the channel's bucket {channel.bucket!r}"
+        return None
+    return "only http(s) URLs and s3:// objects of the channel's bucket are ingested"
+
+
 def list_feed(channel: Channel, window: Window) -> list[Candidate]:
     """Feed entries published inside `window` (undated ones in every window)."""
     base = channel.location if "://" in channel.location else ""
@@ -176,9 +199,9 @@ def list_feed(channel: Channel, window: Window) -> list[Candidate]:
     entries = parse_feed(read_feed(location), base)
     found: list[Candidate] = []
     for entry in entries:
-        scheme = urlsplit(entry.url).scheme.lower()
-        if scheme not in ("http", "https", "s3"):
-            log.warning("channel %s: skipping %r (only http(s) and s3 URLs are ingested)", channel.name, entry.url)
+        refused = entry_refused(channel, entry.url)
+        if refused is not None:
+            log.warning("channel %s: skipping %r: %s", channel.name, sources.redact_url(entry.url), refused)
             continue
         if entry.published not in window:
             continue

@@ -10,7 +10,12 @@ safety options for untrusted input and error reporting are the same everywhere:
 * a run past its timeout is killed and raises `FFmpegTimeoutError`, which is also a `TransientError`;
 * `input_args()` opens a local file defensively: only the `file` protocol and a whitelist of container
   demuxers, so a hostile "video" (an HLS or concat playlist, an ANSI text file) cannot make ffmpeg open
-  network URLs or other local files, and is rejected as "not a media file" instead.
+  network URLs or other local files, and is rejected as "not a media file" instead;
+* resource bounds on every run: `input_args()` caps decoded frame size (`-max_pixels`, from
+  `VIDSEARCH_MAX_DECODE_PIXELS`, default 8192 x 8192: a decoder refuses a larger frame before
+  allocating it, so a tiny file declaring a 16000 x 16000 picture cannot take gigabytes) and
+  decoder threads (`-threads`); ffmpeg also gets `-filter_threads`. The thread count is
+  `VIDSEARCH_FFMPEG_THREADS`, default min(usable cores, 4).
 
 `FFmpegError` itself is neither permanent nor transient: the caller knows what a failure means (probe
 turns it into `InputError`; a failure while splitting an already-probed file is worth a retry).
@@ -53,6 +58,13 @@ ALLOWED_DEMUXERS: tuple[str, ...] = (
 )
 
 DEFAULT_TIMEOUT_S = 600.0
+
+MAX_DECODE_PIXELS_ENV = "VIDSEARCH_MAX_DECODE_PIXELS"
+DEFAULT_MAX_DECODE_PIXELS = 8192 * 8192
+THREADS_ENV = "VIDSEARCH_FFMPEG_THREADS"
+DEFAULT_MAX_THREADS = 4
+# What a decoder logs when a frame is over `-max_pixels` ("Picture size 16000x16000 exceeds ...").
+_OVER_MAX_PIXELS = re.compile(r"Picture size (\d+)x(\d+) exceeds specified max pixel count")
 
 # Lines that say nothing about *why* a run failed.
 _NOISE = re.compile(
@@ -105,6 +117,39 @@ def ffprobe_bin() -> str:
     return os.environ.get("VIDSEARCH_FFPROBE", "ffprobe")
 
 
+def _positive_int_env(name: str, default: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise PermanentError(f"{name} must be a positive integer, got {raw!r}") from None
+    if value <= 0:
+        raise PermanentError(f"{name} must be a positive integer, got {raw!r}")
+    return value
+
+
+def max_decode_pixels() -> int:
+    """Largest frame (width x height) a decoder may allocate: `VIDSEARCH_MAX_DECODE_PIXELS`."""
+    return _positive_int_env(MAX_DECODE_PIXELS_ENV, DEFAULT_MAX_DECODE_PIXELS)
+
+
+def thread_count() -> int:
+    """Threads per decoder and per filter graph: `VIDSEARCH_FFMPEG_THREADS`, else min(cores, 4)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        cores = os.cpu_count() or 1
+    return _positive_int_env(THREADS_ENV, max(1, min(cores, DEFAULT_MAX_THREADS)))
+
+
+def over_max_pixels(stderr: str) -> tuple[int, int] | None:
+    """(width, height) when ffmpeg/ffprobe refused a frame for being over `max_decode_pixels()`."""
+    match = _OVER_MAX_PIXELS.search(stderr)
+    return (int(match.group(1)), int(match.group(2))) if match else None
+
+
 def _resolve(binary: str) -> str:
     found = shutil.which(binary)
     if found is None:
@@ -125,12 +170,17 @@ def input_args(path: str | os.PathLike[str], *, before: Sequence[str] = ()) -> l
     """`[... -i file:PATH]` for an untrusted local media file (see the module docstring).
 
     `before` holds per-input options that must precede `-i` (e.g. `-ss`, `-t`, `-noautorotate`).
+    The decoders of this input get `-max_pixels` and `-threads` (see the module docstring).
     """
     return [
         "-protocol_whitelist",
         "file",
         "-format_whitelist",
         ",".join(ALLOWED_DEMUXERS),
+        "-max_pixels",
+        str(max_decode_pixels()),
+        "-threads",
+        str(thread_count()),
         *before,
         "-i",
         file_url(path),
@@ -169,7 +219,8 @@ class Result:
 
 def _base_argv(tool: str, args: Sequence[str], loglevel: str) -> list[str]:
     if tool == "ffmpeg":
-        return [_resolve(ffmpeg_bin()), "-hide_banner", "-nostdin", "-loglevel", loglevel, *args]
+        threads = ["-filter_threads", str(thread_count())]
+        return [_resolve(ffmpeg_bin()), "-hide_banner", "-nostdin", "-loglevel", loglevel, *threads, *args]
     return [_resolve(ffprobe_bin()), "-hide_banner", "-loglevel", loglevel, *args]
 
 
@@ -216,6 +267,11 @@ def ffmpeg(args: Sequence[str], **kwargs: Any) -> Result:
 
 def ffprobe_json(args: Sequence[str], **kwargs: Any) -> dict[str, Any]:
     """Run ffprobe with `-print_format json` and return the parsed document."""
+    return ffprobe_json_stderr(args, **kwargs)[0]
+
+
+def ffprobe_json_stderr(args: Sequence[str], **kwargs: Any) -> tuple[dict[str, Any], str]:
+    """`ffprobe_json`, with what ffprobe logged (a successful run may have refused a frame)."""
     result = run("ffprobe", ["-print_format", "json", *args], **kwargs)
     try:
         doc = json.loads(result.stdout or b"{}")
@@ -223,7 +279,7 @@ def ffprobe_json(args: Sequence[str], **kwargs: Any) -> dict[str, Any]:
         raise FFmpegError("ffprobe", f"unparseable JSON output ({exc.msg})", argv=result.argv) from exc
     if not isinstance(doc, dict):
         raise FFmpegError("ffprobe", "unexpected JSON output", argv=result.argv)
-    return doc
+    return doc, result.stderr
 
 
 @dataclass

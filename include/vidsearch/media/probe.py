@@ -17,6 +17,12 @@ Checks and why:
   `r_frame_rate` differ by more than 1 % (unless r is twice the average: interlaced field rate), or
   when the intervals between the presentation timestamps of the first 300 video packets (sorted) vary
   by more than 10 % of their median, ignoring jitter of up to 2 ticks of the stream time base.
+* Size and frame rate are judged on ffprobe's data, BEFORE anything is decoded: a 1 MB file can
+  declare a 16000 x 16000 picture whose decoding takes gigabytes. ffprobe itself opens the decoders
+  (to complete the stream parameters) under `-max_pixels` (`ffmpeg.max_decode_pixels()`), and a frame
+  refused for its size is rejected as too large; then `before_decode` (the pipeline passes its probe
+  quality gate; the default checks `ProbeLimits()`) sees the manifest, and only then is the first
+  and last second decoded.
 * Display size is the decoded size after rotation: a display matrix (or an old-style `rotate` tag) of
   90 or 270 degrees swaps width and height, as ffmpeg's autorotate does. Sample aspect ratio is not
   applied (frames are used at their stored pixel size).
@@ -24,11 +30,12 @@ Checks and why:
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 import re
 import statistics
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import urlparse
@@ -41,6 +48,33 @@ PROBE_TIMEOUT_S = 120.0
 DECODE_CHECK_SECONDS = 1.0
 VFR_PACKETS = 300
 _HASH_CHUNK = 1 << 20
+
+
+@dataclasses.dataclass(frozen=True)
+class ProbeLimits:
+    """Size and frame-rate bounds applied before decoding when no `before_decode` check is given.
+
+    The defaults are those of the probe quality gate (`quality.QualityConfig`), which the pipeline
+    passes as `before_decode` instead, so a configured gate (`VIDSEARCH_QUALITY`) is what applies there.
+    """
+
+    min_fps: float = 1.0
+    max_fps: float = 240.0
+    min_dim: int = 16
+    max_dim: int = 8192
+
+    def check(self, manifest: VideoManifest) -> None:
+        name = display_name(manifest.source)
+        if not (self.min_dim <= manifest.width <= self.max_dim and self.min_dim <= manifest.height <= self.max_dim):
+            raise InputError(
+                f"video {name!r} is {manifest.width}x{manifest.height}: width and height must be within "
+                f"[{self.min_dim}, {self.max_dim}]"
+            )
+        if not self.min_fps <= manifest.frame_rate <= self.max_fps:
+            raise InputError(
+                f"video {name!r} has a frame rate of {manifest.frame_rate:g} fps: it must be within "
+                f"[{self.min_fps:g}, {self.max_fps:g}]"
+            )
 
 
 def display_name(source: str) -> str:
@@ -317,11 +351,22 @@ def _unreadable_reason(exc: ff.FFmpegError) -> str:
     return f"is not a media file ffmpeg can read ({exc.reason})"
 
 
-def probe_video(path: Path, source: str | None = None) -> VideoManifest:
+def _too_large(name: str, size: tuple[int, int]) -> InputError:
+    return InputError(
+        f"video {name!r} is too large: a {size[0]}x{size[1]} frame is over the decode limit of "
+        f"{ff.max_decode_pixels()} pixels ({ff.MAX_DECODE_PIXELS_ENV})"
+    )
+
+
+def probe_video(
+    path: Path, source: str | None = None, *, before_decode: Callable[[VideoManifest], object] | None = None
+) -> VideoManifest:
     """Probe, validate and fingerprint a local video file (see the module docstring for the checks).
 
-    `source` is what the user gave (path, URL, s3:// URI) and is recorded in the manifest; it
-    defaults to `str(path)`. `video_id` is the first 32 hex digits of the SHA-256 of the content, so
+    `source` is what is recorded in the manifest (what the user gave, with credentials removed:
+    `sources.redact_url`); it defaults to `str(path)`. `before_decode` is called with the manifest
+    built from ffprobe's data before anything is decoded and rejects it by raising (default:
+    `ProbeLimits().check`). `video_id` is the first 32 hex digits of the SHA-256 of the content, so
     the same bytes always get the same id whatever their name.
     """
     path = Path(path)
@@ -335,7 +380,7 @@ def probe_video(path: Path, source: str | None = None) -> VideoManifest:
     if size == 0:
         raise InputError(f"empty file: {name!r} is 0 bytes")
     try:
-        doc = ff.ffprobe_json(
+        doc, stderr = ff.ffprobe_json_stderr(
             ["-show_format", "-show_streams", *ff.input_args(path)],
             timeout_s=PROBE_TIMEOUT_S,
             strip_prefix=ff.file_url(path),
@@ -343,7 +388,13 @@ def probe_video(path: Path, source: str | None = None) -> VideoManifest:
     except ff.FFmpegTimeoutError:
         raise
     except ff.FFmpegError as exc:
+        oversized = ff.over_max_pixels(exc.stderr_tail)
+        if oversized is not None:
+            raise _too_large(name, oversized) from exc
         raise InputError(f"not a video: {name!r} {_unreadable_reason(exc)}") from exc
+    oversized = ff.over_max_pixels(stderr)
+    if oversized is not None:
+        raise _too_large(name, oversized)
     try:
         packet_pts = _packet_times(path)
     except ff.FFmpegTimeoutError:
@@ -353,5 +404,6 @@ def probe_video(path: Path, source: str | None = None) -> VideoManifest:
     manifest = build_manifest(
         doc, source=source, content_sha256=sha256_file(path), size_bytes=size, packet_pts_s=packet_pts
     )
+    (before_decode or ProbeLimits().check)(manifest)
     check_decodable(path, manifest, ff.parse_float((doc.get("format") or {}).get("start_time")) or 0.0)
     return manifest
