@@ -205,7 +205,7 @@ def _bad_sources(tmp: Path, video: Path, http_root) -> dict[str, tuple[str, str 
         "corrupt": (str(corrupt), "no video stream in 'corrupt.mp4' (streams: none)"),
         "unreachable_url": (f"http://127.0.0.1:{_closed_port()}/v.mp4", "cannot reach"),
         "file_url": (f"file://{video}", "file://"),
-        "link_local_url": ("http://169.254.169.254/latest/video.mp4", "link-local"),
+        "link_local_url": ("http://169.254.169.254/latest/video.mp4", "source URL not allowed"),
     }
 
 

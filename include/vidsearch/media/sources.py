@@ -397,7 +397,7 @@ def _pool(target: CheckedURL, timeout: urllib3.Timeout) -> urllib3.HTTPConnectio
 def _target_name(url: str) -> str:
     """Local file name for a download; keeps a short alphanumeric suffix (helps humans, not ffmpeg)."""
     suffix = PurePosixPath(urlsplit(url).path).suffix
-    return "source" + (suffix.lower() if _SAFE_SUFFIX.match(suffix) else "")
+    return "source" + (suffix.lower() if _SAFE_SUFFIX.fullmatch(suffix) else "")
 
 
 class _Deadline:
