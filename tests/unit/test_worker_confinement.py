@@ -262,7 +262,7 @@ def model_roots(built_models, monkeypatch) -> tuple[Path, Path]:
     """(the tiny detector inside the model roots, its copy outside them); the roots: the cache and an
     empty extra root (the session's roots, all of the temp folder, are replaced)."""
     monkeypatch.setenv(modelstore.CACHE_ENV, str(built_models / "cache"))
-    monkeypatch.setenv(modelstore.ROOTS_ENV, str(built_models / "extra-root"))
+    monkeypatch.setenv("VIDSEARCH_MODEL_ROOTS", str(built_models / "extra-root"))
     (inside,) = (built_models / "cache").glob("tiny-detector-*")
     return inside, built_models / "elsewhere" / "detector"
 
