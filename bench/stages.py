@@ -241,6 +241,20 @@ class GateMeter:
 
 
 def run_stages(stack: Stack, video: Path, duration_s: float) -> dict[str, Any]:
+    # The stage run has its own storage root; the worker reads and writes only under its
+    # VIDSEARCH_STORAGE_ROOT, so that names the stage run's root meanwhile (then the DAG run's again).
+    e2e_root = os.environ.get("VIDSEARCH_STORAGE_ROOT")
+    os.environ["VIDSEARCH_STORAGE_ROOT"] = f"file://{stack.base / 'objects'}"
+    try:
+        return _run_stages(stack, video, duration_s)
+    finally:
+        if e2e_root is None:
+            os.environ.pop("VIDSEARCH_STORAGE_ROOT", None)
+        else:
+            os.environ["VIDSEARCH_STORAGE_ROOT"] = e2e_root
+
+
+def _run_stages(stack: Stack, video: Path, duration_s: float) -> dict[str, Any]:
     from vidsearch import pipeline, quality
     from vidsearch.media import frames
     from vidsearch.models import launcher, modelstore
@@ -256,7 +270,7 @@ def run_stages(stack: Stack, video: Path, duration_s: float) -> dict[str, Any]:
     svc = pipeline.Services(
         catalog=catalog,
         index=lambda: index,
-        storage_root=f"file://{stack.base / 'objects'}",
+        storage_root=os.environ["VIDSEARCH_STORAGE_ROOT"],
         tiny_models=True,
         model_cache=str(stack.model_cache),
     )

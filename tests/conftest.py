@@ -109,6 +109,8 @@ def pytest_configure(config: pytest.Config) -> None:
         "VIDSEARCH_STORAGE_ROOT": f"file://{base / 'objects'}",
         "VIDSEARCH_TINY_MODELS": "1",
         "VIDSEARCH_MODEL_CACHE": str(base / "models"),
+        # Tests load model folders they build under pytest's temporary folders: allow those too.
+        "VIDSEARCH_MODEL_ROOTS": tempfile.gettempdir(),
         "HF_HUB_OFFLINE": "1",
         # One JWT secret for every process of the session (in-process servers, subprocess servers,
         # the token generator in tests), as an Airflow deployment shares it between its components.

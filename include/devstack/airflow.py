@@ -63,10 +63,15 @@ PASSTHROUGH = (
 
 
 def _write_private_json(path: Path, data: dict) -> None:
+    """Write `data` to `path` atomically, readable by this user only (0600, whatever the umask or a
+    leftover temporary file)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    tmp.touch(mode=0o600)
-    tmp.write_text(json.dumps(data, indent=1) + "\n")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        os.fchmod(fh.fileno(), 0o600)
+        fh.write(json.dumps(data, indent=1) + "\n")
     tmp.replace(path)
 
 
@@ -85,9 +90,18 @@ def admin_password(cfg: StackConfig) -> str:
     return passwords[ADMIN_USER]
 
 
+def secrets_file(cfg: StackConfig) -> Path:
+    """The stack's generated secrets (mode 0600)."""
+    return cfg.airflow_home / "devstack-secrets.json"
+
+
 def _secrets(cfg: StackConfig) -> dict[str, str]:
-    """Fernet key, JWT secret and API secret key shared by all components, generated once."""
-    path = cfg.airflow_home / "devstack-secrets.json"
+    """Fernet key, JWT secret, API secret key and the warm worker's token, shared by all components,
+    generated once (random) into `secrets_file` (0600). The worker token reaches the warm worker and
+    the tasks through their environment (`env_for_stack`); the warm worker does not start without it."""
+    path = secrets_file(cfg)
+    if path.exists():
+        path.chmod(0o600)  # a file left readable by an older version (or by hand) is closed first
     values = json.loads(path.read_text()) if path.exists() else {}
     wanted = {
         "fernet_key": lambda: base64.urlsafe_b64encode(os.urandom(32)).decode(),

@@ -3,6 +3,11 @@
 Airflow's tasks find it through ``VIDSEARCH_WORKER_URL`` (set by `env_for_stack`) and send it their
 detect+embed jobs, so the models load once per stack instead of once per segment. When it is down the
 tasks start worker processes instead, so it speeds the stack up but is never needed for it to work.
+
+It runs with the stack's environment (`airflow.process_env`): the bearer token ``VIDSEARCH_WORKER_TOKEN``,
+generated once into ``data/airflow/devstack-secrets.json`` (mode 0600) and given to the tasks the same
+way, and the storage root ``VIDSEARCH_STORAGE_ROOT`` its jobs are confined to. It listens on loopback
+only and refuses to start without the token.
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ from typing import Any, Literal
 
 from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
 from pydantic import BaseModel, ConfigDict, Field
-from vidsearch.models.worker import EXIT_PERMANENT
+from vidsearch.models.worker import EXIT_PERMANENT, STORAGE_ROOT_ENV
 
 from vidsearch_airflow.task_context import begin_segment_task, ingest_params, name_segment, timed
 
@@ -144,8 +144,11 @@ class DetectEmbedOperator(KubernetesPodOperator):
         self.bundle = bundle
         self.ingest = ingest  # IngestParams JSON (reprocess_segments); None: the run's params
 
-    def configure_pod(self, argv: list[str], settings: GpuSettings, video_id: str, segment_name: str) -> None:
-        """Turn this operator into the pod that runs `argv` with `settings`."""
+    def configure_pod(
+        self, argv: list[str], settings: GpuSettings, video_id: str, segment_name: str, storage_root: str | None = None
+    ) -> None:
+        """Turn this operator into the pod that runs `argv` with `settings`; `storage_root`: the one
+        object-storage root the worker may read and write under (VIDSEARCH_STORAGE_ROOT in the pod)."""
         from kubernetes.client import models as k8s
 
         self.do_xcom_push = False  # no sidecar in the pod
@@ -178,6 +181,8 @@ class DetectEmbedOperator(KubernetesPodOperator):
             else []
         )
         self.env_vars = [k8s.V1EnvVar(name="PYTHONUNBUFFERED", value="1")]
+        if storage_root:
+            self.env_vars.append(k8s.V1EnvVar(name=STORAGE_ROOT_ENV, value=storage_root))
         if settings.model_cache_pvc:
             self.volumes = [
                 k8s.V1Volume(
@@ -211,6 +216,9 @@ class DetectEmbedOperator(KubernetesPodOperator):
         settings = gpu_settings()
         self.log.info("%s: detect+embed %d frames (%s mode)", segment.label, len(bundle.frames), settings.mode)
         if settings.mode == "local":
+            # The worker process reads and writes only under its VIDSEARCH_STORAGE_ROOT: this run's root
+            # (already that variable, unless it came from the Airflow Variable).
+            os.environ.setdefault(STORAGE_ROOT_ENV, svc.storage_root)
             return pipeline.detect_and_embed_locally(svc, params, segment, bundle)
         if settings.mode == "service":
             argv = pipeline.worker_argv(svc, params, bundle, dtype=settings.dtype, model_cache=None)
@@ -221,7 +229,7 @@ class DetectEmbedOperator(KubernetesPodOperator):
 
         argv = pipeline.worker_argv(svc, params, bundle, dtype=settings.dtype, model_cache=None)
         # The pod runs in the cluster: object-storage URIs must be reachable from there (s3://).
-        self.configure_pod(argv, settings, bundle.video_id, segment.name)
+        self.configure_pod(argv, settings, bundle.video_id, segment.name, storage_root=svc.storage_root)
         try:
             super().execute(context)
             self.do_xcom_push = True  # push this method's return value, as in local mode

@@ -81,8 +81,11 @@ def _mb(value: float) -> str:
     return f"{value / 1e6:.0f} MB"
 
 
-def test_long_segment_memory_is_bounded_and_flat(segments, tmp_path: Path, model_cache_dir: Path) -> None:
+def test_long_segment_memory_is_bounded_and_flat(
+    segments, tmp_path: Path, model_cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     manifest, long, short = segments
+    monkeypatch.setenv("VIDSEARCH_STORAGE_ROOT", f"file://{tmp_path}")  # the worker's only root
     assert (manifest.width, manifest.height) == (1920, 1080)
     runs = {}
     for name, segment in (("short", short), ("long", long)):

@@ -120,11 +120,13 @@ def test_settings_reject_unknown_keys():
 
 
 @pytest.fixture()
-def local_segment(tmp_path: Path):
-    """(video, manifest, storage root, its one segment, that segment's frame bundle) on local storage."""
+def local_segment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """(video, manifest, storage root, its one segment, that segment's frame bundle) on local storage;
+    the root is also the worker's VIDSEARCH_STORAGE_ROOT (it reads and writes only under it)."""
     video = synth.make_video(tmp_path / "v.mp4", duration_s=3.0, width=192, height=108, gop_frames=15)
     manifest = probe.probe_video(video, str(video))
     root = f"file://{tmp_path / 'objects'}"
+    monkeypatch.setenv("VIDSEARCH_STORAGE_ROOT", root)
     (segment,) = split.run_split(video, manifest, 10.0, None, storage.join(root, "segments"))
     bundle = frames.run_frames(segment, 2.0, storage.join(root, "frames", "seg0000.zip"))
     return video, manifest, root, segment, bundle

@@ -159,7 +159,7 @@ def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_worker_streaming_gives_the_objects_and_vectors_of_whole_bundle_calls(
-    bundles: dict[int, FrameBundle], tmp_path: Path, model_cache: Path
+    bundles: dict[int, FrameBundle], tmp_path: Path, model_cache: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from vidsearch.models.detect import Detector
     from vidsearch.models.embed import Embedder
@@ -171,6 +171,8 @@ def test_worker_streaming_gives_the_objects_and_vectors_of_whole_bundle_calls(
         "--frames-uri", bundle.uri, "--output-uri", str(output), "--score-threshold", str(threshold),
         "--batch-size", str(batch_size), "--device", "cpu", "--tiny-models", "--model-cache", str(model_cache),
     ]  # fmt: skip
+    # The worker reads and writes only under its storage root: all of pytest's temp folders here.
+    monkeypatch.setenv(worker.STORAGE_ROOT_ENV, f"file://{tmp_path.parent}")
     assert worker.main(argv) == worker.EXIT_OK
     result = json.loads((output / worker.RESULT_FILE).read_text())
     vectors = np.load(output / worker.EMBEDDINGS_FILE)

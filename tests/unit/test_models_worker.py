@@ -22,6 +22,14 @@ from vidsearch.stores import storage
 INCLUDE = Path(launcher.__file__).resolve().parents[1]
 
 
+@pytest.fixture(autouse=True)
+def storage_root(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The worker reads and writes only under its storage root: here, all of pytest's temp folders."""
+    root = f"file://{tmp_path_factory.getbasetemp()}"
+    monkeypatch.setenv(worker.STORAGE_ROOT_ENV, root)
+    return root
+
+
 @pytest.fixture(scope="module")
 def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     configured = os.environ.get(modelstore.CACHE_ENV)
@@ -264,7 +272,8 @@ def test_read_result_rejects_mismatched_files(bundle_uri: str, tmp_path: Path, m
 
 @pytest.fixture()
 def warm_worker(monkeypatch: pytest.MonkeyPatch):
-    """A warm worker serving on a free loopback port, with VIDSEARCH_WORKER_URL pointing at it."""
+    """A warm worker serving on a free loopback port, with VIDSEARCH_WORKER_URL pointing at it (and
+    VIDSEARCH_WORKER_TOKEN holding the random token `serving` made for it)."""
     from vidsearch.models import worker_server
 
     with worker_server.serving() as (url, state):
@@ -323,11 +332,10 @@ def test_warm_worker_rejects_malformed_requests(warm_worker) -> None:
     import urllib.error
     import urllib.request
 
-    url, _ = warm_worker
+    url, state = warm_worker
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {state.token}"}
     for body in (b"not json", b'{"argv": "--frames-uri x"}', b'{"argv": [1, 2]}', b"{}"):
-        request = urllib.request.Request(
-            f"{url}/run", data=body, method="POST", headers={"Content-Type": "application/json"}
-        )
+        request = urllib.request.Request(f"{url}/run", data=body, method="POST", headers=headers)
         with pytest.raises(urllib.error.HTTPError) as raised:
             urllib.request.urlopen(request, timeout=10)
         assert raised.value.code == 400

@@ -144,10 +144,10 @@ def _run_on_warm_worker(
         with urllib.request.urlopen(request, timeout=timeout_s) as response:
             payload = json.loads(response.read())
     except urllib.error.HTTPError as exc:
-        if exc.code in (401, 403):
-            raise PermanentError(
-                f"warm worker at {url} refused the job: HTTP {exc.code} (check {WORKER_TOKEN_ENV})"
-            ) from exc
+        if exc.code in (401, 403, 421):
+            # 421: the URL's host is not one the worker answers to (its --allowed-host names).
+            check = "its allowed host names" if exc.code == 421 else WORKER_TOKEN_ENV
+            raise PermanentError(f"warm worker at {url} refused the job: HTTP {exc.code} (check {check})") from exc
         if exc.code >= 500:
             raise TransientError(f"warm worker at {url} failed: HTTP {exc.code}") from exc
         raise RuntimeError(f"warm worker at {url} refused the job: HTTP {exc.code} {exc.read()[:300]!r}") from exc

@@ -3,7 +3,9 @@
 Two modes:
 
 * Real mode: `model` is a local folder (used as is, after checking it holds a model) or a Hugging Face
-  hub id. A hub id is looked up in the local HF cache first (`HF_HOME`), then downloaded when the hub is
+  hub id. A local folder must lie under a model root (`model_roots`: the model cache, plus the folders
+  in `VIDSEARCH_MODEL_ROOTS`), wherever its symlinks lead; any other path gets one generic error that
+  does not say whether it exists (a model parameter is not a way to probe or load the filesystem). A hub id is looked up in the local HF cache first (`HF_HOME`), then downloaded when the hub is
   reachable. When the weights cannot be had, `ModelUnavailableError` says so in one line, quickly: with
   `HF_HUB_OFFLINE=1` nothing touches the network, and otherwise one short-timeout metadata call decides.
 * Tiny mode (`VIDSEARCH_TINY_MODELS=1`, tests and offline demos): small random models are built from
@@ -40,6 +42,8 @@ ModelKind = Literal["detector", "embedder"]
 
 TINY_ENV = "VIDSEARCH_TINY_MODELS"
 CACHE_ENV = "VIDSEARCH_MODEL_CACHE"
+# More folders model folders may be loaded from (os.pathsep-separated), besides the model cache.
+ROOTS_ENV = "VIDSEARCH_MODEL_ROOTS"
 # Short: a metadata call that does not answer in this time means "no hub here", not "wait longer".
 HUB_METADATA_TIMEOUT_S = 10.0
 
@@ -79,6 +83,34 @@ def default_cache_dir() -> Path:
     return Path(configured).expanduser() if configured else Path.home() / ".cache" / "vidsearch" / "models"
 
 
+def model_roots() -> list[Path]:
+    """The folders model folders may be loaded from (and tiny models built in), resolved: the model
+    cache (`default_cache_dir`) and every folder in env `VIDSEARCH_MODEL_ROOTS` (os.pathsep-separated).
+    Read from this process's environment on every call, never from a job's arguments."""
+    entries = [
+        default_cache_dir(),
+        *(Path(e.strip()).expanduser() for e in os.environ.get(ROOTS_ENV, "").split(os.pathsep) if e.strip()),
+    ]
+    return [entry.resolve() for entry in entries]
+
+
+def within_model_roots(path: Path) -> bool:
+    """Whether `path`, resolved (symlinks followed, `..` collapsed), lies under a model root."""
+    try:
+        resolved = Path(path).expanduser().resolve()
+    except (OSError, RuntimeError):
+        return False
+    return any(resolved.is_relative_to(root) for root in model_roots())
+
+
+def _outside_roots(subject: str) -> ModelUnavailableError:
+    # The same text whether or not the folder exists: nothing about it is told to the caller.
+    return ModelUnavailableError(
+        f"{subject} is not under an allowed model folder (the model cache {CACHE_ENV}, or one "
+        f"of {ROOTS_ENV}): put the model there, or pass a hub id"
+    )
+
+
 def resolve_model(model: str, kind: ModelKind, *, tiny: bool, cache_dir: Path) -> str:
     """A local folder holding a loadable model (config, weights, processor) for `model`.
 
@@ -86,23 +118,33 @@ def resolve_model(model: str, kind: ModelKind, *, tiny: bool, cache_dir: Path) -
     folder of its cached or freshly downloaded snapshot. Tiny mode ignores `model` and returns the folder
     of the tiny model of `kind`, building it under `cache_dir` the first time.
 
+    Folders (and the tiny-model `cache_dir`) must lie under `model_roots()`: any other path raises the
+    same ModelUnavailableError whether it exists or not.
+
     Raises ModelUnavailableError (one line, naming the model and how to provide it) when the weights
     cannot be had: offline and not cached, unknown id, gated repo, or a folder that is not a model.
     """
     if kind not in ("detector", "embedder"):
         raise ValueError(f"unknown model kind {kind!r}")
     if tiny:
+        if not within_model_roots(Path(cache_dir)):
+            raise _outside_roots("the tiny-model cache folder")
         return str(ensure_tiny_model(kind, Path(cache_dir)))
     model = model.strip()
     if not model:
         raise ModelUnavailableError(f"no {kind} model given; {_HOW_TO_PROVIDE}")
     path = Path(model).expanduser()
-    if path.is_dir():
-        _check_model_folder(path, model, kind)
-        return str(path.resolve())
     if _looks_like_path(model):
-        raise ModelUnavailableError(f"{kind} model folder {model!r} does not exist; {_HOW_TO_PROVIDE}")
-    return _resolve_hub_model(model, kind)
+        # Confined before anything about the path is looked at: no existence oracle outside the roots.
+        if not within_model_roots(path):
+            raise _outside_roots(f"{kind} model folder")
+        if not path.is_dir():
+            raise ModelUnavailableError(f"{kind} model folder {model!r} does not exist; {_HOW_TO_PROVIDE}")
+    elif not (within_model_roots(path) and path.is_dir()):
+        # A hub id (`name`, `org/name`): a folder of that name is used only inside the roots.
+        return _resolve_hub_model(model, kind)
+    _check_model_folder(path, model, kind)
+    return str(path.resolve())
 
 
 @contextlib.contextmanager

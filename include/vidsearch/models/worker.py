@@ -13,6 +13,14 @@ is cut (a warm worker keeps the models it checked loaded for the segments that f
 Frames the bundle marks blank or as repeats of an earlier frame (`FrameRef.detect` false: the
 sampler's content rules, `vidsearch.media.content`) are not decoded or detected: they get no objects.
 
+Confinement (whoever sent the argv: a task, a warm worker's caller, a pod spec): the worker reads and
+writes only under its own storage root, env `VIDSEARCH_STORAGE_ROOT` (`file://<folder>` or
+`s3://bucket/prefix`; never taken from the argv). `--frames-uri` and `--output-uri` must lie under it:
+no other scheme (http(s), ...), no other bucket or prefix, no `..`, `?` or `#`, no local path that
+resolves (symlinks followed) outside the root folder. A worker without a root runs no job. Model
+folders are confined by `modelstore.resolve_model` to the model roots (`VIDSEARCH_MODEL_CACHE`,
+`VIDSEARCH_MODEL_ROOTS`).
+
 Exit codes (the contract with whoever runs it):
     0   success
     3   permanent error: bad input, bad parameters, model unavailable. Do not retry. The last stderr
@@ -36,6 +44,7 @@ import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO
+from urllib.parse import urlparse
 
 from vidsearch.errors import InputError, PermanentError, TransientError, one_line
 from vidsearch.params import DEFAULT_DETECTOR, DEFAULT_EMBEDDER
@@ -60,6 +69,10 @@ RESULT_FILE = "result.json"
 EMBEDDINGS_FILE = "embeddings.npy"
 # Prefix of the worker's last stderr line on a typed failure; the launcher reads the reason from it.
 ERROR_MARKER = "vidsearch-worker-error:"
+# The one folder or bucket prefix the worker reads bundles from and writes outputs to (its own env).
+STORAGE_ROOT_ENV = "VIDSEARCH_STORAGE_ROOT"
+_LOCAL_SCHEMES = ("", "file")
+_S3_SCHEMES = ("s3", "s3a")
 
 
 class _ArgumentParser(argparse.ArgumentParser):
@@ -154,6 +167,47 @@ def open_frames(uri: str) -> Iterator[BundleReader]:
         yield reader
 
 
+def storage_root() -> str:
+    """This worker's storage root (env VIDSEARCH_STORAGE_ROOT); InputError when it has none."""
+    root = os.environ.get(STORAGE_ROOT_ENV, "").strip().rstrip("/")
+    if not root:
+        raise InputError(f"this worker has no storage root ({STORAGE_ROOT_ENV} is not set): it runs no job")
+    return root
+
+
+def confine_uri(uri: str, root: str, what: str) -> str:
+    """`uri` when it names an object under the storage root `root`; InputError (permanent) otherwise.
+
+    Decided from the text of the URI and, for local paths, where the path resolves (symlinks followed):
+    the same path `storage` opens. Nothing outside the root is read, listed or written to decide.
+    """
+    refused = InputError(f"{what} {uri!r} is not under the worker's storage root ({STORAGE_ROOT_ENV})")
+    if not uri or any(char in uri for char in "?#\\\x00") or ".." in uri.split("/"):
+        raise refused
+    parsed, base = urlparse(uri), urlparse(root)
+    scheme, root_scheme = parsed.scheme.lower(), base.scheme.lower()
+    if scheme in _LOCAL_SCHEMES and root_scheme in _LOCAL_SCHEMES:
+        if parsed.netloc not in ("", "localhost") or base.netloc not in ("", "localhost"):
+            raise refused
+        root_path = storage.local_path(root).expanduser().resolve()
+        # The path `storage` writes (local_path) and the one fsspec reads must both be under the root.
+        for path in (storage.local_path(uri), Path(storage.filesystem(uri)[1])):
+            if not path.is_absolute() or not path.resolve().is_relative_to(root_path):
+                raise refused
+        return uri
+    if scheme in _S3_SCHEMES and root_scheme in _S3_SCHEMES:
+        key, prefix = parsed.path.strip("/"), base.path.strip("/")
+        parts, prefix_parts = key.split("/"), prefix.split("/") if prefix else []
+        if (
+            parsed.netloc != base.netloc
+            or any(part in ("", ".") for part in parts)
+            or parts[: len(prefix_parts)] != prefix_parts
+        ):
+            raise refused
+        return uri
+    raise refused
+
+
 def _timed(batches: Iterator[Any], waited: list[float]) -> Iterator[Any]:
     """`batches`, adding the time spent waiting for each one to `waited[0]` (and keeping no batch
     while the next one is read)."""
@@ -180,6 +234,9 @@ def run(args: argparse.Namespace, models: ModelCache | None = None) -> DetectEmb
         raise InputError(f"--score-threshold must be in [0, 1], got {args.score_threshold}")
     if args.batch_size < 1:
         raise InputError(f"--batch-size must be positive, got {args.batch_size}")
+    root = storage_root()
+    confine_uri(args.frames_uri, root, "--frames-uri")
+    confine_uri(args.output_uri, root, "--output-uri")
 
     result_uri = storage.join(args.output_uri, RESULT_FILE)
     embeddings_uri = storage.join(args.output_uri, EMBEDDINGS_FILE)

@@ -1,6 +1,7 @@
 """The warm worker: the detect+embed worker served by one long-lived process that keeps its models loaded.
 
-    python -m vidsearch.models.worker_server [--host 127.0.0.1] [--port 8795]
+    VIDSEARCH_WORKER_TOKEN=<secret> VIDSEARCH_STORAGE_ROOT=<root> \
+        python -m vidsearch.models.worker_server [--host 127.0.0.1] [--port 8795] [--allowed-host NAME ...]
 
 A worker process spends most of a short segment starting Python, importing torch and loading two
 models (tens of seconds on a CPU, against seconds of inference). On one machine, a process that stays up
@@ -16,11 +17,16 @@ the one before it. `launcher.run_local` sends its jobs here when VIDSEARCH_WORKE
 back to a worker process when nothing listens there; in the `service` execution mode (a Deployment of
 warm workers on GPU nodes) `launcher.run_on_service` sends them with no fallback.
 
-Callers authenticate: when VIDSEARCH_WORKER_TOKEN is set (the embedded stack and the Kubernetes
-manifest always set it), POST /run needs `Authorization: Bearer <token>` (401 otherwise) and a JSON
-body (`Content-Type: application/json`, 415 otherwise: a web page cannot send that without a CORS
-preflight, which this server never answers). Without a token it accepts jobs from anyone who can
-reach it and says so at start: then bind it to loopback (the default) only.
+Callers authenticate, and there is no open mode: POST /run needs `Authorization: Bearer <token>`,
+the token being VIDSEARCH_WORKER_TOKEN (401 otherwise; the embedded stack generates it, compose and the
+Kubernetes manifest take it from a secret). `main` refuses to start without a token, and a server made
+without one (`make_server`) refuses every job. The body must be JSON (`Content-Type:
+application/json`, 415 otherwise: a web page cannot send that without a CORS preflight, which this
+server never answers). Every request's Host header must name this server (421 otherwise), which
+defeats DNS rebinding (a page whose own name resolves to 127.0.0.1): bound to loopback, only the bound
+address and `localhost`; bound to all interfaces (a container), any IP address, `localhost` and the
+names given with --allowed-host or VIDSEARCH_WORKER_ALLOWED_HOSTS (comma-separated: the service's DNS
+names). What a job may touch is confined by the worker itself (`worker.confine_uri`, model roots).
 """
 
 from __future__ import annotations
@@ -28,9 +34,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import hmac
+import ipaddress
 import json
 import logging
 import os
+import secrets
 import sys
 import threading
 import time
@@ -38,7 +46,7 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from vidsearch.models.worker import ModelCache, configure_logging, execute
+from vidsearch.models.worker import STORAGE_ROOT_ENV, ModelCache, configure_logging, execute
 
 logger = logging.getLogger("vidsearch.models.worker_server")
 
@@ -46,6 +54,8 @@ logger = logging.getLogger("vidsearch.models.worker_server")
 DEFAULT_PORT = 8795
 MAX_REQUEST_BYTES = 1 << 20
 TOKEN_ENV = "VIDSEARCH_WORKER_TOKEN"  # launcher.WORKER_TOKEN_ENV: the same variable on both sides
+ALLOWED_HOSTS_ENV = "VIDSEARCH_WORKER_ALLOWED_HOSTS"
+_WILDCARD_HOSTS = ("", "0.0.0.0", "::")
 
 
 class _JobLog(logging.Handler):
@@ -65,18 +75,37 @@ class _JobLog(logging.Handler):
 class WarmWorker:
     """The models and the job lock shared by the server's request threads."""
 
-    def __init__(self, token: str | None = None) -> None:
+    def __init__(
+        self, token: str | None = None, bind_host: str = "127.0.0.1", allowed_hosts: tuple[str, ...] = ()
+    ) -> None:
         self.models = ModelCache()
         self.jobs = 0
         self.token = token or None
+        self.bind_host = bind_host
+        self.allowed_hosts = {_host_name(name) for name in allowed_hosts if name.strip()}
         self._lock = threading.Lock()
 
     def authorised(self, header: str | None) -> bool:
-        """Whether an Authorization header carries the token (always, when none is configured)."""
+        """Whether an Authorization header carries the token (never, when none is configured)."""
         if self.token is None:
-            return True
+            return False
         scheme, _, value = (header or "").partition(" ")
         return scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), self.token.encode())
+
+    def host_allowed(self, header: str | None) -> bool:
+        """Whether a request's Host header names this server (see the module docstring)."""
+        if not header:
+            return False
+        name = _host_name(header)
+        if name in self.allowed_hosts:
+            return True
+        bound = _host_name(self.bind_host)
+        if bound in _WILDCARD_HOSTS:
+            # DNS rebinding needs a name; a request to an address is one the client meant for this host.
+            return name == "localhost" or _is_ip(name)
+        if name == bound:
+            return True
+        return name == "localhost" and _is_ip(bound) and ipaddress.ip_address(bound).is_loopback
 
     @property
     def busy(self) -> bool:
@@ -109,6 +138,24 @@ class WarmWorker:
         }
 
 
+def _host_name(host: str) -> str:
+    """The name or address of a Host header or bind address, without port or IPv6 brackets, lowercase."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        return host[1:].split("]", 1)[0]
+    if host.count(":") == 1:
+        host = host.split(":", 1)[0]
+    return host.rstrip(".")
+
+
+def _is_ip(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
 def _handler(worker: WarmWorker) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         server_version = "vidsearch-worker"
@@ -121,15 +168,28 @@ def _handler(worker: WarmWorker) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             self.wfile.write(data)
 
+        def _host_refused(self) -> bool:
+            if worker.host_allowed(self.headers.get("Host")):
+                return False
+            self._reply(421, {"error": "the Host header does not name this server"})
+            return True
+
         def do_GET(self) -> None:
+            if self._host_refused():
+                return
             if self.path != "/health":
                 self._reply(404, {"error": f"no such path {self.path}"})
                 return
             self._reply(200, worker.health())
 
         def do_POST(self) -> None:
+            if self._host_refused():
+                return
             if self.path != "/run":
                 self._reply(404, {"error": f"no such path {self.path}"})
+                return
+            if worker.token is None:
+                self._reply(401, {"error": f"this worker has no token ({TOKEN_ENV}): it runs no job"})
                 return
             if not worker.authorised(self.headers.get("Authorization")):
                 self._reply(401, {"error": "a valid bearer token is required"})
@@ -159,12 +219,26 @@ def _handler(worker: WarmWorker) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
+def allowed_hosts_from_env() -> tuple[str, ...]:
+    """The extra Host names of VIDSEARCH_WORKER_ALLOWED_HOSTS (comma-separated)."""
+    return tuple(name.strip() for name in os.environ.get(ALLOWED_HOSTS_ENV, "").split(",") if name.strip())
+
+
 def make_server(
-    host: str = "127.0.0.1", port: int = DEFAULT_PORT, token: str | None = None
+    host: str = "127.0.0.1",
+    port: int = DEFAULT_PORT,
+    token: str | None = None,
+    allowed_hosts: tuple[str, ...] = (),
 ) -> tuple[ThreadingHTTPServer, WarmWorker]:
     """A bound, not yet serving, warm-worker server (port 0: any free port, see server_address);
-    `token`: the bearer token callers must send (None: VIDSEARCH_WORKER_TOKEN, if set)."""
-    worker = WarmWorker(token if token is not None else os.environ.get(TOKEN_ENV))
+    `token`: the bearer token callers must send (None: VIDSEARCH_WORKER_TOKEN; with neither, the server
+    refuses every job); `allowed_hosts`: Host names accepted besides this server's own (plus those of
+    VIDSEARCH_WORKER_ALLOWED_HOSTS)."""
+    worker = WarmWorker(
+        token if token is not None else os.environ.get(TOKEN_ENV),
+        bind_host=host,
+        allowed_hosts=(*allowed_hosts, *allowed_hosts_from_env()),
+    )
     server = ThreadingHTTPServer((host, port), _handler(worker))
     server.daemon_threads = True
     return server, worker
@@ -173,7 +247,16 @@ def make_server(
 @contextlib.contextmanager
 def serving(host: str = "127.0.0.1", port: int = 0, token: str | None = None) -> Iterator[tuple[str, WarmWorker]]:
     """A warm worker serving from a thread of this process for the duration of the block: its URL
-    and its state (tests and benchmarks; `main` is the long-lived process)."""
+    and its state (tests and benchmarks; `main` is the long-lived process).
+
+    Without `token` it uses VIDSEARCH_WORKER_TOKEN, and when that is unset it makes a random one and
+    sets VIDSEARCH_WORKER_TOKEN in this process for the block, so this process's launcher (its only
+    intended caller) authenticates; never an open worker."""
+    env_token = os.environ.get(TOKEN_ENV)
+    generated = None
+    if token is None and not env_token:
+        generated = secrets.token_urlsafe(32)
+        os.environ[TOKEN_ENV] = generated
     server, worker = make_server(host, port, token)
     threading.Thread(target=server.serve_forever, name="warm-worker", daemon=True).start()
     try:
@@ -181,6 +264,8 @@ def serving(host: str = "127.0.0.1", port: int = 0, token: str | None = None) ->
     finally:
         server.shutdown()
         server.server_close()
+        if generated is not None and os.environ.get(TOKEN_ENV) == generated:
+            del os.environ[TOKEN_ENV]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -189,16 +274,27 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
+    parser.add_argument(
+        "--allowed-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help=f"a Host name callers use besides the bound address (repeatable; also {ALLOWED_HOSTS_ENV})",
+    )
     args = parser.parse_args(argv)
     configure_logging()
+    if not os.environ.get(TOKEN_ENV):
+        # No open mode: a worker nobody authenticates to would run any job sent to its port.
+        print(f"{TOKEN_ENV} is not set: the warm worker does not start without a token", file=sys.stderr)
+        return 2
     try:
-        server, worker = make_server(args.host, args.port)
+        server, worker = make_server(args.host, args.port, allowed_hosts=tuple(args.allowed_host))
     except OSError as exc:
         print(f"cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
         return 1
     logger.info("warm worker listening on http://%s:%d", *server.server_address[:2])
-    if worker.token is None:
-        logger.warning("%s is not set: any process that can reach this port can run jobs", TOKEN_ENV)
+    if not os.environ.get(STORAGE_ROOT_ENV):
+        logger.warning("%s is not set: every detect+embed job will be refused", STORAGE_ROOT_ENV)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
