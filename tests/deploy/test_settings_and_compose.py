@@ -29,7 +29,13 @@ def composecheck(tmp_path_factory) -> Path:
 # The secrets compose requires (no defaults), as a user's .env gives them.
 REQUIRED_ENV = {
     name: f"test-{name.lower()}"
-    for name in ("VIDSEARCH_WORKER_TOKEN", "POSTGRES_PASSWORD", "AIRFLOW_JWT_SECRET", "MINIO_ROOT_PASSWORD", "WEAVIATE_API_KEY")
+    for name in (
+        "VIDSEARCH_WORKER_TOKEN",
+        "POSTGRES_PASSWORD",
+        "AIRFLOW_JWT_SECRET",
+        "MINIO_ROOT_PASSWORD",
+        "WEAVIATE_API_KEY",
+    )
 }
 
 
