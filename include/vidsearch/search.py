@@ -22,7 +22,7 @@ propagations, the audit trail) and `ObjectIndex` (`stores/index.py`: stored vect
   positive labels with provenance (sources, negatives, embedder model, threshold), never overwriting a
   human label; undo removes exactly the labels that propagation still owns.
 
-Bounds (docs/security-api.md): a propagation takes at most `MAX_PROPAGATION_SOURCES` sources and
+Bounds (docs/security.md §1): a propagation takes at most `MAX_PROPAGATION_SOURCES` sources and
 `MAX_PROPAGATION_NEGATIVES` negatives (`InputError`, a 422, beyond: nothing is searched), and fetches
 at most `MAX_PROPAGATION_HITS` nearest-neighbour results in all: each source's search is cut to its
 share (and never beyond `MAX_QUERY_RESULTS`). The crop and frame-image caches are bounded in bytes

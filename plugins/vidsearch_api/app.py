@@ -14,7 +14,7 @@ Airflow API server work here too; authorisation is the auth manager's as well (`
 
 No interactive docs page (`/docs`, `/redoc`): FastAPI's loads swagger-ui from a CDN, which would run a
 third-party script on the Airflow origin, and no swagger-ui assets are installed to serve locally. The
-schema (`/openapi.json`) is enough for any OpenAPI viewer or client generator (docs/security-api.md).
+schema (`/openapi.json`) is enough for any OpenAPI viewer or client generator (docs/security.md §1).
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ apply and undo - needs edit access (`PUT`). With Airflow's SimpleAuthManager tha
 USER / OP / ADMIN also write, a token without a (known) role gets 403 everywhere. With the FAB auth
 manager it is `can_read` / `can_edit` on `DAG:video_ingest` (or on all DAGs): Viewer reads, User, Op
 and Admin write. Custom views are not used on purpose: SimpleAuthManager grants a custom view to any
-VIEWER whatever the method, so it could not tell a reader from a writer (docs/security-api.md).
+VIEWER whatever the method, so it could not tell a reader from a writer (docs/security.md §1).
 """
 
 from __future__ import annotations

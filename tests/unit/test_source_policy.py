@@ -1,6 +1,6 @@
 """The source policy (media/sources.py): URLs, local paths, download bounds, secrets in URLs.
 
-Each test here fails on the fetcher before the policy (docs/security-sources.md).
+Each test here fails on the fetcher before the policy (docs/security.md §2).
 """
 
 from __future__ import annotations
