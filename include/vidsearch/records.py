@@ -156,6 +156,12 @@ class DetectedObject(Record):
     label: str
     label_id: int
     score: float = Field(ge=0, le=1)
+    track: int | None = Field(
+        None,
+        ge=0,
+        description="The segment-local track (0..n-1) the worker's tracker put this detection in; "
+        "tracks are numbered by their first member in time order. None: not tracked.",
+    )
 
 
 class DetectEmbedResult(Record):
