@@ -26,6 +26,8 @@ def running_stack(prefix: str, env: Mapping[str, str] | None = None) -> Iterator
     for name in list(os.environ):
         if name.startswith("AIRFLOW") or name in ("VIDSEARCH_STORAGE_ROOT",):
             del os.environ[name]
+    # The stack's tests keep their videos in its folder: sources there are allowed (docs/security.md §2).
+    os.environ["VIDSEARCH_SOURCE_ROOTS"] = str(base.resolve())
     os.environ.update(env or {})
     cfg = StackConfig.from_env()
     try:
