@@ -74,6 +74,10 @@ MAX_PROPAGATION_HITS = 100_000
 _SCORE_CHUNK = 2_000
 # Id lists up to this size are sent to Weaviate as filters; longer ones are applied afterwards.
 MAX_ID_FILTER = 2_000
+# Results grouped by track: the first fetch takes this many objects per wanted track (members of one
+# track are near-identical, so they crowd the nearest neighbours), then doubles as usual.
+TRACK_OVERFETCH = 10
+GROUPS = ("object", "track")
 SEARCH_DEVICE_ENV = "VIDSEARCH_SEARCH_DEVICE"
 # The in-memory JPEG caches of the API process, in MiB (besides their entry counts).
 CROP_CACHE_MB_ENV = "VIDSEARCH_CROP_CACHE_MB"
@@ -347,8 +351,13 @@ class SearchService:
         detector_label: str | None,
         label: str | None,
         exclude: set[str],
+        group: str = "object",
+        exclude_track: str | None = None,
     ) -> list[dict[str, Any]]:
-        """Objects nearest to `vector` (Object + similarity), best first, after every filter."""
+        """Objects nearest to `vector` (Object + similarity), best first, after every filter; with
+        `group="track"`, tracks instead (see `_tracks`), each once, ranked by their best member."""
+        if group not in GROUPS:
+            raise InputError(f"group must be one of {', '.join(GROUPS)}, got {group!r}")
         if not 1 <= k <= MAX_K:
             raise InputError(f"k must be between 1 and {MAX_K}, got {k}")
         _check_range("min_similarity", min_similarity, -1.0, 1.0)
@@ -369,12 +378,15 @@ class SearchService:
             exclude_filter = sorted(exclude)
             post_exclude = set()
 
-        # Over-fetch: what the post-filters may remove, then double until k survive or nothing is left.
+        # Over-fetch: what the post-filters may remove (and, by track, the members of tracks already
+        # found), then double until k survive or nothing is left.
         fetch = k + len(post_exclude)
         if allowed is not None and len(allowed) > MAX_ID_FILTER:
             fetch = max(fetch, 4 * k)
+        if group == "track":
+            fetch = max(fetch, TRACK_OVERFETCH * k)
         while True:
-            hits = self.index.near(
+            hits = self.index.near_with_tracks(
                 collection,
                 vector,
                 fetch,
@@ -384,18 +396,43 @@ class SearchService:
                 ids=ids_filter,
                 exclude_ids=exclude_filter,
             )
-            kept = [(oid, sim) for oid, sim in hits if oid not in exclude and (allowed is None or oid in allowed)]
+            kept = [h for h in hits if h[0] not in exclude and (allowed is None or h[0] in allowed)]
+            if group == "track":
+                kept = _best_per_track(kept, exclude_track)
             if len(kept) >= k or len(hits) < min(fetch, MAX_QUERY_RESULTS) or fetch >= MAX_QUERY_RESULTS:
                 break
             fetch = min(fetch * 2, MAX_QUERY_RESULTS)
         kept = kept[:k]
-        objs = self.objects_by_id(collection, [oid for oid, _ in kept])
+        objs = self.objects_by_id(collection, [oid for oid, _, _ in kept])
         results = []
-        for oid, sim in kept:
+        for oid, sim, _ in kept:
             obj = objs.get(oid)
             if obj is not None:  # in Weaviate but not (yet) in Postgres: mid-ingest, skip it
                 results.append({**obj, "similarity": sim})
-        return results
+        return self._tracks(collection, results) if group == "track" else results
+
+    def _tracks(self, collection: str, best: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Track results from their best members: track id, video, time range, member count,
+        detector label and the best member (Object + similarity). A track finalize has not written
+        yet (mid-ingest) is described by its best member alone."""
+        rows = self.catalog.tracks_by_id(collection, [o["track_id"] for o in best if o.get("track_id")])
+        out = []
+        for obj in best:
+            track_id = obj.get("track_id") or obj["object_id"]
+            row = rows.get(track_id)
+            out.append(
+                {
+                    "track_id": track_id,
+                    "video_id": obj["video_id"],
+                    "start_pts_s": row["start_pts_s"] if row else obj["pts_s"],
+                    "end_pts_s": row["end_pts_s"] if row else obj["pts_s"],
+                    "object_count": row["object_count"] if row else 1,
+                    "label": row["label"] if row else obj["detector_label"],
+                    "similarity": obj["similarity"],
+                    "best": obj,
+                }
+            )
+        return out
 
     def similar(
         self,
@@ -407,11 +444,13 @@ class SearchService:
         video_id: str | None = None,
         detector_label: str | None = None,
         label: str | None = None,
+        group: str = "object",
     ) -> dict[str, Any]:
         """The query object's nearest neighbours by its stored vector.
 
         Excluded: the query object itself, and objects labeled negative for any label the query
-        object carries positively.
+        object carries positively; by track (`group="track"`), the query object's own track too
+        (its members are the same thing seen in neighbouring frames).
         """
         self.require_collection(collection)
         query = self.get_object(collection, object_id)
@@ -431,6 +470,8 @@ class SearchService:
             detector_label=detector_label,
             label=label,
             exclude=exclude,
+            group=group,
+            exclude_track=query.get("track_id"),
         )
         return {"query": query, "results": results}
 
@@ -461,6 +502,7 @@ class SearchService:
         video_id: str | None = None,
         detector_label: str | None = None,
         label: str | None = None,
+        group: str = "object",
     ) -> dict[str, Any]:
         if not isinstance(q, str) or not 1 <= len(q) <= MAX_TEXT:
             raise InputError(f"q must be 1-{MAX_TEXT} characters")
@@ -483,6 +525,7 @@ class SearchService:
             detector_label=detector_label,
             label=label,
             exclude=set(),
+            group=group,
         )
         return {"query": q, "results": results}
 
@@ -630,6 +673,21 @@ class SearchService:
         """Remove the labels this propagation stored (and still owns). Undoing twice removes nothing."""
         self.require_collection(collection)
         return self.labels.undo_propagation(collection, _uuid(propagation_id, "propagation id"), actor)
+
+
+def _best_per_track(
+    hits: Sequence[tuple[str, float, str | None]], exclude_track: str | None
+) -> list[tuple[str, float, str | None]]:
+    """The best hit of each track (hits best first; an object without a track is its own)."""
+    seen: set[str] = set()
+    out = []
+    for oid, sim, track in hits:
+        key = track or oid
+        if key in seen or (exclude_track is not None and key == exclude_track):
+            continue
+        seen.add(key)
+        out.append((oid, sim, track))
+    return out
 
 
 def _normalised(matrix: np.ndarray) -> np.ndarray:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import html
 import urllib.parse
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, Response
@@ -141,6 +141,9 @@ def search_options(
     video_id: str | None = Query(None, max_length=200),
     detector_label: str | None = Query(None, max_length=200),
     label: str | None = Query(None, min_length=1, max_length=MAX_LABEL_NAME),
+    group: Literal["object", "track"] = Query(
+        "object", description="object: one result per object; track: one per track (a moment), by its best member"
+    ),
 ) -> dict[str, Any]:
     """The query parameters every search takes, as keyword arguments of the search service
     (empty video and detector-label filters mean no filter)."""
@@ -150,6 +153,7 @@ def search_options(
         video_id=video_id or None,
         detector_label=detector_label or None,
         label=label,
+        group=group,
     )
 
 
@@ -161,7 +165,8 @@ def similar(request: Request, c: str, object_id: str, svc: Service, options: Sea
     out = svc.similar(c, object_id, **options)
     return {
         "query": _with_urls(request, c, out["query"]),
-        "results": [_with_urls(request, c, o) for o in out["results"]],
+        "group": options["group"],
+        "results": _results_with_urls(request, c, out["results"], options["group"]),
     }
 
 
@@ -174,7 +179,17 @@ def text_search(
     options: SearchOptions,
 ) -> Any:
     out = svc.text_search(c, q, **options)
-    return {"query": out["query"], "results": [_with_urls(request, c, o) for o in out["results"]]}
+    return {
+        "query": out["query"],
+        "group": options["group"],
+        "results": _results_with_urls(request, c, out["results"], options["group"]),
+    }
+
+
+def _results_with_urls(request: Request, c: str, results: list[dict[str, Any]], group: str) -> list[dict[str, Any]]:
+    if group == "track":
+        return [{**t, "best": _with_urls(request, c, t["best"])} for t in results]
+    return [_with_urls(request, c, o) for o in results]
 
 
 # -- labels ------------------------------------------------------------------------------

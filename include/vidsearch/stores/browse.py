@@ -213,5 +213,6 @@ def _object_dict(row: Any) -> dict[str, Any]:
         "box": [row.x0, row.y0, row.x1, row.y1],
         "detector_label": row.label,
         "score": row.score,
+        "track_id": str(row.track_id) if row.track_id else None,
         "labels": [],
     }
