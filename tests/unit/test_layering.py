@@ -42,6 +42,7 @@ RULES: dict[str, tuple[str, ...]] = {
     "vidsearch.reprocess": (*BASE, "vidsearch.stores", "vidsearch.pipeline"),
     "vidsearch.review": (*BASE, "vidsearch.stores", "vidsearch.pipeline", "vidsearch.media.bundle", "vidsearch.models"),
     "vidsearch.search": (*BASE, "vidsearch.stores", "vidsearch.media.bundle", "vidsearch.models"),
+    "vidsearch.export": (*BASE, "vidsearch.stores"),
     "vidsearch_airflow": ("airflow", "vidsearch"),
     "vidsearch_api": ("airflow", "vidsearch", "vidsearch_airflow.services"),
     "devstack": ("vidsearch_airflow.airflow_settings",),
