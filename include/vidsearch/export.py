@@ -87,6 +87,12 @@ def each_object(obj: dict[str, Any]) -> str:
     return str(obj["object_id"])
 
 
+def stored_track(obj: dict[str, Any]) -> str:
+    """The object's stored track (`objects.track_id`, stitched at finalize); an object indexed before
+    tracks is a track of its own."""
+    return str(obj["track_id"]) if obj.get("track_id") else each_object(obj)
+
+
 def object_tracks(browser: CatalogBrowser, track_of: TrackOf = each_object) -> TrackSource:
     """A `TrackSource` over the catalog's objects: a video's objects grouped by `track_of(row)` (objects
     whose key is None are in no track), each group a `TrackRow` with the key as its id."""

@@ -8,9 +8,8 @@ before the response starts, then streamed (`vidsearch.export`) as an attachment.
 with `Retry-After` (`TransientError`).
 
 Tracks: the MOT route reads them from the `track_source` dependency and the COCO route's `track_id`
-from `track_of`. Until the catalog has a tracks table, `track_source` is `export.object_tracks` over
-`track_of`, and `track_of` is None (COCO `track_id` null; MOT: every detection its own track). Wiring
-the tracks table means overriding these two functions (or `app.dependency_overrides` on them).
+from `track_of`: the objects' stored tracks (`objects.track_id`, stitched across segments at
+finalize; an object indexed before tracks is a track of its own).
 """
 
 from __future__ import annotations
@@ -41,13 +40,12 @@ JSON_OR_ZIP: dict[int | str, dict[str, Any]] = {200: {"content": {"application/j
 
 # -- tracks --------------------------------------------------------------------------------
 def track_of() -> export.TrackOf | None:
-    """An object row -> its track id (the COCO annotations' `track_id`); None until tracks are stored."""
-    return None
+    """An object row -> its track id (the COCO annotations' `track_id`)."""
+    return export.stored_track
 
 
 def track_source(svc: Service, key: Annotated[export.TrackOf | None, Depends(track_of)]) -> export.TrackSource:
-    """Where the MOT export reads a video's tracks: the objects grouped by `track_of` (each object its
-    own track while there is none)."""
+    """Where the MOT export reads a video's tracks: the objects grouped by `track_of`."""
     return export.object_tracks(svc.browser, key or export.each_object)
 
 
