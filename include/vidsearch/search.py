@@ -244,8 +244,16 @@ def _all_webm(manifest: dict[str, Any]) -> bool:
 
 
 def playback_type(media_type: str, manifest: dict[str, Any]) -> str:
-    """`media_type` with the `codecs` parameter a browser's `canPlayType` understands, e.g.
-    `video/mp4; codecs="avc1.42E01E, mp4a.40.2"`; the bare media type when a codec has no known name."""
+    """The type to ask a browser's `canPlayType` about: the media type with a `codecs` parameter, e.g.
+    `video/mp4; codecs="avc1.42E01E, mp4a.40.2"`; the bare media type when a codec has no known name.
+
+    Browsers play by demuxer, not by label: QuickTime files go through the MP4 demuxer (Chromium plays
+    an H.264 .mov but answers "" for `video/quicktime`), Matroska with WebM codecs through the WebM one;
+    so those are asked as `video/mp4` and `video/webm`."""
+    if media_type == "video/quicktime":
+        media_type = "video/mp4"
+    elif media_type == "video/x-matroska" and _all_webm(manifest):
+        media_type = "video/webm"
     table = {**_CODECS, **_CODECS_IN_MP4} if media_type == "video/mp4" else _CODECS
     names = [manifest.get("video_codec"), manifest.get("audio_codec")]
     codecs = [table.get(str(n)) for n in names if n]

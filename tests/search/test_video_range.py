@@ -98,12 +98,20 @@ def test_parse_range_on_an_empty_body():
             "video/x-matroska",
             'video/x-matroska; codecs="avc1.42E01E"',
         ),
+        # QuickTime is asked as MP4, Matroska with WebM codecs as WebM (what Chromium's demuxers take).
         (
             "file:///v/source.MOV",
-            {"container": "mov,mp4", "video_codec": "hevc"},
+            {"container": "mov,mp4", "video_codec": "h264", "audio_codec": "aac"},
             "video/quicktime",
-            'video/quicktime; codecs="hvc1.1.6.L93.B0"',
+            'video/mp4; codecs="avc1.42E01E, mp4a.40.2"',
         ),
+        (
+            "s3://b/v/source.mkv",
+            {"container": "matroska,webm", "video_codec": "vp9", "audio_codec": "opus"},
+            "video/x-matroska",
+            'video/webm; codecs="vp9, opus"',
+        ),
+        ("file:///v/source.mp4", {"video_codec": "hevc"}, "video/mp4", 'video/mp4; codecs="hvc1.1.6.L93.B0"'),
         ("file:///v/source.mp4", {"video_codec": "vp9"}, "video/mp4", 'video/mp4; codecs="vp09.00.10.08"'),
         ("file:///v/source.avi", {"video_codec": "mjpeg"}, "video/x-msvideo", "video/x-msvideo"),
         # No suffix: ffprobe's container name decides (matroska with WebM codecs is WebM).
