@@ -173,6 +173,110 @@ def cached_embedder(model_path: str, device: str) -> _LoadedEmbedder:
     return loaded
 
 
+# ----------------------------------------------------------------------------------- source videos
+
+# The staged source's file suffix -> its media type (the container decides, not the codec).
+MEDIA_TYPES_BY_SUFFIX = {
+    ".mp4": "video/mp4",
+    ".m4v": "video/mp4",
+    ".webm": "video/webm",
+    ".mkv": "video/x-matroska",
+    ".mov": "video/quicktime",
+    ".avi": "video/x-msvideo",
+    ".ts": "video/mp2t",
+    ".m2ts": "video/mp2t",
+    ".mts": "video/mp2t",
+    ".mpg": "video/mpeg",
+    ".mpeg": "video/mpeg",
+    ".ogv": "video/ogg",
+    ".ogg": "video/ogg",
+    ".3gp": "video/3gpp",
+    ".3g2": "video/3gpp2",
+    ".flv": "video/x-flv",
+    ".wmv": "video/x-ms-wmv",
+    ".asf": "video/x-ms-asf",
+}
+# Without a suffix: ffprobe's format name (its first name decides; matroska is refined by codec).
+MEDIA_TYPES_BY_FORMAT = {
+    "mov": "video/mp4",
+    "mp4": "video/mp4",
+    "matroska": "video/x-matroska",
+    "webm": "video/webm",
+    "avi": "video/x-msvideo",
+    "mpegts": "video/mp2t",
+    "mpeg": "video/mpeg",
+    "ogg": "video/ogg",
+    "flv": "video/x-flv",
+    "asf": "video/x-ms-asf",
+}
+# RFC 6381 codec strings for `canPlayType` (a representative profile: the manifest keeps no profile or
+# level, so the answer is a good guess; the player's error event has the last word).
+_CODECS = {
+    "h264": "avc1.42E01E",
+    "hevc": "hvc1.1.6.L93.B0",
+    "vp8": "vp8",
+    "vp9": "vp9",
+    "av1": "av01.0.05M.08",
+    "mpeg4": "mp4v.20.8",
+    "theora": "theora",
+    "aac": "mp4a.40.2",
+    "mp3": "mp3",
+    "opus": "opus",
+    "vorbis": "vorbis",
+    "flac": "flac",
+}
+_CODECS_IN_MP4 = {"vp9": "vp09.00.10.08", "opus": "opus", "mp3": "mp4a.6B", "flac": "fLaC"}
+_WEBM_CODECS = {"vp8", "vp9", "av1", "opus", "vorbis"}
+
+
+def video_media_type(source_uri: str, manifest: dict[str, Any]) -> str:
+    """The media type of a staged source (`video/mp4`, `video/webm`, `video/x-matroska`, ...): from its
+    file suffix, else from ffprobe's container name; `application/octet-stream` when neither is known."""
+    suffix = Path(source_uri.rsplit("/", 1)[-1]).suffix.lower()
+    if suffix in MEDIA_TYPES_BY_SUFFIX:
+        return MEDIA_TYPES_BY_SUFFIX[suffix]
+    first = str(manifest.get("container") or "").split(",")[0].strip().lower()
+    found = MEDIA_TYPES_BY_FORMAT.get(first, "application/octet-stream")
+    if found == "video/x-matroska" and _all_webm(manifest):
+        return "video/webm"
+    return found
+
+
+def _all_webm(manifest: dict[str, Any]) -> bool:
+    codecs = [manifest.get("video_codec"), manifest.get("audio_codec")]
+    return all(c in _WEBM_CODECS for c in codecs if c)
+
+
+def playback_type(media_type: str, manifest: dict[str, Any]) -> str:
+    """The type to ask a browser's `canPlayType` about: the media type with a `codecs` parameter, e.g.
+    `video/mp4; codecs="avc1.42E01E, mp4a.40.2"`; the bare media type when a codec has no known name.
+
+    Browsers play by demuxer, not by label: QuickTime files go through the MP4 demuxer (Chromium plays
+    an H.264 .mov but answers "" for `video/quicktime`), Matroska with WebM codecs through the WebM one;
+    so those are asked as `video/mp4` and `video/webm`."""
+    if media_type == "video/quicktime":
+        media_type = "video/mp4"
+    elif media_type == "video/x-matroska" and _all_webm(manifest):
+        media_type = "video/webm"
+    table = {**_CODECS, **_CODECS_IN_MP4} if media_type == "video/mp4" else _CODECS
+    names = [manifest.get("video_codec"), manifest.get("audio_codec")]
+    codecs = [table.get(str(n)) for n in names if n]
+    if not codecs or any(c is None for c in codecs):
+        return media_type
+    return f'{media_type}; codecs="{", ".join(c for c in codecs if c)}"'
+
+
+@dataclass(frozen=True)
+class StoredVideo:
+    """Where a video's staged source is and what it is (what the ranged video route serves)."""
+
+    uri: str
+    size: int
+    media_type: str
+    etag: str  # from the content hash: the staged source never changes under its video id
+    filename: str
+
+
 # ------------------------------------------------------------------------------------------ helpers
 
 
@@ -278,13 +382,43 @@ class SearchService:
         return row
 
     def videos(self, collection: str) -> list[dict[str, Any]]:
+        """The collection's videos, each with the media type of its staged source and the type (with
+        codecs) a browser's `canPlayType` can judge (the storage URI itself stays inside)."""
         self.require_collection(collection)
-        return self.browser.videos(collection)
+        out = self.browser.videos(collection)
+        for video in out:
+            manifest = video.pop("manifest")
+            media_type = video_media_type(video.pop("source_uri"), manifest)
+            video["media_type"] = media_type
+            video["playback_type"] = playback_type(media_type, manifest)
+        return out
 
     def require_video(self, collection: str, video_id: str) -> None:
         self.require_collection(collection)
         if not self.browser.has_video(collection, video_id):
             raise NotFoundError(f"no video {video_id[:80]!r} in collection {collection!r}")
+
+    def video_source(self, collection: str, video_id: str) -> StoredVideo:
+        """The staged source video of `video_id` (its URI, size and media type), for serving it."""
+        self.require_collection(collection)
+        row = self.catalog.get_video(collection, video_id)
+        if row is None:
+            raise NotFoundError(f"no video {video_id[:80]!r} in collection {collection!r}")
+        uri = row["source_uri"]
+        try:
+            nbytes = storage.size(uri)
+        except FileNotFoundError:
+            raise NotFoundError(f"the stored source of video {video_id[:80]!r} is missing") from None
+        manifest = row.get("manifest") or {}
+        media_type = video_media_type(uri, manifest)
+        suffix = Path(uri.rsplit("/", 1)[-1]).suffix.lower()
+        return StoredVideo(
+            uri=uri,
+            size=nbytes,
+            media_type=media_type,
+            etag=f'"sha256-{row["content_sha256"]}"',
+            filename=f"{video_id}{suffix if suffix in MEDIA_TYPES_BY_SUFFIX else ''}",
+        )
 
     def frames(self, collection: str, video_id: str, offset: int = 0, limit: int = 200) -> dict[str, Any]:
         """One page of a video's frames ordered by time, each with its objects."""

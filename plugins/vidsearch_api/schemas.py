@@ -61,6 +61,14 @@ class Video(BaseModel):
     frames: int
     objects: int
     last_run_id: str | None
+    container: str | None = Field(None, description="ffprobe's container (format) name of the source")
+    video_codec: str | None = None
+    audio_codec: str | None = None
+    media_type: str = Field(description="Content-Type of the stored source, e.g. video/mp4")
+    playback_type: str = Field(
+        description='media_type with an RFC 6381 codecs parameter for canPlayType, e.g. video/mp4; codecs="avc1.42E01E"'
+    )
+    video_url: str = Field(description="the ranged video route of this video (GET .../videos/{video_id}/video)")
 
 
 class Frame(BaseModel):

@@ -61,7 +61,8 @@ class CatalogBrowser:
         return found is not None
 
     def videos(self, collection: str) -> list[dict[str, Any]]:
-        """The collection's videos, oldest first, with their manifest facts and row counts."""
+        """The collection's videos, oldest first, with their manifest facts and row counts (and the
+        staged source's `source_uri` and the whole `manifest`, for the caller to use, not to serve)."""
         v, s, f, o = videos, segments, frames, objects
 
         def count(table: sa.Table, *where: Any) -> Any:
@@ -104,6 +105,11 @@ class CatalogBrowser:
                     "frames": r.n_frames,
                     "objects": r.n_objects,
                     "last_run_id": r.last_run_id,
+                    "container": manifest.get("container"),
+                    "video_codec": manifest.get("video_codec"),
+                    "audio_codec": manifest.get("audio_codec"),
+                    "source_uri": r.source_uri,  # where the staged source is (callers keep it inside)
+                    "manifest": manifest,
                 }
             )
         return out
