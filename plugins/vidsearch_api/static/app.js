@@ -633,7 +633,15 @@ function searchParams() {
   return {
     k: Number.isFinite(k) ? Math.min(200, Math.max(1, k)) : 20,
     min_similarity: Number.isFinite(minSim) ? Math.min(1, Math.max(-1, minSim)) : 0,
+    group: $("group-select").value === "object" ? "object" : "track",
   };
+}
+
+// A result list as objects: by track, each track's best member carrying its track (time range, size).
+function resultObjects(data) {
+  const results = data.results || [];
+  if (data.group !== "track") return results;
+  return results.map((t) => ({ ...t.best, track: t }));
 }
 
 function queryObject(o) {
@@ -669,7 +677,7 @@ async function runQuery({ quiet = false } = {}) {
       if (seq !== state.resultsSeq) return;
       $("results-heading").textContent = `Text search: “${q.q}”`;
     }
-    state.results = data.results || [];
+    state.results = resultObjects(data);
     renderQueryCard();
     renderResults();
   } catch (err) {
@@ -781,6 +789,12 @@ function renderResults() {
             el("span", { text: `${o.detector_label} ${fmt2(o.score)}` }),
           ),
         ),
+        o.track
+          ? el("p", {
+              class: "muted track-line",
+              text: `moment ${fmtTime(o.track.start_pts_s)}–${fmtTime(o.track.end_pts_s)} · ${o.track.object_count} frame${o.track.object_count === 1 ? "" : "s"}`,
+            })
+          : null,
         labelChips(o.labels),
         el(
           "p",
@@ -1100,6 +1114,7 @@ function wire() {
     e.preventDefault();
     runQuery();
   });
+  $("group-select").addEventListener("change", () => runQuery());
   $("select-all").addEventListener("click", () => {
     for (const o of state.results) state.selected.add(o.object_id);
     renderResults();
