@@ -23,7 +23,8 @@ RULES: dict[str, tuple[str, ...]] = {
     "vidsearch.params": ("vidsearch.records",),
     "vidsearch.stores": BASE,
     "vidsearch.media": (*BASE, "vidsearch.stores.storage"),
-    "vidsearch.models": (*BASE, "vidsearch.stores.storage", "vidsearch.media.bundle"),
+    "vidsearch.tracking": (),
+    "vidsearch.models": (*BASE, "vidsearch.stores.storage", "vidsearch.media.bundle", "vidsearch.tracking"),
     "vidsearch.quality": (*BASE, "vidsearch.stores.storage", "vidsearch.media"),
     "vidsearch.channels": (*BASE, "vidsearch.stores.storage", "vidsearch.media"),
     "vidsearch.pipeline": (
