@@ -393,7 +393,9 @@ def index_segment(
         index = svc.index()
         objects = tracks.with_track_ids(result.objects)
         index.upsert_segment(params.collection, segment.video_id, segment.index, objects, vectors)
-        svc.catalog.write_segment_index(params.collection, bundle, objects, result.detector_model, result.embedder_model)
+        svc.catalog.write_segment_index(
+            params.collection, bundle, objects, result.detector_model, result.embedder_model
+        )
         gate(
             svc,
             run_id,

@@ -29,16 +29,10 @@ log = logging.getLogger(__name__)
 
 
 def with_track_ids(objects: Sequence[DetectedObject]) -> list[DetectedObject]:
-    """The segment's objects with their track ids (see the module docstring)."""
-    first: dict[int, str] = {}
-    for o in sorted(objects, key=lambda o: (o.pts_s, o.object_id)):
-        if o.track is not None:
-            first.setdefault(o.track, o.object_id)
+    """One segment's objects with their track ids (see the module docstring)."""
+    ids = tracking.track_ids(objects[0].video_id, objects, []) if objects else []
     return [
-        o.model_copy(
-            update={"track_id": track_id_of(o.video_id, first[o.track] if o.track is not None else o.object_id)}
-        )
-        for o in objects
+        o.model_copy(update={"track_id": tid or track_id_of(o.video_id, o.object_id)}) for o, tid in zip(objects, ids)
     ]
 
 
@@ -49,14 +43,26 @@ class StitchSummary:
     moved: int  # objects whose track id changed
 
 
-def _parts(members: Sequence[dict[str, Any]], video_id: str) -> dict[str, list[dict[str, Any]]]:
-    """{part id: its members in time order}: a part is one segment's members of one stored track, and
-    its id is the track id of its earliest member (what index time gave it)."""
+@dataclass(frozen=True)
+class _Member:
+    """A stored object as `tracking.track_ids` reads it: `track` numbers its part within the segment."""
+
+    object_id: str
+    segment_index: int
+    pts_s: float
+    track: int
+
+
+def _parts(members: Sequence[dict[str, Any]]) -> dict[int, list[list[dict[str, Any]]]]:
+    """{segment: its parts, numbered in time order}: a part is one segment's members of one stored
+    track (or an object without one), its members in time order."""
     grouped: dict[tuple[int, str], list[dict[str, Any]]] = {}
     for m in members:  # time order
-        key = (m["segment_index"], m["track_id"] or m["object_id"])
-        grouped.setdefault(key, []).append(m)
-    return {track_id_of(video_id, rows[0]["object_id"]): rows for rows in grouped.values()}
+        grouped.setdefault((m["segment_index"], m["track_id"] or m["object_id"]), []).append(m)
+    parts: dict[int, list[list[dict[str, Any]]]] = {}
+    for (segment, _), rows in grouped.items():  # insertion order: by first member
+        parts.setdefault(segment, []).append(rows)
+    return parts
 
 
 def stitch_video(
@@ -67,74 +73,60 @@ def stitch_video(
     cfg: tracking.TrackerConfig | None = None,
 ) -> StitchSummary:
     """Join the video's tracks across segment boundaries in both stores and rebuild its `tracks`
-    rows. Only segments whose objects are searchable (done, accepted) take part."""
+    rows. Only segments whose objects are searchable (done, accepted) take part. The boundary
+    candidates and the match are `tracking.track_ends` and `tracking.stitch` (what the tracking
+    benchmark measures), the ids `tracking.track_ids`."""
     cfg = cfg or tracking.TrackerConfig()
     states = catalog.segment_states(collection, video_id)
     usable = {i for i, s in states.items() if s["state"] in USABLE_SEGMENT_STATES}
-    members = [m for m in catalog.track_members(collection, video_id) if m["segment_index"] in usable]
-    parts = _parts(members, video_id)
-    last_frame = {i: max(0, (states[i]["frame_count"] or 1) - 1) for i in usable}
+    stored = [m for m in catalog.track_members(collection, video_id) if m["segment_index"] in usable]
+    parts = _parts(stored)
+    last = {i: max(0, (states[i]["frame_count"] or 1) - 1) for i in usable}
 
-    def end_of(part: list[dict[str, Any]]) -> dict[str, Any]:
-        return part[-1]
+    def near_a_boundary(segment: int, rows: list[dict[str, Any]]) -> bool:
+        return rows[0]["frame_index"] <= cfg.max_gap or last[segment] - rows[-1]["frame_index"] <= cfg.max_gap
 
-    ending: dict[int, list[str]] = {}
-    starting: dict[int, list[str]] = {}
-    for pid, rows in parts.items():
-        seg = rows[0]["segment_index"]
-        if rows[-1]["frame_index"] >= last_frame[seg] - cfg.max_gap:
-            ending.setdefault(seg, []).append(pid)
-        if rows[0]["frame_index"] <= cfg.max_gap:
-            starting.setdefault(seg, []).append(pid)
+    # Only parts near a boundary can be joined: only their members' embeddings are fetched.
+    candidates = {
+        seg: {n: rows for n, rows in enumerate(seg_parts) if near_a_boundary(seg, rows)}
+        for seg, seg_parts in parts.items()
+    }
+    wanted = sorted({m["object_id"] for seg in candidates.values() for rows in seg.values() for m in rows})
+    vectors = index.vectors(collection, wanted) if wanted else {}
+    ends: dict[int, tuple[list[tracking.TrackEnd], list[tracking.TrackEnd]]] = {}
+    for seg, seg_parts in candidates.items():
+        with_vectors = {
+            n: [
+                tracking.PartMember(
+                    m["frame_index"],
+                    m["pts_s"],
+                    np.asarray(m["box"], dtype=np.float64),
+                    vectors[m["object_id"]],
+                    m["label"],
+                )
+                for m in rows
+            ]
+            for n, rows in seg_parts.items()
+            if all(m["object_id"] in vectors for m in rows)
+        }
+        ends[seg] = tracking.track_ends(seg, with_vectors, last[seg], cfg)
+    pairs = [
+        pair
+        for seg in sorted(usable)
+        if seg + 1 in ends and seg in ends
+        for pair in tracking.stitch(ends[seg][0], ends[seg + 1][1], cfg)
+    ]
 
-    boundary_ids = sorted(
-        {end_of(parts[p])["object_id"] for ps in ending.values() for p in ps}
-        | {parts[p][0]["object_id"] for ps in starting.values() for p in ps}
+    flat = [(m, n) for seg, seg_parts in parts.items() for n, rows in enumerate(seg_parts) for m in rows]
+    finals = tracking.track_ids(
+        video_id, [_Member(m["object_id"], m["segment_index"], m["pts_s"], n) for m, n in flat], pairs
     )
-    vectors = index.vectors(collection, boundary_ids) if boundary_ids else {}
-
-    def track_end(pid: str, member: dict[str, Any]) -> tracking.TrackEnd | None:
-        vector = vectors.get(member["object_id"])
-        if vector is None:
-            return None
-        return tracking.TrackEnd(
-            key=pid,
-            pts_s=member["pts_s"],
-            box=np.asarray(member["box"], dtype=np.float64),
-            embedding=np.asarray(vector, dtype=np.float32),
-            label=member["label"],
-        )
-
-    following: dict[str, str] = {}  # part -> the part that continues it in the next segment
-    for seg in sorted(usable):
-        if seg + 1 not in usable or seg not in ending or seg + 1 not in starting:
-            continue
-        ends = [e for p in ending[seg] if (e := track_end(p, end_of(parts[p]))) is not None]
-        starts = [e for p in starting[seg + 1] if (e := track_end(p, parts[p][0])) is not None]
-        for a, b in tracking.stitch(ends, starts, cfg):
-            following[a] = b
-
-    head_of: dict[str, str] = {}
-    continued = set(following.values())
-    for pid in sorted(parts, key=lambda p: (parts[p][0]["pts_s"], p)):
-        if pid in continued:
-            continue
-        node: str | None = pid
-        while node is not None:
-            head_of[node] = pid
-            node = following.get(node)
-
-    moved: dict[str, str] = {}
-    for pid, rows in parts.items():
-        final = head_of.get(pid, pid)
-        for m in rows:
-            if m["track_id"] != final:
-                moved[m["object_id"]] = final
+    moved = {m["object_id"]: final for (m, _), final in zip(flat, finals) if final and m["track_id"] != final}
     if moved:
         index.set_track_ids(collection, moved)
         catalog.set_track_ids(collection, moved)
     count = catalog.rebuild_tracks(collection, video_id)
-    summary = StitchSummary(tracks=count, joins=len(following), moved=len(moved))
+    summary = StitchSummary(tracks=count, joins=len(pairs), moved=len(moved))
     log.info(
         "tracks of %s: %d (%d joined across segment boundaries, %d objects moved)",
         video_id,

@@ -854,9 +854,7 @@ class Catalog:
         with transient_db_errors(), self.engine.begin() as conn:
             conn.execute(sa.delete(tracks).where(tracks.c.collection == collection, tracks.c.video_id == video_id))
             rows = conn.execute(
-                sa.select(members, voted.c.label_votes).join(
-                    voted, voted.c.track_id == members.c.track_id
-                )
+                sa.select(members, voted.c.label_votes).join(voted, voted.c.track_id == members.c.track_id)
             ).all()
             now = utc_now()
             payload = [
