@@ -234,12 +234,15 @@ def test_browse_label_propagate_and_persist(page, live_api, screenshot_dir, labe
         live_api,
         "GET",
         f"collections/{collection}/objects/{query['object_id']}/similar",
-        params={"k": 20, "min_similarity": 0},
+        params={"k": 20, "min_similarity": 0, "group": "track"},
     )
-    expected_ids = [o["object_id"] for o in similar["results"]]
+    # The UI searches by track (moments): one card per track, its best member shown.
+    expected_ids = [t["best"]["object_id"] for t in similar["results"]]
     assert len(expected_ids) >= 5, "the tiny models should give at least a few similar objects"
     expect(results).to_have_count(len(expected_ids))
     assert results.evaluate_all("items => items.map(li => li.dataset.objectId)") == expected_ids
+    first = similar["results"][0]
+    expect(results.first.locator(".track-line")).to_contain_text(f"{first['object_count']} frame")
     sims = [float(t) for t in page.locator("#results .sim").all_inner_texts()]
     assert sims == sorted(sims, reverse=True)
     assert sims[0] == pytest.approx(similar["results"][0]["similarity"], abs=1e-3)
@@ -256,6 +259,19 @@ def test_browse_label_propagate_and_persist(page, live_api, screenshot_dir, labe
     expect(results).to_have_count(3)
     page.fill("#k-input", "20")
     page.click("#refresh-results")
+    expect(results).to_have_count(len(expected_ids))
+    # Every object instead of one per track: the object search's results.
+    by_object = _api(
+        page,
+        live_api,
+        "GET",
+        f"collections/{collection}/objects/{query['object_id']}/similar",
+        params={"k": 20, "min_similarity": 0, "group": "object"},
+    )["results"]
+    page.select_option("#group-select", "object")
+    expect(results).to_have_count(len(by_object))
+    assert results.evaluate_all("items => items.map(li => li.dataset.objectId)") == [o["object_id"] for o in by_object]
+    page.select_option("#group-select", "track")
     expect(results).to_have_count(len(expected_ids))
 
     # -- label: the query object and two results positive, one more result negative ---------------
@@ -370,12 +386,14 @@ def test_text_search_shows_results(page, live_api):
         live_api,
         "GET",
         f"collections/{data['collection']}/search/text",
-        params={"q": "a red box", "k": 20, "min_similarity": -1},
+        params={"q": "a red box", "k": 20, "min_similarity": -1, "group": "track"},
     )["results"]
     assert expected
     results = page.locator("#results > li")
     expect(results).to_have_count(len(expected))
-    assert results.evaluate_all("items => items.map(li => li.dataset.objectId)") == [o["object_id"] for o in expected]
+    assert results.evaluate_all("items => items.map(li => li.dataset.objectId)") == [
+        t["best"]["object_id"] for t in expected
+    ]
     expect(page.locator("#query-card")).to_be_hidden()
     assert page.watch.errors == []
 

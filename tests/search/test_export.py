@@ -165,7 +165,7 @@ def test_coco_round_trip_through_pycocotools(api_client, seeded, tmp_path):
         assert a["area"] == pytest.approx(a["bbox"][2] * a["bbox"][3])
         assert a["iscrowd"] == 0 and a["score"] == pytest.approx(obj["score"])
         assert a["label_source"] == "human" and a["detector_label"] == obj["label"]
-        assert "track_id" in a and a["track_id"] is None  # no tracks stored yet
+        assert a["track_id"] == obj["track_id"] and a["track_id"]  # the object's stored track
         (img,) = coco.loadImgs([a["image_id"]])
         frame = seeded["frames"][(obj["video_id"], obj["segment_index"], obj["frame_index"])]
         assert (img["width"], img["height"]) == (frame["width"], frame["height"])
@@ -397,10 +397,14 @@ def test_mot_from_a_track_source(catalog, seeded, tmp_path):
     assert ids == {1: "7b6f0d6e-0000-4000-8000-000000000001"} and len(gt) == 3
 
 
-def test_mot_without_tracks_makes_every_detection_its_own_track(api_client, seeded, tmp_path):
+def test_mot_tracks_are_the_stored_tracks(api_client, seeded, tmp_path):
+    """One MOT id per stored track (`objects.track_id`), one line per detection."""
     zf = zipfile.ZipFile(io.BytesIO(_get(api_client, f"{API}/export/mot", video_id=seeded["v2"]).content))
     gt = _load_gt(zf.read(f"{seeded['v2']}/gt/gt.txt"), tmp_path)
-    assert len(gt) == len(seeded["by_video"][seeded["v2"]]) == gt.index.get_level_values("Id").nunique()
+    objects = seeded["by_video"][seeded["v2"]]
+    stored = {o["track_id"] for o in objects}
+    assert len(gt) == len(objects)
+    assert gt.index.get_level_values("Id").nunique() == len(stored) < len(objects)  # tracks join detections
 
 
 # ------------------------------------------------------------------------------------- authorisation
