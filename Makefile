@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 export PYTHONPATH := $(CURDIR)/include:$(CURDIR)/plugins
 export VIDSEARCH_DATA_DIR ?= $(CURDIR)/data
 
-.PHONY: help install system-deps venv weaviate up down status demo lint format test test-unit bench bench-search bench-gpu bench-e2e lock clean
+.PHONY: help install system-deps venv weaviate up down status demo lint format test test-unit bench bench-search bench-gpu bench-e2e bench-tracking lock clean
 
 help:
 	@echo "make demo    install everything, start the embedded stack, ingest a sample video"
@@ -16,6 +16,7 @@ help:
 	@echo "make bench   stage benchmarks (writes bench/reports/); make bench-search: search at 10k..1M objects"
 	@echo "make bench-gpu   detect+embed frames/s with full-size models on a CUDA GPU"
 	@echo "make bench-e2e   end to end through the real scheduler, next to the reference design and Pixeltable"
+	@echo "make bench-tracking   tracker IDF1/MOTA on a generated 1 fps street scene (a few seconds)"
 
 install: system-deps venv weaviate
 
@@ -75,6 +76,10 @@ bench-gpu: venv
 # Pixeltable (installed into data/bench/pixeltable-venv on first use); 1, 10 and 30-minute videos.
 bench-e2e: install
 	$(PY) bench/e2e.py $(E2E_ARGS)
+
+# Tracker quality (motmetrics MOTA, IDF1, ID switches, stitching) on generated scenes with known trajectories.
+bench-tracking: venv
+	$(PY) bench/tracking.py --seed 0 --heldout 100-109 --tune 1-5
 
 # Re-resolve requirements.in into exact pins (needs the package index).
 lock:

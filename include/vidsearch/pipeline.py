@@ -19,7 +19,7 @@ from typing import cast
 
 from pydantic import Field
 
-from vidsearch import quality
+from vidsearch import quality, tracks
 from vidsearch.errors import PermanentError, QualityGateError, one_line
 from vidsearch.media import frames, probe, sources, split
 from vidsearch.media.content import ContentRules
@@ -391,9 +391,10 @@ def index_segment(
             weaviate_collection_name(params.collection),
         )
         index = svc.index()
-        index.upsert_segment(params.collection, segment.video_id, segment.index, result.objects, vectors)
+        objects = tracks.with_track_ids(result.objects)
+        index.upsert_segment(params.collection, segment.video_id, segment.index, objects, vectors)
         svc.catalog.write_segment_index(
-            params.collection, bundle, result.objects, result.detector_model, result.embedder_model
+            params.collection, bundle, objects, result.detector_model, result.embedder_model
         )
         gate(
             svc,
@@ -427,6 +428,7 @@ class IngestSummary(Record):
     )
     objects: int
     weaviate_objects: int
+    tracks: int = Field(0, description="Tracks of the video's searchable objects, stitched across segments.")
 
 
 # Segment states that still need someone: reprocessing or a review. Finalize fails while any is left.
@@ -475,6 +477,9 @@ def finalize(svc: Services, run_id: str, params: IngestParams, video_id: str | N
         problems.append(
             f"stores disagree: {len(pg_ids - wv_ids)} objects only in Postgres, {len(wv_ids - pg_ids)} only in Weaviate"
         )
+    track_count = 0
+    if pg_ids == wv_ids and any(s["state"] in cat.USABLE_SEGMENT_STATES for s in states.values()):
+        track_count = tracks.stitch_video(svc.catalog, index, params.collection, video_id).tracks
     for state in UNRESOLVED_SEGMENT_STATES:
         hit = [s for s in states.values() if s["state"] == state.value]
         if hit:
@@ -498,6 +503,7 @@ def finalize(svc: Services, run_id: str, params: IngestParams, video_id: str | N
         frames_skipped=svc.catalog.frames_skipped(params.collection, video_id),
         objects=pg_counts["objects"],
         weaviate_objects=len(wv_ids),
+        tracks=track_count,
     )
     message = "; ".join(problems) or None
     svc.catalog.end_run(run_id, outcome, error=message, video_id=video_id, summary=summary.model_dump())

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 # Namespace for deterministic object ids. Never change it: ids in Weaviate and Postgres depend on it.
 OBJECT_NAMESPACE = uuid.UUID("6f1c1c52-7d2e-4c55-9a55-0d6a2f3e9b10")
+TRACK_NAMESPACE = uuid.UUID("0b5e6f3a-2d41-4c1e-8f7a-3c9d5b2e7a64")
 
 
 # An ingest run's segment length: seconds of video (cuts land on the next keyframe), or "auto" (chosen
@@ -162,6 +163,11 @@ class DetectedObject(Record):
         description="The segment-local track (0..n-1) the worker's tracker put this detection in; "
         "tracks are numbered by their first member in time order. None: not tracked.",
     )
+    track_id: str | None = Field(
+        None,
+        description="The video-wide track (`track_id_of`): set at index time from the segment-local "
+        "track, replaced at finalize where tracks are stitched across segment boundaries.",
+    )
 
 
 class DetectEmbedResult(Record):
@@ -185,6 +191,12 @@ def object_id(video_id: str, segment_index: int, pts_s: float, box: Box) -> str:
     """Deterministic id: the same detection in a re-run gets the same id (an overwrite, not a copy)."""
     name = f"{video_id}/{segment_index}/{pts_s:.6f}/{box.x0:.2f},{box.y0:.2f},{box.x1:.2f},{box.y1:.2f}"
     return str(uuid.uuid5(OBJECT_NAMESPACE, name))
+
+
+def track_id_of(video_id: str, first_object_id: str) -> str:
+    """Deterministic track id: uuid5 of the video and the track's earliest member, so re-runs (and
+    re-stitching) give the same ids."""
+    return str(uuid.uuid5(TRACK_NAMESPACE, f"{video_id}/{first_object_id}"))
 
 
 def format_ts(seconds: float) -> str:

@@ -74,6 +74,10 @@ MAX_PROPAGATION_HITS = 100_000
 _SCORE_CHUNK = 2_000
 # Id lists up to this size are sent to Weaviate as filters; longer ones are applied afterwards.
 MAX_ID_FILTER = 2_000
+# Results grouped by track: the first fetch takes this many objects per wanted track (members of one
+# track are near-identical, so they crowd the nearest neighbours), then doubles as usual.
+TRACK_OVERFETCH = 10
+GROUPS = ("object", "track")
 SEARCH_DEVICE_ENV = "VIDSEARCH_SEARCH_DEVICE"
 # The in-memory JPEG caches of the API process, in MiB (besides their entry counts).
 CROP_CACHE_MB_ENV = "VIDSEARCH_CROP_CACHE_MB"
@@ -167,6 +171,110 @@ def cached_embedder(model_path: str, device: str) -> _LoadedEmbedder:
             loaded = _LoadedEmbedder(Embedder(model_path, device=device), threading.Lock())
             _EMBEDDERS[key] = loaded
     return loaded
+
+
+# ----------------------------------------------------------------------------------- source videos
+
+# The staged source's file suffix -> its media type (the container decides, not the codec).
+MEDIA_TYPES_BY_SUFFIX = {
+    ".mp4": "video/mp4",
+    ".m4v": "video/mp4",
+    ".webm": "video/webm",
+    ".mkv": "video/x-matroska",
+    ".mov": "video/quicktime",
+    ".avi": "video/x-msvideo",
+    ".ts": "video/mp2t",
+    ".m2ts": "video/mp2t",
+    ".mts": "video/mp2t",
+    ".mpg": "video/mpeg",
+    ".mpeg": "video/mpeg",
+    ".ogv": "video/ogg",
+    ".ogg": "video/ogg",
+    ".3gp": "video/3gpp",
+    ".3g2": "video/3gpp2",
+    ".flv": "video/x-flv",
+    ".wmv": "video/x-ms-wmv",
+    ".asf": "video/x-ms-asf",
+}
+# Without a suffix: ffprobe's format name (its first name decides; matroska is refined by codec).
+MEDIA_TYPES_BY_FORMAT = {
+    "mov": "video/mp4",
+    "mp4": "video/mp4",
+    "matroska": "video/x-matroska",
+    "webm": "video/webm",
+    "avi": "video/x-msvideo",
+    "mpegts": "video/mp2t",
+    "mpeg": "video/mpeg",
+    "ogg": "video/ogg",
+    "flv": "video/x-flv",
+    "asf": "video/x-ms-asf",
+}
+# RFC 6381 codec strings for `canPlayType` (a representative profile: the manifest keeps no profile or
+# level, so the answer is a good guess; the player's error event has the last word).
+_CODECS = {
+    "h264": "avc1.42E01E",
+    "hevc": "hvc1.1.6.L93.B0",
+    "vp8": "vp8",
+    "vp9": "vp9",
+    "av1": "av01.0.05M.08",
+    "mpeg4": "mp4v.20.8",
+    "theora": "theora",
+    "aac": "mp4a.40.2",
+    "mp3": "mp3",
+    "opus": "opus",
+    "vorbis": "vorbis",
+    "flac": "flac",
+}
+_CODECS_IN_MP4 = {"vp9": "vp09.00.10.08", "opus": "opus", "mp3": "mp4a.6B", "flac": "fLaC"}
+_WEBM_CODECS = {"vp8", "vp9", "av1", "opus", "vorbis"}
+
+
+def video_media_type(source_uri: str, manifest: dict[str, Any]) -> str:
+    """The media type of a staged source (`video/mp4`, `video/webm`, `video/x-matroska`, ...): from its
+    file suffix, else from ffprobe's container name; `application/octet-stream` when neither is known."""
+    suffix = Path(source_uri.rsplit("/", 1)[-1]).suffix.lower()
+    if suffix in MEDIA_TYPES_BY_SUFFIX:
+        return MEDIA_TYPES_BY_SUFFIX[suffix]
+    first = str(manifest.get("container") or "").split(",")[0].strip().lower()
+    found = MEDIA_TYPES_BY_FORMAT.get(first, "application/octet-stream")
+    if found == "video/x-matroska" and _all_webm(manifest):
+        return "video/webm"
+    return found
+
+
+def _all_webm(manifest: dict[str, Any]) -> bool:
+    codecs = [manifest.get("video_codec"), manifest.get("audio_codec")]
+    return all(c in _WEBM_CODECS for c in codecs if c)
+
+
+def playback_type(media_type: str, manifest: dict[str, Any]) -> str:
+    """The type to ask a browser's `canPlayType` about: the media type with a `codecs` parameter, e.g.
+    `video/mp4; codecs="avc1.42E01E, mp4a.40.2"`; the bare media type when a codec has no known name.
+
+    Browsers play by demuxer, not by label: QuickTime files go through the MP4 demuxer (Chromium plays
+    an H.264 .mov but answers "" for `video/quicktime`), Matroska with WebM codecs through the WebM one;
+    so those are asked as `video/mp4` and `video/webm`."""
+    if media_type == "video/quicktime":
+        media_type = "video/mp4"
+    elif media_type == "video/x-matroska" and _all_webm(manifest):
+        media_type = "video/webm"
+    table = {**_CODECS, **_CODECS_IN_MP4} if media_type == "video/mp4" else _CODECS
+    names = [manifest.get("video_codec"), manifest.get("audio_codec")]
+    codecs = [table.get(str(n)) for n in names if n]
+    if not codecs or any(c is None for c in codecs):
+        return media_type
+    return f'{media_type}; codecs="{", ".join(c for c in codecs if c)}"'
+
+
+@dataclass(frozen=True)
+class StoredVideo:
+    """Where a video's staged source is and what it is (what the ranged video route serves)."""
+
+    uri: str
+    size: int
+    media_type: str
+    etag: str  # from the content hash: the staged source never changes under its video id
+    filename: str
 
 
 # ------------------------------------------------------------------------------------------ helpers
@@ -274,13 +382,43 @@ class SearchService:
         return row
 
     def videos(self, collection: str) -> list[dict[str, Any]]:
+        """The collection's videos, each with the media type of its staged source and the type (with
+        codecs) a browser's `canPlayType` can judge (the storage URI itself stays inside)."""
         self.require_collection(collection)
-        return self.browser.videos(collection)
+        out = self.browser.videos(collection)
+        for video in out:
+            manifest = video.pop("manifest")
+            media_type = video_media_type(video.pop("source_uri"), manifest)
+            video["media_type"] = media_type
+            video["playback_type"] = playback_type(media_type, manifest)
+        return out
 
     def require_video(self, collection: str, video_id: str) -> None:
         self.require_collection(collection)
         if not self.browser.has_video(collection, video_id):
             raise NotFoundError(f"no video {video_id[:80]!r} in collection {collection!r}")
+
+    def video_source(self, collection: str, video_id: str) -> StoredVideo:
+        """The staged source video of `video_id` (its URI, size and media type), for serving it."""
+        self.require_collection(collection)
+        row = self.catalog.get_video(collection, video_id)
+        if row is None:
+            raise NotFoundError(f"no video {video_id[:80]!r} in collection {collection!r}")
+        uri = row["source_uri"]
+        try:
+            nbytes = storage.size(uri)
+        except FileNotFoundError:
+            raise NotFoundError(f"the stored source of video {video_id[:80]!r} is missing") from None
+        manifest = row.get("manifest") or {}
+        media_type = video_media_type(uri, manifest)
+        suffix = Path(uri.rsplit("/", 1)[-1]).suffix.lower()
+        return StoredVideo(
+            uri=uri,
+            size=nbytes,
+            media_type=media_type,
+            etag=f'"sha256-{row["content_sha256"]}"',
+            filename=f"{video_id}{suffix if suffix in MEDIA_TYPES_BY_SUFFIX else ''}",
+        )
 
     def frames(self, collection: str, video_id: str, offset: int = 0, limit: int = 200) -> dict[str, Any]:
         """One page of a video's frames ordered by time, each with its objects."""
@@ -347,8 +485,13 @@ class SearchService:
         detector_label: str | None,
         label: str | None,
         exclude: set[str],
+        group: str = "object",
+        exclude_track: str | None = None,
     ) -> list[dict[str, Any]]:
-        """Objects nearest to `vector` (Object + similarity), best first, after every filter."""
+        """Objects nearest to `vector` (Object + similarity), best first, after every filter; with
+        `group="track"`, tracks instead (see `_tracks`), each once, ranked by their best member."""
+        if group not in GROUPS:
+            raise InputError(f"group must be one of {', '.join(GROUPS)}, got {group!r}")
         if not 1 <= k <= MAX_K:
             raise InputError(f"k must be between 1 and {MAX_K}, got {k}")
         _check_range("min_similarity", min_similarity, -1.0, 1.0)
@@ -369,12 +512,15 @@ class SearchService:
             exclude_filter = sorted(exclude)
             post_exclude = set()
 
-        # Over-fetch: what the post-filters may remove, then double until k survive or nothing is left.
+        # Over-fetch: what the post-filters may remove (and, by track, the members of tracks already
+        # found), then double until k survive or nothing is left.
         fetch = k + len(post_exclude)
         if allowed is not None and len(allowed) > MAX_ID_FILTER:
             fetch = max(fetch, 4 * k)
+        if group == "track":
+            fetch = max(fetch, TRACK_OVERFETCH * k)
         while True:
-            hits = self.index.near(
+            hits = self.index.near_with_tracks(
                 collection,
                 vector,
                 fetch,
@@ -384,18 +530,43 @@ class SearchService:
                 ids=ids_filter,
                 exclude_ids=exclude_filter,
             )
-            kept = [(oid, sim) for oid, sim in hits if oid not in exclude and (allowed is None or oid in allowed)]
+            kept = [h for h in hits if h[0] not in exclude and (allowed is None or h[0] in allowed)]
+            if group == "track":
+                kept = _best_per_track(kept, exclude_track)
             if len(kept) >= k or len(hits) < min(fetch, MAX_QUERY_RESULTS) or fetch >= MAX_QUERY_RESULTS:
                 break
             fetch = min(fetch * 2, MAX_QUERY_RESULTS)
         kept = kept[:k]
-        objs = self.objects_by_id(collection, [oid for oid, _ in kept])
+        objs = self.objects_by_id(collection, [oid for oid, _, _ in kept])
         results = []
-        for oid, sim in kept:
+        for oid, sim, _ in kept:
             obj = objs.get(oid)
             if obj is not None:  # in Weaviate but not (yet) in Postgres: mid-ingest, skip it
                 results.append({**obj, "similarity": sim})
-        return results
+        return self._tracks(collection, results) if group == "track" else results
+
+    def _tracks(self, collection: str, best: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Track results from their best members: track id, video, time range, member count,
+        detector label and the best member (Object + similarity). A track finalize has not written
+        yet (mid-ingest) is described by its best member alone."""
+        rows = self.catalog.tracks_by_id(collection, [o["track_id"] for o in best if o.get("track_id")])
+        out = []
+        for obj in best:
+            track_id = obj.get("track_id") or obj["object_id"]
+            row = rows.get(track_id)
+            out.append(
+                {
+                    "track_id": track_id,
+                    "video_id": obj["video_id"],
+                    "start_pts_s": row["start_pts_s"] if row else obj["pts_s"],
+                    "end_pts_s": row["end_pts_s"] if row else obj["pts_s"],
+                    "object_count": row["object_count"] if row else 1,
+                    "label": row["label"] if row else obj["detector_label"],
+                    "similarity": obj["similarity"],
+                    "best": obj,
+                }
+            )
+        return out
 
     def similar(
         self,
@@ -407,11 +578,13 @@ class SearchService:
         video_id: str | None = None,
         detector_label: str | None = None,
         label: str | None = None,
+        group: str = "object",
     ) -> dict[str, Any]:
         """The query object's nearest neighbours by its stored vector.
 
         Excluded: the query object itself, and objects labeled negative for any label the query
-        object carries positively.
+        object carries positively; by track (`group="track"`), the query object's own track too
+        (its members are the same thing seen in neighbouring frames).
         """
         self.require_collection(collection)
         query = self.get_object(collection, object_id)
@@ -431,6 +604,8 @@ class SearchService:
             detector_label=detector_label,
             label=label,
             exclude=exclude,
+            group=group,
+            exclude_track=query.get("track_id"),
         )
         return {"query": query, "results": results}
 
@@ -461,6 +636,7 @@ class SearchService:
         video_id: str | None = None,
         detector_label: str | None = None,
         label: str | None = None,
+        group: str = "object",
     ) -> dict[str, Any]:
         if not isinstance(q, str) or not 1 <= len(q) <= MAX_TEXT:
             raise InputError(f"q must be 1-{MAX_TEXT} characters")
@@ -483,6 +659,7 @@ class SearchService:
             detector_label=detector_label,
             label=label,
             exclude=set(),
+            group=group,
         )
         return {"query": q, "results": results}
 
@@ -630,6 +807,21 @@ class SearchService:
         """Remove the labels this propagation stored (and still owns). Undoing twice removes nothing."""
         self.require_collection(collection)
         return self.labels.undo_propagation(collection, _uuid(propagation_id, "propagation id"), actor)
+
+
+def _best_per_track(
+    hits: Sequence[tuple[str, float, str | None]], exclude_track: str | None
+) -> list[tuple[str, float, str | None]]:
+    """The best hit of each track (hits best first; an object without a track is its own)."""
+    seen: set[str] = set()
+    out = []
+    for oid, sim, track in hits:
+        key = track or oid
+        if key in seen or (exclude_track is not None and key == exclude_track):
+            continue
+        seen.add(key)
+        out.append((oid, sim, track))
+    return out
 
 
 def _normalised(matrix: np.ndarray) -> np.ndarray:

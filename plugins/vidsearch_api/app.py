@@ -29,6 +29,7 @@ from fastapi.responses import JSONResponse
 from vidsearch.errors import InputError, ModelUnavailableError, NotFoundError, TransientError
 from vidsearch.search import SearchService
 
+from vidsearch_api.export_routes import router as export_router
 from vidsearch_api.routes import router, ui_router
 from vidsearch_api.work import BoundedWork
 
@@ -115,6 +116,7 @@ def create_app(services_factory: Callable[[], Any]) -> FastAPI:
         )
 
     app.include_router(router)
+    app.include_router(export_router)
     app.include_router(ui_router)
     return app
 

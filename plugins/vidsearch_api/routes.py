@@ -14,14 +14,15 @@ from __future__ import annotations
 import html
 import urllib.parse
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request
-from fastapi.responses import FileResponse, HTMLResponse, Response
+from fastapi.responses import FileResponse, HTMLResponse, Response, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials
 from starlette.concurrency import run_in_threadpool
 from vidsearch.errors import NotFoundError
 from vidsearch.search import MAX_K, MAX_LABEL_NAME, MAX_TEXT, SearchService
+from vidsearch.stores import storage
 
 from vidsearch_api.dependencies import (
     bearer_scheme,
@@ -31,6 +32,7 @@ from vidsearch_api.dependencies import (
     search_service,
     write_actor,
 )
+from vidsearch_api.ranges import Unsatisfiable, parse_range
 from vidsearch_api.schemas import (
     Collection,
     Event,
@@ -53,6 +55,12 @@ from vidsearch_api.work import BoundedWork
 
 STATIC_DIR = Path(__file__).resolve().with_name("static")
 JPEG: dict[int | str, dict[str, Any]] = {200: {"content": {"image/jpeg": {}}}}
+VIDEO: dict[int | str, dict[str, Any]] = {
+    200: {"description": "the whole stored source video", "content": {"video/*": {}}},
+    206: {"description": "one byte range of it (`Range: bytes=a-b`, `a-` or `-n`)", "content": {"video/*": {}}},
+    416: {"description": "no requested range overlaps the video (`Content-Range: bytes */size`)"},
+}
+VIDEO_CHUNK = 256 * 1024  # bytes per read from storage (and per write to the client)
 
 Service = Annotated[SearchService, Depends(search_service)]
 Actor = Annotated[str, Depends(write_actor)]
@@ -94,8 +102,42 @@ def list_collections(svc: Service) -> Any:
 
 
 @router.get("/collections/{c}/videos", response_model=list[Video])
-def list_videos(c: str, svc: Service) -> Any:
-    return svc.videos(c)
+def list_videos(request: Request, c: str, svc: Service) -> Any:
+    base = f"{_root_of(request)}/api/collections/{_quote(c)}/videos"
+    return [{**v, "video_url": f"{base}/{_quote(v['video_id'])}/video"} for v in svc.videos(c)]
+
+
+@router.get("/collections/{c}/videos/{video_id}/video", response_class=Response, responses=VIDEO)
+def video_file(request: Request, c: str, video_id: str, svc: Service) -> Response:
+    """The stored source video, streamed from object storage, with byte ranges (`ranges.py`): what an
+    HTML5 `<video>` element plays and seeks in. The body is read in chunks, never held in memory."""
+    video = svc.video_source(c, video_id)
+    size = video.size
+    headers = {
+        "Accept-Ranges": "bytes",
+        "ETag": video.etag,
+        "Cache-Control": "private, max-age=3600",
+        "Content-Disposition": f'inline; filename="{video.filename}"',
+        "X-Content-Type-Options": "nosniff",  # never sniffed into something the origin would run
+        "Content-Security-Policy": "default-src 'none'; sandbox",  # opened on its own: inert
+    }
+    wanted = request.headers.get("range")
+    if_range = request.headers.get("if-range")
+    if wanted is not None and if_range is not None and if_range.strip() != video.etag:
+        wanted = None  # the client's copy is another version: send it all (RFC 9110 §13.1.5)
+    try:
+        span = parse_range(wanted, size)
+    except Unsatisfiable:
+        return Response(status_code=416, headers={**headers, "Content-Range": f"bytes */{size}"})
+    if span is None:
+        start, end, status = 0, size - 1, 200
+    else:
+        (start, end), status = span, 206
+        headers["Content-Range"] = f"bytes {start}-{end}/{size}"
+    length = end - start + 1
+    headers["Content-Length"] = str(length)
+    body = storage.iter_range(video.uri, start, length, VIDEO_CHUNK)
+    return StreamingResponse(body, status_code=status, media_type=video.media_type, headers=headers)
 
 
 @router.get("/collections/{c}/videos/{video_id}/frames", response_model=FramePage)
@@ -141,6 +183,9 @@ def search_options(
     video_id: str | None = Query(None, max_length=200),
     detector_label: str | None = Query(None, max_length=200),
     label: str | None = Query(None, min_length=1, max_length=MAX_LABEL_NAME),
+    group: Literal["object", "track"] = Query(
+        "object", description="object: one result per object; track: one per track (a moment), by its best member"
+    ),
 ) -> dict[str, Any]:
     """The query parameters every search takes, as keyword arguments of the search service
     (empty video and detector-label filters mean no filter)."""
@@ -150,6 +195,7 @@ def search_options(
         video_id=video_id or None,
         detector_label=detector_label or None,
         label=label,
+        group=group,
     )
 
 
@@ -161,7 +207,8 @@ def similar(request: Request, c: str, object_id: str, svc: Service, options: Sea
     out = svc.similar(c, object_id, **options)
     return {
         "query": _with_urls(request, c, out["query"]),
-        "results": [_with_urls(request, c, o) for o in out["results"]],
+        "group": options["group"],
+        "results": _results_with_urls(request, c, out["results"], options["group"]),
     }
 
 
@@ -174,7 +221,17 @@ def text_search(
     options: SearchOptions,
 ) -> Any:
     out = svc.text_search(c, q, **options)
-    return {"query": out["query"], "results": [_with_urls(request, c, o) for o in out["results"]]}
+    return {
+        "query": out["query"],
+        "group": options["group"],
+        "results": _results_with_urls(request, c, out["results"], options["group"]),
+    }
+
+
+def _results_with_urls(request: Request, c: str, results: list[dict[str, Any]], group: str) -> list[dict[str, Any]]:
+    if group == "track":
+        return [{**t, "best": _with_urls(request, c, t["best"])} for t in results]
+    return [_with_urls(request, c, o) for o in results]
 
 
 # -- labels ------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ OpenAPI schema, request validation and the service check the same facts.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 from vidsearch.search import MAX_LABEL_IDS, MAX_LABEL_NAME, MAX_PROPAGATION_LIMIT
@@ -30,6 +30,7 @@ class Object(BaseModel):
     box: list[float] = Field(description="[x0, y0, x1, y1] in display pixels")
     detector_label: str
     score: float
+    track_id: str | None = Field(None, description="the track the object belongs to (None: indexed before tracks)")
     crop_url: str
     labels: list[Label]
 
@@ -60,6 +61,14 @@ class Video(BaseModel):
     frames: int
     objects: int
     last_run_id: str | None
+    container: str | None = Field(None, description="ffprobe's container (format) name of the source")
+    video_codec: str | None = None
+    audio_codec: str | None = None
+    media_type: str = Field(description="Content-Type of the stored source, e.g. video/mp4")
+    playback_type: str = Field(
+        description='media_type with an RFC 6381 codecs parameter for canPlayType, e.g. video/mp4; codecs="avc1.42E01E"'
+    )
+    video_url: str = Field(description="the ranged video route of this video (GET .../videos/{video_id}/video)")
 
 
 class Frame(BaseModel):
@@ -77,14 +86,29 @@ class FramePage(BaseModel):
     frames: list[Frame]
 
 
+class TrackResult(BaseModel):
+    """A moment: one track (an object followed across frames), found through its best member."""
+
+    track_id: str
+    video_id: str
+    start_pts_s: float = Field(description="first member's time, seconds from the video start")
+    end_pts_s: float = Field(description="last member's time")
+    object_count: int = Field(description="members: one detection per sampled frame it was seen in")
+    label: str = Field(description="the detector label most of its members carry")
+    similarity: float = Field(description="the best member's cosine similarity to the query")
+    best: ScoredObject
+
+
 class SimilarResults(BaseModel):
     query: Object
-    results: list[ScoredObject]
+    group: Literal["object", "track"] = "object"
+    results: list[ScoredObject] | list[TrackResult]
 
 
 class TextResults(BaseModel):
     query: str
-    results: list[ScoredObject]
+    group: Literal["object", "track"] = "object"
+    results: list[ScoredObject] | list[TrackResult]
 
 
 class LabelCount(BaseModel):

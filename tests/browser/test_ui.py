@@ -8,7 +8,10 @@ Covers: picking the collection and video, scrubbing frames (keys, buttons, slide
 the frame at the displayed scale, finding similar objects from a box (mouse and keyboard), labeling
 objects positive and negative under a name full of HTML (which must stay text), the live propagation
 preview and propagating, the labels persisting across a reload, undoing a propagation, and the login
-message for a browser without a session (and for one whose session ends while the page is open).
+message for a browser without a session (and for one whose session ends while the page is open);
+the video player (an object's video from the ranged video route at its `pts_s`, its box over the
+picture, keyboard use, Escape) and its fallback for a source this browser cannot play. The test video
+(the pipeline-ingested H.264 MP4) plays in Debian's Chromium as it is: no extra rendition is generated.
 
 Uses Debian's Chromium (/usr/bin/chromium); Playwright's own browsers are not needed.
 """
@@ -231,12 +234,15 @@ def test_browse_label_propagate_and_persist(page, live_api, screenshot_dir, labe
         live_api,
         "GET",
         f"collections/{collection}/objects/{query['object_id']}/similar",
-        params={"k": 20, "min_similarity": 0},
+        params={"k": 20, "min_similarity": 0, "group": "track"},
     )
-    expected_ids = [o["object_id"] for o in similar["results"]]
+    # The UI searches by track (moments): one card per track, its best member shown.
+    expected_ids = [t["best"]["object_id"] for t in similar["results"]]
     assert len(expected_ids) >= 5, "the tiny models should give at least a few similar objects"
     expect(results).to_have_count(len(expected_ids))
     assert results.evaluate_all("items => items.map(li => li.dataset.objectId)") == expected_ids
+    first = similar["results"][0]
+    expect(results.first.locator(".track-line")).to_contain_text(f"{first['object_count']} frame")
     sims = [float(t) for t in page.locator("#results .sim").all_inner_texts()]
     assert sims == sorted(sims, reverse=True)
     assert sims[0] == pytest.approx(similar["results"][0]["similarity"], abs=1e-3)
@@ -253,6 +259,19 @@ def test_browse_label_propagate_and_persist(page, live_api, screenshot_dir, labe
     expect(results).to_have_count(3)
     page.fill("#k-input", "20")
     page.click("#refresh-results")
+    expect(results).to_have_count(len(expected_ids))
+    # Every object instead of one per track: the object search's results.
+    by_object = _api(
+        page,
+        live_api,
+        "GET",
+        f"collections/{collection}/objects/{query['object_id']}/similar",
+        params={"k": 20, "min_similarity": 0, "group": "object"},
+    )["results"]
+    page.select_option("#group-select", "object")
+    expect(results).to_have_count(len(by_object))
+    assert results.evaluate_all("items => items.map(li => li.dataset.objectId)") == [o["object_id"] for o in by_object]
+    page.select_option("#group-select", "track")
     expect(results).to_have_count(len(expected_ids))
 
     # -- label: the query object and two results positive, one more result negative ---------------
@@ -367,12 +386,14 @@ def test_text_search_shows_results(page, live_api):
         live_api,
         "GET",
         f"collections/{data['collection']}/search/text",
-        params={"q": "a red box", "k": 20, "min_similarity": -1},
+        params={"q": "a red box", "k": 20, "min_similarity": -1, "group": "track"},
     )["results"]
     assert expected
     results = page.locator("#results > li")
     expect(results).to_have_count(len(expected))
-    assert results.evaluate_all("items => items.map(li => li.dataset.objectId)") == [o["object_id"] for o in expected]
+    assert results.evaluate_all("items => items.map(li => li.dataset.objectId)") == [
+        t["best"]["object_id"] for t in expected
+    ]
     expect(page.locator("#query-card")).to_be_hidden()
     assert page.watch.errors == []
 
@@ -407,3 +428,172 @@ def test_session_ending_while_open_shows_login_message(page, live_api):
     page.press("#text-query", "Enter")
     expect(page.locator("#auth-message")).to_be_visible()
     expect(page.locator("#login-link")).to_have_attribute("href", re.compile(r"^/auth/login\?next="))
+
+
+# ----------------------------------------------------------------------------------- video player
+
+
+def _busiest_frame(page, live_api):
+    data = live_api.data
+    frames = _api(page, live_api, "GET", f"collections/{data['collection']}/videos/{data['video_id']}/frames")
+    index = max(range(len(frames["frames"])), key=lambda i: len(frames["frames"][i]["objects"]))
+    # Not the first frame: the player has to seek to it.
+    index = index if frames["frames"][index]["pts_s"] > 0.5 else len(frames["frames"]) // 2
+    return index, frames["frames"][index]
+
+
+def _player_at_object(page, obj, width: int, height: int, frame_rate: float) -> None:
+    """The player is open on `obj`, its video at the object's frame, the box drawn over the picture
+    where the object is, scaled to the displayed size."""
+    dialog = page.locator("#player")
+    expect(dialog).to_be_visible()
+    expect(dialog).to_have_attribute("data-object-id", obj["object_id"])
+    expect(dialog).to_have_attribute("data-state", "ready")
+    current = page.evaluate("document.getElementById('player-video').currentTime")
+    assert current == pytest.approx(obj["pts_s"], abs=min(0.1, 1 / frame_rate)), (current, obj["pts_s"])
+    box = page.locator("#player-box")
+    expect(box).to_be_visible()
+    expect(dialog).to_have_attribute("data-box-visible", "true")
+    expect(box).to_contain_text(obj["detector_label"])
+    shown = page.locator("#player-video").bounding_box()
+    assert shown["width"] / shown["height"] == pytest.approx(width / height, rel=0.02)
+    sx, sy = shown["width"] / width, shown["height"] / height
+    got = box.bounding_box()
+    x0, y0, x1, y1 = obj["box"]
+    assert got["x"] == pytest.approx(shown["x"] + x0 * sx, abs=2)
+    assert got["y"] == pytest.approx(shown["y"] + y0 * sy, abs=2)
+    assert got["width"] == pytest.approx((x1 - x0) * sx, abs=2)
+    assert got["height"] == pytest.approx((y1 - y0) * sy, abs=2)
+    # The picture is really decoded, not just the metadata.
+    assert page.evaluate("document.getElementById('player-video').videoWidth") == width
+
+
+def test_this_chromium_plays_the_stored_source(page, live_api):
+    """What Debian's Chromium here plays: the ingested H.264 MP4 (the test video) decodes; so do VP9 in
+    WebM; HEVC does not (the player falls back to a download link for it)."""
+    data = live_api.data
+    _open(page, live_api, data["collection"], data["video_id"])
+    (video,) = _api(page, live_api, "GET", f"collections/{data['collection']}/videos")
+    support = page.evaluate(
+        """types => types.map(t => document.createElement('video').canPlayType(t))""",
+        [video["playback_type"], 'video/webm; codecs="vp9"', 'video/mp4; codecs="hvc1.1.6.L93.B0"'],
+    )
+    assert support[0] == "probably" and support[1] == "probably", support
+    print(f"canPlayType: {video['playback_type']} -> {support[0]}; vp9/webm -> {support[1]}; hevc -> {support[2]!r}")
+
+
+def test_playing_an_object_opens_its_video_at_its_frame_with_its_box(page, live_api, screenshot_dir):
+    data = live_api.data
+    collection, video_id = data["collection"], data["video_id"]
+    (video,) = _api(page, live_api, "GET", f"collections/{collection}/videos")
+    index, frame = _busiest_frame(page, live_api)
+    _open(page, live_api, collection, video_id)
+    page.fill("#frame-slider", str(index))
+    expect(page.locator("#frame-info")).to_contain_text(f"Frame {index + 1} /")
+    # The smallest box: the viewer draws it on top, so it is clickable.
+    obj = min(frame["objects"], key=lambda o: (o["box"][2] - o["box"][0]) * (o["box"][3] - o["box"][1]))
+
+    # A box clicked: its query card offers to play the video there.
+    page.locator(f'#boxes .box[data-object-id="{obj["object_id"]}"]').click()
+    expect(page.locator("#query-card")).to_have_attribute("data-object-id", obj["object_id"])
+    play = page.locator("#query-card button.play")
+    play.click()
+    _player_at_object(page, obj, frame["width"], frame["height"], video["frame_rate"])
+    screenshot = screenshot_dir / "ui-player.png"
+    page.screenshot(path=str(screenshot))
+    print(f"screenshot: {screenshot}")
+
+    # Playing on: the box belongs to its frame and goes; "Back to the object's frame" brings both back.
+    page.evaluate("document.getElementById('player-video').play()")
+    page.wait_for_function(f"document.getElementById('player-video').currentTime > {obj['pts_s'] + 0.3}")
+    page.evaluate("document.getElementById('player-video').pause()")
+    expect(page.locator("#player-box")).to_be_hidden()
+    page.click("#player-seek")
+    expect(page.locator("#player-box")).to_be_visible()
+    # The box can be switched off and on.
+    page.uncheck("#player-box-toggle")
+    expect(page.locator("#player-box")).to_be_hidden()
+    page.check("#player-box-toggle")
+    expect(page.locator("#player-box")).to_be_visible()
+
+    # Escape closes it, stops the video and gives the focus back to the button that opened it.
+    page.keyboard.press("Escape")
+    expect(page.locator("#player")).to_be_hidden()
+    page.wait_for_function("document.getElementById('player-video').getAttribute('src') === null")  # on `close`
+    expect(play).to_be_focused()
+
+    # A search result's Play button: that result's object, at its own time.
+    results = page.locator("#results > li")
+    expect(results.first).to_be_visible()
+    result_id = results.nth(0).get_attribute("data-object-id")
+    result = _api(page, live_api, "GET", f"collections/{collection}/objects/{result_id}")
+    results.nth(0).locator("button.play").click()
+    _player_at_object(page, result, video["width"], video["height"], video["frame_rate"])
+    page.click("#player-close")
+    expect(page.locator("#player")).to_be_hidden()
+
+    # Keyboard only: Tab to a box, P plays it; the player's controls take the focus; Escape closes.
+    box = page.locator(f'#boxes .box[data-object-id="{obj["object_id"]}"]')
+    box.focus()
+    page.keyboard.press("p")
+    _player_at_object(page, obj, frame["width"], frame["height"], video["frame_rate"])
+    assert page.evaluate("document.activeElement.id") == "player-video"
+    page.keyboard.press("ArrowLeft")  # the video's keys, not the frame viewer's
+    expect(page.locator("#frame-info")).to_contain_text(f"Frame {index + 1} /")
+    page.keyboard.press("Escape")
+    expect(page.locator("#player")).to_be_hidden()
+    expect(box).to_be_focused()
+    assert page.watch.errors == []
+
+
+def test_a_source_this_browser_cannot_play_gets_a_message_and_a_download_link(page, live_api):
+    """A codec canPlayType refuses (HEVC here), and a file the media element fails to decode: the player
+    says so and links the file instead of showing a black box."""
+    data = live_api.data
+    collection, video_id = data["collection"], data["video_id"]
+    videos_url = f"{live_api.base_url}api/collections/{collection}/videos"
+
+    def hevc(route):
+        response = route.fetch()
+        body = response.json()
+        for v in body:
+            v["video_codec"] = "hevc"
+            v["playback_type"] = 'video/mp4; codecs="hvc1.1.6.L93.B0"'
+        route.fulfill(response=response, json=body)
+
+    page.route(videos_url, hevc)
+    _open(page, live_api, collection, video_id)
+    page.locator("#boxes .box").first.focus()  # a box, by keyboard (the mouse may hit one on top)
+    page.keyboard.press("Enter")
+    page.locator("#query-card button.play").click()
+    dialog = page.locator("#player")
+    expect(dialog).to_have_attribute("data-state", "unplayable")
+    expect(page.locator("#player-unplayable")).to_be_visible()
+    expect(page.locator("#player-reason")).to_contain_text("cannot play")
+    expect(page.locator("#player-reason")).to_contain_text("hevc")
+    link = page.locator("#player-download")
+    expect(link).to_have_attribute("href", re.compile(rf"/api/collections/{collection}/videos/{video_id}/video$"))
+    expect(link).to_be_focused()
+    expect(page.locator("#player-video")).to_be_hidden()
+    # The link fetches the real file (same-origin, with the session's cookie).
+    response = page.context.request.get(link.get_attribute("href"))
+    assert response.status == 200 and response.headers["content-type"] == "video/mp4"
+    # "Show the object's frame" closes the player and shows the frame in the viewer.
+    page.click("#player-show-frame")
+    expect(dialog).to_be_hidden()
+    page.unroute(videos_url)
+
+    # canPlayType says yes, the bytes say otherwise: the media element's error decides.
+    page.route(
+        re.compile(r".*/videos/[^/]+/video$"), lambda route: route.fulfill(body=b"\0" * 4096, content_type="video/mp4")
+    )
+    page.reload()
+    page.wait_for_selector("body[data-ready=true]")
+    page.locator("#boxes .box").first.focus()  # a box, by keyboard (the mouse may hit one on top)
+    page.keyboard.press("Enter")
+    page.locator("#query-card button.play").click()
+    expect(dialog).to_have_attribute("data-state", "unplayable")
+    expect(page.locator("#player-reason")).to_contain_text("cannot play")
+    page.keyboard.press("Escape")
+    expect(dialog).to_be_hidden()
+    assert page.watch.errors == []

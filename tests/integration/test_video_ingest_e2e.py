@@ -129,13 +129,24 @@ def test_ingest_end_to_end_then_rerun_changes_nothing(dag, video, catalog, weavi
     assert run["summary"]["objects"] == counts["objects"]
     assert _asset_events("vidsearch://collections/e2e", dagrun.run_id) == [run["summary"]]
 
-    # The same video again: same ids, same counts, in both stores.
+    # Tracks (issue 14): every object in one, the tracks table built from them, counted in the summary.
+    tracks = {m["object_id"]: m["track_id"] for m in catalog.track_members("e2e", manifest.video_id)}
+    assert set(tracks) == pg_ids and all(tracks.values())
+    track_rows = catalog.video_tracks("e2e", manifest.video_id)
+    assert {r["track_id"] for r in track_rows} == set(tracks.values()) and run["summary"]["tracks"] == len(track_rows)
+    assert len(track_rows) < len(pg_ids)  # the tracker joined detections of successive frames
+
+    # The same video again: same ids, same counts, same tracks, in both stores.
     before = _store_counts(catalog, weaviate_client, "e2e")
     again = dag.test(run_conf=_conf(str(video)))
     assert again.state == "success", _states(again)
     assert catalog.counts("e2e", manifest.video_id) == counts
     assert catalog.object_ids("e2e", manifest.video_id) == pg_ids
     assert _store_counts(catalog, weaviate_client, "e2e") == before
+    assert {m["object_id"]: m["track_id"] for m in catalog.track_members("e2e", manifest.video_id)} == tracks
+    assert [r["track_id"] for r in catalog.video_tracks("e2e", manifest.video_id)] == [
+        r["track_id"] for r in track_rows
+    ]
 
 
 def test_ingest_through_the_warm_worker_loads_the_models_once(dag, video, catalog, weaviate_client, monkeypatch):

@@ -23,7 +23,7 @@ RULES: dict[str, tuple[str, ...]] = {
     "vidsearch.params": ("vidsearch.records",),
     "vidsearch.stores": BASE,
     "vidsearch.media": (*BASE, "vidsearch.stores.storage"),
-    "vidsearch.models": (*BASE, "vidsearch.stores.storage", "vidsearch.media.bundle"),
+    "vidsearch.models": (*BASE, "vidsearch.stores.storage", "vidsearch.media.bundle", "vidsearch.tracking"),
     "vidsearch.quality": (*BASE, "vidsearch.stores.storage", "vidsearch.media"),
     "vidsearch.channels": (*BASE, "vidsearch.stores.storage", "vidsearch.media"),
     "vidsearch.pipeline": (
@@ -33,10 +33,16 @@ RULES: dict[str, tuple[str, ...]] = {
         "vidsearch.media",
         "vidsearch.models",
         "vidsearch.quality",
+        "vidsearch.tracks",
     ),
+    # Association of detections into tracks: numpy/scipy only (the worker runs it).
+    "vidsearch.tracking": BASE,
+    # Tracks in the stores: ids at index time, stitching at finalize.
+    "vidsearch.tracks": (*BASE, "vidsearch.stores", "vidsearch.tracking"),
     "vidsearch.reprocess": (*BASE, "vidsearch.stores", "vidsearch.pipeline"),
     "vidsearch.review": (*BASE, "vidsearch.stores", "vidsearch.pipeline", "vidsearch.media.bundle", "vidsearch.models"),
     "vidsearch.search": (*BASE, "vidsearch.stores", "vidsearch.media.bundle", "vidsearch.models"),
+    "vidsearch.export": (*BASE, "vidsearch.stores"),
     "vidsearch_airflow": ("airflow", "vidsearch"),
     "vidsearch_api": ("airflow", "vidsearch", "vidsearch_airflow.services"),
     "devstack": ("vidsearch_airflow.airflow_settings",),

@@ -410,3 +410,38 @@ def test_worker_skips_blank_and_repeated_frames(bundle_uri: str, tmp_path: Path,
         assert result.frame_count == 4
         assert [(o.object_id, o.frame_index) for o in result.objects] == kept
         assert embeddings.shape == (len(kept), result.embedding_dim)
+
+
+def test_worker_tracks_every_object_and_a_static_scene_keeps_its_tracks(tmp_path: Path, model_cache: Path) -> None:
+    """Every object gets a segment-local track; in a scene that does not change, each detection of a frame
+    continues one of the first frame's tracks (same box, same crop)."""
+    rng = np.random.default_rng(5)
+    still = rng.integers(0, 100, size=(48, 64, 3), dtype=np.uint8)
+    still[8:40, 14:34] = (40, 220, 60)
+    uri = write_bundle(tmp_path / "still.zip", [still] * 4)
+    out = f"file://{tmp_path / 'still-out'}"
+    code, reason = worker.execute(_argv(uri, out, model_cache)[3:])
+    assert code == worker.EXIT_OK, reason
+    result, _ = launcher.read_result(out)
+    assert result.objects and all(o.track is not None for o in result.objects)
+    assert "track" in result.timings_s
+    by_frame: dict[int, list[int | None]] = {}
+    for o in result.objects:
+        by_frame.setdefault(o.frame_index, []).append(o.track)
+    assert sorted(by_frame) == [0, 1, 2, 3]
+    first = sorted(by_frame[0], key=lambda t: t or 0)
+    assert first == list(range(len(first)))  # numbered by first member, in row order
+    for tracks in by_frame.values():
+        assert sorted(tracks, key=lambda t: t or 0) == first  # the same tracks in every frame
+
+
+def test_worker_tracker_flags_default_to_the_tracker_config_and_are_checked(tmp_path: Path, model_cache: Path) -> None:
+    from vidsearch.tracking import TrackerConfig
+
+    args = worker.build_parser().parse_args(["--frames-uri", "a", "--output-uri", "b"])
+    assert worker.tracker_config(args) == TrackerConfig()
+    args = worker.build_parser().parse_args(["--track-max-gap", "5", "--no-track-label-must-match"])
+    assert worker.tracker_config(args) == TrackerConfig(max_gap=5, label_must_match=False)
+    bad = _argv(str(tmp_path / "x.zip"), f"file://{tmp_path / 'o'}", model_cache)[3:] + ["--track-max-gap", "-1"]
+    code, reason = worker.execute(bad)
+    assert code == worker.EXIT_PERMANENT and reason is not None and "max_gap" in reason

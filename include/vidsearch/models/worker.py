@@ -12,6 +12,8 @@ runs it where detect+embed will run, so a model that cannot be loaded fails a ru
 is cut (a warm worker keeps the models it checked loaded for the segments that follow).
 Frames the bundle marks blank or as repeats of an earlier frame (`FrameRef.detect` false: the
 sampler's content rules, `vidsearch.media.content`) are not decoded or detected: they get no objects.
+After embedding, the segment's objects are associated into tracks (`vidsearch.tracking.track_segment`,
+flags `--track-*`, defaults `TrackerConfig()`): every object gets its segment-local `track`.
 
 Confinement (whoever sent the argv: a task, a warm worker's caller, a pod spec): the worker reads and
 writes only under its own storage root, env `VIDSEARCH_STORAGE_ROOT` (`file://<folder>` or
@@ -48,7 +50,7 @@ from urllib.parse import urlparse
 
 from vidsearch.errors import InputError, PermanentError, TransientError, one_line
 from vidsearch.params import DEFAULT_DETECTOR, DEFAULT_EMBEDDER
-from vidsearch.records import Box, DetectedObject, DetectEmbedResult, object_id
+from vidsearch.records import Box, DetectedObject, DetectEmbedResult, FrameRef, object_id
 from vidsearch.stores import storage
 
 if TYPE_CHECKING:
@@ -57,6 +59,7 @@ if TYPE_CHECKING:
     from vidsearch.media.bundle import BundleReader
     from vidsearch.models.detect import Detection
     from vidsearch.models.modelstore import ModelKind
+    from vidsearch.tracking import TrackerConfig
 
 logger = logging.getLogger("vidsearch.models.worker")
 
@@ -101,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=16, help="frames (or crops) per forward pass")
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
     parser.add_argument("--dtype", default="float32", help="float32, float16 or bfloat16 (half only on CUDA)")
+    add_tracker_arguments(parser)
     parser.add_argument(
         "--tiny-models",
         action=argparse.BooleanOptionalAction,
@@ -113,6 +117,94 @@ def build_parser() -> argparse.ArgumentParser:
         help="folder for built tiny models; default from VIDSEARCH_MODEL_CACHE",
     )
     return parser
+
+
+def add_tracker_arguments(parser: argparse.ArgumentParser) -> None:
+    """The tracker's flags (`vidsearch.tracking.TrackerConfig`), its defaults when absent."""
+    from vidsearch.tracking import TrackerConfig
+
+    default = TrackerConfig()
+    group = parser.add_argument_group("tracking", "associate the segment's detections into tracks (docs/tracking.md)")
+    group.add_argument(
+        "--track-iou-threshold", type=float, default=default.iou_threshold, help="admit a pair at this box IoU"
+    )
+    group.add_argument(
+        "--track-cosine-threshold",
+        type=float,
+        default=default.cosine_threshold,
+        help="... or at this embedding cosine",
+    )
+    group.add_argument("--track-iou-weight", type=float, default=default.iou_weight, help="weight of 1 - IoU")
+    group.add_argument("--track-cosine-weight", type=float, default=default.cosine_weight, help="weight of 1 - cosine")
+    group.add_argument(
+        "--track-max-gap", type=int, default=default.max_gap, help="sampled frames a track may skip and resume"
+    )
+    group.add_argument(
+        "--track-label-must-match",
+        action=argparse.BooleanOptionalAction,
+        default=default.label_must_match,
+        help="associate only detections with the same label",
+    )
+    group.add_argument(
+        "--track-predict-motion",
+        action=argparse.BooleanOptionalAction,
+        default=default.predict_motion,
+        help="compare with the box moved by the track's last velocity",
+    )
+    group.add_argument(
+        "--track-appearance-momentum",
+        type=float,
+        default=default.appearance_momentum,
+        help="moving-average momentum of a track's appearance",
+    )
+
+
+def tracker_config(args: argparse.Namespace) -> TrackerConfig:
+    """The TrackerConfig of parsed `args`; InputError when a value is out of range."""
+    from vidsearch.tracking import TrackerConfig
+
+    try:
+        return TrackerConfig(
+            iou_threshold=args.track_iou_threshold,
+            cosine_threshold=args.track_cosine_threshold,
+            iou_weight=args.track_iou_weight,
+            cosine_weight=args.track_cosine_weight,
+            max_gap=args.track_max_gap,
+            label_must_match=args.track_label_must_match,
+            predict_motion=args.track_predict_motion,
+            appearance_momentum=args.track_appearance_momentum,
+        )
+    except ValueError as exc:
+        raise InputError(f"invalid tracker arguments: {exc}") from exc
+
+
+def track_objects(
+    objects: Sequence[DetectedObject], embeddings: np.ndarray, frames: Sequence[FrameRef], cfg: TrackerConfig
+) -> list[DetectedObject]:
+    """`objects` (in frame order, row i <-> embeddings[i]) with their segment-local `track`.
+
+    `frames` are the sampled frames detection ran on, in time order, those without objects included (they
+    count towards a track's gap); blank frames and repeats are not among them: a repeat shows what the
+    frame it repeats showed, and a blank frame is not an occlusion of anything.
+    """
+    import numpy as np
+
+    from vidsearch.tracking import FrameDetections, track_segment
+
+    rows_by_frame: dict[int, list[int]] = {}
+    for row, obj in enumerate(objects):
+        rows_by_frame.setdefault(obj.frame_index, []).append(row)
+    order: list[int] = []
+    detections = []
+    for ref in frames:
+        rows = rows_by_frame.get(ref.index, [])
+        order.extend(rows)
+        boxes = np.array([[o.box.x0, o.box.y0, o.box.x1, o.box.y1] for o in (objects[r] for r in rows)]).reshape(-1, 4)
+        detections.append(FrameDetections(ref.pts_s, boxes, embeddings[rows], [objects[r].label for r in rows]))
+    if len(order) != len(objects):  # a broken invariant: every object comes from one of the frames
+        raise RuntimeError(f"{len(objects) - len(order)} objects are not in the detected frames")
+    track_of = dict(zip(order, track_segment(detections, cfg)))
+    return [obj.model_copy(update={"track": track_of[row]}) for row, obj in enumerate(objects)]
 
 
 class ModelCache:
@@ -230,6 +322,7 @@ def run(args: argparse.Namespace, models: ModelCache | None = None) -> DetectEmb
     """
     started = time.perf_counter()
     timings: dict[str, float] = {}
+    tracker = tracker_config(args)
     if not 0.0 <= args.score_threshold <= 1.0:
         raise InputError(f"--score-threshold must be in [0, 1], got {args.score_threshold}")
     if args.batch_size < 1:
@@ -391,6 +484,11 @@ def run(args: argparse.Namespace, models: ModelCache | None = None) -> DetectEmb
     timings["read_bundle"] = waited[0]
     if embeddings.shape != (len(objects), embedder.dim):  # a broken invariant, not bad input
         raise RuntimeError(f"embeddings have shape {embeddings.shape} for {len(objects)} objects")
+
+    phase = time.perf_counter()
+    objects = track_objects(objects, embeddings, [bundle.frames[i] for i in to_detect], tracker)
+    timings["track"] = time.perf_counter() - phase
+    logger.info("track: %d tracks", len({obj.track for obj in objects}))
 
     phase = time.perf_counter()
     buffer = io.BytesIO()

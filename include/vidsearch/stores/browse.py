@@ -8,7 +8,8 @@ there; the caller decides what that means (the search service answers `NotFoundE
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -19,11 +20,13 @@ from vidsearch.stores.catalog import (
     chunks,
     collections,
     frames,
+    ingest_runs,
+    labels,
     objects,
     segments,
     videos,
 )
-from vidsearch.stores.labels import attach_labels
+from vidsearch.stores.labels import HUMAN, POSITIVE, PROPAGATED, attach_labels
 
 
 class CatalogBrowser:
@@ -58,7 +61,8 @@ class CatalogBrowser:
         return found is not None
 
     def videos(self, collection: str) -> list[dict[str, Any]]:
-        """The collection's videos, oldest first, with their manifest facts and row counts."""
+        """The collection's videos, oldest first, with their manifest facts and row counts (and the
+        staged source's `source_uri` and the whole `manifest`, for the caller to use, not to serve)."""
         v, s, f, o = videos, segments, frames, objects
 
         def count(table: sa.Table, *where: Any) -> Any:
@@ -101,6 +105,11 @@ class CatalogBrowser:
                     "frames": r.n_frames,
                     "objects": r.n_objects,
                     "last_run_id": r.last_run_id,
+                    "container": manifest.get("container"),
+                    "video_codec": manifest.get("video_codec"),
+                    "audio_codec": manifest.get("audio_codec"),
+                    "source_uri": r.source_uri,  # where the staged source is (callers keep it inside)
+                    "manifest": manifest,
                 }
             )
         return out
@@ -202,6 +211,202 @@ class CatalogBrowser:
             ).first()
         return dict(row._mapping) if row is not None else None
 
+    def video_objects(self, collection: str, video_id: str) -> list[dict[str, Any]]:
+        """Every object row of one video (all columns), in time order (by frame, best score first)."""
+        o = objects
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(o)
+                .where(o.c.collection == collection, o.c.video_id == video_id)
+                .order_by(o.c.pts_s, o.c.segment_index, o.c.frame_index, o.c.score.desc(), o.c.object_id)
+            ).all()
+        return [dict(r._mapping) for r in rows]
+
+    @contextlib.contextmanager
+    def export_snapshot(self, collection: str) -> Iterator[ExportReads]:
+        """The reads of an export (`vidsearch.export`), all on one read-only REPEATABLE READ transaction:
+        every pass of one export sees the same snapshot of the catalog."""
+        with self.engine.connect() as conn:
+            conn.execution_options(isolation_level="REPEATABLE READ", postgresql_readonly=True)
+            with conn.begin():
+                yield ExportReads(conn, collection)
+
+
+def included_label(min_propagated_score: float | None) -> Any:
+    """The labels an export counts (a condition on `labels`): positive human labels, and positive
+    propagated ones scoring at least `min_propagated_score` when it is given. Negatives never count."""
+    lb = labels
+    cond = sa.and_(lb.c.polarity == POSITIVE, lb.c.source == HUMAN)
+    if min_propagated_score is None:
+        return cond
+    propagated = sa.and_(lb.c.polarity == POSITIVE, lb.c.source == PROPAGATED, lb.c.score >= min_propagated_score)
+    return sa.or_(cond, propagated)
+
+
+class ExportReads:
+    """Read-only queries of one export over one collection, on one connection (`export_snapshot`).
+
+    `video_id` and `label` narrow every query (None: the whole collection, every label name);
+    `min_propagated_score` is `included_label`'s. Row iterators stream (a server-side cursor)."""
+
+    STREAM = 2000  # rows fetched at a time by the streaming queries
+
+    def __init__(self, conn: sa.Connection, collection: str):
+        self.conn = conn
+        self.collection = collection
+
+    def has_collection(self) -> bool:
+        c = collections
+        return self.conn.execute(sa.select(c.c.name).where(c.c.name == self.collection)).first() is not None
+
+    def has_video(self, video_id: str) -> bool:
+        v = videos
+        found = self.conn.execute(
+            sa.select(v.c.video_id).where(v.c.collection == self.collection, v.c.video_id == video_id)
+        ).first()
+        return found is not None
+
+    def _labelled(self, video_id: str | None, label: str | None, min_propagated_score: float | None) -> list[Any]:
+        """The conditions joining `objects` to the labels an export counts."""
+        o, lb = objects, labels
+        where = [
+            o.c.collection == self.collection,
+            lb.c.collection == o.c.collection,
+            lb.c.object_id == o.c.object_id,
+            included_label(min_propagated_score),
+        ]
+        if video_id is not None:
+            where.append(o.c.video_id == video_id)
+        if label is not None:
+            where.append(lb.c.name == label)
+        return where
+
+    def label_names(self, video_id: str | None, label: str | None, min_propagated_score: float | None) -> list[str]:
+        """The distinct label names the export's objects carry (as counted), sorted."""
+        where = self._labelled(video_id, label, min_propagated_score)
+        rows = self.conn.execute(
+            sa.select(labels.c.name).distinct().select_from(objects).where(*where).order_by(labels.c.name)
+        ).all()
+        return [r[0] for r in rows]
+
+    def count_labelled(
+        self, video_id: str | None, label: str | None, min_propagated_score: float | None
+    ) -> tuple[int, int]:
+        """(frames, labels): how many frames hold a counted label, and how many counted labels there are."""
+        o = objects
+        where = self._labelled(video_id, label, min_propagated_score)
+        n_frames, n_labels = self.conn.execute(
+            sa.select(
+                sa.func.count(sa.distinct(sa.tuple_(o.c.video_id, o.c.segment_index, o.c.frame_index))),
+                sa.func.count(),
+            )
+            .select_from(o)
+            .where(*where)
+        ).one()
+        return int(n_frames), int(n_labels)
+
+    def labelled_frames(
+        self, video_id: str | None, label: str | None, min_propagated_score: float | None
+    ) -> Iterator[Any]:
+        """The frames holding a counted label, by (video, segment, frame): their keys, `pts_s`, size and
+        where their JPEG is stored (`bundle_uri`, `member`)."""
+        o, f = objects, frames
+        keys = (o.c.video_id, o.c.segment_index, o.c.frame_index)
+        holding = (
+            sa.select(*keys).distinct().select_from(o).where(*self._labelled(video_id, label, min_propagated_score))
+        )
+        held = holding.subquery()
+        query = (
+            sa.select(
+                f.c.video_id,
+                f.c.segment_index,
+                f.c.frame_index,
+                f.c.pts_s,
+                f.c.width,
+                f.c.height,
+                f.c.bundle_uri,
+                f.c.member,
+            )
+            .join(
+                held,
+                sa.and_(
+                    held.c.video_id == f.c.video_id,
+                    held.c.segment_index == f.c.segment_index,
+                    held.c.frame_index == f.c.frame_index,
+                ),
+            )
+            .where(f.c.collection == self.collection)
+            .order_by(f.c.video_id, f.c.segment_index, f.c.frame_index)
+        )
+        yield from self.conn.execute(query.execution_options(yield_per=self.STREAM))
+
+    def labelled_objects(
+        self, video_id: str | None, label: str | None, min_propagated_score: float | None
+    ) -> Iterator[dict[str, Any]]:
+        """One row per counted (object, label), by (video, segment, frame, object, name): the object's
+        columns plus `label_name`, `label_source` and `label_score`."""
+        o, lb = objects, labels
+        query = (
+            sa.select(
+                o,
+                lb.c.name.label("label_name"),
+                lb.c.source.label("label_source"),
+                lb.c.score.label("label_score"),
+            )
+            .select_from(o)
+            .where(*self._labelled(video_id, label, min_propagated_score))
+            .order_by(o.c.video_id, o.c.segment_index, o.c.frame_index, o.c.object_id, lb.c.name)
+        )
+        for row in self.conn.execute(query.execution_options(yield_per=self.STREAM)):
+            yield dict(row._mapping)
+
+    def videos(self, video_id: str | None) -> list[dict[str, Any]]:
+        """The videos (one, or the collection's), oldest first: `video_id`, `manifest` and the
+        `params` of their last ingest run (None when that run is not recorded)."""
+        v, r = videos, ingest_runs
+        query = (
+            sa.select(v.c.video_id, v.c.manifest, r.c.params)
+            .select_from(v.outerjoin(r, r.c.run_id == v.c.last_run_id))
+            .where(v.c.collection == self.collection)
+            .order_by(v.c.created_at, v.c.video_id)
+        )
+        if video_id is not None:
+            query = query.where(v.c.video_id == video_id)
+        return [dict(row._mapping) for row in self.conn.execute(query).all()]
+
+    def video_frames(self, video_id: str) -> list[dict[str, Any]]:
+        """A video's sampled frames in time order: keys, `pts_s`, `width`, `height`."""
+        f = frames
+        rows = self.conn.execute(
+            sa.select(f.c.segment_index, f.c.frame_index, f.c.pts_s, f.c.width, f.c.height)
+            .where(f.c.collection == self.collection, f.c.video_id == video_id)
+            .order_by(f.c.pts_s, f.c.segment_index, f.c.frame_index)
+        ).all()
+        return [dict(r._mapping) for r in rows]
+
+    def count_objects(self, video_id: str | None) -> int:
+        o = objects
+        query = sa.select(sa.func.count()).select_from(o).where(o.c.collection == self.collection)
+        if video_id is not None:
+            query = query.where(o.c.video_id == video_id)
+        return int(self.conn.execute(query).scalar_one())
+
+    def object_label_names(
+        self, video_id: str, label: str | None, min_propagated_score: float | None
+    ) -> dict[str, list[str]]:
+        """Object id -> the counted label names it carries (sorted), for the video's labelled objects."""
+        o, lb = objects, labels
+        out: dict[str, list[str]] = {}
+        query = (
+            sa.select(o.c.object_id, lb.c.name)
+            .select_from(o)
+            .where(*self._labelled(video_id, label, min_propagated_score))
+            .order_by(o.c.object_id, lb.c.name)
+        )
+        for oid, name in self.conn.execute(query.execution_options(yield_per=self.STREAM)):
+            out.setdefault(str(oid), []).append(name)
+        return out
+
 
 def _object_dict(row: Any) -> dict[str, Any]:
     return {
@@ -213,5 +418,6 @@ def _object_dict(row: Any) -> dict[str, Any]:
         "box": [row.x0, row.y0, row.x1, row.y1],
         "detector_label": row.label,
         "score": row.score,
+        "track_id": str(row.track_id) if row.track_id else None,
         "labels": [],
     }

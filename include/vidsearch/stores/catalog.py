@@ -14,7 +14,7 @@ import contextlib
 import datetime as dt
 import enum
 import functools
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -183,12 +183,33 @@ objects = sa.Table(
     sa.Column("score", sa.Float, nullable=False),
     sa.Column("detector_model", sa.Text, nullable=False),
     sa.Column("embedder_model", sa.Text, nullable=False),
+    sa.Column("track_id", pg.UUID(as_uuid=False), nullable=True),  # migration 0007
     sa.ForeignKeyConstraint(
         ["collection", "video_id", "segment_index", "frame_index"],
         ["frames.collection", "frames.video_id", "frames.segment_index", "frames.frame_index"],
         ondelete="CASCADE",
     ),
     sa.Index("ix_objects_segment", "collection", "video_id", "segment_index"),
+    sa.Index("ix_objects_track", "collection", "track_id"),
+)
+
+# One row per track of a video (migration 0007), derived from its member objects at finalize.
+tracks = sa.Table(
+    "tracks",
+    metadata,
+    sa.Column("collection", sa.Text, primary_key=True),
+    sa.Column("track_id", pg.UUID(as_uuid=False), primary_key=True),
+    sa.Column("video_id", sa.Text, nullable=False),
+    sa.Column("start_pts_s", sa.Float, nullable=False),
+    sa.Column("end_pts_s", sa.Float, nullable=False),
+    sa.Column("first_object_id", pg.UUID(as_uuid=False), nullable=False),
+    sa.Column("object_count", sa.Integer, nullable=False),
+    sa.Column("segments", pg.ARRAY(sa.Integer), nullable=False),
+    sa.Column("label_votes", pg.JSONB, nullable=False),  # {detector label: member count}
+    sa.Column("label", sa.Text, nullable=False),  # the most voted detector label
+    _ts("updated_at"),
+    sa.ForeignKeyConstraint(["collection", "video_id"], ["videos.collection", "videos.video_id"], ondelete="CASCADE"),
+    sa.Index("ix_tracks_video", "collection", "video_id", "start_pts_s"),
 )
 
 # -- labels (search and labeling; migration 0003; queried by `vidsearch.stores.labels`) -----------------
@@ -670,6 +691,7 @@ class Catalog:
                 score=o.score,
                 detector_model=detector_model,
                 embedder_model=embedder_model,
+                track_id=o.track_id,
             )
             for o in objs
         ]
@@ -751,6 +773,130 @@ class Catalog:
         with self.engine.connect() as conn:
             rows = conn.execute(query).all()
         return {str(r[0]) for r in rows}
+
+    # -- tracks -------------------------------------------------------------------------------
+    def track_members(self, collection: str, video_id: str) -> list[dict[str, Any]]:
+        """Every object of a video with its track, in time order: object_id, track_id,
+        segment_index, frame_index, pts_s, box (x0, y0, x1, y1), label."""
+        query = (
+            sa.select(
+                objects.c.object_id,
+                objects.c.track_id,
+                objects.c.segment_index,
+                objects.c.frame_index,
+                objects.c.pts_s,
+                objects.c.x0,
+                objects.c.y0,
+                objects.c.x1,
+                objects.c.y1,
+                objects.c.label,
+            )
+            .where(objects.c.collection == collection, objects.c.video_id == video_id)
+            .order_by(objects.c.pts_s, objects.c.object_id)
+        )
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return [
+            {
+                "object_id": str(r.object_id),
+                "track_id": str(r.track_id) if r.track_id else None,
+                "segment_index": r.segment_index,
+                "frame_index": r.frame_index,
+                "pts_s": r.pts_s,
+                "box": (r.x0, r.y0, r.x1, r.y1),
+                "label": r.label,
+            }
+            for r in rows
+        ]
+
+    def set_track_ids(self, collection: str, track_ids: Mapping[str, str]) -> None:
+        """Point objects at their (stitched) track: {object id: track id}, in one transaction."""
+        if not track_ids:
+            return
+        rows = [{"oid": oid, "tid": tid} for oid, tid in track_ids.items()]
+        stmt = (
+            sa.update(objects)
+            .where(objects.c.collection == collection, objects.c.object_id == sa.bindparam("oid"))
+            .values(track_id=sa.bindparam("tid"))
+        )
+        with transient_db_errors(), self.engine.begin() as conn:
+            conn.execute(stmt, rows)
+
+    def rebuild_tracks(self, collection: str, video_id: str) -> int:
+        """Replace the video's `tracks` rows with what its objects say (time range, first member,
+        member count, segments, detector label votes and the winning label); returns the count."""
+        votes = (
+            sa.select(objects.c.track_id, objects.c.label, sa.func.count().label("n"))
+            .where(objects.c.collection == collection, objects.c.video_id == video_id, objects.c.track_id.isnot(None))
+            .group_by(objects.c.track_id, objects.c.label)
+            .subquery()
+        )
+        voted = (
+            sa.select(votes.c.track_id, sa.func.jsonb_object_agg(votes.c.label, votes.c.n).label("label_votes"))
+            .group_by(votes.c.track_id)
+            .subquery()
+        )
+        members = (
+            sa.select(
+                objects.c.track_id,
+                sa.func.min(objects.c.pts_s).label("start_pts_s"),
+                sa.func.max(objects.c.pts_s).label("end_pts_s"),
+                sa.func.count().label("object_count"),
+                sa.func.array_agg(sa.distinct(objects.c.segment_index)).label("segments"),
+                sa.func.array_agg(pg.aggregate_order_by(objects.c.object_id, objects.c.pts_s, objects.c.object_id))[
+                    1
+                ].label("first_object_id"),
+            )
+            .where(objects.c.collection == collection, objects.c.video_id == video_id, objects.c.track_id.isnot(None))
+            .group_by(objects.c.track_id)
+            .subquery()
+        )
+        with transient_db_errors(), self.engine.begin() as conn:
+            conn.execute(sa.delete(tracks).where(tracks.c.collection == collection, tracks.c.video_id == video_id))
+            rows = conn.execute(
+                sa.select(members, voted.c.label_votes).join(voted, voted.c.track_id == members.c.track_id)
+            ).all()
+            now = utc_now()
+            payload = [
+                dict(
+                    collection=collection,
+                    video_id=video_id,
+                    track_id=str(r.track_id),
+                    start_pts_s=r.start_pts_s,
+                    end_pts_s=r.end_pts_s,
+                    first_object_id=str(r.first_object_id),
+                    object_count=r.object_count,
+                    segments=sorted(r.segments),
+                    label_votes=r.label_votes,
+                    # The most voted label; ties go to the alphabetically first, so re-runs agree.
+                    label=min(r.label_votes, key=lambda name: (-r.label_votes[name], name)),
+                    updated_at=now,
+                )
+                for r in rows
+            ]
+            for start in range(0, len(payload), 5000):
+                conn.execute(sa.insert(tracks), payload[start : start + 5000])
+        return len(payload)
+
+    def tracks_by_id(self, collection: str, track_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """{track id: its `tracks` row} for the ids that have one."""
+        if not track_ids:
+            return {}
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(tracks).where(tracks.c.collection == collection, tracks.c.track_id.in_(list(track_ids)))
+            ).all()
+        return {str(r.track_id): dict(r._mapping) for r in rows}
+
+    def video_tracks(self, collection: str, video_id: str) -> list[dict[str, Any]]:
+        """The video's tracks in time order."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(tracks)
+                .where(tracks.c.collection == collection, tracks.c.video_id == video_id)
+                .order_by(tracks.c.start_pts_s, tracks.c.track_id)
+            ).all()
+        return [dict(r._mapping) for r in rows]
 
     # -- reviews ------------------------------------------------------------------------------
     def record_review(self, row: dict[str, Any]) -> None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import numpy as np
@@ -52,6 +52,8 @@ PROPERTIES = [
     Property(name="box", data_type=DataType.NUMBER_ARRAY),
     Property(name="label", data_type=DataType.TEXT, skip_vectorization=True),
     Property(name="score", data_type=DataType.NUMBER),
+    # The object's track (video-wide, stitched at finalize); empty for objects indexed before tracks.
+    Property(name="track_id", data_type=DataType.TEXT, skip_vectorization=True),
 ]
 
 
@@ -148,7 +150,26 @@ class ObjectIndex:
                     raise
 
         _retrying(create, f"creating collection {name}")
+        self._ensure_properties(name)
         return name
+
+    def _ensure_properties(self, name: str) -> None:
+        """Add the properties a collection created by an older version lacks (track_id)."""
+        coll = self.client.collections.use(name)
+        have = {p.name for p in _retrying(lambda: coll.config.get().properties, f"reading the schema of {name}")}
+        for prop in PROPERTIES:
+            if prop.name in have:
+                continue
+
+            def add(prop: Property = prop) -> None:
+                try:
+                    coll.config.add_property(prop)
+                except UnexpectedStatusCodeError as exc:
+                    # Added by another task meanwhile: fine.
+                    if exc.status_code != 422:
+                        raise
+
+            _retrying(add, f"adding property {prop.name} to {name}")
 
     def _coll(self, collection: str) -> Any:
         return self.client.collections.use(weaviate_collection_name(collection))
@@ -178,6 +199,7 @@ class ObjectIndex:
                         "box": [o.box.x0, o.box.y0, o.box.x1, o.box.y1],
                         "label": o.label,
                         "score": o.score,
+                        "track_id": o.track_id or "",
                     },
                     vector=vectors[start + i].astype(float).tolist(),
                 )
@@ -272,6 +294,31 @@ class ObjectIndex:
         """(object id, cosine similarity) of the objects nearest to `vector`, best first, at most
         `limit` (and `MAX_QUERY_RESULTS`), each at least `min_similarity`; only objects of `video_id`,
         with `detector_label`, among `ids` and not among `exclude_ids`, where those are given."""
+        hits = self.near_with_tracks(
+            collection,
+            vector,
+            limit,
+            min_similarity,
+            video_id=video_id,
+            detector_label=detector_label,
+            ids=ids,
+            exclude_ids=exclude_ids,
+        )
+        return [(oid, sim) for oid, sim, _ in hits]
+
+    def near_with_tracks(
+        self,
+        collection: str,
+        vector: Sequence[float] | np.ndarray,
+        limit: int,
+        min_similarity: float,
+        *,
+        video_id: str | None = None,
+        detector_label: str | None = None,
+        ids: Sequence[str] | None = None,
+        exclude_ids: Sequence[str] | None = None,
+    ) -> list[tuple[str, float, str | None]]:
+        """As `near`, with each object's track id (None for objects indexed before tracks)."""
         clauses = []
         if video_id:
             clauses.append(Filter.by_property("video_id").equal(video_id))
@@ -290,7 +337,7 @@ class ObjectIndex:
                 distance=min(2.0, 1.0 - min_similarity + 1e-6),
                 filters=filters,
                 return_metadata=MetadataQuery(distance=True),
-                return_properties=[],
+                return_properties=["track_id"],
             ),
             f"searching {collection}",
         )
@@ -298,8 +345,18 @@ class ObjectIndex:
         for obj in res.objects:
             similarity = 1.0 - float(obj.metadata.distance)
             if similarity >= min_similarity:
-                hits.append((str(obj.uuid), similarity))
+                hits.append((str(obj.uuid), similarity, (obj.properties or {}).get("track_id") or None))
         return hits
+
+    def set_track_ids(self, collection: str, track_ids: Mapping[str, str]) -> None:
+        """Point objects at their (stitched) track: {object id: track id}."""
+        coll = self._coll(collection)
+        for object_id, track_id in track_ids.items():
+
+            def update(object_id: str = object_id, track_id: str = track_id) -> None:
+                coll.data.update(uuid=object_id, properties={"track_id": track_id})
+
+            _retrying(update, f"updating the track of object {object_id}")
 
 
 def _vector_of(obj: Any) -> np.ndarray:

@@ -126,6 +126,34 @@ def local_file(uri: str, suffix: str = "") -> Iterator[Path]:
         yield target
 
 
+def size(uri: str) -> int:
+    """The object's size in bytes (`FileNotFoundError` when it is not there)."""
+    with _storage_errors(uri):
+        fs, path = filesystem(uri)
+        return int(fs.size(path))
+
+
+def iter_range(uri: str, start: int, length: int, chunk_size: int = 256 * 1024) -> Iterator[bytes]:
+    """`length` bytes of the object from byte `start`, in chunks of at most `chunk_size`: one open and
+    one seek (a ranged GET per block on S3), never the whole object in memory. Stops early if the
+    object is shorter than asked (the caller checked its size)."""
+    if start < 0 or length < 0 or chunk_size <= 0:
+        raise ValueError(f"invalid range start={start} length={length} chunk_size={chunk_size}")
+    with _storage_errors(uri):
+        fs, path = filesystem(uri)
+        # No read-ahead cache beyond the chunk: the bytes go straight to the client.
+        options: dict[str, Any] = {} if is_local(uri) else {"block_size": chunk_size, "cache_type": "none"}
+        with fs.open(path, "rb", **options) as fh:
+            fh.seek(start)
+            left = length
+            while left > 0:
+                data = fh.read(min(chunk_size, left))
+                if not data:
+                    return
+                left -= len(data)
+                yield data
+
+
 def exists(uri: str) -> bool:
     with _storage_errors(uri):
         fs, path = filesystem(uri)

@@ -409,6 +409,17 @@ async function reloadFrame() {
   if (state.video && state.total > 0) await showFrame(state.frameIndex);
 }
 
+// The size of the frame an object's box is in: the shown frame's when it is that frame, else the
+// video's display size (frames are extracted at it).
+function frameDimsOf(o) {
+  const f = state.frame;
+  if (f && state.video && state.video.video_id === o.video_id && f.segment_index === o.segment_index &&
+      f.frame_index === o.frame_index && f.width && f.height) {
+    return [f.width, f.height];
+  }
+  return null;
+}
+
 // Jump the viewer to the frame holding an object (switching video if needed).
 async function gotoObject(o) {
   try {
@@ -437,6 +448,184 @@ async function gotoObject(o) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Video player: the stored source from the ranged video route (GET .../videos/{id}/video), opened at
+// an object's time with its box drawn over the picture while the video is at the object's frame.
+// Whether this browser can play the source is asked first (canPlayType with the codecs the API names)
+// and confirmed by the media element itself (its error event, or a picture of zero size): otherwise
+// the dialog says so and offers the file as a download. No transcoding happens anywhere.
+const player = {
+  object: null,
+  video: null, // the video record
+  dims: null, // [width, height] of the frame the box is in
+  target: 0, // where the object's frame is on the media timeline (s)
+  seq: 0,
+  opener: null,
+};
+
+const MEDIA_ERRORS = {
+  1: "loading was aborted",
+  2: "a network error interrupted loading",
+  3: "the browser could not decode it",
+  4: "the browser does not support this format or codec",
+};
+
+function playerFrameDuration() {
+  const fps = player.video && player.video.frame_rate;
+  return fps > 0 ? 1 / fps : 1 / 25;
+}
+
+function openPlayer(o, dims = null) {
+  const v = state.videos.find((x) => x.video_id === o.video_id);
+  if (!v) return status("That video is not listed.", "error");
+  const dialog = $("player");
+  const video = $("player-video");
+  const seq = ++player.seq;
+  player.object = o;
+  player.video = v;
+  player.dims = dims || [v.width, v.height];
+  // pts_s is the frame's time since the video start, rounded to the millisecond: a quarter frame
+  // later is still that frame, never the one before.
+  player.target = o.pts_s + playerFrameDuration() / 4;
+  player.opener = document.activeElement;
+  const [w, h] = player.dims;
+  $("player-stage").style.setProperty("--ar", String(w && h ? w / h : 16 / 9));
+  const name = String(v.source || v.video_id).split(/[\\/]/).pop();
+  $("player-heading").textContent = `${o.detector_label} ${fmt2(o.score)} at ${fmtTime(o.pts_s)} · ${name}`;
+  dialog.dataset.objectId = o.object_id;
+  dialog.dataset.state = "loading";
+  dialog.classList.remove("unplayable");
+  $("player-unplayable").hidden = true;
+  $("player-info").textContent = "Loading the video…";
+  $("player-download").href = resolveUrl(v.video_url);
+  $("player-download").setAttribute("download", `${v.video_id}`);
+  placePlayerBox();
+  if (!dialog.open) dialog.showModal();
+
+  const verdict = video.canPlayType(v.playback_type || v.media_type);
+  if (verdict === "") {
+    video.removeAttribute("src");
+    video.load();
+    return playerUnplayable(`This browser cannot play ${describeSource(v)}.`);
+  }
+  video.src = resolveUrl(v.video_url);
+  video.addEventListener(
+    "loadedmetadata",
+    () => {
+      if (seq !== player.seq) return;
+      video.currentTime = Math.min(player.target, Number.isFinite(video.duration) ? video.duration : player.target);
+    },
+    { once: true },
+  );
+  video.addEventListener(
+    "seeked",
+    () => {
+      if (seq !== player.seq || dialog.dataset.state !== "loading") return;
+      if (video.videoWidth === 0) {
+        return playerUnplayable(`This browser decoded no picture from ${describeSource(v)}.`);
+      }
+      dialog.dataset.state = "ready";
+      updatePlayerBox();
+    },
+    { once: true },
+  );
+  video.focus();
+}
+
+function describeSource(v) {
+  const codecs = [v.video_codec, v.audio_codec].filter(Boolean).join(" + ") || "unknown codecs";
+  return `this video (${codecs} in ${v.media_type})`;
+}
+
+function playerUnplayable(reason) {
+  const dialog = $("player");
+  dialog.dataset.state = "unplayable";
+  dialog.classList.add("unplayable");
+  $("player-reason").textContent =
+    `${reason} The stored source is served as it was ingested; no browser-friendly copy exists yet.`;
+  $("player-unplayable").hidden = false;
+  $("player-info").textContent = "";
+  $("player-box").hidden = true;
+  $("player-download").focus();
+}
+
+function placePlayerBox() {
+  const o = player.object;
+  const [w, h] = player.dims;
+  const box = $("player-box");
+  const [x0, y0, x1, y1] = o.box;
+  box.style.left = `${(100 * x0) / w}%`;
+  box.style.top = `${(100 * y0) / h}%`;
+  box.style.width = `${(100 * (x1 - x0)) / w}%`;
+  box.style.height = `${(100 * (y1 - y0)) / h}%`;
+  box.style.setProperty("--box-color", `hsl(${hue(o.detector_label)} 90% 50%)`);
+  box.classList.toggle("tag-inside", y0 / h < 0.08);
+  box.querySelector(".det").textContent = `${o.detector_label} ${fmt2(o.score)}`;
+  box.hidden = true;
+}
+
+// The box belongs to one frame: shown while the video is at it, hidden elsewhere.
+function updatePlayerBox() {
+  const dialog = $("player");
+  if (!player.object || dialog.dataset.state !== "ready") return;
+  const video = $("player-video");
+  const atFrame = Math.abs(video.currentTime - player.target) < playerFrameDuration() * 0.75;
+  const show = atFrame && !video.seeking && $("player-box-toggle").checked;
+  $("player-box").hidden = !show;
+  dialog.dataset.boxVisible = String(show);
+  $("player-info").textContent = atFrame
+    ? `At the object's frame (${fmtTime(player.object.pts_s)}): its box is drawn over the video.`
+    : `${fmtTime(video.currentTime)} · the box is drawn at the object's frame (${fmtTime(player.object.pts_s)}).`;
+}
+
+function closePlayer() {
+  const dialog = $("player");
+  if (dialog.open) dialog.close();
+}
+
+function onPlayerClosed() {
+  player.seq++;
+  const video = $("player-video");
+  video.pause();
+  video.removeAttribute("src"); // stop fetching ranges
+  video.load();
+  player.object = null;
+  delete $("player").dataset.state;
+  const back = player.opener;
+  player.opener = null;
+  if (back && back.isConnected && typeof back.focus === "function") back.focus();
+}
+
+function wirePlayer() {
+  const video = $("player-video");
+  for (const event of ["timeupdate", "seeking", "seeked", "play", "pause"]) {
+    video.addEventListener(event, updatePlayerBox);
+  }
+  video.addEventListener("error", () => {
+    if (!player.object || !video.getAttribute("src")) return;
+    const code = video.error ? video.error.code : 0;
+    playerUnplayable(`This browser cannot play ${describeSource(player.video)}: ${MEDIA_ERRORS[code] || "unknown error"}.`);
+  });
+  video.addEventListener("loadeddata", () => {
+    if (player.object && video.videoWidth === 0) {
+      playerUnplayable(`This browser decoded no picture from ${describeSource(player.video)}.`);
+    }
+  });
+  $("player-close").addEventListener("click", closePlayer);
+  $("player").addEventListener("close", onPlayerClosed);
+  $("player-seek").addEventListener("click", () => {
+    if (!player.object) return;
+    video.pause();
+    video.currentTime = player.target;
+  });
+  $("player-box-toggle").addEventListener("change", updatePlayerBox);
+  $("player-show-frame").addEventListener("click", () => {
+    const o = player.object;
+    closePlayer();
+    if (o) gotoObject(o);
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
 // Similar objects / text search
 function searchParams() {
   const k = Number.parseInt($("k-input").value, 10);
@@ -444,7 +633,15 @@ function searchParams() {
   return {
     k: Number.isFinite(k) ? Math.min(200, Math.max(1, k)) : 20,
     min_similarity: Number.isFinite(minSim) ? Math.min(1, Math.max(-1, minSim)) : 0,
+    group: $("group-select").value === "object" ? "object" : "track",
   };
+}
+
+// A result list as objects: by track, each track's best member carrying its track (time range, size).
+function resultObjects(data) {
+  const results = data.results || [];
+  if (data.group !== "track") return results;
+  return results.map((t) => ({ ...t.best, track: t }));
 }
 
 function queryObject(o) {
@@ -480,7 +677,7 @@ async function runQuery({ quiet = false } = {}) {
       if (seq !== state.resultsSeq) return;
       $("results-heading").textContent = `Text search: “${q.q}”`;
     }
-    state.results = data.results || [];
+    state.results = resultObjects(data);
     renderQueryCard();
     renderResults();
   } catch (err) {
@@ -537,7 +734,18 @@ function renderQueryCard() {
       el("p", { class: "muted", text: `at ${fmtTime(o.pts_s)} · segment ${o.segment_index}, frame ${o.frame_index}` }),
       labelChips(o.labels),
       el("p", {}, checkbox, " ", el("label", { for: "include-query", text: "Include this object when labeling" })),
-      el("button", { type: "button", onclick: () => gotoObject(o), text: "Show its frame" }),
+      el(
+        "p",
+        { class: "card-actions" },
+        el("button", { type: "button", onclick: () => gotoObject(o), text: "Show its frame" }),
+        el("button", {
+          type: "button",
+          class: "play",
+          onclick: () => openPlayer(o, frameDimsOf(o)),
+          text: `▶ Play at ${fmtTime(o.pts_s)}`,
+          "aria-label": `Play the video at ${fmtTime(o.pts_s)}, with this object's box`,
+        }),
+      ),
     ),
   );
   card.hidden = false;
@@ -581,6 +789,12 @@ function renderResults() {
             el("span", { text: `${o.detector_label} ${fmt2(o.score)}` }),
           ),
         ),
+        o.track
+          ? el("p", {
+              class: "muted track-line",
+              text: `moment ${fmtTime(o.track.start_pts_s)}–${fmtTime(o.track.end_pts_s)} · ${o.track.object_count} frame${o.track.object_count === 1 ? "" : "s"}`,
+            })
+          : null,
         labelChips(o.labels),
         el(
           "p",
@@ -598,6 +812,13 @@ function renderResults() {
             text: "Frame",
             "aria-label": `Show the frame of result ${i + 1}`,
             onclick: () => gotoObject(o),
+          }),
+          el("button", {
+            type: "button",
+            class: "small play",
+            text: "▶ Play",
+            "aria-label": `Play the video of result ${i + 1} at ${fmtTime(o.pts_s)}`,
+            onclick: () => openPlayer(o, frameDimsOf(o)),
           }),
         ),
       ),
@@ -858,6 +1079,7 @@ function isTextEntry(target) {
 }
 
 function wire() {
+  wirePlayer();
   $("collection-select").addEventListener("change", (e) =>
     selectCollection(e.target.value).catch((err) => reportError(err, "Loading the collection")),
   );
@@ -869,6 +1091,15 @@ function wire() {
   $("next-frame").addEventListener("click", () => showFrame(state.frameIndex + 1));
   document.addEventListener("keydown", (e) => {
     if (e.altKey || e.ctrlKey || e.metaKey || e.shiftKey) return;
+    if ($("player").open) return; // the player's own controls have the keys
+    if ((e.key === "p" || e.key === "P") && e.target && e.target.classList && e.target.classList.contains("box")) {
+      const o = state.frame && state.frame.objects.find((x) => x.object_id === e.target.dataset.objectId);
+      if (o) {
+        e.preventDefault();
+        openPlayer(o, [state.frame.width, state.frame.height]);
+      }
+      return;
+    }
     if (e.key !== "ArrowLeft" && e.key !== "ArrowRight") return;
     if (isTextEntry(e.target)) return;
     if (!state.video || state.total === 0) return;
@@ -883,6 +1114,7 @@ function wire() {
     e.preventDefault();
     runQuery();
   });
+  $("group-select").addEventListener("change", () => runQuery());
   $("select-all").addEventListener("click", () => {
     for (const o of state.results) state.selected.add(o.object_id);
     renderResults();

@@ -1,0 +1,137 @@
+"""Tracks of a video in the stores: their ids at index time and their stitching across segment
+boundaries at finalize (the association itself is `vidsearch.tracking`'s).
+
+A segment's worker numbers its tracks (`DetectedObject.track`). At index time each segment-local
+track gets the id `track_id_of(video, its earliest member)` in both stores; an object the worker did
+not track is a track of its own. At finalize, a track that reaches the end of segment k and one that
+starts at the beginning of segment k+1 are joined when `tracking.stitch` matches them (box overlap
+and appearance); the joined parts take the id of the earliest part, which is again
+`track_id_of(video, earliest member)`. Stitching starts from the parts each segment indexed (a part
+is one segment's members of one track), so it gives the same ids however often it runs, and after a
+segment is reprocessed.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from vidsearch import tracking
+from vidsearch.records import DetectedObject, track_id_of
+from vidsearch.stores.catalog import USABLE_SEGMENT_STATES, Catalog
+from vidsearch.stores.index import ObjectIndex
+
+log = logging.getLogger(__name__)
+
+
+def with_track_ids(objects: Sequence[DetectedObject]) -> list[DetectedObject]:
+    """One segment's objects with their track ids (see the module docstring)."""
+    ids = tracking.track_ids(objects[0].video_id, objects, []) if objects else []
+    return [
+        o.model_copy(update={"track_id": tid or track_id_of(o.video_id, o.object_id)}) for o, tid in zip(objects, ids)
+    ]
+
+
+@dataclass(frozen=True)
+class StitchSummary:
+    tracks: int  # tracks of the video after stitching
+    joins: int  # boundaries crossed: parts joined to the part before them
+    moved: int  # objects whose track id changed
+
+
+@dataclass(frozen=True)
+class _Member:
+    """A stored object as `tracking.track_ids` reads it: `track` numbers its part within the segment."""
+
+    object_id: str
+    segment_index: int
+    pts_s: float
+    track: int
+
+
+def _parts(members: Sequence[dict[str, Any]]) -> dict[int, list[list[dict[str, Any]]]]:
+    """{segment: its parts, numbered in time order}: a part is one segment's members of one stored
+    track (or an object without one), its members in time order."""
+    grouped: dict[tuple[int, str], list[dict[str, Any]]] = {}
+    for m in members:  # time order
+        grouped.setdefault((m["segment_index"], m["track_id"] or m["object_id"]), []).append(m)
+    parts: dict[int, list[list[dict[str, Any]]]] = {}
+    for (segment, _), rows in grouped.items():  # insertion order: by first member
+        parts.setdefault(segment, []).append(rows)
+    return parts
+
+
+def stitch_video(
+    catalog: Catalog,
+    index: ObjectIndex,
+    collection: str,
+    video_id: str,
+    cfg: tracking.TrackerConfig | None = None,
+) -> StitchSummary:
+    """Join the video's tracks across segment boundaries in both stores and rebuild its `tracks`
+    rows. Only segments whose objects are searchable (done, accepted) take part. The boundary
+    candidates and the match are `tracking.track_ends` and `tracking.stitch` (what the tracking
+    benchmark measures), the ids `tracking.track_ids`."""
+    cfg = cfg or tracking.TrackerConfig()
+    states = catalog.segment_states(collection, video_id)
+    usable = {i for i, s in states.items() if s["state"] in USABLE_SEGMENT_STATES}
+    stored = [m for m in catalog.track_members(collection, video_id) if m["segment_index"] in usable]
+    parts = _parts(stored)
+    last = {i: max(0, (states[i]["frame_count"] or 1) - 1) for i in usable}
+
+    def near_a_boundary(segment: int, rows: list[dict[str, Any]]) -> bool:
+        return rows[0]["frame_index"] <= cfg.max_gap or last[segment] - rows[-1]["frame_index"] <= cfg.max_gap
+
+    # Only parts near a boundary can be joined: only their members' embeddings are fetched.
+    candidates = {
+        seg: {n: rows for n, rows in enumerate(seg_parts) if near_a_boundary(seg, rows)}
+        for seg, seg_parts in parts.items()
+    }
+    wanted = sorted({m["object_id"] for seg in candidates.values() for rows in seg.values() for m in rows})
+    vectors = index.vectors(collection, wanted) if wanted else {}
+    ends: dict[int, tuple[list[tracking.TrackEnd], list[tracking.TrackEnd]]] = {}
+    for seg, seg_parts in candidates.items():
+        with_vectors = {
+            n: [
+                tracking.PartMember(
+                    m["frame_index"],
+                    m["pts_s"],
+                    np.asarray(m["box"], dtype=np.float64),
+                    vectors[m["object_id"]],
+                    m["label"],
+                )
+                for m in rows
+            ]
+            for n, rows in seg_parts.items()
+            if all(m["object_id"] in vectors for m in rows)
+        }
+        ends[seg] = tracking.track_ends(seg, with_vectors, last[seg], cfg)
+    pairs = [
+        pair
+        for seg in sorted(usable)
+        if seg + 1 in ends and seg in ends
+        for pair in tracking.stitch(ends[seg][0], ends[seg + 1][1], cfg)
+    ]
+
+    flat = [(m, n) for seg, seg_parts in parts.items() for n, rows in enumerate(seg_parts) for m in rows]
+    finals = tracking.track_ids(
+        video_id, [_Member(m["object_id"], m["segment_index"], m["pts_s"], n) for m, n in flat], pairs
+    )
+    moved = {m["object_id"]: final for (m, _), final in zip(flat, finals) if final and m["track_id"] != final}
+    if moved:
+        index.set_track_ids(collection, moved)
+        catalog.set_track_ids(collection, moved)
+    count = catalog.rebuild_tracks(collection, video_id)
+    summary = StitchSummary(tracks=count, joins=len(pairs), moved=len(moved))
+    log.info(
+        "tracks of %s: %d (%d joined across segment boundaries, %d objects moved)",
+        video_id,
+        summary.tracks,
+        summary.joins,
+        summary.moved,
+    )
+    return summary
