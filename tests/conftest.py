@@ -222,3 +222,16 @@ def airflow_db(pg_server) -> None:
 
     for pool in read_settings(ROOT / "airflow_settings.yaml").airflow.pools:
         Pool.create_or_update_pool(pool.pool_name, pool.slots(), pool.pool_description, include_deferred=False)
+
+
+@pytest.fixture(scope="module")
+def s3_server():
+    """moto's S3 in server mode on a free port (tests that read and write s3:// for real)."""
+    from devstack import free_port
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()

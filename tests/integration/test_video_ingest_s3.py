@@ -14,18 +14,6 @@ pytestmark = pytest.mark.integration
 DAGS = Path(__file__).resolve().parents[2] / "dags"
 
 
-@pytest.fixture(scope="module")
-def s3_server():
-    from devstack import free_port
-    from moto.server import ThreadedMotoServer
-
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
-    server.start()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
-
-
 @pytest.fixture()
 def s3_root(s3_server, monkeypatch):
     import boto3

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pytest
 
 COLLECTION = "search_api"
@@ -194,3 +195,16 @@ def live_api(api_app, api_token, ingested):
     yield LiveAPI(base_url=f"{origin}{PREFIX}/", origin=origin, token=api_token, cookie_name="_token", data=ingested)
     server.should_exit = True
     thread.join(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def vectors(ingested, weaviate_client) -> dict[str, np.ndarray]:
+    """Every stored vector of the collection, unit-normalised (the oracle's input)."""
+    coll = weaviate_client.collections.use(f"VideoObjects_{COLLECTION}")
+    res = coll.query.fetch_objects(limit=10_000, include_vector=True, return_properties=[])
+    out = {}
+    for obj in res.objects:
+        v = np.asarray(obj.vector["default"], dtype=np.float64)
+        out[str(obj.uuid)] = v / np.linalg.norm(v)
+    assert set(out) == set(ingested["object_ids"])
+    return out

@@ -32,19 +32,6 @@ def _q(name: str) -> str:
     return quote(name, safe="")
 
 
-@pytest.fixture(scope="module")
-def vectors(ingested, weaviate_client) -> dict[str, np.ndarray]:
-    """Every stored vector of the collection, unit-normalised (the oracle's input)."""
-    coll = weaviate_client.collections.use(f"VideoObjects_{C}")
-    res = coll.query.fetch_objects(limit=10_000, include_vector=True, return_properties=[])
-    out = {}
-    for obj in res.objects:
-        v = np.asarray(obj.vector["default"], dtype=np.float64)
-        out[str(obj.uuid)] = v / np.linalg.norm(v)
-    assert set(out) == set(ingested["object_ids"])
-    return out
-
-
 def _sim(vectors, a: str, b: str) -> float:
     return float(vectors[a] @ vectors[b])
 

@@ -5,7 +5,6 @@ oracle computed from every stored vector and the catalog's tracks."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 pytestmark = pytest.mark.integration
@@ -18,17 +17,6 @@ API = f"api/collections/{C}"
 def members(ingested, search_services) -> dict[str, dict]:
     """{object id: its catalog row (track id, pts, ...)}."""
     return {m["object_id"]: m for m in search_services.catalog.track_members(C, ingested["video_id"])}
-
-
-@pytest.fixture(scope="module")
-def unit_vectors(ingested, weaviate_client) -> dict[str, np.ndarray]:
-    coll = weaviate_client.collections.use(f"VideoObjects_{C}")
-    res = coll.query.fetch_objects(limit=10_000, include_vector=True, return_properties=[])
-    out = {}
-    for obj in res.objects:
-        v = np.asarray(obj.vector["default"], dtype=np.float64)
-        out[str(obj.uuid)] = v / np.linalg.norm(v)
-    return out
 
 
 def test_every_object_has_a_track_and_the_tracks_table_agrees(ingested, members, search_services):
@@ -45,7 +33,7 @@ def test_every_object_has_a_track_and_the_tracks_table_agrees(ingested, members,
     assert ingested["summary"]["tracks"] == len(rows)
 
 
-def test_similar_by_track_gives_each_track_once_ranked_by_its_best_member(api_client, ingested, members, unit_vectors):
+def test_similar_by_track_gives_each_track_once_ranked_by_its_best_member(api_client, ingested, members, vectors):
     # A query object without labels: other tests label objects, and a positive label would also
     # exclude the objects labelled negative for it (not what this oracle models).
     oid = next(o for o in ingested["object_ids"] if api_client.get(f"{API}/objects/{o}").json()["labels"] == [])
@@ -64,7 +52,7 @@ def test_similar_by_track_gives_each_track_once_ranked_by_its_best_member(api_cl
     for other, m in members.items():
         if m["track_id"] == own_track:
             continue
-        sim = float(unit_vectors[oid] @ unit_vectors[other])
+        sim = float(vectors[oid] @ vectors[other])
         best[m["track_id"]] = max(best.get(m["track_id"], -2.0), sim)
     oracle = sorted(best.values(), reverse=True)[: len(results)]
     assert sims == pytest.approx(oracle, abs=1e-4)

@@ -293,18 +293,6 @@ def test_a_real_server_streams_ranges_too(live_api, source):
 # -------------------------------------------------------------------------------- the route, s3://
 
 
-@pytest.fixture(scope="module")
-def s3_server():
-    from devstack import free_port
-    from moto.server import ThreadedMotoServer
-
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
-    server.start()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
-
-
 @pytest.fixture()
 def s3_video(s3_server, catalog, ingested, tmp_path, monkeypatch):
     """A 2 s VP9 WebM in a bucket of the local S3 server, the staged source of a video of its own
