@@ -37,6 +37,7 @@ from __future__ import annotations
 import collections as _collections
 import io
 import logging
+import math
 import os
 import threading
 import unicodedata
@@ -64,6 +65,8 @@ MAX_K = 200
 MAX_TEXT = 500
 MAX_LABEL_NAME = 200
 MAX_LABEL_IDS = 1000
+# Objects one label call may reach through its tracks (a track of a long static scene is large).
+MAX_TRACK_LABEL_OBJECTS = 100_000
 MAX_PROPAGATION_LIMIT = 10_000
 # Per propagation: human positives (sources) and negatives it takes; beyond, a 422 (nothing is searched).
 MAX_PROPAGATION_SOURCES = 1_000
@@ -487,11 +490,18 @@ class SearchService:
         exclude: set[str],
         group: str = "object",
         exclude_track: str | None = None,
+        from_s: float | None = None,
+        to_s: float | None = None,
     ) -> list[dict[str, Any]]:
         """Objects nearest to `vector` (Object + similarity), best first, after every filter; with
         `group="track"`, tracks instead (see `_tracks`), each once, ranked by their best member."""
         if group not in GROUPS:
             raise InputError(f"group must be one of {', '.join(GROUPS)}, got {group!r}")
+        for name, value in (("from_s", from_s), ("to_s", to_s)):
+            if value is not None and not (math.isfinite(value) and value >= 0):
+                raise InputError(f"{name} must be a time >= 0 in seconds, got {value!r}")
+        if from_s is not None and to_s is not None and from_s > to_s:
+            raise InputError(f"from_s ({from_s:g}) is after to_s ({to_s:g})")
         if not 1 <= k <= MAX_K:
             raise InputError(f"k must be between 1 and {MAX_K}, got {k}")
         _check_range("min_similarity", min_similarity, -1.0, 1.0)
@@ -529,6 +539,8 @@ class SearchService:
                 detector_label=detector_label,
                 ids=ids_filter,
                 exclude_ids=exclude_filter,
+                from_s=from_s,
+                to_s=to_s,
             )
             kept = [h for h in hits if h[0] not in exclude and (allowed is None or h[0] in allowed)]
             if group == "track":
@@ -579,8 +591,11 @@ class SearchService:
         detector_label: str | None = None,
         label: str | None = None,
         group: str = "object",
+        from_s: float | None = None,
+        to_s: float | None = None,
     ) -> dict[str, Any]:
-        """The query object's nearest neighbours by its stored vector.
+        """The query object's nearest neighbours by its stored vector (`from_s`/`to_s`: only objects
+        seen in that time range of their video).
 
         Excluded: the query object itself, and objects labeled negative for any label the query
         object carries positively; by track (`group="track"`), the query object's own track too
@@ -606,6 +621,8 @@ class SearchService:
             exclude=exclude,
             group=group,
             exclude_track=query.get("track_id"),
+            from_s=from_s,
+            to_s=to_s,
         )
         return {"query": query, "results": results}
 
@@ -637,6 +654,8 @@ class SearchService:
         detector_label: str | None = None,
         label: str | None = None,
         group: str = "object",
+        from_s: float | None = None,
+        to_s: float | None = None,
     ) -> dict[str, Any]:
         if not isinstance(q, str) or not 1 <= len(q) <= MAX_TEXT:
             raise InputError(f"q must be 1-{MAX_TEXT} characters")
@@ -660,6 +679,8 @@ class SearchService:
             label=label,
             exclude=set(),
             group=group,
+            from_s=from_s,
+            to_s=to_s,
         )
         return {"query": q, "results": results}
 
@@ -669,25 +690,49 @@ class SearchService:
         self.require_collection(collection)
         return self.labels.counts(collection)
 
-    @staticmethod
-    def _ids(object_ids: Sequence[Any]) -> list[str]:
-        if not 1 <= len(object_ids) <= MAX_LABEL_IDS:
-            raise InputError(f"object_ids must hold 1-{MAX_LABEL_IDS} ids, got {len(object_ids)}")
-        return list(dict.fromkeys(_uuid(i) for i in object_ids))
+    def _targets(self, collection: str, object_ids: Sequence[Any], track_ids: Sequence[Any]) -> list[str]:
+        """The objects a label call names: `object_ids` and every member of `track_ids`."""
+        if not object_ids and not track_ids:
+            raise InputError("object_ids or track_ids must name at least one object")
+        if len(track_ids) > MAX_LABEL_IDS:
+            raise InputError(f"track_ids must hold at most {MAX_LABEL_IDS} ids, got {len(track_ids)}")
+        members = self.catalog.track_object_ids(collection, [_uuid(t, "track id") for t in track_ids])
+        ids = [_uuid(i) for i in object_ids] + members
+        if len(ids) > MAX_TRACK_LABEL_OBJECTS:
+            raise InputError(f"a label call may reach at most {MAX_TRACK_LABEL_OBJECTS} objects, got {len(ids)}")
+        if track_ids and not members:
+            raise NotFoundError("none of the tracks exists in this collection")
+        return list(dict.fromkeys(ids))
 
-    def add_labels(self, collection: str, object_ids: Sequence[str], name: str, polarity: Polarity, actor: str) -> int:
-        """Set a human label on objects (replacing a propagated one of the same name)."""
+    def add_labels(
+        self,
+        collection: str,
+        object_ids: Sequence[str],
+        name: str,
+        polarity: Polarity,
+        actor: str,
+        track_ids: Sequence[str] = (),
+    ) -> int:
+        """Set a human label on objects (replacing a propagated one of the same name); `track_ids`
+        label every member of those tracks, in the same transaction (one call, one undo)."""
         self.require_collection(collection)
         validate_label_name(name)
         if polarity not in POLARITIES:
             raise InputError(f"polarity must be {' or '.join(map(repr, POLARITIES))}, got {polarity!r}")
-        return self.labels.add(collection, self._ids(object_ids), name, polarity, actor)
+        if len(object_ids) > MAX_LABEL_IDS:
+            raise InputError(f"object_ids must hold at most {MAX_LABEL_IDS} ids, got {len(object_ids)}")
+        return self.labels.add(collection, self._targets(collection, object_ids, track_ids), name, polarity, actor)
 
-    def remove_labels(self, collection: str, object_ids: Sequence[str], name: str, actor: str) -> int:
-        """Remove human labels `name` from objects; propagated labels are left alone."""
+    def remove_labels(
+        self, collection: str, object_ids: Sequence[str], name: str, actor: str, track_ids: Sequence[str] = ()
+    ) -> int:
+        """Remove human labels `name` from objects (and every member of `track_ids`); propagated
+        labels are left alone."""
         self.require_collection(collection)
         validate_label_name(name)
-        return self.labels.remove(collection, self._ids(object_ids), name, actor)
+        if len(object_ids) > MAX_LABEL_IDS:
+            raise InputError(f"object_ids must hold at most {MAX_LABEL_IDS} ids, got {len(object_ids)}")
+        return self.labels.remove(collection, self._targets(collection, object_ids, track_ids), name, actor)
 
     def events(self, collection: str, name: str, limit: int = 100) -> list[dict[str, Any]]:
         """The audit trail of one label name, newest first."""

@@ -186,6 +186,8 @@ def search_options(
     group: Literal["object", "track"] = Query(
         "object", description="object: one result per object; track: one per track (a moment), by its best member"
     ),
+    from_s: float | None = Query(None, ge=0, description="only objects seen at or after this time (s)"),
+    to_s: float | None = Query(None, ge=0, description="only objects seen at or before this time (s)"),
 ) -> dict[str, Any]:
     """The query parameters every search takes, as keyword arguments of the search service
     (empty video and detector-label filters mean no filter)."""
@@ -196,6 +198,8 @@ def search_options(
         detector_label=detector_label or None,
         label=label,
         group=group,
+        from_s=from_s,
+        to_s=to_s,
     )
 
 
@@ -242,12 +246,12 @@ def label_counts(c: str, svc: Service) -> Any:
 
 @router.post("/collections/{c}/labels", response_model=Updated)
 def add_labels(c: str, body: LabelBody, svc: Service, actor: Actor) -> Any:
-    return {"updated": svc.add_labels(c, body.object_ids, body.name, body.polarity, actor)}
+    return {"updated": svc.add_labels(c, body.object_ids, body.name, body.polarity, actor, track_ids=body.track_ids)}
 
 
 @router.delete("/collections/{c}/labels", response_model=Removed)
 def remove_labels(c: str, svc: Service, actor: Actor, body: UnlabelBody = Body(...)) -> Any:
-    return {"removed": svc.remove_labels(c, body.object_ids, body.name, actor)}
+    return {"removed": svc.remove_labels(c, body.object_ids, body.name, actor, track_ids=body.track_ids)}
 
 
 # Label names may hold any character, '/' included: the name segment is a `path` parameter.

@@ -119,13 +119,17 @@ class LabelCount(BaseModel):
 
 
 class LabelBody(BaseModel):
-    object_ids: list[str] = Field(min_length=1, max_length=MAX_LABEL_IDS)
+    object_ids: list[str] = Field(default_factory=list, max_length=MAX_LABEL_IDS)
+    track_ids: list[str] = Field(
+        default_factory=list, max_length=MAX_LABEL_IDS, description="label every member of these tracks"
+    )
     name: str = Field(min_length=1, max_length=MAX_LABEL_NAME)
     polarity: Polarity
 
 
 class UnlabelBody(BaseModel):
-    object_ids: list[str] = Field(min_length=1, max_length=MAX_LABEL_IDS)
+    object_ids: list[str] = Field(default_factory=list, max_length=MAX_LABEL_IDS)
+    track_ids: list[str] = Field(default_factory=list, max_length=MAX_LABEL_IDS)
     name: str = Field(min_length=1, max_length=MAX_LABEL_NAME)
 
 

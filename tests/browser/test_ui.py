@@ -268,11 +268,28 @@ def test_browse_label_propagate_and_persist(page, live_api, screenshot_dir, labe
         f"collections/{collection}/objects/{query['object_id']}/similar",
         params={"k": 20, "min_similarity": 0, "group": "object"},
     )["results"]
+
+    # -- a moment labelled: selecting a result shown by track labels every object of its track -----
+    moment_label = f"{label} moment"
+    page.fill("#label-name", moment_label)
+    page.uncheck("#include-query")
+    page.check(f'#results li[data-object-id="{expected_ids[0]}"] input[type=checkbox]')
+    expect(page.locator("#selection-info")).to_contain_text("labels every object of its track")
+    page.click("#label-positive")
+    n = first["object_count"]
+    expect(page.locator("#status")).to_contain_text(f"Labeled {n} object{'' if n == 1 else 's'} positive")
+    counts = {c["name"]: c for c in _api(page, live_api, "GET", f"collections/{collection}/labels")}
+    assert counts[moment_label]["positive"] == n
+    page.check(f'#results li[data-object-id="{expected_ids[0]}"] input[type=checkbox]')
+    page.click("#label-remove")
+    expect(page.locator("#status")).to_contain_text(f"Removed label “{moment_label}” from {n} object")
+    page.check("#include-query")
+
+    # The rest of this test labels single objects: every object, not one per track.
     page.select_option("#group-select", "object")
     expect(results).to_have_count(len(by_object))
     assert results.evaluate_all("items => items.map(li => li.dataset.objectId)") == [o["object_id"] for o in by_object]
-    page.select_option("#group-select", "track")
-    expect(results).to_have_count(len(expected_ids))
+    expected_ids = [o["object_id"] for o in by_object]
 
     # -- label: the query object and two results positive, one more result negative ---------------
     positives = [query["object_id"], expected_ids[0], expected_ids[1]]

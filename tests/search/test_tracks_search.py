@@ -1,9 +1,12 @@
 """Search answers moments (issue 14): `group=track` gives one result per track, found through its best
 member, with the track's time range and member count; the query object's own track is left out. Run
 against the session's ingested video (real pipeline, Postgres and Weaviate) and checked against an
-oracle computed from every stored vector and the catalog's tracks."""
+oracle computed from every stored vector and the catalog's tracks. Labels on tracks (one call labels
+or unlabels every member) and the time-range filters too."""
 
 from __future__ import annotations
+
+import uuid
 
 import pytest
 
@@ -73,3 +76,57 @@ def test_text_search_by_track_and_by_object(api_client):
     by_object = api_client.get(f"{API}/search/text", params={"q": "a red square", "k": 4}).json()
     assert by_object["group"] == "object" and all("object_id" in o for o in by_object["results"])
     assert api_client.get(f"{API}/search/text", params={"q": "x", "group": "frame"}).status_code == 422
+
+
+def test_labelling_a_track_labels_every_member_and_one_call_undoes_it(api_client, ingested, members):
+    by_track: dict[str, list[str]] = {}
+    for oid, m in members.items():
+        by_track.setdefault(m["track_id"], []).append(oid)
+    track_id, member_ids = max(by_track.items(), key=lambda kv: len(kv[1]))
+    assert len(member_ids) > 1, "the tracker should join some detections"
+    name = f"track-label-{uuid.uuid4().hex[:8]}"
+
+    r = api_client.post(f"{API}/labels", json={"track_ids": [track_id], "name": name, "polarity": "positive"})
+    assert r.status_code == 200, r.text
+    assert r.json()["updated"] == len(member_ids)
+    labelled = {oid for oid in ingested["object_ids"] if _has_label(api_client, oid, name)}
+    assert labelled == set(member_ids)
+    events = api_client.get(f"{API}/labels/{name}/events").json()
+    assert {e["object_id"] for e in events} == set(member_ids) and {e["action"] for e in events} == {"add"}
+
+    r = api_client.request("DELETE", f"{API}/labels", json={"track_ids": [track_id], "name": name})
+    assert r.status_code == 200, r.text
+    assert r.json()["removed"] == len(member_ids)
+    assert not any(_has_label(api_client, oid, name) for oid in member_ids)
+
+    # Bad input: nothing named, an unknown track, a malformed id.
+    body = {"name": name, "polarity": "positive"}
+    assert api_client.post(f"{API}/labels", json=body).status_code == 422
+    assert api_client.post(f"{API}/labels", json={**body, "track_ids": [str(uuid.uuid4())]}).status_code == 404
+    assert api_client.post(f"{API}/labels", json={**body, "track_ids": ["nope"]}).status_code == 422
+
+
+def _has_label(client, oid: str, name: str) -> bool:
+    return any(lb["name"] == name for lb in client.get(f"{API}/objects/{oid}").json()["labels"])
+
+
+def test_time_range_filters_keep_results_inside_it(api_client, ingested, members):
+    oid = ingested["object_ids"][0]
+    times = sorted({m["pts_s"] for m in members.values()})
+    lo, hi = times[len(times) // 4], times[3 * len(times) // 4]
+    for group in ("object", "track"):
+        r = api_client.get(
+            f"{API}/objects/{oid}/similar",
+            params={"k": 50, "min_similarity": -1, "group": group, "from_s": lo, "to_s": hi},
+        )
+        assert r.status_code == 200, r.text
+        results = r.json()["results"]
+        assert results
+        seen = [o["pts_s"] for o in results] if group == "object" else [t["best"]["pts_s"] for t in results]
+        assert all(lo <= t <= hi for t in seen), (group, lo, hi, seen)
+        inside = [m for o, m in members.items() if lo <= m["pts_s"] <= hi and o != oid]
+        if group == "object":
+            assert len(results) == min(50, len(inside))
+    bad = api_client.get(f"{API}/objects/{oid}/similar", params={"from_s": 5, "to_s": 1})
+    assert bad.status_code == 422 and "from_s" in bad.text
+    assert api_client.get(f"{API}/search/text", params={"q": "x", "from_s": -1}).status_code == 422

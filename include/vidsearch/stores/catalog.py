@@ -888,6 +888,18 @@ class Catalog:
             ).all()
         return {str(r.track_id): dict(r._mapping) for r in rows}
 
+    def track_object_ids(self, collection: str, track_ids: Sequence[str]) -> list[str]:
+        """The member object ids of `track_ids`, in time order."""
+        if not track_ids:
+            return []
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(objects.c.object_id)
+                .where(objects.c.collection == collection, objects.c.track_id.in_(list(track_ids)))
+                .order_by(objects.c.pts_s, objects.c.object_id)
+            ).all()
+        return [str(r.object_id) for r in rows]
+
     def video_tracks(self, collection: str, video_id: str) -> list[dict[str, Any]]:
         """The video's tracks in time order."""
         with self.engine.connect() as conn:

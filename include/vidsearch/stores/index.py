@@ -280,31 +280,13 @@ class ObjectIndex:
         return out
 
     def near(
-        self,
-        collection: str,
-        vector: Sequence[float] | np.ndarray,
-        limit: int,
-        min_similarity: float,
-        *,
-        video_id: str | None = None,
-        detector_label: str | None = None,
-        ids: Sequence[str] | None = None,
-        exclude_ids: Sequence[str] | None = None,
+        self, collection: str, vector: Sequence[float] | np.ndarray, limit: int, min_similarity: float, **filters: Any
     ) -> list[tuple[str, float]]:
-        """(object id, cosine similarity) of the objects nearest to `vector`, best first, at most
-        `limit` (and `MAX_QUERY_RESULTS`), each at least `min_similarity`; only objects of `video_id`,
-        with `detector_label`, among `ids` and not among `exclude_ids`, where those are given."""
-        hits = self.near_with_tracks(
-            collection,
-            vector,
-            limit,
-            min_similarity,
-            video_id=video_id,
-            detector_label=detector_label,
-            ids=ids,
-            exclude_ids=exclude_ids,
-        )
-        return [(oid, sim) for oid, sim, _ in hits]
+        """(object id, cosine similarity) of the objects nearest to `vector`: `near_with_tracks`
+        without the track ids (same filters)."""
+        return [
+            (oid, sim) for oid, sim, _ in self.near_with_tracks(collection, vector, limit, min_similarity, **filters)
+        ]
 
     def near_with_tracks(
         self,
@@ -317,11 +299,21 @@ class ObjectIndex:
         detector_label: str | None = None,
         ids: Sequence[str] | None = None,
         exclude_ids: Sequence[str] | None = None,
+        from_s: float | None = None,
+        to_s: float | None = None,
     ) -> list[tuple[str, float, str | None]]:
-        """As `near`, with each object's track id (None for objects indexed before tracks)."""
+        """(object id, cosine similarity, track id) of the objects nearest to `vector`, best first,
+        at most `limit` (and `MAX_QUERY_RESULTS`), each at least `min_similarity`; only objects of
+        `video_id`, with `detector_label`, among `ids`, not among `exclude_ids` and seen between
+        `from_s` and `to_s` (seconds from the video start, both included), where those are given.
+        The track id is None for objects indexed before tracks."""
         clauses = []
         if video_id:
             clauses.append(Filter.by_property("video_id").equal(video_id))
+        if from_s is not None:
+            clauses.append(Filter.by_property("pts_s").greater_or_equal(float(from_s)))
+        if to_s is not None:
+            clauses.append(Filter.by_property("pts_s").less_or_equal(float(to_s)))
         if detector_label:
             clauses.append(Filter.by_property("label").equal(detector_label))
         if ids is not None:

@@ -857,22 +857,33 @@ function updateSelection() {
       ? "No objects selected."
       : `${n} object${n === 1 ? "" : "s"} to label` +
         (withQuery ? ` (the query object${s ? ` and ${s} selected` : ""})` : " (selected)") +
+        (labelTargets(targets()).track_ids.length ? "; a selected moment labels every object of its track" : "") +
         ".";
   const ok = n > 0 && labelName().trim().length > 0;
   $("label-positive").disabled = $("label-negative").disabled = $("label-remove").disabled = !ok;
+}
+
+// What a label call names: a result shown as a moment (by track) stands for its whole track.
+function labelTargets(ids) {
+  const trackOf = new Map(state.results.filter((o) => o.track).map((o) => [o.object_id, o.track.track_id]));
+  return {
+    object_ids: ids.filter((i) => !trackOf.has(i)),
+    track_ids: [...new Set(ids.filter((i) => trackOf.has(i)).map((i) => trackOf.get(i)))],
+  };
 }
 
 async function applyLabel(polarity) {
   const name = labelName();
   const ids = targets();
   if (!name.trim() || ids.length === 0) return;
+  const named = labelTargets(ids);
   let message;
   try {
     if (polarity === "remove") {
-      const r = await api(`${col()}/labels`, { method: "DELETE", body: { object_ids: ids, name } });
+      const r = await api(`${col()}/labels`, { method: "DELETE", body: { ...named, name } });
       message = `Removed label “${name}” from ${r.removed} object${r.removed === 1 ? "" : "s"}.`;
     } else {
-      const r = await api(`${col()}/labels`, { method: "POST", body: { object_ids: ids, name, polarity } });
+      const r = await api(`${col()}/labels`, { method: "POST", body: { ...named, name, polarity } });
       message = `Labeled ${r.updated} object${r.updated === 1 ? "" : "s"} ${polarity} as “${name}”.`;
     }
     state.selected.clear();
