@@ -63,6 +63,10 @@ log = logging.getLogger(__name__)
 
 MAX_K = 200
 MAX_TEXT = 500
+# Query by example: the uploaded image's bounds, checked before its pixels are decoded.
+MAX_QUERY_IMAGE_BYTES = 10 * 1024 * 1024
+MAX_QUERY_IMAGE_PIXELS = 40_000_000
+QUERY_IMAGE_FORMATS = ("JPEG", "PNG", "WEBP")
 MAX_LABEL_NAME = 200
 MAX_LABEL_IDS = 1000
 # Objects one label call may reach through its tracks (a track of a long static scene is large).
@@ -482,19 +486,22 @@ class SearchService:
         collection: str,
         vector: Sequence[float] | np.ndarray,
         *,
-        k: int,
-        min_similarity: float,
-        video_id: str | None,
-        detector_label: str | None,
-        label: str | None,
-        exclude: set[str],
+        k: int = 20,
+        min_similarity: float = 0.0,
+        video_id: str | None = None,
+        detector_label: str | None = None,
+        label: str | None = None,
+        exclude: set[str] | frozenset[str] = frozenset(),
         group: str = "object",
         exclude_track: str | None = None,
         from_s: float | None = None,
         to_s: float | None = None,
     ) -> list[dict[str, Any]]:
         """Objects nearest to `vector` (Object + similarity), best first, after every filter; with
-        `group="track"`, tracks instead (see `_tracks`), each once, ranked by their best member."""
+        `group="track"`, tracks instead (see `_tracks`), each once, ranked by their best member.
+
+        The search options every search takes: `k`, `min_similarity`, the filters `video_id`,
+        `detector_label`, `label` (positive), `from_s`/`to_s` (time in the video), and `group`."""
         if group not in GROUPS:
             raise InputError(f"group must be one of {', '.join(GROUPS)}, got {group!r}")
         for name, value in (("from_s", from_s), ("to_s", to_s)):
@@ -580,22 +587,9 @@ class SearchService:
             )
         return out
 
-    def similar(
-        self,
-        collection: str,
-        object_id: str,
-        *,
-        k: int = 20,
-        min_similarity: float = 0.0,
-        video_id: str | None = None,
-        detector_label: str | None = None,
-        label: str | None = None,
-        group: str = "object",
-        from_s: float | None = None,
-        to_s: float | None = None,
-    ) -> dict[str, Any]:
-        """The query object's nearest neighbours by its stored vector (`from_s`/`to_s`: only objects
-        seen in that time range of their video).
+    def similar(self, collection: str, object_id: str, **options: Any) -> dict[str, Any]:
+        """The query object's nearest neighbours by its stored vector. `options`: the search options
+        (`_search`).
 
         Excluded: the query object itself, and objects labeled negative for any label the query
         object carries positively; by track (`group="track"`), the query object's own track too
@@ -611,18 +605,7 @@ class SearchService:
         if positive:
             exclude |= self.labels.negative_for_any(collection, positive)
         results = self._search(
-            collection,
-            vectors[query["object_id"]],
-            k=k,
-            min_similarity=min_similarity,
-            video_id=video_id,
-            detector_label=detector_label,
-            label=label,
-            exclude=exclude,
-            group=group,
-            exclude_track=query.get("track_id"),
-            from_s=from_s,
-            to_s=to_s,
+            collection, vectors[query["object_id"]], exclude=exclude, exclude_track=query.get("track_id"), **options
         )
         return {"query": query, "results": results}
 
@@ -643,46 +626,40 @@ class SearchService:
             )
         return model, loaded
 
-    def text_search(
-        self,
-        collection: str,
-        q: str,
-        *,
-        k: int = 20,
-        min_similarity: float = 0.0,
-        video_id: str | None = None,
-        detector_label: str | None = None,
-        label: str | None = None,
-        group: str = "object",
-        from_s: float | None = None,
-        to_s: float | None = None,
+    def image_search(
+        self, collection: str, data: bytes, *, box: Sequence[float] | None = None, **options: Any
     ) -> dict[str, Any]:
+        """Query by example: the objects (or tracks) nearest to an uploaded image, or to the `box`
+        [x0, y0, x1, y1] (pixels) of it, embedded by the collection's embedder as a crop is.
+        `options`: the search options (`_search`)."""
+        image = decode_query_image(data)
+        height, width = image.shape[:2]
+        if box is not None:
+            from vidsearch.models.embed import crop_box
+            from vidsearch.records import Box
+
+            x0, y0, x1, y1 = _query_box(box, width, height)
+            image = np.ascontiguousarray(crop_box(image, Box(x0=x0, y0=y0, x1=x1, y1=y1)))
+        _, loaded = self.embedder_for(collection)
+        with loaded.lock:
+            vector = loaded.embedder.embed_images([image], batch_size=1)[0]
+        results = self._search(collection, vector, **options)
+        query = {"width": width, "height": height, "box": list(box) if box is not None else None}
+        return {"query": query, "results": results}
+
+    def text_search(self, collection: str, q: str, **options: Any) -> dict[str, Any]:
+        """The objects (or tracks) nearest to the text `q` in the collection's embedding space (the
+        CLIP text tower). `options`: the search options (`_search`)."""
         if not isinstance(q, str) or not 1 <= len(q) <= MAX_TEXT:
             raise InputError(f"q must be 1-{MAX_TEXT} characters")
         if not q.strip():
             raise InputError("q must not be blank")
-        if not 1 <= k <= MAX_K:
-            raise InputError(f"k must be between 1 and {MAX_K}, got {k}")
-        _check_range("min_similarity", min_similarity, -1.0, 1.0)
         _, loaded = self.embedder_for(collection)
         if not loaded.embedder.supports_text:
             raise InputError(f"the embedder of collection {collection!r} has no text tower")
         with loaded.lock:
             vector = loaded.embedder.embed_texts([q])[0]
-        results = self._search(
-            collection,
-            vector,
-            k=k,
-            min_similarity=min_similarity,
-            video_id=video_id,
-            detector_label=detector_label,
-            label=label,
-            exclude=set(),
-            group=group,
-            from_s=from_s,
-            to_s=to_s,
-        )
-        return {"query": q, "results": results}
+        return {"query": q, "results": self._search(collection, vector, **options)}
 
     # -- labels ----------------------------------------------------------------------------
     def label_counts(self, collection: str) -> list[dict[str, Any]]:
@@ -852,6 +829,38 @@ class SearchService:
         """Remove the labels this propagation stored (and still owns). Undoing twice removes nothing."""
         self.require_collection(collection)
         return self.labels.undo_propagation(collection, _uuid(propagation_id, "propagation id"), actor)
+
+
+def decode_query_image(data: bytes) -> np.ndarray:
+    """An uploaded query image as RGB uint8: JPEG, PNG or WebP, at most `MAX_QUERY_IMAGE_BYTES` and
+    `MAX_QUERY_IMAGE_PIXELS` (checked on the header, before the pixels are decoded)."""
+    from PIL import Image, UnidentifiedImageError
+
+    if not data:
+        raise InputError("the image is empty")
+    if len(data) > MAX_QUERY_IMAGE_BYTES:
+        raise InputError(f"the image is larger than {MAX_QUERY_IMAGE_BYTES // (1024 * 1024)} MiB")
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            if img.format not in QUERY_IMAGE_FORMATS:
+                raise InputError(f"the image must be {', '.join(QUERY_IMAGE_FORMATS)}, not {img.format}")
+            width, height = img.size
+            if width * height > MAX_QUERY_IMAGE_PIXELS:
+                raise InputError(f"the image has {width}x{height} pixels; at most {MAX_QUERY_IMAGE_PIXELS:,}")
+            return np.asarray(img.convert("RGB"))
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        if isinstance(exc, InputError):
+            raise
+        raise InputError("not a readable image (JPEG, PNG or WebP)") from exc
+
+
+def _query_box(box: Sequence[float], width: int, height: int) -> tuple[float, float, float, float]:
+    if len(box) != 4 or not all(math.isfinite(float(v)) for v in box):
+        raise InputError("box must be four finite numbers: x0, y0, x1, y1")
+    x0, y0, x1, y1 = (float(v) for v in box)
+    if not (0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height):
+        raise InputError(f"box {x0:g},{y0:g},{x1:g},{y1:g} is not a box inside the {width}x{height} image")
+    return x0, y0, x1, y1
 
 
 def _best_per_track(

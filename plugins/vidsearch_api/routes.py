@@ -16,12 +16,12 @@ import urllib.parse
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, Body, Depends, File, Form, HTTPException, Query, Request, UploadFile
 from fastapi.responses import FileResponse, HTMLResponse, Response, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials
 from starlette.concurrency import run_in_threadpool
-from vidsearch.errors import NotFoundError
-from vidsearch.search import MAX_K, MAX_LABEL_NAME, MAX_TEXT, SearchService
+from vidsearch.errors import InputError, NotFoundError
+from vidsearch.search import MAX_K, MAX_LABEL_NAME, MAX_QUERY_IMAGE_BYTES, MAX_TEXT, SearchService
 from vidsearch.stores import storage
 
 from vidsearch_api.dependencies import (
@@ -37,6 +37,7 @@ from vidsearch_api.schemas import (
     Collection,
     Event,
     FramePage,
+    ImageResults,
     LabelBody,
     LabelCount,
     Object,
@@ -225,6 +226,31 @@ def text_search(
     options: SearchOptions,
 ) -> Any:
     out = svc.text_search(c, q, **options)
+    return {
+        "query": out["query"],
+        "group": options["group"],
+        "results": _results_with_urls(request, c, out["results"], options["group"]),
+    }
+
+
+# A search, not a write: POST only because the query is an uploaded file (read access, like GETs).
+@router.post("/collections/{c}/search/image", response_model=ImageResults)
+def image_search(
+    request: Request,
+    c: str,
+    svc: Service,
+    options: SearchOptions,
+    image: Annotated[UploadFile, File(description="the query image: JPEG, PNG or WebP, at most 10 MiB")],
+    box: Annotated[str | None, Form(description="x0,y0,x1,y1: search with this part of the image")] = None,
+) -> Any:
+    data = image.file.read(MAX_QUERY_IMAGE_BYTES + 1)
+    coords = None
+    if box:
+        try:
+            coords = [float(v) for v in box.split(",")]
+        except ValueError as exc:
+            raise InputError("box must be four numbers: x0,y0,x1,y1") from exc
+    out = svc.image_search(c, data, box=coords, **options)
     return {
         "query": out["query"],
         "group": options["group"],

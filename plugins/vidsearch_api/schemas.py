@@ -105,6 +105,18 @@ class SimilarResults(BaseModel):
     results: list[ScoredObject] | list[TrackResult]
 
 
+class ImageQuery(BaseModel):
+    width: int
+    height: int
+    box: list[float] | None = Field(None, description="the part of the image searched with, if one was given")
+
+
+class ImageResults(BaseModel):
+    query: ImageQuery
+    group: Literal["object", "track"] = "object"
+    results: list[ScoredObject] | list[TrackResult]
+
+
 class TextResults(BaseModel):
     query: str
     group: Literal["object", "track"] = "object"

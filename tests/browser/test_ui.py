@@ -415,6 +415,33 @@ def test_text_search_shows_results(page, live_api):
     assert page.watch.errors == []
 
 
+def test_image_search_shows_the_moments_of_an_uploaded_picture(page, live_api, tmp_path):
+    """Query by example from the UI: an object's crop, uploaded, gives the API's image-search results
+    for the same bytes, one card per track."""
+    data = live_api.data
+    collection = data["collection"]
+    _open(page, live_api, collection, data["video_id"])
+    oid = data["object_ids"][0]
+    crop = page.context.request.get(f"{live_api.base_url}api/collections/{collection}/objects/{oid}/crop").body()
+    path = tmp_path / "crop.jpg"
+    path.write_bytes(crop)
+    page.set_input_files("#image-query", str(path))
+    page.click("#image-search button[type=submit]")
+    expect(page.locator("#results-heading")).to_have_text("Image search: crop.jpg")
+    response = page.context.request.post(
+        f"{live_api.base_url}api/collections/{collection}/search/image",
+        params={"k": 20, "min_similarity": 0, "group": "track"},
+        multipart={"image": {"name": "crop.jpg", "mimeType": "image/jpeg", "buffer": crop}},
+    )
+    assert response.ok, response.text()
+    expected = [t["best"]["object_id"] for t in response.json()["results"]]
+    assert expected
+    results = page.locator("#results > li")
+    expect(results).to_have_count(len(expected))
+    assert results.evaluate_all("items => items.map(li => li.dataset.objectId)") == expected
+    assert page.watch.errors == []
+
+
 def test_unauthenticated_browser_is_sent_to_login(browser, live_api):
     context = _context(browser, live_api, logged_in=False)
     try:

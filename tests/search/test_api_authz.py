@@ -21,6 +21,25 @@ API = f"api/collections/{C}"
 PUBLIC = {"/openapi.json"}
 # Query parameters a GET route needs before it can answer 200.
 GET_PARAMS = {"/api/collections/{c}/search/text": {"q": "a red car", "k": 3}}
+# Searches sent as POST because their query is an uploaded file: reads, like the GETs.
+READ_POSTS = {"/api/collections/{c}/search/image"}
+
+
+def _is_read(method: str, path: str) -> bool:
+    return method == "GET" or (method == "POST" and path in READ_POSTS)
+
+
+def _read(client, method: str, url: str, path: str):
+    """A read request as a user sends it: GET with its parameters, or POST with a query image."""
+    if method == "GET":
+        return client.get(url, params=GET_PARAMS.get(path))
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 48), (200, 30, 30)).save(buf, format="PNG")
+    return client.post(url, params={"k": 3}, files={"image": ("query.png", buf.getvalue(), "image/png")})
 
 
 def _token(username: str, role: str | None) -> str:
@@ -85,7 +104,7 @@ def _body(method: str, path: str, ingested, name: str) -> dict:
 
 def test_the_route_table_is_what_this_file_checks(api_app):
     routes = list(_routes(api_app))
-    writes = [(m, p) for m, p in routes if m != "GET"]
+    writes = [(m, p) for m, p in routes if not _is_read(m, p)]
     assert len(routes) >= 16 and len(writes) >= 5, routes
     assert ("DELETE", "/api/collections/{c}/propagations/{propagation_id}") in writes
     assert ("POST", "/api/collections/{c}/labels") in writes
@@ -97,18 +116,18 @@ def test_every_read_route_answers_200_for_a_viewer(api_app, clients, ingested):
     viewer = clients["viewer"]
     name = f"authz-read-{uuid.uuid4().hex[:6]}"
     for method, path in _routes(api_app):
-        if method != "GET":
+        if not _is_read(method, path):
             continue
-        r = viewer.get(_concrete(path, ingested, name), params=GET_PARAMS.get(path))
+        r = _read(viewer, method, _concrete(path, ingested, name), path)
         assert r.status_code == 200, (path, r.status_code, r.text[:300], "add its parameters to GET_PARAMS?")
 
 
 @pytest.mark.parametrize("who", [None, "bogus"])
 def test_a_token_without_a_role_may_read_nothing(api_app, clients, ingested, who):
     for method, path in _routes(api_app):
-        if method != "GET":
+        if not _is_read(method, path):
             continue
-        r = clients[who].get(_concrete(path, ingested), params=GET_PARAMS.get(path))
+        r = _read(clients[who], method, _concrete(path, ingested), path)
         assert r.status_code == 403, (who, path, r.status_code, r.text[:300])
 
 
@@ -126,7 +145,7 @@ def test_every_write_route_is_403_without_edit_access_and_changes_nothing(api_ap
     before = admin.get(f"{API}/labels/{name}/events").json()
     checked = 0
     for method, path in _routes(api_app):
-        if method == "GET":
+        if _is_read(method, path):
             continue
         url = _concrete(path, ingested, name, pid)
         r = clients[who].request(method, url, json=_body(method, path, ingested, name))
@@ -146,7 +165,7 @@ def test_user_op_and_admin_may_write_and_the_audit_trail_names_them(api_app, cli
     oid = ingested["object_ids"][1]
     # Every write route lets them through (the answer is the route's own, never 403).
     for method, path in _routes(api_app):
-        if method == "GET":
+        if _is_read(method, path):
             continue
         r = client.request(method, _concrete(path, ingested, name), json=_body(method, path, ingested, name))
         assert r.status_code != 403, (who, method, path, r.text[:300])

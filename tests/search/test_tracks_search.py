@@ -130,3 +130,48 @@ def test_time_range_filters_keep_results_inside_it(api_client, ingested, members
     bad = api_client.get(f"{API}/objects/{oid}/similar", params={"from_s": 5, "to_s": 1})
     assert bad.status_code == 422 and "from_s" in bad.text
     assert api_client.get(f"{API}/search/text", params={"q": "x", "from_s": -1}).status_code == 422
+
+
+def test_query_by_example_finds_the_object_whose_pixels_were_uploaded(api_client, ingested, members):
+    """A frame image uploaded with an object's box: the object itself comes first (the same pixels,
+    embedded as its crop was), by object and by track."""
+    oid = ingested["object_ids"][len(ingested["object_ids"]) // 2]
+    obj = api_client.get(f"{API}/objects/{oid}").json()
+    frames = api_client.get(f"{API}/videos/{obj['video_id']}/frames", params={"limit": 200}).json()["frames"]
+    (frame,) = [
+        f for f in frames if (f["segment_index"], f["frame_index"]) == (obj["segment_index"], obj["frame_index"])
+    ]
+    jpeg = api_client.get(frame["image_url"].removeprefix("/vidsearch/")).content
+    box = ",".join(f"{v:g}" for v in obj["box"])
+
+    def search(**params):
+        return api_client.post(
+            f"{API}/search/image",
+            params={"k": 5, "min_similarity": -1, **params},
+            files={"image": ("frame.jpg", jpeg, "image/jpeg")},
+            data={"box": box},
+        )
+
+    r = search()
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["query"] == {"width": frame["width"], "height": frame["height"], "box": obj["box"]}
+    assert body["results"][0]["object_id"] == oid and body["results"][0]["similarity"] > 0.99
+    by_track = search(group="track").json()["results"]
+    assert by_track[0]["track_id"] == members[oid]["track_id"]
+
+    # Bad input: not an image, a box outside it, a malformed box, an oversized upload.
+    bad = api_client.post(f"{API}/search/image", files={"image": ("x.jpg", b"not an image", "image/jpeg")})
+    assert bad.status_code == 422 and "image" in bad.text
+    outside = api_client.post(
+        f"{API}/search/image", files={"image": ("f.jpg", jpeg, "image/jpeg")}, data={"box": "0,0,99999,10"}
+    )
+    assert outside.status_code == 422 and "box" in outside.text
+    malformed = api_client.post(
+        f"{API}/search/image", files={"image": ("f.jpg", jpeg, "image/jpeg")}, data={"box": "a,b"}
+    )
+    assert malformed.status_code == 422
+    huge = api_client.post(
+        f"{API}/search/image", files={"image": ("f.jpg", b"\xff" * (10 * 1024 * 1024 + 1), "image/jpeg")}
+    )
+    assert huge.status_code == 422 and "MiB" in huge.text

@@ -37,7 +37,7 @@ const state = {
   pages: new Map(), // offset -> frames[]
   frameIndex: 0,
   frame: null,
-  query: null, // {kind: "object", object} | {kind: "text", q}
+  query: null, // {kind: "object", object} | {kind: "text", q} | {kind: "image", file}
   results: [],
   selected: new Set(),
   labelCounts: new Map(), // name -> {positive, negative, propagated}
@@ -71,7 +71,9 @@ async function api(path, { method = "GET", params, body } = {}) {
     }
   }
   const init = { method, credentials: "same-origin", headers: { Accept: "application/json" } };
-  if (body !== undefined) {
+  if (body instanceof FormData) {
+    init.body = body; // multipart: the browser sets the Content-Type with its boundary
+  } else if (body !== undefined) {
     init.headers["Content-Type"] = "application/json";
     init.body = JSON.stringify(body);
   }
@@ -652,6 +654,13 @@ function queryObject(o) {
   return runQuery();
 }
 
+function queryImage(file) {
+  state.query = { kind: "image", file };
+  state.selected.clear();
+  if (state.frame) renderBoxes(state.frame);
+  return runQuery();
+}
+
 function queryText(q) {
   state.query = { kind: "text", q };
   state.selected.clear();
@@ -672,6 +681,12 @@ async function runQuery({ quiet = false } = {}) {
       if (seq !== state.resultsSeq) return;
       state.query = { kind: "object", object: data.query };
       $("results-heading").textContent = "Similar objects";
+    } else if (q.kind === "image") {
+      const form = new FormData();
+      form.append("image", q.file, q.file.name);
+      data = await api(`${col()}/search/image`, { method: "POST", params: searchParams(), body: form });
+      if (seq !== state.resultsSeq) return;
+      $("results-heading").textContent = `Image search: ${q.file.name}`;
     } else {
       data = await api(`${col()}/search/text`, { params: { q: q.q, ...searchParams() } });
       if (seq !== state.resultsSeq) return;
@@ -1150,6 +1165,11 @@ function wire() {
     e.preventDefault();
     const q = $("text-query").value.trim();
     if (q) queryText(q);
+  });
+  $("image-search").addEventListener("submit", (e) => {
+    e.preventDefault();
+    const file = $("image-query").files[0];
+    if (file) queryImage(file);
   });
 }
 
