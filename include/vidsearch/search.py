@@ -436,6 +436,11 @@ class SearchService:
         self.require_video(collection, video_id)
         return self.browser.frame_page(collection, video_id, offset, limit)
 
+    def video_tracks(self, collection: str, video_id: str) -> list[dict[str, Any]]:
+        """The video's tracks in time order, with the labels their members carry (a timeline)."""
+        self.require_video(collection, video_id)
+        return self.browser.video_tracks(collection, video_id)
+
     def frame_image(self, collection: str, video_id: str, segment_index: int, frame_index: int) -> bytes:
         """The stored JPEG of one frame, as stored (no re-encoding)."""
         self.require_video(collection, video_id)

@@ -48,6 +48,7 @@ from vidsearch_api.schemas import (
     Removed,
     SimilarResults,
     TextResults,
+    Track,
     UnlabelBody,
     Updated,
     Video,
@@ -139,6 +140,12 @@ def video_file(request: Request, c: str, video_id: str, svc: Service) -> Respons
     headers["Content-Length"] = str(length)
     body = storage.iter_range(video.uri, start, length, VIDEO_CHUNK)
     return StreamingResponse(body, status_code=status, media_type=video.media_type, headers=headers)
+
+
+@router.get("/collections/{c}/videos/{video_id}/tracks", response_model=list[Track])
+def list_tracks(c: str, video_id: str, svc: Service) -> Any:
+    """The video's tracks in time order with their labels: the UI's timeline strip."""
+    return svc.video_tracks(c, video_id)
 
 
 @router.get("/collections/{c}/videos/{video_id}/frames", response_model=FramePage)

@@ -86,6 +86,22 @@ class FramePage(BaseModel):
     frames: list[Frame]
 
 
+class TrackLabel(BaseModel):
+    name: str
+    objects: int = Field(description="members carrying the label positively")
+
+
+class Track(BaseModel):
+    """One track of a video's timeline."""
+
+    track_id: str
+    start_pts_s: float
+    end_pts_s: float
+    object_count: int
+    detector_label: str
+    labels: list[TrackLabel]
+
+
 class TrackResult(BaseModel):
     """A moment: one track (an object followed across frames), found through its best member."""
 

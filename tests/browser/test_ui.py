@@ -442,6 +442,29 @@ def test_image_search_shows_the_moments_of_an_uploaded_picture(page, live_api, t
     assert page.watch.errors == []
 
 
+def test_the_timeline_shows_every_track_and_goes_to_its_first_frame(page, live_api):
+    data = live_api.data
+    collection, video_id = data["collection"], data["video_id"]
+    tracks = _api(page, live_api, "GET", f"collections/{collection}/videos/{video_id}/tracks")
+    _open(page, live_api, collection, video_id)
+    bars = page.locator("#timeline .track")
+    expect(bars).to_have_count(len(tracks))
+    assert bars.evaluate_all("els => els.map(e => e.dataset.trackId)") == [t["track_id"] for t in tracks]
+    # No two bars of one lane overlap.
+    boxes = [b.bounding_box() for b in bars.all()]
+    for i, a in enumerate(boxes):
+        for b in boxes[i + 1 :]:
+            if abs(a["y"] - b["y"]) < 1:
+                assert a["x"] + a["width"] <= b["x"] + 0.5 or b["x"] + b["width"] <= a["x"] + 0.5
+    # The latest-starting track: its bar, clicked, shows its first frame.
+    last = tracks[-1]
+    frames = _api(page, live_api, "GET", f"collections/{collection}/videos/{video_id}/frames", params={"limit": 1000})
+    index = next(i for i, f in enumerate(frames["frames"]) if f["pts_s"] >= last["start_pts_s"] - 1e-6)
+    page.locator(f'#timeline .track[data-track-id="{last["track_id"]}"]').click()
+    expect(page.locator("#frame-info")).to_contain_text(f"Frame {index + 1} /")
+    assert page.watch.errors == []
+
+
 def test_unauthenticated_browser_is_sent_to_login(browser, live_api):
     context = _context(browser, live_api, logged_in=False)
     try:

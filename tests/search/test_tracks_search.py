@@ -175,3 +175,23 @@ def test_query_by_example_finds_the_object_whose_pixels_were_uploaded(api_client
         f"{API}/search/image", files={"image": ("f.jpg", b"\xff" * (10 * 1024 * 1024 + 1), "image/jpeg")}
     )
     assert huge.status_code == 422 and "MiB" in huge.text
+
+
+def test_the_timeline_lists_the_video_tracks_with_their_labels(api_client, ingested, members):
+    r = api_client.get(f"{API}/videos/{ingested['video_id']}/tracks")
+    assert r.status_code == 200, r.text
+    timeline = r.json()
+    assert [t["track_id"] for t in timeline] == sorted(
+        {m["track_id"] for m in members.values()},
+        key=lambda tid: (min(m["pts_s"] for m in members.values() if m["track_id"] == tid), tid),
+    )
+    starts = [t["start_pts_s"] for t in timeline]
+    assert starts == sorted(starts)
+    track = max(timeline, key=lambda t: t["object_count"])
+    name = f"timeline-{uuid.uuid4().hex[:8]}"
+    api_client.post(f"{API}/labels", json={"track_ids": [track["track_id"]], "name": name, "polarity": "positive"})
+    again = {t["track_id"]: t for t in api_client.get(f"{API}/videos/{ingested['video_id']}/tracks").json()}
+    assert {"name": name, "objects": track["object_count"]} in again[track["track_id"]]["labels"]
+    assert not any(lb["name"] == name for tid, t in again.items() if tid != track["track_id"] for lb in t["labels"])
+    api_client.request("DELETE", f"{API}/labels", json={"track_ids": [track["track_id"]], "name": name})
+    assert api_client.get(f"{API}/videos/{'0' * 32}/tracks").status_code == 404

@@ -24,6 +24,7 @@ from vidsearch.stores.catalog import (
     labels,
     objects,
     segments,
+    tracks,
     videos,
 )
 from vidsearch.stores.labels import HUMAN, POSITIVE, PROPAGATED, attach_labels
@@ -34,6 +35,39 @@ class CatalogBrowser:
 
     def __init__(self, engine: sa.Engine):
         self.engine = engine
+
+    def video_tracks(self, collection: str, video_id: str) -> list[dict[str, Any]]:
+        """The video's tracks in time order (a timeline): id, time range, member count, detector label,
+        and the label names its members carry positively (human labels, and propagated ones no human
+        label overrides), with how many members carry each."""
+        t, o, lb = tracks, objects, labels
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(t.c.track_id, t.c.start_pts_s, t.c.end_pts_s, t.c.object_count, t.c.label)
+                .where(t.c.collection == collection, t.c.video_id == video_id)
+                .order_by(t.c.start_pts_s, t.c.track_id)
+            ).all()
+            named = conn.execute(
+                sa.select(o.c.track_id, lb.c.name, sa.func.count().label("n"))
+                .join(lb, sa.and_(lb.c.collection == o.c.collection, lb.c.object_id == o.c.object_id))
+                .where(o.c.collection == collection, o.c.video_id == video_id, lb.c.polarity == POSITIVE)
+                .group_by(o.c.track_id, lb.c.name)
+                .order_by(o.c.track_id, lb.c.name)
+            ).all()
+        names: dict[str, list[dict[str, Any]]] = {}
+        for r in named:
+            names.setdefault(str(r.track_id), []).append({"name": r.name, "objects": r.n})
+        return [
+            {
+                "track_id": str(r.track_id),
+                "start_pts_s": r.start_pts_s,
+                "end_pts_s": r.end_pts_s,
+                "object_count": r.object_count,
+                "detector_label": r.label,
+                "labels": names.get(str(r.track_id), []),
+            }
+            for r in rows
+        ]
 
     def collections(self) -> list[dict[str, Any]]:
         """Every collection (name, embedder model and dimension) with its video and object counts."""

@@ -277,6 +277,64 @@ async function selectVideo(videoId, frameIndex = 0) {
   slider.disabled = $("prev-frame").disabled = $("next-frame").disabled = !enabled;
   if (!enabled) return resetViewer("This video has no sampled frames yet.");
   await showFrame(Math.min(Math.max(0, frameIndex), state.total - 1));
+  await renderTimeline(v);
+}
+
+// The video's tracks on one strip: a bar per track over its time range, stacked in lanes so bars
+// never overlap; a track whose members carry labels is marked. A bar goes to the track's first frame.
+async function renderTimeline(v) {
+  const strip = $("timeline");
+  let tracks;
+  try {
+    tracks = await api(`${col()}/videos/${enc(v.video_id)}/tracks`);
+  } catch (err) {
+    reportError(err, "Loading tracks");
+    return;
+  }
+  if (state.video !== v) return;
+  const duration = Math.max(v.duration_s || 0, ...tracks.map((t) => t.end_pts_s), 1e-3);
+  const laneEnds = [];
+  const bars = tracks.map((t) => {
+    let lane = laneEnds.findIndex((end) => end < t.start_pts_s);
+    if (lane < 0) lane = laneEnds.push(0) - 1;
+    laneEnds[lane] = t.end_pts_s + duration * 0.005;
+    const names = t.labels.map((l) => l.name);
+    const text =
+      `${t.detector_label} ${fmtTime(t.start_pts_s)}–${fmtTime(t.end_pts_s)}, ${plural(t.object_count, "frame")}` +
+      (names.length ? `, labels: ${names.join(", ")}` : "");
+    return el("button", {
+      type: "button",
+      class: `track${names.length ? " labelled" : ""}`,
+      title: text,
+      "aria-label": text,
+      dataset: { trackId: t.track_id },
+      style: {
+        left: `${(100 * t.start_pts_s) / duration}%`,
+        width: `${Math.max(0.6, (100 * (t.end_pts_s - t.start_pts_s)) / duration)}%`,
+        top: `${lane * 12}px`,
+      },
+      onclick: () => gotoTime(t.start_pts_s),
+    });
+  });
+  strip.style.height = `${Math.max(1, laneEnds.length) * 12}px`;
+  strip.replaceChildren(...bars);
+  $("timeline-wrap").hidden = tracks.length === 0;
+}
+
+// Show the first sampled frame at or after `t` seconds.
+async function gotoTime(t) {
+  try {
+    for (let offset = 0; offset < state.total; offset += PAGE_SIZE) {
+      const page = await loadPage(offset);
+      const i = page.frames.findIndex((f) => f.pts_s >= t - 1e-6);
+      if (i >= 0) {
+        await showFrame(offset + i);
+        return;
+      }
+    }
+  } catch (err) {
+    reportError(err, "Loading frames");
+  }
 }
 
 function resetViewer(message) {
@@ -290,6 +348,7 @@ function resetViewer(message) {
   $("stage-empty").textContent = message;
   $("frame-info").textContent = "";
   $("frame-slider").disabled = $("prev-frame").disabled = $("next-frame").disabled = true;
+  $("timeline-wrap").hidden = true;
   if (!state.video) $("video-info").textContent = "";
 }
 
