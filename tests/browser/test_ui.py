@@ -411,6 +411,8 @@ def test_text_search_shows_results(page, live_api):
     assert results.evaluate_all("items => items.map(li => li.dataset.objectId)") == [
         t["best"]["object_id"] for t in expected
     ]
+    # Each card names its video and time (results come from every video of the collection).
+    expect(results.first.locator(".video-line")).to_contain_text("shapes.mp4")
     expect(page.locator("#query-card")).to_be_hidden()
     assert page.watch.errors == []
 

@@ -698,6 +698,13 @@ function searchParams() {
   };
 }
 
+// A result's video, by the name of its source (results come from every video of the collection).
+function videoName(videoId) {
+  const v = state.videos.find((x) => x.video_id === videoId);
+  if (!v) return videoId.slice(0, 8);
+  return String(v.source).split("?")[0].split(/[\\/]/).filter(Boolean).pop() || videoId.slice(0, 8);
+}
+
 // A result list as objects: by track, each track's best member carrying its track (time range, size).
 function resultObjects(data) {
   const results = data.results || [];
@@ -863,6 +870,7 @@ function renderResults() {
             el("span", { text: `${o.detector_label} ${fmt2(o.score)}` }),
           ),
         ),
+        el("p", { class: "muted video-line", text: `${videoName(o.video_id)} · ${fmtTime(o.pts_s)}` }),
         o.track
           ? el("p", {
               class: "muted track-line",
