@@ -81,10 +81,17 @@ def stitch_video(
     usable = {i for i, s in states.items() if s["state"] in USABLE_SEGMENT_STATES}
     stored = [m for m in catalog.track_members(collection, video_id) if m["segment_index"] in usable]
     parts = _parts(stored)
-    last = {i: max(0, (states[i]["frame_count"] or 1) - 1) for i in usable}
+    # Positions among the frames detection ran on, as the worker's tracker counted them (a repeat or
+    # a blank frame is no gap: a static camera's track reaches the end of its segment).
+    detected = catalog.detected_frames(collection, video_id)
+    position = {seg: {fi: p for p, fi in enumerate(detected.get(seg, []))} for seg in usable}
+    last = {seg: max(0, len(detected.get(seg, [])) - 1) for seg in usable}
+
+    def at(m: dict[str, Any]) -> int:
+        return position[m["segment_index"]].get(m["frame_index"], m["frame_index"])
 
     def near_a_boundary(segment: int, rows: list[dict[str, Any]]) -> bool:
-        return rows[0]["frame_index"] <= cfg.max_gap or last[segment] - rows[-1]["frame_index"] <= cfg.max_gap
+        return at(rows[0]) <= cfg.max_gap or last[segment] - at(rows[-1]) <= cfg.max_gap
 
     # Only parts near a boundary can be joined: only their members' embeddings are fetched.
     candidates = {

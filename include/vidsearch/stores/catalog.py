@@ -888,6 +888,25 @@ class Catalog:
             ).all()
         return {str(r.track_id): dict(r._mapping) for r in rows}
 
+    def detected_frames(self, collection: str, video_id: str) -> dict[int, list[int]]:
+        """{segment: the frame indexes detection ran on (neither blank nor a repeat), in order}: the
+        positions the worker's tracker counted its gaps in."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(frames.c.segment_index, frames.c.frame_index)
+                .where(
+                    frames.c.collection == collection,
+                    frames.c.video_id == video_id,
+                    frames.c.blank.is_(False),
+                    frames.c.duplicate_of.is_(None),
+                )
+                .order_by(frames.c.segment_index, frames.c.frame_index)
+            ).all()
+        out: dict[int, list[int]] = {}
+        for r in rows:
+            out.setdefault(r.segment_index, []).append(r.frame_index)
+        return out
+
     def track_object_ids(self, collection: str, track_ids: Sequence[str]) -> list[str]:
         """The member object ids of `track_ids`, in time order."""
         if not track_ids:
