@@ -105,7 +105,7 @@ def stitch_video(
         with_vectors = {
             n: [
                 tracking.PartMember(
-                    m["frame_index"],
+                    at(m),
                     m["pts_s"],
                     np.asarray(m["box"], dtype=np.float64),
                     vectors[m["object_id"]],
