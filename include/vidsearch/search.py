@@ -556,7 +556,9 @@ class SearchService:
             )
             kept = [h for h in hits if h[0] not in exclude and (allowed is None or h[0] in allowed)]
             if group == "track":
-                kept = _best_per_track(kept, exclude_track)
+                # Weaviate holds each object's part; finalize recorded which track each part joined.
+                tracks_of = self.catalog.tracks_of_parts(collection, sorted({t for _, _, t in kept if t}))
+                kept = _best_per_track([(o, sim, tracks_of.get(t, t) if t else t) for o, sim, t in kept], exclude_track)
             if len(kept) >= k or len(hits) < min(fetch, MAX_QUERY_RESULTS) or fetch >= MAX_QUERY_RESULTS:
                 break
             fetch = min(fetch * 2, MAX_QUERY_RESULTS)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 import numpy as np
@@ -52,7 +52,8 @@ PROPERTIES = [
     Property(name="box", data_type=DataType.NUMBER_ARRAY),
     Property(name="label", data_type=DataType.TEXT, skip_vectorization=True),
     Property(name="score", data_type=DataType.NUMBER),
-    # The object's track (video-wide, stitched at finalize); empty for objects indexed before tracks.
+    # The object's part of a track (its segment-local track's index-time id; catalog.track_parts maps it
+    # to the stitched track); empty for objects indexed before tracks.
     Property(name="track_id", data_type=DataType.TEXT, skip_vectorization=True),
 ]
 
@@ -306,7 +307,8 @@ class ObjectIndex:
         at most `limit` (and `MAX_QUERY_RESULTS`), each at least `min_similarity`; only objects of
         `video_id`, with `detector_label`, among `ids`, not among `exclude_ids` and seen between
         `from_s` and `to_s` (seconds from the video start, both included), where those are given.
-        The track id is None for objects indexed before tracks."""
+        The track id is the object's part id (`catalog.track_parts` maps it to its stitched track),
+        None for objects indexed before tracks."""
         clauses = []
         if video_id:
             clauses.append(Filter.by_property("video_id").equal(video_id))
@@ -339,16 +341,6 @@ class ObjectIndex:
             if similarity >= min_similarity:
                 hits.append((str(obj.uuid), similarity, (obj.properties or {}).get("track_id") or None))
         return hits
-
-    def set_track_ids(self, collection: str, track_ids: Mapping[str, str]) -> None:
-        """Point objects at their (stitched) track: {object id: track id}."""
-        coll = self._coll(collection)
-        for object_id, track_id in track_ids.items():
-
-            def update(object_id: str = object_id, track_id: str = track_id) -> None:
-                coll.data.update(uuid=object_id, properties={"track_id": track_id})
-
-            _retrying(update, f"updating the track of object {object_id}")
 
 
 def _vector_of(obj: Any) -> np.ndarray:
