@@ -212,7 +212,7 @@ tracks = sa.Table(
     sa.Index("ix_tracks_video", "collection", "video_id", "start_pts_s"),
 )
 
-# Each segment's part of a track -> its stitched track (migration 0007). Weaviate's `track_id` is the
+# Each segment's part of a track -> its stitched track (migration 0008). Weaviate's `track_id` is the
 # part's id (what index time gave it): rewriting thousands of objects there at finalize cost ~0.8 ms
 # each, so search maps part ids to tracks here instead.
 track_parts = sa.Table(

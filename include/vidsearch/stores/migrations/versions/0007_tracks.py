@@ -2,8 +2,7 @@
 
 Adds `objects.track_id` (the track each detection belongs to: the worker's tracker within a segment,
 stitched across segment boundaries at finalize), `tracks` (one row per track, derived from its
-members: time range, member count, detector label votes) and `track_parts` (each segment's part of a
-track -> the stitched track; Weaviate keeps the part id, search maps it).
+members: time range, member count, detector label votes).
 
 Revision ID: 0007
 Revises: 0006
@@ -41,21 +40,9 @@ def upgrade() -> None:
         ),
     )
     op.create_index("ix_tracks_video", "tracks", ["collection", "video_id", "start_pts_s"])
-    op.create_table(
-        "track_parts",
-        sa.Column("collection", sa.Text, primary_key=True),
-        sa.Column("part_id", pg.UUID(as_uuid=False), primary_key=True),
-        sa.Column("video_id", sa.Text, nullable=False),
-        sa.Column("track_id", pg.UUID(as_uuid=False), nullable=False),
-        sa.ForeignKeyConstraint(
-            ["collection", "video_id"], ["videos.collection", "videos.video_id"], ondelete="CASCADE"
-        ),
-        sa.Index("ix_track_parts_video", "collection", "video_id"),
-    )
 
 
 def downgrade() -> None:
-    op.drop_table("track_parts")
     op.drop_index("ix_tracks_video", table_name="tracks")
     op.drop_table("tracks")
     op.drop_index("ix_objects_track", table_name="objects")
