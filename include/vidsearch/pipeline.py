@@ -479,7 +479,7 @@ def finalize(svc: Services, run_id: str, params: IngestParams, video_id: str | N
         )
     track_count = 0
     if pg_ids == wv_ids and any(s["state"] in cat.USABLE_SEGMENT_STATES for s in states.values()):
-        track_count = tracks.stitch_video(svc.catalog, index, params.collection, video_id).tracks
+        track_count = tracks.stitch_video(svc.catalog, index, params.collection, video_id, states=states).tracks
     for state in UNRESOLVED_SEGMENT_STATES:
         hit = [s for s in states.values() if s["state"] == state.value]
         if hit:

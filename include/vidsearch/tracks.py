@@ -78,13 +78,15 @@ def stitch_video(
     collection: str,
     video_id: str,
     cfg: tracking.TrackerConfig | None = None,
+    states: dict[int, dict[str, Any]] | None = None,
 ) -> StitchSummary:
     """Join the video's tracks across segment boundaries in both stores and rebuild its `tracks`
-    rows. Only segments whose objects are searchable (done, accepted) take part. The boundary
+    rows. Only segments whose objects are searchable (done, accepted) take part (`states`: the
+    video's segment states, when the caller has read them already). The boundary
     candidates and the match are `tracking.track_ends` and `tracking.stitch` (what the tracking
     benchmark measures), the ids `tracking.track_ids`."""
     cfg = cfg or tracking.TrackerConfig()
-    states = catalog.segment_states(collection, video_id)
+    states = states if states is not None else catalog.segment_states(collection, video_id)
     usable = {i for i, s in states.items() if s["state"] in USABLE_SEGMENT_STATES}
     stored = [m for m in catalog.track_members(collection, video_id) if m["segment_index"] in usable]
     parts = _parts(stored)

@@ -217,11 +217,7 @@ SearchOptions = Annotated[dict[str, Any], Depends(search_options)]
 @router.get("/collections/{c}/objects/{object_id}/similar", response_model=SimilarResults)
 def similar(request: Request, c: str, object_id: str, svc: Service, options: SearchOptions) -> Any:
     out = svc.similar(c, object_id, **options)
-    return {
-        "query": _with_urls(request, c, out["query"]),
-        "group": options["group"],
-        "results": _results_with_urls(request, c, out["results"], options["group"]),
-    }
+    return _search_response(request, c, _with_urls(request, c, out["query"]), out["results"], options["group"])
 
 
 @router.get("/collections/{c}/search/text", response_model=TextResults)
@@ -233,11 +229,7 @@ def text_search(
     options: SearchOptions,
 ) -> Any:
     out = svc.text_search(c, q, **options)
-    return {
-        "query": out["query"],
-        "group": options["group"],
-        "results": _results_with_urls(request, c, out["results"], options["group"]),
-    }
+    return _search_response(request, c, out["query"], out["results"], options["group"])
 
 
 # A search, not a write: POST only because the query is an uploaded file (read access, like GETs).
@@ -258,11 +250,12 @@ def image_search(
         except ValueError as exc:
             raise InputError("box must be four numbers: x0,y0,x1,y1") from exc
     out = svc.image_search(c, data, box=coords, **options)
-    return {
-        "query": out["query"],
-        "group": options["group"],
-        "results": _results_with_urls(request, c, out["results"], options["group"]),
-    }
+    return _search_response(request, c, out["query"], out["results"], options["group"])
+
+
+def _search_response(request: Request, c: str, query: Any, results: list[dict[str, Any]], group: str) -> dict:
+    """A search's answer: its query, how results are grouped, and the results with their URLs."""
+    return {"query": query, "group": group, "results": _results_with_urls(request, c, results, group)}
 
 
 def _results_with_urls(request: Request, c: str, results: list[dict[str, Any]], group: str) -> list[dict[str, Any]]:

@@ -21,7 +21,7 @@ function pageBase() {
   return url;
 }
 const PAGE_BASE = pageBase();
-const API_BASE = new URL("api/", PAGE_BASE);
+export const API_BASE = new URL("api/", PAGE_BASE);
 
 const $ = (id) => document.getElementById(id);
 const enc = encodeURIComponent;

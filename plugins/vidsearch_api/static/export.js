@@ -5,19 +5,8 @@
 
 const $ = (id) => document.getElementById(id);
 
-// The page is served at <prefix>/ and the API at <prefix>/api/ (as in app.js).
-function apiBase() {
-  const url = new URL(window.location.href);
-  url.hash = "";
-  url.search = "";
-  if (!url.pathname.endsWith("/")) {
-    url.pathname = /\.[a-z0-9]+$/i.test(url.pathname)
-      ? url.pathname.replace(/[^/]*$/, "")
-      : url.pathname + "/";
-  }
-  return new URL("api/", url);
-}
-const API_BASE = apiBase();
+// The API root, as app.js computes it (one module instance: the page already loaded it).
+import { API_BASE } from "./app.js";
 
 const LINKS = [
   { id: "export-coco", path: "export/coco", params: {} },
