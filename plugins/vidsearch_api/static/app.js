@@ -638,12 +638,16 @@ function updatePlayerBox() {
     : `${fmtTime(video.currentTime)} · the box is drawn at the object's frame (${fmtTime(player.object.pts_s)}).`;
 }
 
+// Closing cleans up at once: the dialog's `close` event is queued, and a player opened again before
+// it fires (close, then P on a box) must not be torn down by the old close.
 function closePlayer() {
   const dialog = $("player");
   if (dialog.open) dialog.close();
+  onPlayerClosed();
 }
 
 function onPlayerClosed() {
+  if ($("player").open || player.object === null) return; // reopened since, or cleaned up already
   player.seq++;
   const video = $("player-video");
   video.pause();
@@ -673,6 +677,13 @@ function wirePlayer() {
   });
   $("player-close").addEventListener("click", closePlayer);
   $("player").addEventListener("close", onPlayerClosed);
+  // Escape closes the player ourselves: the browser's own close request is skipped when it judges
+  // the key unactivated (Chromium's close-watcher rules), which left the dialog open now and then.
+  $("player").addEventListener("keydown", (e) => {
+    if (e.key !== "Escape" || e.altKey || e.ctrlKey || e.metaKey || e.shiftKey) return;
+    e.preventDefault();
+    closePlayer();
+  });
   $("player-seek").addEventListener("click", () => {
     if (!player.object) return;
     video.pause();
