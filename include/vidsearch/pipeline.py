@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import cast
 
+import numpy as np
 from pydantic import Field
 
 from vidsearch import quality, tracks
@@ -25,7 +26,7 @@ from vidsearch.media import frames, probe, sources, split
 from vidsearch.media.content import ContentRules
 from vidsearch.models import launcher
 from vidsearch.params import IngestParams
-from vidsearch.records import FrameBundle, Record, Segment, VideoManifest
+from vidsearch.records import DetectEmbedResult, FrameBundle, Record, Segment, VideoManifest
 from vidsearch.stores import catalog as cat
 from vidsearch.stores import storage
 from vidsearch.stores.index import ObjectIndex, validate_collection_name, weaviate_collection_name
@@ -384,18 +385,8 @@ def index_segment(
         registered = svc.catalog.get_collection(params.collection)
         expected_dim = registered["embedding_dim"] if registered else result.embedding_dim
         gate(svc, run_id, quality.check_embeddings(result, vectors, expected_dim))
-        svc.catalog.register_collection(
-            params.collection,
-            result.embedder_model,
-            result.embedding_dim,
-            weaviate_collection_name(params.collection),
-        )
         index = svc.index()
-        objects = tracks.with_track_ids(result.objects)
-        index.upsert_segment(params.collection, segment.video_id, segment.index, objects, vectors)
-        svc.catalog.write_segment_index(
-            params.collection, bundle, objects, result.detector_model, result.embedder_model
-        )
+        store_segment(svc, params.collection, bundle, result, vectors)
         gate(
             svc,
             run_id,
@@ -410,6 +401,23 @@ def index_segment(
         raise
     log.info("%s: indexed %d objects from %d frames", segment.label, len(result.objects), len(bundle.frames))
     return {"frames": len(bundle.frames), "objects": len(result.objects)}
+
+
+def store_segment(
+    svc: Services, collection: str, bundle: FrameBundle, result: DetectEmbedResult, vectors: np.ndarray
+) -> None:
+    """Write one segment's results to both stores: its objects (with their track ids) and its
+    parts' track vectors to Weaviate, then its frames and objects to Postgres (marking it done)."""
+    svc.catalog.register_collection(
+        collection, result.embedder_model, result.embedding_dim, weaviate_collection_name(collection)
+    )
+    index = svc.index()
+    objects = tracks.with_track_ids(result.objects)
+    index.upsert_segment(collection, bundle.video_id, bundle.segment_index, objects, vectors)
+    index.replace_segment_tracks(
+        collection, bundle.video_id, bundle.segment_index, tracks.part_tracks(objects, vectors)
+    )
+    svc.catalog.write_segment_index(collection, bundle, objects, result.detector_model, result.embedder_model)
 
 
 class IngestSummary(Record):

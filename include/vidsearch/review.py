@@ -28,11 +28,10 @@ from vidsearch.errors import PermanentError
 from vidsearch.media import bundle as frame_bundle
 from vidsearch.models import launcher
 from vidsearch.params import REVIEW_CHOICES, IngestParams
-from vidsearch.pipeline import Services, detections_uri, run_video_id, video_root
+from vidsearch.pipeline import Services, detections_uri, run_video_id, store_segment, video_root
 from vidsearch.records import Record, Segment, format_ts
 from vidsearch.stores import catalog as cat
 from vidsearch.stores import storage
-from vidsearch.stores.index import weaviate_collection_name
 
 log = logging.getLogger(__name__)
 
@@ -106,13 +105,7 @@ def _accept(svc: Services, params: IngestParams, seg: Segment) -> str:
     except (FileNotFoundError, PermanentError, ValueError) as exc:
         outcome = f"accepted; nothing indexed (no usable results: {exc})"
     else:
-        svc.catalog.register_collection(
-            params.collection, result.embedder_model, result.embedding_dim, weaviate_collection_name(params.collection)
-        )
-        svc.index().upsert_segment(params.collection, seg.video_id, seg.index, result.objects, vectors)
-        svc.catalog.write_segment_index(
-            params.collection, bundle, result.objects, result.detector_model, result.embedder_model
-        )
+        store_segment(svc, params.collection, bundle, result, vectors)
         outcome = f"accepted; indexed as is: {len(bundle.frames)} frames, {len(result.objects)} objects"
     row = svc.catalog.segment_states(params.collection, seg.video_id)[seg.index]
     # Frame and object counts (if indexed) stay; the failure is kept for the record.

@@ -11,12 +11,18 @@ part ids (rewriting its objects cost ~0.8 ms each: 10 s at finalize for a 30-min
 `track_parts` maps a part to its track, which search applies. Stitching starts from the parts each segment indexed (a part
 is one segment's members of one track), so it gives the same ids however often it runs, and after a
 segment is reprocessed.
+
+Each track also has a vector in Weaviate's track collection (`index.TrackVector`: the mean of its
+members' L2-normalised embeddings, re-normalised), which track-to-track propagation searches. Index
+time writes one per part (`part_tracks`, from the vectors in hand); finalize rewrites only the tracks
+whose parts differ from what is stored (those stitching joined, or split again after a reprocess) and
+deletes the rest (`sync_track_vectors`), so a finalize that changes nothing writes nothing.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,8 +30,8 @@ import numpy as np
 
 from vidsearch import tracking
 from vidsearch.records import DetectedObject, track_id_of
-from vidsearch.stores.catalog import USABLE_SEGMENT_STATES, Catalog
-from vidsearch.stores.index import ObjectIndex
+from vidsearch.stores.catalog import USABLE_SEGMENT_STATES, Catalog, winning_label
+from vidsearch.stores.index import ObjectIndex, TrackVector
 
 log = logging.getLogger(__name__)
 
@@ -38,11 +44,59 @@ def with_track_ids(objects: Sequence[DetectedObject]) -> list[DetectedObject]:
     ]
 
 
+def mean_direction(vectors: Sequence[np.ndarray]) -> np.ndarray:
+    """The mean of the L2-normalised `vectors`, re-normalised (a zero vector stays zero)."""
+    matrix = np.asarray(np.stack(vectors), dtype=np.float64)
+    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+    mean = (matrix / np.where(norms > 0, norms, 1.0)).mean(axis=0)
+    norm = float(np.linalg.norm(mean))
+    return (mean / norm if norm > 0 else mean).astype(np.float32)
+
+
+def _track_vector(
+    video_id: str, track_id: str, members: Sequence[tuple[int, float, str, str]], vectors: Sequence[np.ndarray]
+) -> TrackVector:
+    """A track from its members: (segment, pts, detector label, part id) each, and their vectors."""
+    votes: dict[str, int] = {}
+    for _, _, label, _ in members:
+        votes[label] = votes.get(label, 0) + 1
+    return TrackVector(
+        track_id=track_id,
+        video_id=video_id,
+        segment_index=min(m[0] for m in members),
+        start_pts_s=min(m[1] for m in members),
+        end_pts_s=max(m[1] for m in members),
+        label=winning_label(votes),
+        object_count=len(members),
+        parts=tuple(sorted({m[3] for m in members})),
+        vector=mean_direction(vectors),
+    )
+
+
+def part_tracks(objects: Sequence[DetectedObject], vectors: np.ndarray) -> list[TrackVector]:
+    """The track vectors of one segment's parts (`objects` with their track ids, row for row with
+    `vectors`): each part is its own track until finalize stitches it."""
+    rows: dict[str, list[int]] = {}
+    for i, o in enumerate(objects):
+        rows.setdefault(o.track_id or track_id_of(o.video_id, o.object_id), []).append(i)
+    return [
+        _track_vector(
+            objects[idx[0]].video_id,
+            part,
+            [(objects[i].segment_index, objects[i].pts_s, objects[i].label, part) for i in idx],
+            [vectors[i] for i in idx],
+        )
+        for part, idx in rows.items()
+    ]
+
+
 @dataclass(frozen=True)
 class StitchSummary:
     tracks: int  # tracks of the video after stitching
     joins: int  # boundaries crossed: parts joined to the part before them
     moved: int  # objects whose track id changed
+    vectors_written: int = 0  # track vectors (re)written in Weaviate
+    vectors_deleted: int = 0  # track vectors of parts now joined, or of segments no longer searchable
 
 
 @dataclass(frozen=True)
@@ -152,12 +206,61 @@ def stitch_video(
         },
     )
     count = catalog.rebuild_tracks(collection, video_id)
-    summary = StitchSummary(tracks=count, joins=len(pairs), moved=len(moved))
+    final_of = {m["object_id"]: final or part_of[m["object_id"]] for (m, _), final in zip(flat, finals)}
+    written, deleted = sync_track_vectors(index, collection, video_id, stored, part_of, final_of, vectors, states)
+    summary = StitchSummary(
+        tracks=count, joins=len(pairs), moved=len(moved), vectors_written=written, vectors_deleted=deleted
+    )
     log.info(
-        "tracks of %s: %d (%d joined across segment boundaries, %d objects moved)",
+        "tracks of %s: %d (%d joined across segment boundaries, %d objects moved; %d track vectors written, %d deleted)",
         video_id,
         summary.tracks,
         summary.joins,
         summary.moved,
+        summary.vectors_written,
+        summary.vectors_deleted,
     )
     return summary
+
+
+def sync_track_vectors(
+    index: ObjectIndex,
+    collection: str,
+    video_id: str,
+    members: Sequence[dict[str, Any]],
+    part_of: dict[str, str],
+    final_of: dict[str, str],
+    vectors: dict[str, np.ndarray],
+    segments: Iterable[int],
+) -> tuple[int, int]:
+    """Make the track collection hold exactly the video's tracks (`members`: its searchable objects,
+    `part_of`/`final_of`: each one's part and track): a track whose parts differ from the stored
+    object's is rewritten, from its members' vectors (`vectors` holds those stitching fetched; the
+    rest are fetched); stored tracks that are no track any more (joined parts, unsearchable
+    segments) are deleted. Returns (written, deleted)."""
+    by_track: dict[str, list[dict[str, Any]]] = {}
+    for m in members:
+        by_track.setdefault(final_of[m["object_id"]], []).append(m)
+    want = {t: tuple(sorted({part_of[m["object_id"]] for m in rows})) for t, rows in by_track.items()}
+    stored: dict[str, tuple[str, ...]] = {}
+    for segment in segments:
+        stored.update(index.stored_tracks(collection, video_id, segment))
+    changed = [t for t, parts in want.items() if stored.get(t) != parts]
+    needed = [m["object_id"] for t in changed for m in by_track[t] if m["object_id"] not in vectors]
+    fetched = {**vectors, **(index.vectors(collection, needed) if needed else {})}
+    rewrite = [
+        _track_vector(
+            video_id,
+            t,
+            [(m["segment_index"], m["pts_s"], m["label"], part_of[m["object_id"]]) for m in by_track[t]],
+            [fetched[m["object_id"]] for m in by_track[t]],
+        )
+        for t in changed
+        if all(m["object_id"] in fetched for m in by_track[t])
+    ]
+    if len(rewrite) < len(changed):  # finalize checked the stores agree: only a concurrent delete does this
+        log.warning("%s: %d tracks lost member vectors meanwhile; not rewritten", video_id, len(changed) - len(rewrite))
+    index.upsert_tracks(collection, rewrite)
+    gone = sorted(set(stored) - set(want))
+    index.delete_tracks(collection, gone)
+    return len(rewrite), len(gone)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from vidsearch import pipeline, tracks
 from vidsearch.media import synth
-from vidsearch.records import Box, DetectedObject, FrameBundle, FrameRef, object_id, track_id_of
+from vidsearch.records import Box, DetectedObject, DetectEmbedResult, FrameBundle, FrameRef, object_id, track_id_of
 from vidsearch.stores.index import ObjectIndex
 
 pytestmark = pytest.mark.integration
@@ -40,11 +40,14 @@ def video(tmp_path_factory, catalog, weaviate_client, storage_root):
     return svc, probed.manifest.video_id, segments
 
 
-def _write(svc, video_id: str, segments, walker_box_at, stranger_in: set[int]) -> dict[str, list[str]]:
+def _write(
+    svc, video_id: str, segments, walker_box_at, stranger_in: set[int], vectors_of: dict[str, np.ndarray] | None = None
+) -> dict[str, list[str]]:
     """Index every segment: a walker seen in every frame (its box from `walker_box_at(t)`, one
     appearance), and a stranger (another appearance) in the segments of `stranger_in`. The worker's
-    tracker would give each segment one local track per person: so do these objects."""
-    index = svc.index()
+    tracker would give each segment one local track per person: so do these objects. They are stored
+    as index_segment stores them (`pipeline.store_segment`); `vectors_of` collects their embeddings."""
+    vectors_of = {} if vectors_of is None else vectors_of
     walker, stranger = _unit(1), _unit(2)
     ids: dict[str, list[str]] = {"walker": [], "stranger": []}
     for seg in segments:
@@ -68,10 +71,13 @@ def _write(svc, video_id: str, segments, walker_box_at, stranger_in: set[int]) -
                     )
                 )  # fmt: skip
                 vectors.append(vec + np.float32(0.01) * _unit(len(vectors) + 10 * seg.index))
-        objs = tracks.with_track_ids(objs)
-        index.ensure_collection(COLLECTION)
-        index.upsert_segment(COLLECTION, video_id, seg.index, objs, np.stack(vectors))
-        svc.catalog.write_segment_index(COLLECTION, bundle, objs, "det", "emb")
+        result = DetectEmbedResult(
+            video_id=video_id, segment_index=seg.index, detector_model="det", embedder_model="emb",
+            embedding_dim=DIM, detector_labels=["person"], device="cpu", frame_count=len(refs), objects=objs,
+        )  # fmt: skip
+        svc.index().ensure_collection(COLLECTION)
+        pipeline.store_segment(svc, COLLECTION, bundle, result, np.stack(vectors))
+        vectors_of.update(zip((o.object_id for o in objs), vectors))
     return ids
 
 
@@ -85,10 +91,12 @@ def test_a_walker_across_three_segments_is_one_track_in_both_stores(video):
     def walking(t: float) -> Box:  # 20 px per second: boxes overlap from frame to frame
         return Box(x0=10 + 20 * t, y0=50, x1=70 + 20 * t, y1=150)
 
-    ids = _write(svc, video_id, segments, walking, stranger_in={1})
+    vectors: dict[str, np.ndarray] = {}
+    ids = _write(svc, video_id, segments, walking, stranger_in={1}, vectors_of=vectors)
     before = _stored_tracks(svc, video_id)
-    # Index time: one track per person per segment.
+    # Index time: one track per person per segment, in Postgres and as a track vector in Weaviate.
     assert len({before[o] for o in ids["walker"]}) == 3
+    assert set(_track_vectors(svc, video_id, segments)) == set(before.values())
 
     summary = tracks.stitch_video(svc.catalog, svc.index(), COLLECTION, video_id)
 
@@ -109,11 +117,37 @@ def test_a_walker_across_three_segments_is_one_track_in_both_stores(video):
     assert (walker_row["start_pts_s"], walker_row["end_pts_s"], walker_row["object_count"]) == (0.0, 5.0, 6)
     assert walker_row["segments"] == [0, 1, 2] and walker_row["label_votes"] == {"person": 6}
 
-    # Deterministic: stitching again (a re-run of finalize) changes nothing.
+    # Weaviate's track collection: one vector per track, the mean direction of its members' vectors,
+    # linked to them through their parts; the joined parts' own vectors are gone.
+    stored = _track_vectors(svc, video_id, segments)
+    assert set(stored) == set(rows) and summary.vectors_written == 1 and summary.vectors_deleted == 2
+    walker_id = next(iter(walker_tracks))
+    expected = tracks.mean_direction([vectors[o] for o in ids["walker"]])
+    assert np.allclose(stored[walker_id][1], expected, atol=1e-5)
+    assert stored[walker_id][0] == tuple(sorted({before[o] for o in ids["walker"]}))
+    nearest = index.near_tracks(COLLECTION, _unit(1), 5, -1.0)
+    assert nearest[0][0] == walker_id and nearest[0][1] > 0.99
+    assert [t for t, _ in index.near_tracks(COLLECTION, _unit(1), 5, -1.0, exclude_ids=[walker_id])] == [
+        after[ids["stranger"][0]]
+    ]
+
+    # Deterministic: stitching again (a re-run of finalize) changes nothing, in either store.
     again = tracks.stitch_video(svc.catalog, svc.index(), COLLECTION, video_id)
     assert _stored_tracks(svc, video_id) == after and again.moved == 0 and again.tracks == 2
+    assert (again.vectors_written, again.vectors_deleted) == (0, 0)
 
     # Re-indexing a segment (a reprocess) resets its objects to index-time ids; stitching restores.
     _write(svc, video_id, segments, walking, stranger_in={1})
+    assert len(_track_vectors(svc, video_id, segments)) == 4  # index time: one per part again
     tracks.stitch_video(svc.catalog, svc.index(), COLLECTION, video_id)
     assert _stored_tracks(svc, video_id) == after
+    restored = _track_vectors(svc, video_id, segments)
+    assert set(restored) == set(rows) and np.allclose(restored[walker_id][1], expected, atol=1e-5)
+
+
+def _track_vectors(svc, video_id: str, segments) -> dict[str, tuple[tuple[str, ...], np.ndarray]]:
+    """{track id: (its parts, its vector)} as Weaviate's track collection holds them."""
+    index = svc.index()
+    parts = {t: p for seg in segments for t, p in index.stored_tracks(COLLECTION, video_id, seg.index).items()}
+    vectors = index.track_vectors(COLLECTION, sorted(parts))
+    return {t: (parts[t], vectors[t]) for t in parts}

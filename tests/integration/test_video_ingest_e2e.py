@@ -135,6 +135,9 @@ def test_ingest_end_to_end_then_rerun_changes_nothing(dag, video, catalog, weavi
     track_rows = catalog.video_tracks("e2e", manifest.video_id)
     assert {r["track_id"] for r in track_rows} == set(tracks.values()) and run["summary"]["tracks"] == len(track_rows)
     assert len(track_rows) < len(pg_ids)  # the tracker joined detections of successive frames
+    # ...and Weaviate's track collection holds one vector per track, no more.
+    track_vectors = {t for seg in segments for t in index.stored_tracks("e2e", manifest.video_id, seg)}
+    assert track_vectors == {r["track_id"] for r in track_rows}
 
     # The same video again: same ids, same counts, same tracks, in both stores.
     before = _store_counts(catalog, weaviate_client, "e2e")
@@ -147,6 +150,7 @@ def test_ingest_end_to_end_then_rerun_changes_nothing(dag, video, catalog, weavi
     assert [r["track_id"] for r in catalog.video_tracks("e2e", manifest.video_id)] == [
         r["track_id"] for r in track_rows
     ]
+    assert {t for seg in segments for t in index.stored_tracks("e2e", manifest.video_id, seg)} == track_vectors
 
 
 def test_ingest_through_the_warm_worker_loads_the_models_once(dag, video, catalog, weaviate_client, monkeypatch):

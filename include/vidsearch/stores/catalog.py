@@ -455,6 +455,11 @@ def _upsert(table: sa.Table, rows: Sequence[dict[str, Any]], keys: Iterable[str]
     return stmt.on_conflict_do_update(index_elements=list(key_set), set_=update)
 
 
+def winning_label(votes: Mapping[str, int]) -> str:
+    """A track's detector label: the most voted; ties go to the alphabetically first, so re-runs agree."""
+    return min(votes, key=lambda name: (-votes[name], name))
+
+
 class Catalog:
     """Reads and writes the catalog. Every method is one transaction."""
 
@@ -884,8 +889,7 @@ class Catalog:
                     object_count=r.object_count,
                     segments=sorted(r.segments),
                     label_votes=r.label_votes,
-                    # The most voted label; ties go to the alphabetically first, so re-runs agree.
-                    label=min(r.label_votes, key=lambda name: (-r.label_votes[name], name)),
+                    label=winning_label(r.label_votes),
                     updated_at=now,
                 )
                 for r in rows

@@ -9,6 +9,12 @@ after that, surface as `TransientError` for the orchestrator's retries.
 
 Reads for search: stored vectors by id, and nearest neighbours of a vector (cosine similarity, i.e.
 1 - Weaviate's cosine distance) with the video, detector-label and id filters applied inside Weaviate.
+
+Tracks live beside the objects, in `VideoTracks_<name>` (same embedding space, its own HNSW graph, so
+object search pays no filter for them): one object per track of a video, its vector the mean of its
+members' L2-normalised embeddings, re-normalised (`TrackVector`), linked to its members through
+`parts` (the part ids its member objects carry as `track_id`). Index time writes one per segment-local
+part; finalize replaces those that stitching joined (`vidsearch.tracks.sync_track_vectors`).
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import numpy as np
@@ -43,19 +50,51 @@ BATCH_SIZE = 500
 MAX_QUERY_RESULTS = 10_000
 T = TypeVar("T")
 
+
+def _text(name: str) -> Property:
+    return Property(name=name, data_type=DataType.TEXT, skip_vectorization=True)
+
+
+# Where an object or a track is: what re-indexing a segment and deleting it filter on.
+_PLACE = [_text("collection"), _text("video_id"), Property(name="segment_index", data_type=DataType.INT)]
+
 PROPERTIES = [
-    Property(name="collection", data_type=DataType.TEXT, skip_vectorization=True),
-    Property(name="video_id", data_type=DataType.TEXT, skip_vectorization=True),
-    Property(name="segment_index", data_type=DataType.INT),
+    *_PLACE,
     Property(name="frame_index", data_type=DataType.INT),
     Property(name="pts_s", data_type=DataType.NUMBER),
     Property(name="box", data_type=DataType.NUMBER_ARRAY),
-    Property(name="label", data_type=DataType.TEXT, skip_vectorization=True),
+    _text("label"),
     Property(name="score", data_type=DataType.NUMBER),
     # The object's part of a track (its segment-local track's index-time id; catalog.track_parts maps it
     # to the stitched track); empty for objects indexed before tracks.
-    Property(name="track_id", data_type=DataType.TEXT, skip_vectorization=True),
+    _text("track_id"),
 ]
+
+
+TRACK_PROPERTIES = [
+    *_PLACE,  # a track's segment is that of its earliest member: re-indexing it replaces the track
+    Property(name="start_pts_s", data_type=DataType.NUMBER),
+    Property(name="end_pts_s", data_type=DataType.NUMBER),
+    _text("label"),
+    Property(name="object_count", data_type=DataType.INT),
+    # The part ids of its members (their `track_id` in the object collection), sorted.
+    Property(name="parts", data_type=DataType.TEXT_ARRAY, skip_vectorization=True),
+]
+
+
+@dataclass(frozen=True)
+class TrackVector:
+    """One track as the track collection holds it; `vector` is its unit-length mean embedding."""
+
+    track_id: str
+    video_id: str
+    segment_index: int
+    start_pts_s: float
+    end_pts_s: float
+    label: str
+    object_count: int
+    parts: tuple[str, ...]
+    vector: np.ndarray
 
 
 def validate_collection_name(collection: str) -> str:
@@ -69,6 +108,11 @@ def validate_collection_name(collection: str) -> str:
 def weaviate_collection_name(collection: str) -> str:
     """`demo` -> `VideoObjects_demo` (Weaviate class names must start upper-case)."""
     return f"VideoObjects_{validate_collection_name(collection)}"
+
+
+def weaviate_tracks_name(collection: str) -> str:
+    """`demo` -> `VideoTracks_demo`: the tracks of a catalog collection."""
+    return f"VideoTracks_{validate_collection_name(collection)}"
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -118,6 +162,7 @@ class ObjectIndex:
     def __init__(self, client: weaviate.WeaviateClient | Callable[[], weaviate.WeaviateClient]):
         self._client: weaviate.WeaviateClient | None = None
         self._connect: Callable[[], weaviate.WeaviateClient] | None = None
+        self._existing: set[str] = set()  # collections seen to exist (they are never dropped here)
         if isinstance(client, weaviate.WeaviateClient):
             self._client = client
         else:
@@ -131,16 +176,19 @@ class ObjectIndex:
         return self._client
 
     def ensure_collection(self, collection: str) -> str:
-        """Create the Weaviate collection if needed; returns its name. Safe under concurrency."""
-        name = weaviate_collection_name(collection)
+        """Create the Weaviate collections (objects, tracks) if needed; returns the objects' name.
+        Safe under concurrency."""
+        self._ensure(weaviate_tracks_name(collection), TRACK_PROPERTIES)
+        return self._ensure(weaviate_collection_name(collection), PROPERTIES)
 
+    def _ensure(self, name: str, properties: list[Property]) -> str:
         def create() -> None:
             if self.client.collections.exists(name):
                 return
             try:
                 self.client.collections.create(
                     name,
-                    properties=PROPERTIES,
+                    properties=properties,
                     vector_config=Configure.Vectors.self_provided(
                         vector_index_config=Configure.VectorIndex.hnsw(distance_metric=VectorDistances.COSINE)
                     ),
@@ -151,14 +199,15 @@ class ObjectIndex:
                     raise
 
         _retrying(create, f"creating collection {name}")
-        self._ensure_properties(name)
+        self._ensure_properties(name, properties)
+        self._existing.add(name)
         return name
 
-    def _ensure_properties(self, name: str) -> None:
+    def _ensure_properties(self, name: str, properties: list[Property]) -> None:
         """Add the properties a collection created by an older version lacks (track_id)."""
         coll = self.client.collections.use(name)
         have = {p.name for p in _retrying(lambda: coll.config.get().properties, f"reading the schema of {name}")}
-        for prop in PROPERTIES:
+        for prop in properties:
             if prop.name in have:
                 continue
 
@@ -175,6 +224,14 @@ class ObjectIndex:
     def _coll(self, collection: str) -> Any:
         return self.client.collections.use(weaviate_collection_name(collection))
 
+    def _tracks(self, collection: str) -> Any:
+        return self.client.collections.use(weaviate_tracks_name(collection))
+
+    def _exists(self, name: str) -> bool:
+        if name not in self._existing and _retrying(lambda: self.client.collections.exists(name), f"looking up {name}"):
+            self._existing.add(name)
+        return name in self._existing
+
     def upsert_segment(
         self,
         collection: str,
@@ -187,57 +244,120 @@ class ObjectIndex:
         if len(objects) != len(vectors):
             raise ValueError(f"{len(objects)} objects but {len(vectors)} vectors")
         coll = self._coll(collection)
-        for start in range(0, len(objects), BATCH_SIZE):
-            chunk = [
-                DataObject(
-                    uuid=o.object_id,
-                    properties={
-                        "collection": collection,
-                        "video_id": o.video_id,
-                        "segment_index": o.segment_index,
-                        "frame_index": o.frame_index,
-                        "pts_s": o.pts_s,
-                        "box": [o.box.x0, o.box.y0, o.box.x1, o.box.y1],
-                        "label": o.label,
-                        "score": o.score,
-                        "track_id": o.track_id or "",
-                    },
-                    vector=vectors[start + i].astype(float).tolist(),
-                )
-                for i, o in enumerate(objects[start : start + BATCH_SIZE])
-            ]
-
-            def insert(chunk: list[DataObject[Any, Any]] = chunk) -> None:
-                result = coll.data.insert_many(chunk)
-                if result.errors:
-                    first = next(iter(result.errors.values()))
-                    message = getattr(first, "message", str(first))
-                    # A server-side failure of part of the batch is transient; a rejected object
-                    # (wrong dimension, bad property) is not, and must never be dropped silently.
-                    raise _BatchError(len(result.errors), len(chunk), message)
-
-            _retrying(insert, f"importing objects of {video_id}/{segment_index}")
-
+        rows = [
+            DataObject(
+                uuid=o.object_id,
+                properties={
+                    "collection": collection,
+                    "video_id": o.video_id,
+                    "segment_index": o.segment_index,
+                    "frame_index": o.frame_index,
+                    "pts_s": o.pts_s,
+                    "box": [o.box.x0, o.box.y0, o.box.x1, o.box.y1],
+                    "label": o.label,
+                    "score": o.score,
+                    "track_id": o.track_id or "",
+                },
+                vector=vector.astype(float).tolist(),
+            )
+            for o, vector in zip(objects, vectors)
+        ]
+        _insert(coll, rows, f"importing objects of {video_id}/{segment_index}")
         keep = {o.object_id for o in objects}
         stale = [u for u in self.ids(collection, video_id, segment_index) if u not in keep]
-        for start in range(0, len(stale), BATCH_SIZE):
-            ids = stale[start : start + BATCH_SIZE]
-            _retrying(
-                functools.partial(coll.data.delete_many, where=Filter.by_id().contains_any(ids)),
-                f"deleting stale objects of {video_id}/{segment_index}",
-            )
+        _delete(coll, stale, f"deleting stale objects of {video_id}/{segment_index}")
         return len(objects)
 
+    # -- tracks -----------------------------------------------------------------------------
+    def upsert_tracks(self, collection: str, tracks: Sequence[TrackVector]) -> int:
+        """Write track objects (overwriting those with the same ids)."""
+        rows = [
+            DataObject(
+                uuid=t.track_id,
+                properties={
+                    "collection": collection,
+                    "video_id": t.video_id,
+                    "segment_index": t.segment_index,
+                    "start_pts_s": t.start_pts_s,
+                    "end_pts_s": t.end_pts_s,
+                    "label": t.label,
+                    "object_count": t.object_count,
+                    "parts": list(t.parts),
+                },
+                vector=np.asarray(t.vector, dtype=float).tolist(),
+            )
+            for t in tracks
+        ]
+        _insert(self._tracks(collection), rows, f"importing tracks of {collection}")
+        return len(rows)
+
+    def replace_segment_tracks(
+        self, collection: str, video_id: str, segment_index: int, tracks: Sequence[TrackVector]
+    ) -> int:
+        """Make the track collection hold exactly `tracks` among those the segment starts."""
+        self.upsert_tracks(collection, tracks)
+        keep = {t.track_id for t in tracks}
+        stale = [t for t in self.stored_tracks(collection, video_id, segment_index) if t not in keep]
+        self.delete_tracks(collection, stale)
+        return len(tracks)
+
+    def delete_tracks(self, collection: str, track_ids: Sequence[str]) -> None:
+        _delete(self._tracks(collection), list(track_ids), f"deleting tracks of {collection}")
+
+    def stored_tracks(self, collection: str, video_id: str, segment_index: int) -> dict[str, tuple[str, ...]]:
+        """{track id: its parts} of the tracks the segment starts (empty where the collection has no
+        track collection yet: one made before tracks had vectors)."""
+        if not self._exists(weaviate_tracks_name(collection)):
+            return {}
+        coll = self._tracks(collection)
+
+        def fetch() -> dict[str, tuple[str, ...]]:
+            return {
+                str(o.uuid): tuple((o.properties or {}).get("parts") or ())
+                for o in _fetch_all(coll, segment_filter(video_id, segment_index), properties=["parts"])
+            }
+
+        return _retrying(fetch, f"listing tracks of {video_id}/{segment_index}")
+
+    def track_vectors(self, collection: str, track_ids: Sequence[str]) -> dict[str, np.ndarray]:
+        """Stored track vectors by track id (ids without a track object are left out)."""
+        if not self._exists(weaviate_tracks_name(collection)):
+            return {}
+        return _vectors(self._tracks(collection), track_ids, f"fetching track vectors in {collection}")
+
+    def near_tracks(
+        self,
+        collection: str,
+        vector: Sequence[float] | np.ndarray,
+        limit: int,
+        min_similarity: float,
+        *,
+        exclude_ids: Sequence[str] | None = None,
+    ) -> list[tuple[str, float]]:
+        """(track id, cosine similarity) of the tracks nearest to `vector`, best first, at most
+        `limit`, each at least `min_similarity`, none among `exclude_ids`."""
+        if not self._exists(weaviate_tracks_name(collection)):
+            return []
+        filters = Filter.by_id().contains_none(list(exclude_ids)) if exclude_ids else None
+        return [
+            (oid, sim)
+            for oid, sim, _ in _near(
+                self._tracks(collection), vector, limit, min_similarity, filters, f"searching tracks of {collection}"
+            )
+        ]
+
     def delete_segment(self, collection: str, video_id: str, segment_index: int) -> None:
-        """Remove every object of one segment (nothing to do when the collection does not exist)."""
-        name = weaviate_collection_name(collection)
-        if not _retrying(lambda: self.client.collections.exists(name), f"looking up {name}"):
-            return
-        coll = self._coll(collection)
-        _retrying(
-            lambda: coll.data.delete_many(where=segment_filter(video_id, segment_index)),
-            f"deleting objects of {video_id}/{segment_index}",
-        )
+        """Remove every object of one segment, and the tracks it starts (nothing to do for a
+        collection that does not exist)."""
+        for name in (weaviate_collection_name(collection), weaviate_tracks_name(collection)):
+            if not self._exists(name):
+                continue
+            _retrying(
+                functools.partial(
+                    self.client.collections.use(name).data.delete_many, where=segment_filter(video_id, segment_index)
+                ),
+                f"deleting from {name} for {video_id}/{segment_index}",
+            )
 
     def ids(self, collection: str, video_id: str, segment_index: int | None = None) -> list[str]:
         """Every object id stored for a video (or one of its segments)."""
@@ -261,24 +381,7 @@ class ObjectIndex:
     # -- search ----------------------------------------------------------------------------
     def vectors(self, collection: str, object_ids: Sequence[str]) -> dict[str, np.ndarray]:
         """Stored vectors by object id (ids missing from the index are left out)."""
-        coll = self._coll(collection)
-        ids = list(object_ids)
-        out: dict[str, np.ndarray] = {}
-        for start in range(0, len(ids), 1000):
-            chunk = ids[start : start + 1000]
-            res = _retrying(
-                functools.partial(
-                    coll.query.fetch_objects,
-                    filters=Filter.by_id().contains_any(chunk),
-                    limit=len(chunk),
-                    include_vector=True,
-                    return_properties=[],
-                ),
-                f"fetching vectors in {collection}",
-            )
-            for obj in res.objects:
-                out[str(obj.uuid)] = _vector_of(obj)
-        return out
+        return _vectors(self._coll(collection), object_ids, f"fetching vectors in {collection}")
 
     def near(
         self, collection: str, vector: Sequence[float] | np.ndarray, limit: int, min_similarity: float, **filters: Any
@@ -323,24 +426,82 @@ class ObjectIndex:
         if exclude_ids:
             clauses.append(Filter.by_id().contains_none(list(exclude_ids)))
         filters = Filter.all_of(clauses) if len(clauses) > 1 else (clauses[0] if clauses else None)
-        coll = self._coll(collection)
-        res = _retrying(
-            lambda: coll.query.near_vector(
-                near_vector=[float(x) for x in vector],
-                limit=min(limit, MAX_QUERY_RESULTS),
-                distance=min(2.0, 1.0 - min_similarity + 1e-6),
-                filters=filters,
-                return_metadata=MetadataQuery(distance=True),
-                return_properties=["track_id"],
-            ),
-            f"searching {collection}",
+        return _near(
+            self._coll(collection), vector, limit, min_similarity, filters, f"searching {collection}", "track_id"
         )
-        hits = []
+
+
+def _near(
+    coll: Any,
+    vector: Sequence[float] | np.ndarray,
+    limit: int,
+    min_similarity: float,
+    filters: Any,
+    what: str,
+    track_property: str | None = None,
+) -> list[tuple[str, float, str | None]]:
+    """(id, cosine similarity, the `track_property` value or None) of `coll`'s nearest objects."""
+    res = _retrying(
+        lambda: coll.query.near_vector(
+            near_vector=[float(x) for x in vector],
+            limit=min(limit, MAX_QUERY_RESULTS),
+            distance=min(2.0, 1.0 - min_similarity + 1e-6),
+            filters=filters,
+            return_metadata=MetadataQuery(distance=True),
+            return_properties=[track_property] if track_property else [],
+        ),
+        what,
+    )
+    hits = []
+    for obj in res.objects:
+        similarity = 1.0 - float(obj.metadata.distance)
+        if similarity >= min_similarity:
+            track = (obj.properties or {}).get(track_property) if track_property else None
+            hits.append((str(obj.uuid), similarity, track or None))
+    return hits
+
+
+def _vectors(coll: Any, ids: Sequence[str], what: str) -> dict[str, np.ndarray]:
+    ids = list(ids)
+    out: dict[str, np.ndarray] = {}
+    for start in range(0, len(ids), 1000):
+        chunk = ids[start : start + 1000]
+        res = _retrying(
+            functools.partial(
+                coll.query.fetch_objects,
+                filters=Filter.by_id().contains_any(chunk),
+                limit=len(chunk),
+                include_vector=True,
+                return_properties=[],
+            ),
+            what,
+        )
         for obj in res.objects:
-            similarity = 1.0 - float(obj.metadata.distance)
-            if similarity >= min_similarity:
-                hits.append((str(obj.uuid), similarity, (obj.properties or {}).get("track_id") or None))
-        return hits
+            out[str(obj.uuid)] = _vector_of(obj)
+    return out
+
+
+def _insert(coll: Any, rows: Sequence[DataObject[Any, Any]], what: str) -> None:
+    """Batch-import `rows`, BATCH_SIZE at a time; a failed object raises (`_BatchError`)."""
+    for start in range(0, len(rows), BATCH_SIZE):
+        chunk = list(rows[start : start + BATCH_SIZE])
+
+        def insert(chunk: list[DataObject[Any, Any]] = chunk) -> None:
+            result = coll.data.insert_many(chunk)
+            if result.errors:
+                first = next(iter(result.errors.values()))
+                message = getattr(first, "message", str(first))
+                # A server-side failure of part of the batch is transient; a rejected object
+                # (wrong dimension, bad property) is not, and must never be dropped silently.
+                raise _BatchError(len(result.errors), len(chunk), message)
+
+        _retrying(insert, what)
+
+
+def _delete(coll: Any, ids: Sequence[str], what: str) -> None:
+    for start in range(0, len(ids), BATCH_SIZE):
+        chunk = list(ids[start : start + BATCH_SIZE])
+        _retrying(functools.partial(coll.data.delete_many, where=Filter.by_id().contains_any(chunk)), what)
 
 
 def _vector_of(obj: Any) -> np.ndarray:
@@ -358,8 +519,8 @@ class _BatchError(WeaviateBaseError):
         self.transient = any(s in message.lower() for s in ("timeout", "unavailable", "connection", "too many", "503"))
 
 
-def _fetch_all(coll: Any, filters: Any, page: int = 1000) -> Iterable[Any]:
-    """Page through every object matching `filters` (ids only).
+def _fetch_all(coll: Any, filters: Any, page: int = 1000, properties: Sequence[str] = ()) -> Iterable[Any]:
+    """Page through every object matching `filters` (ids, and `properties`).
 
     Weaviate's cursor (`after`) cannot be combined with filters, so this pages by offset; the
     server caps offset+limit at QUERY_MAXIMUM_RESULTS (10,000 by default), which bounds one
@@ -368,7 +529,7 @@ def _fetch_all(coll: Any, filters: Any, page: int = 1000) -> Iterable[Any]:
     offset = 0
     while True:
         res = coll.query.fetch_objects(
-            filters=filters, limit=page, offset=offset, return_properties=[], include_vector=False
+            filters=filters, limit=page, offset=offset, return_properties=list(properties), include_vector=False
         )
         yield from res.objects
         if len(res.objects) < page:
