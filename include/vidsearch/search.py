@@ -85,6 +85,10 @@ MAX_ID_FILTER = 2_000
 # track are near-identical, so they crowd the nearest neighbours), then doubles as usual.
 TRACK_OVERFETCH = 10
 GROUPS = ("object", "track")
+# What propagation scores and spreads between: objects, or whole tracks (by their track vectors).
+PROPAGATION_UNITS = ("object", "track")
+# One propagation by track labels at most this many objects (the members of its best tracks).
+MAX_PROPAGATION_OBJECTS = 100_000
 SEARCH_DEVICE_ENV = "VIDSEARCH_SEARCH_DEVICE"
 # The in-memory JPEG caches of the API process, in MiB (besides their entry counts).
 CROP_CACHE_MB_ENV = "VIDSEARCH_CROP_CACHE_MB"
@@ -680,7 +684,8 @@ class SearchService:
             raise InputError("object_ids or track_ids must name at least one object")
         if len(track_ids) > MAX_LABEL_IDS:
             raise InputError(f"track_ids must hold at most {MAX_LABEL_IDS} ids, got {len(track_ids)}")
-        members = self.catalog.track_object_ids(collection, [_uuid(t, "track id") for t in track_ids])
+        by_track = self.catalog.track_object_ids(collection, [_uuid(t, "track id") for t in track_ids])
+        members = [o for rows in by_track.values() for o in rows]
         ids = [_uuid(i) for i in object_ids] + members
         if len(ids) > MAX_TRACK_LABEL_OBJECTS:
             raise InputError(f"a label call may reach at most {MAX_TRACK_LABEL_OBJECTS} objects, got {len(ids)}")
@@ -727,13 +732,13 @@ class SearchService:
         return self.labels.events(collection, name, limit)
 
     # -- propagation -----------------------------------------------------------------------
-    def _candidates(
-        self, collection: str, name: str, threshold: float, limit: int
-    ) -> tuple[list[str], list[str], list[tuple[str, float]]]:
-        """(sources, negatives, [(object id, score)] best first) for propagating `name`."""
+    def _candidates(self, collection: str, name: str, threshold: float, limit: int, unit: str) -> _Candidates:
+        """What propagating `name` would label (see `propagation_preview`)."""
         _check_range("threshold", threshold, 0.0, 1.0)
         if not 1 <= limit <= MAX_PROPAGATION_LIMIT:
             raise InputError(f"limit must be between 1 and {MAX_PROPAGATION_LIMIT}, got {limit}")
+        if unit not in PROPAGATION_UNITS:
+            raise InputError(f"unit must be one of {', '.join(PROPAGATION_UNITS)}, got {unit!r}")
         validate_label_name(name)
         # Reads at most one id past each bound: enough to refuse, never the whole of a huge label.
         max_src, max_neg = self.max_propagation_sources, self.max_propagation_negatives
@@ -750,8 +755,65 @@ class SearchService:
                 f"label {name!r} has more than {max_neg} human negatives: propagation takes at most "
                 f"{max_neg} negatives (remove some, or split the label)"
             )
+        if unit == "object":
+            vectors = self.index.vectors(collection, sources + negatives)
+            ranked = self._rank(
+                [vectors[s] for s in sources if s in vectors],
+                [vectors[n] for n in negatives if n in vectors],
+                set(sources) | set(negatives),
+                threshold,
+                limit,
+                lambda v, n, exclude: self.index.near(collection, v, n, threshold, exclude_ids=exclude),
+                lambda ids: self.index.vectors(collection, ids),
+            )
+            return _Candidates(sources, negatives, ranked, [])
+        # Track to track: the labelled objects' tracks are the sources (a track holding both a
+        # positive and a negative counts as a source), scored by their track vectors.
+        track_of = self.catalog.tracks_of_objects(collection, sources + negatives)
+        source_tracks = sorted({track_of[s] for s in sources if s in track_of})
+        negative_tracks = sorted({track_of[n] for n in negatives if n in track_of} - set(source_tracks))
+        vectors = self.index.track_vectors(collection, source_tracks + negative_tracks)
+        if not any(t in vectors for t in source_tracks):
+            raise InputError(
+                f"the objects labeled {name!r} have no track vectors yet (their videos were indexed before "
+                "tracks had vectors, or are still being ingested): re-run their ingest, or propagate by object"
+            )
+        ranked_tracks = self._rank(
+            [vectors[t] for t in source_tracks if t in vectors],
+            [vectors[t] for t in negative_tracks if t in vectors],
+            set(source_tracks) | set(negative_tracks),
+            threshold,
+            limit,
+            lambda v, n, exclude: self.index.near_tracks(collection, v, n, threshold, exclude_ids=exclude),
+            lambda ids: self.index.track_vectors(collection, ids),
+        )
+        members = self.catalog.track_object_ids(collection, [t for t, _ in ranked_tracks])
         human = set(sources) | set(negatives)
-        vectors = self.index.vectors(collection, sources + negatives)
+        objects: list[tuple[str, float]] = []
+        tracks: list[dict[str, Any]] = []
+        for track_id, score in ranked_tracks:
+            ids = [o for o in members.get(track_id, []) if o not in human]
+            if not ids:
+                continue
+            if len(objects) + len(ids) > MAX_PROPAGATION_OBJECTS:
+                break  # the best tracks that fit: one propagation labels at most this many objects
+            objects.extend((o, score) for o in ids)
+            tracks.append({"track_id": track_id, "score": score, "object_count": len(ids)})
+        return _Candidates(sources, negatives, objects, tracks)
+
+    def _rank(
+        self,
+        source_vectors: list[np.ndarray],
+        negative_vectors: list[np.ndarray],
+        human: set[str],
+        threshold: float,
+        limit: int,
+        near: Callable[[np.ndarray, int, list[str] | None], list[tuple[str, float]]],
+        fetch: Callable[[list[str]], dict[str, np.ndarray]],
+    ) -> list[tuple[str, float]]:
+        """[(id, score)] best first, at most `limit`: the items (`near` searches them, `fetch` reads
+        their vectors) scored `best source similarity - max(best negative similarity, 0)`, each at
+        least `threshold`, none of the `human`-labelled ones."""
         # Best similarity to a source, over a near-vector search around each source. A candidate below
         # the threshold there cannot reach it after the negative term, so the search stops at it.
         best_pos: dict[str, float] = {}
@@ -761,27 +823,25 @@ class SearchService:
         # The human-labeled are excluded inside Weaviate (by id, when few enough), so they cost no
         # results; each source gets its share of `max_propagation_hits`, so many sources search less
         # deeply each (the candidates are then each source's nearest `per_source`, not an exact top).
-        reach = limit if not negatives else 4 * limit + 100
+        if not source_vectors:
+            return []
+        reach = limit if not negative_vectors else 4 * limit + 100
         exclude_ids = sorted(human) if len(human) <= MAX_ID_FILTER else None
         extra = 0 if exclude_ids is not None else len(human)
-        share = max(1, self.max_propagation_hits // len(sources))
+        share = max(1, self.max_propagation_hits // len(source_vectors))
         per_source = min(reach + extra, MAX_QUERY_RESULTS, share)
-        for source in sources:
-            if source not in vectors:
-                continue
-            hits = self.index.near(collection, vectors[source], per_source, threshold, exclude_ids=exclude_ids)
-            for oid, sim in hits:
+        for vector in source_vectors:
+            for oid, sim in near(vector, per_source, exclude_ids):
                 if oid not in human and sim > best_pos.get(oid, -2.0):
                     best_pos[oid] = sim
         if not best_pos:
-            return sources, negatives, []
-        neg_vectors = [vectors[n] for n in negatives if n in vectors]
-        if not neg_vectors:
+            return []
+        if not negative_vectors:
             scored = [(i, s) for i, s in best_pos.items() if s >= threshold]
         else:
             # A score is at most the source similarity: score the candidates best source similarity
             # first, a chunk of vectors at a time, and stop once no later one can enter the top `limit`.
-            negs = _normalised(np.stack(neg_vectors))
+            negs = _normalised(np.stack(negative_vectors))
             order = sorted(best_pos, key=lambda i: (-best_pos[i], i))
             scored = []
             for start in range(0, len(order), _SCORE_CHUNK):
@@ -790,7 +850,7 @@ class SearchService:
                     kth = sorted((s for _, s in scored), reverse=True)[limit - 1]
                     if best_pos[chunk[0]] < kth:
                         break
-                cand = self.index.vectors(collection, chunk)
+                cand = fetch(chunk)
                 ids = [i for i in chunk if i in cand]
                 if not ids:
                     continue
@@ -801,26 +861,41 @@ class SearchService:
                     if score >= threshold:
                         scored.append((i, score))
         ranked = sorted(((i, float(s)) for i, s in scored), key=lambda t: (-t[1], t[0]))
-        return sources, negatives, ranked[:limit]
+        return ranked[:limit]
 
-    def propagation_preview(self, collection: str, name: str, threshold: float, limit: int = 1000) -> dict[str, Any]:
+    def propagation_preview(
+        self, collection: str, name: str, threshold: float, limit: int = 1000, unit: str = "object"
+    ) -> dict[str, Any]:
+        """What propagating `name` at `threshold` would label, best first: with `unit="object"`, up
+        to `limit` objects, each scored `best similarity to a human positive - max(best similarity
+        to a human negative, 0)`; with `unit="track"`, up to `limit` tracks scored so by their track
+        vectors against the tracks of the human-labelled objects, every member of a chosen track
+        taking its track's score (members labelled `name` by a person are left as they are; at most
+        `MAX_PROPAGATION_OBJECTS` objects in all). `count` counts objects."""
         self.require_collection(collection)
-        _, _, ranked = self._candidates(collection, name, threshold, limit)
-        return {"count": len(ranked), "candidates": [{"object_id": i, "score": s} for i, s in ranked]}
+        found = self._candidates(collection, name, threshold, limit, unit)
+        return {
+            "count": len(found.ranked),
+            "candidates": [{"object_id": i, "score": s} for i, s in found.ranked],
+            "tracks": found.tracks,
+        }
 
-    def propagate(self, collection: str, name: str, threshold: float, limit: int, actor: str) -> dict[str, Any]:
+    def propagate(
+        self, collection: str, name: str, threshold: float, limit: int, actor: str, unit: str = "object"
+    ) -> dict[str, Any]:
         """Store the preview's candidates as propagated positive labels, with provenance."""
         row = self.require_collection(collection)
-        sources, negatives, ranked = self._candidates(collection, name, threshold, limit)
+        found = self._candidates(collection, name, threshold, limit, unit)
         return self.labels.record_propagation(
             collection,
             name,
-            sources=sources,
-            negatives=negatives,
+            sources=found.sources,
+            negatives=found.negatives,
             model=row["embedder_model"],
             threshold=threshold,
-            candidates=ranked,
+            candidates=found.ranked,
             actor=actor,
+            unit=unit,
         )
 
     def propagations(self, collection: str, name: str) -> list[dict[str, Any]]:
@@ -836,6 +911,14 @@ class SearchService:
         """Remove the labels this propagation stored (and still owns). Undoing twice removes nothing."""
         self.require_collection(collection)
         return self.labels.undo_propagation(collection, _uuid(propagation_id, "propagation id"), actor)
+
+
+@dataclass(frozen=True)
+class _Candidates:
+    sources: list[str]  # the human positives
+    negatives: list[str]  # the human negatives
+    ranked: list[tuple[str, float]]  # (object id, score), best first
+    tracks: list[dict[str, Any]]  # by track: the chosen tracks (track_id, score, object_count)
 
 
 def decode_query_image(data: bytes) -> np.ndarray:

@@ -288,12 +288,12 @@ def remove_labels(c: str, svc: Service, actor: Actor, body: UnlabelBody = Body(.
     dependencies=[Depends(write_actor)],
 )
 async def propagation_preview(c: str, name: str, body: PropagationBody, svc: Service, work: Work) -> Any:
-    return await work.run(svc.propagation_preview, c, name, body.threshold, body.limit)
+    return await work.run(svc.propagation_preview, c, name, body.threshold, body.limit, body.unit)
 
 
 @router.post("/collections/{c}/labels/{name:path}/propagation", response_model=Propagated)
 async def propagate(c: str, name: str, body: PropagationBody, svc: Service, actor: Actor, work: Work) -> Any:
-    return await work.run(svc.propagate, c, name, body.threshold, body.limit, actor)
+    return await work.run(svc.propagate, c, name, body.threshold, body.limit, actor, body.unit)
 
 
 @router.get("/collections/{c}/labels/{name:path}/propagations", response_model=list[Propagation])

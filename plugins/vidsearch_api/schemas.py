@@ -163,7 +163,12 @@ class UnlabelBody(BaseModel):
 
 class PropagationBody(BaseModel):
     threshold: float = Field(ge=0, le=1)
-    limit: int = Field(1000, ge=1, le=MAX_PROPAGATION_LIMIT)
+    limit: int = Field(1000, ge=1, le=MAX_PROPAGATION_LIMIT, description="objects, or tracks with unit=track")
+    unit: Literal["object", "track"] = Field(
+        "object",
+        description="score single objects, or whole tracks by their track vectors (every member of a "
+        "chosen track is labelled)",
+    )
 
 
 class Candidate(BaseModel):
@@ -171,9 +176,16 @@ class Candidate(BaseModel):
     score: float
 
 
+class TrackCandidate(BaseModel):
+    track_id: str
+    score: float
+    object_count: int = Field(description="members it would label")
+
+
 class Preview(BaseModel):
-    count: int
+    count: int = Field(description="objects it would label")
     candidates: list[Candidate]
+    tracks: list[TrackCandidate] = Field(default_factory=list, description="with unit=track: the chosen tracks")
 
 
 class Propagated(BaseModel):
@@ -187,6 +199,7 @@ class Propagation(BaseModel):
     negatives: list[str]
     model: str
     threshold: float
+    unit: Literal["object", "track"] = "object"
     count: int
     created_at: Any
     created_by: str

@@ -211,7 +211,9 @@ def test_a_full_propagation_executor_answers_503(api_app, api_client, ingested, 
 
     app = api_app.state.vidsearch
     work = BoundedWork(workers=1, queue=0)
-    monkeypatch.setattr(app.state, "propagation_work", work)
+    # Not monkeypatch.setattr: Starlette's State keeps attributes outside __dict__, and pytest >= 9.2
+    # undoes such a patch by deleting the attribute, leaving the app without its executor.
+    monkeypatch.setitem(app.state._state, "propagation_work", work)
     started, release = threading.Event(), threading.Event()
 
     def slow_preview(*args, **kwargs):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import uuid
 
+import numpy as np
 import pytest
 
 pytestmark = pytest.mark.integration
@@ -195,3 +196,81 @@ def test_the_timeline_lists_the_video_tracks_with_their_labels(api_client, inges
     assert not any(lb["name"] == name for tid, t in again.items() if tid != track["track_id"] for lb in t["labels"])
     api_client.request("DELETE", f"{API}/labels", json={"track_ids": [track["track_id"]], "name": name})
     assert api_client.get(f"{API}/videos/{'0' * 32}/tracks").status_code == 404
+
+
+def test_propagation_by_track_labels_whole_tracks_scored_by_their_track_vectors(
+    api_client, ingested, members, vectors, search_services
+):
+    """Track to track: the tracks nearest the labelled objects' tracks (by track vector: the mean
+    direction of a track's member vectors) take the label, every member of each with its track's
+    score; human labels stay; one undo removes them all. Checked against an oracle computed from the
+    stored object vectors."""
+    from vidsearch.tracks import mean_direction
+
+    by_track: dict[str, list[str]] = {}
+    for oid, m in members.items():
+        by_track.setdefault(m["track_id"], []).append(oid)
+    track_vec = {t: mean_direction([vectors[o] for o in ids]).astype(np.float64) for t, ids in by_track.items()}
+    stored = search_services.index().track_vectors(C, sorted(by_track))
+    assert set(stored) == set(by_track)
+    for t, v in stored.items():
+        assert np.allclose(v, track_vec[t], atol=1e-5)
+
+    ordered = sorted(by_track, key=lambda t: (-len(by_track[t]), t))
+    source_track, negative_track = ordered[0], ordered[1]
+    positive, negative = by_track[source_track][0], by_track[negative_track][0]
+    name = f"track-spread-{uuid.uuid4().hex[:8]}"
+    for oid, polarity in ((positive, "positive"), (negative, "negative")):
+        r = api_client.post(f"{API}/labels", json={"object_ids": [oid], "name": name, "polarity": polarity})
+        assert r.status_code == 200, r.text
+
+    def score(t: str) -> float:
+        return float(track_vec[t] @ track_vec[source_track]) - max(float(track_vec[t] @ track_vec[negative_track]), 0.0)
+
+    others = sorted((score(t), t) for t in by_track if t not in (source_track, negative_track))
+    scores = [s for s, _ in others]
+    # A threshold in the middle of the widest gap of the upper half: some tracks in, some out, no tie.
+    gaps = [(scores[i + 1] - scores[i], i) for i in range(len(scores) // 2, len(scores) - 1)]
+    _, at = max(gaps)
+    threshold = max(0.0, (scores[at] + scores[at + 1]) / 2)
+    chosen = {t for s, t in others if s >= threshold}
+    assert chosen and len(chosen) < len(others)
+
+    body = {"threshold": threshold, "unit": "track"}
+    r = api_client.post(f"{API}/labels/{name}/propagation/preview", json=body)
+    assert r.status_code == 200, r.text
+    preview = r.json()
+    assert {t["track_id"] for t in preview["tracks"]} == chosen
+    for t in preview["tracks"]:
+        assert abs(t["score"] - score(t["track_id"])) < 1e-4 and t["object_count"] == len(by_track[t["track_id"]])
+    # Every member of each chosen track; none of the source's or the negative's tracks.
+    assert {c["object_id"] for c in preview["candidates"]} == {o for t in chosen for o in by_track[t]}
+    assert preview["count"] == len(preview["candidates"])
+
+    r = api_client.post(f"{API}/labels/{name}/propagation", json=body)
+    assert r.status_code == 200, r.text
+    applied = r.json()
+    assert applied["count"] == preview["count"]
+    runs = api_client.get(f"{API}/labels/{name}/propagations").json()
+    assert [(p["propagation_id"], p["unit"], p["count"]) for p in runs] == [
+        (applied["propagation_id"], "track", applied["count"])
+    ]
+    for t in chosen:
+        for oid in by_track[t]:
+            (label,) = [lb for lb in api_client.get(f"{API}/objects/{oid}").json()["labels"] if lb["name"] == name]
+            assert label["source"] == "propagated" and abs(label["score"] - score(t)) < 1e-4
+    # The human labels stay as a person set them.
+    for oid, polarity in ((positive, "positive"), (negative, "negative")):
+        (label,) = [lb for lb in api_client.get(f"{API}/objects/{oid}").json()["labels"] if lb["name"] == name]
+        assert (label["source"], label["polarity"]) == ("human", polarity)
+
+    r = api_client.delete(f"{API}/propagations/{applied['propagation_id']}")
+    assert r.status_code == 200 and r.json()["removed"] == applied["count"]
+    assert not any(_has_label(api_client, o, name) for t in chosen for o in by_track[t])
+
+    # Bad input: an unknown unit; by object still works beside it.
+    assert (
+        api_client.post(f"{API}/labels/{name}/propagation/preview", json={**body, "unit": "frame"}).status_code == 422
+    )
+    by_object = api_client.post(f"{API}/labels/{name}/propagation/preview", json={"threshold": threshold})
+    assert by_object.status_code == 200 and by_object.json()["tracks"] == []

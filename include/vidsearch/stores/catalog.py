@@ -264,6 +264,9 @@ propagations = sa.Table(
     sa.Column("created_by", sa.Text, nullable=False),
     _ts("created_at"),
     sa.Column("undone_at", sa.DateTime(timezone=True), nullable=True),
+    # What it spread between: single objects, or whole tracks (migration 0009).
+    sa.Column("unit", sa.Text, nullable=False, server_default="object"),
+    sa.CheckConstraint("unit IN ('object', 'track')", name="ck_propagations_unit"),
     sa.Index("ix_propagations_name", "collection", "name"),
 )
 
@@ -949,17 +952,41 @@ class Catalog:
             out.setdefault(r.segment_index, []).append(r.frame_index)
         return out
 
-    def track_object_ids(self, collection: str, track_ids: Sequence[str]) -> list[str]:
-        """The member object ids of `track_ids`, in time order."""
+    def track_object_ids(self, collection: str, track_ids: Sequence[str]) -> dict[str, list[str]]:
+        """{track id: its member object ids, in time order} for those of `track_ids` with members."""
         if not track_ids:
-            return []
+            return {}
+        out: dict[str, list[str]] = {}
         with self.engine.connect() as conn:
-            rows = conn.execute(
-                sa.select(objects.c.object_id)
-                .where(objects.c.collection == collection, objects.c.track_id.in_(list(track_ids)))
-                .order_by(objects.c.pts_s, objects.c.object_id)
-            ).all()
-        return [str(r.object_id) for r in rows]
+            for start in range(0, len(track_ids), 5000):
+                rows = conn.execute(
+                    sa.select(objects.c.track_id, objects.c.object_id)
+                    .where(
+                        objects.c.collection == collection,
+                        objects.c.track_id.in_(list(track_ids[start : start + 5000])),
+                    )
+                    .order_by(objects.c.pts_s, objects.c.object_id)
+                ).all()
+                for r in rows:
+                    out.setdefault(str(r.track_id), []).append(str(r.object_id))
+        return out
+
+    def tracks_of_objects(self, collection: str, object_ids: Sequence[str]) -> dict[str, str]:
+        """{object id: its track id} for those of `object_ids` that are in a track."""
+        if not object_ids:
+            return {}
+        out: dict[str, str] = {}
+        with self.engine.connect() as conn:
+            for start in range(0, len(object_ids), 5000):
+                rows = conn.execute(
+                    sa.select(objects.c.object_id, objects.c.track_id).where(
+                        objects.c.collection == collection,
+                        objects.c.object_id.in_(list(object_ids[start : start + 5000])),
+                        objects.c.track_id.isnot(None),
+                    )
+                ).all()
+                out.update({str(r.object_id): str(r.track_id) for r in rows})
+        return out
 
     def video_tracks(self, collection: str, video_id: str) -> list[dict[str, Any]]:
         """The video's tracks in time order."""

@@ -235,9 +235,11 @@ class LabelStore:
         threshold: float,
         candidates: Sequence[tuple[str, float]],
         actor: str,
+        unit: str = "object",
     ) -> dict[str, Any]:
         """Store `candidates` ((object id, score)) as propagated positive labels `name` of a new
-        propagation run, with its provenance (sources, negatives, embedder model, threshold).
+        propagation run, with its provenance (sources, negatives, embedder model, threshold, and
+        `unit`: whether objects or whole tracks were scored).
 
         A human label is never overwritten; an earlier propagation's label is taken over; candidates no
         longer in the catalog are left out. Returns `{"propagation_id", "count"}` (labels stored)."""
@@ -256,6 +258,7 @@ class LabelStore:
                     model=model,
                     threshold=threshold,
                     count=0,
+                    unit=unit,
                     created_by=actor,
                     created_at=now,
                     undone_at=None,
@@ -433,6 +436,7 @@ def _propagation_dict(row: Any) -> dict[str, Any]:
         "negatives": list(row.negatives),
         "model": row.model,
         "threshold": row.threshold,
+        "unit": row.unit,
         "count": row.count,
         "created_at": row.created_at,
         "created_by": row.created_by,
