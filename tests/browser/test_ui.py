@@ -5,10 +5,11 @@ from a generated video with tiny models. The browser logs in the way the Airflow
 after its login: a `_token` cookie holding a JWT for the server's origin.
 
 Covers: picking the collection and video, scrubbing frames (keys, buttons, slider), boxes drawn over
-the frame at the displayed scale, finding similar objects from a box (mouse and keyboard), labeling
-objects positive and negative under a name full of HTML (which must stay text), the live propagation
-preview and propagating, the labels persisting across a reload, undoing a propagation, and the login
-message for a browser without a session (and for one whose session ends while the page is open);
+the frame at the displayed scale, finding similar objects from a box (mouse and keyboard), limiting a
+search to a time range (and refusing a bad one before sending it), labeling objects positive and
+negative under a name full of HTML (which must stay text), the live propagation preview and
+propagating, the labels persisting across a reload, undoing a propagation, and the login message for a
+browser without a session (and for one whose session ends while the page is open);
 the video player (an object's video from the ranged video route at its `pts_s`, its box over the
 picture, keyboard use, Escape) and its fallback for a source this browser cannot play. The test video
 (the pipeline-ingested H.264 MP4) plays in Debian's Chromium as it is: no extra rendition is generated.
@@ -24,7 +25,7 @@ import re
 import sys
 import uuid
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import parse_qs, quote, urlsplit
 
 import pytest
 
@@ -441,6 +442,105 @@ def test_image_search_shows_the_moments_of_an_uploaded_picture(page, live_api, t
     results = page.locator("#results > li")
     expect(results).to_have_count(len(expected))
     assert results.evaluate_all("items => items.map(li => li.dataset.objectId)") == expected
+    assert page.watch.errors == []
+
+
+def _result_ids(page) -> list[str]:
+    return page.locator("#results > li").evaluate_all("items => items.map(li => li.dataset.objectId)")
+
+
+def _wait_for_results(page, ids: list[str]) -> None:
+    """Until the result cards are exactly `ids`, in order (earlier searches may answer in between)."""
+    page.wait_for_function(
+        "ids => JSON.stringify([...document.querySelectorAll('#results > li')].map(li => li.dataset.objectId))"
+        " === JSON.stringify(ids)",
+        arg=ids,
+    )
+
+
+def test_a_time_range_limits_the_results_and_a_bad_one_is_not_sent(page, live_api):
+    """The time range inputs ("From (s)", "To (s)"): sent as from_s / to_s (seconds, or m:ss typed),
+    every result inside the range, by track and by object; from > to or a negative time is said in the
+    status line and no search is sent."""
+    data = live_api.data
+    collection, video_id = data["collection"], data["video_id"]
+    index, frame = _busiest_frame(page, live_api)
+    query = frame["objects"][0]
+    similar = f"collections/{collection}/objects/{query['object_id']}/similar"
+    everything = _api(page, live_api, "GET", similar, params={"k": 20, "min_similarity": 0, "group": "track"})
+    times = sorted({t["best"]["pts_s"] for t in everything["results"]})
+    assert len(times) >= 4, times
+    # Inside the results' times, so that some results fall outside it; the ends are included.
+    lo, hi = times[len(times) // 4], times[(3 * len(times)) // 4]
+    assert lo < hi
+
+    def expected(group: str) -> list[str]:
+        params = {"k": 20, "min_similarity": 0, "group": group, "from_s": lo, "to_s": hi}
+        results = _api(page, live_api, "GET", similar, params=params)["results"]
+        return [t["best"]["object_id"] for t in results] if group == "track" else [o["object_id"] for o in results]
+
+    sent: list[dict[str, list[str]]] = []
+    page.on("request", lambda r: "/similar?" in r.url and sent.append(parse_qs(urlsplit(r.url).query)))
+
+    _open(page, live_api, collection, video_id)
+    page.fill("#frame-slider", str(index))
+    expect(page.locator("#frame-info")).to_contain_text(f"Frame {index + 1} /")
+    page.locator(f'#boxes .box[data-object-id="{query["object_id"]}"]').focus()
+    page.keyboard.press("Enter")
+    _wait_for_results(page, [t["best"]["object_id"] for t in everything["results"]])
+    assert "from_s" not in sent[-1] and "to_s" not in sent[-1]  # empty: no bound
+
+    # From in seconds, To as m:ss (what the cards show), Enter in the form.
+    page.fill("#from-s", f"{lo:g}")
+    page.fill("#to-s", f"{int(hi // 60)}:{hi % 60:06.3f}")
+    page.press("#to-s", "Enter")
+    by_track = expected("track")
+    # Tracks here span the video: a range changes which member of a track is shown, not always how many.
+    assert by_track and by_track != [t["best"]["object_id"] for t in everything["results"]]
+    _wait_for_results(page, by_track)
+    assert float(sent[-1]["from_s"][0]) == lo and float(sent[-1]["to_s"][0]) == pytest.approx(hi)
+    for object_id in by_track:
+        pts = _api(page, live_api, "GET", f"collections/{collection}/objects/{object_id}")["pts_s"]
+        assert lo <= pts <= hi, (object_id, pts, lo, hi)
+
+    # The range stays on when the grouping changes: every object, each inside it.
+    page.select_option("#group-select", "object")
+    by_object = expected("object")
+    unbounded = _api(page, live_api, "GET", similar, params={"k": 20, "min_similarity": 0, "group": "object"})
+    assert any(not lo <= o["pts_s"] <= hi for o in unbounded["results"]), "the range should leave some objects out"
+    _wait_for_results(page, by_object)
+    assert float(sent[-1]["from_s"][0]) == lo and sent[-1]["group"] == ["object"]
+    for object_id in by_object:
+        pts = _api(page, live_api, "GET", f"collections/{collection}/objects/{object_id}")["pts_s"]
+        assert lo <= pts <= hi, (object_id, pts, lo, hi)
+
+    # From after To: said in the status line, both inputs marked; nothing sent, the results stay.
+    before = len(sent)
+    page.fill("#from-s", f"{hi + 1:g}")
+    page.press("#from-s", "Tab")  # change
+    status = page.locator("#status")
+    expect(status).to_contain_text("Not searched")
+    expect(status).to_contain_text("is after")
+    expect(status).to_have_class(re.compile(r"\berror\b"))
+    expect(page.locator("#from-s")).to_have_attribute("aria-invalid", "true")
+    expect(page.locator("#to-s")).to_have_attribute("aria-invalid", "true")
+    page.click("#refresh-results")  # "Search again" neither
+    # A negative time: the same.
+    page.fill("#from-s", "-1")
+    page.press("#from-s", "Enter")
+    expect(status).to_contain_text("cannot be negative")
+    assert _result_ids(page) == by_object
+
+    # Back to a valid range: the message goes, the marks too, and the next search is the first one sent.
+    page.fill("#from-s", f"{lo:g}")
+    page.press("#from-s", "Tab")
+    expect(status).to_have_text("")
+    expect(page.locator("#from-s")).to_have_attribute("aria-invalid", "false")
+    with page.expect_request(lambda r: "/similar?" in r.url):
+        page.click("#refresh-results")
+    _wait_for_results(page, by_object)
+    assert len(sent) == before + 1, sent[before:]
+    assert float(sent[-1]["from_s"][0]) == lo and float(sent[-1]["to_s"][0]) == pytest.approx(hi)
     assert page.watch.errors == []
 
 

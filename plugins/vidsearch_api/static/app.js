@@ -42,6 +42,8 @@ const state = {
   selected: new Set(),
   labelCounts: new Map(), // name -> {positive, negative, propagated}
   includeQuery: true,
+  searchedRange: "", // the time range ("from_s,to_s") of the last search sent
+  rangeApplied: false, // the results shown come from a search with a time range
   frameSeq: 0,
   resultsSeq: 0,
   previewSeq: 0,
@@ -709,6 +711,71 @@ function searchParams() {
   };
 }
 
+// The time range ("From (s)", "To (s)"): a time of each result's video, in seconds ("90", "12.5") or
+// minutes:seconds ("1:30", "01:30.500" as the cards show times; "1:02:03" with hours); empty: no bound.
+function parseTime(text) {
+  const t = text.trim();
+  if (t === "") return { value: null };
+  if (/^[-−]/.test(t)) return { error: "cannot be negative" };
+  const parts = t.split(":");
+  const whole = /^\d+$/;
+  const last = parts[parts.length - 1];
+  if (parts.length > 3 || !/^(\d+(\.\d*)?|\.\d+)$/.test(last) || !parts.slice(0, -1).every((p) => whole.test(p))) {
+    return { error: `is not a time (“${t}”): give seconds, e.g. 90, or minutes:seconds, e.g. 1:30` };
+  }
+  if (parts.length > 1 && parts.slice(1).some((p) => Number(p) >= 60)) {
+    return { error: `is not a time (“${t}”): minutes and seconds after a colon are below 60` };
+  }
+  const value = parts.reduce((total, p) => total * 60 + Number(p), 0);
+  return Number.isFinite(value) ? { value } : { error: `is not a time (“${t}”)` };
+}
+
+const RANGE_INPUTS = [
+  ["from-s", "from_s", "From (s)"],
+  ["to-s", "to_s", "To (s)"],
+];
+let rangeError = null; // the message last shown for an invalid time range
+
+// The time range as search parameters ({from_s, to_s}, only those filled), or {error}; an input with
+// a bad value is marked aria-invalid. A valid range takes down the message an invalid one put up.
+function timeRange() {
+  const params = {};
+  const invalid = new Set();
+  let error = null;
+  for (const [id, key, name] of RANGE_INPUTS) {
+    const r = parseTime($(id).value);
+    if (r.error) {
+      invalid.add(id);
+      error = error || `“${name}” ${r.error}.`;
+    } else if (r.value !== null) {
+      params[key] = r.value;
+    }
+  }
+  if (!error && params.from_s !== undefined && params.to_s !== undefined && params.from_s > params.to_s) {
+    invalid.add("from-s").add("to-s");
+    error = `“From (s)” (${params.from_s} s) is after “To (s)” (${params.to_s} s).`;
+  }
+  for (const [id] of RANGE_INPUTS) $(id).setAttribute("aria-invalid", String(invalid.has(id)));
+  if (error) return { error };
+  if (rangeError !== null && $("status").textContent === rangeError) status("");
+  rangeError = null;
+  return { params };
+}
+
+const rangeKey = (params) => `${params.from_s ?? ""},${params.to_s ?? ""}`;
+
+function showRangeError(error) {
+  rangeError = `Not searched: ${error}`;
+  status(rangeError, "error");
+}
+
+// A time-range input changed: search again with it (not when only its spelling changed, "90" -> "1:30").
+function onTimeRangeChanged() {
+  const range = timeRange();
+  if (range.error) return showRangeError(range.error);
+  if (rangeKey(range.params) !== state.searchedRange) runQuery();
+}
+
 // A result's video, by the name of its source (results come from every video of the collection).
 function videoName(videoId) {
   const v = state.videos.find((x) => x.video_id === videoId);
@@ -748,28 +815,34 @@ function queryText(q) {
 async function runQuery({ quiet = false } = {}) {
   const q = state.query;
   if (!q || !state.collection) return;
-  const seq = ++state.resultsSeq;
   $("refresh-results").disabled = false;
+  // Checked here, not left to the API: a bad range is said in the status line and nothing is sent.
+  const range = timeRange();
+  if (range.error) return showRangeError(range.error);
+  const params = { ...searchParams(), ...range.params };
+  state.searchedRange = rangeKey(range.params);
+  const seq = ++state.resultsSeq;
   if (!quiet) $("results-info").textContent = "Searching…";
   try {
     let data;
     if (q.kind === "object") {
-      data = await api(`${col()}/objects/${enc(q.object.object_id)}/similar`, { params: searchParams() });
+      data = await api(`${col()}/objects/${enc(q.object.object_id)}/similar`, { params });
       if (seq !== state.resultsSeq) return;
       state.query = { kind: "object", object: data.query };
       $("results-heading").textContent = "Similar objects";
     } else if (q.kind === "image") {
       const form = new FormData();
       form.append("image", q.file, q.file.name);
-      data = await api(`${col()}/search/image`, { method: "POST", params: searchParams(), body: form });
+      data = await api(`${col()}/search/image`, { method: "POST", params, body: form });
       if (seq !== state.resultsSeq) return;
       $("results-heading").textContent = `Image search: ${q.file.name}`;
     } else {
-      data = await api(`${col()}/search/text`, { params: { q: q.q, ...searchParams() } });
+      data = await api(`${col()}/search/text`, { params: { q: q.q, ...params } });
       if (seq !== state.resultsSeq) return;
       $("results-heading").textContent = `Text search: “${q.q}”`;
     }
     state.results = resultObjects(data);
+    state.rangeApplied = "from_s" in params || "to_s" in params;
     renderQueryCard();
     renderResults();
   } catch (err) {
@@ -919,7 +992,11 @@ function renderResults() {
   });
   list.replaceChildren(...items);
   $("results-empty").hidden = items.length > 0;
-  if (items.length === 0) $("results-empty").textContent = "No results above the minimum similarity.";
+  if (items.length === 0) {
+    $("results-empty").textContent = state.rangeApplied
+      ? "No results above the minimum similarity in this time range."
+      : "No results above the minimum similarity.";
+  }
   $("results-info").textContent = `${items.length} result${items.length === 1 ? "" : "s"}`;
   $("select-all").disabled = $("select-none").disabled = items.length === 0;
   updateSelection();
@@ -1219,6 +1296,7 @@ function wire() {
     runQuery();
   });
   $("group-select").addEventListener("change", () => runQuery());
+  for (const [id] of RANGE_INPUTS) $(id).addEventListener("change", onTimeRangeChanged);
   $("select-all").addEventListener("click", () => {
     for (const o of state.results) state.selected.add(o.object_id);
     renderResults();
