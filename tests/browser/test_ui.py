@@ -327,22 +327,28 @@ def test_browse_label_propagate_and_persist(page, live_api, screenshot_dir, labe
     assert (counts[label]["positive"], counts[label]["negative"]) == (3, 1)
 
     # -- propagation: live preview, then apply -----------------------------------------------------
-    def api_preview(threshold: float) -> list[str]:
+    def api_preview(threshold: float, unit: str) -> tuple[list[str], int]:
         path = f"collections/{collection}/labels/{_quote(label)}/propagation/preview"
-        out = _api(page, live_api, "POST", path, data={"threshold": threshold})
+        out = _api(page, live_api, "POST", path, data={"threshold": threshold, "unit": unit})
         assert out["count"] == len(out["candidates"])
-        return [c["object_id"] for c in out["candidates"]]
+        return [c["object_id"] for c in out["candidates"]], len(out["tracks"])
 
+    # By object, then (the default) by whole track: the preview says how many objects, in how many tracks.
     preview = page.locator("#preview-info")
-    high = len(api_preview(1.0))
+    expect(page.locator("#prop-unit")).to_have_value("track")
+    page.select_option("#prop-unit", "object")
+    high = len(api_preview(1.0, "object")[0])
     page.fill("#threshold", "1")
     expect(page.locator("#threshold-value")).to_have_text("1.00")
     expect(preview).to_have_text(re.compile(rf"^Would label {high} objects? at threshold 1\.00"))
-    candidates = api_preview(0.0)
-    low = len(candidates)
-    assert low > high, "at threshold 0 some objects should be proposed"
+    by_object = len(api_preview(0.0, "object")[0])
     page.fill("#threshold", "0")
-    expect(preview).to_have_text(re.compile(rf"^Would label {low} objects? at threshold 0\.00"))
+    expect(preview).to_have_text(re.compile(rf"^Would label {by_object} objects? at threshold 0\.00"))
+    page.select_option("#prop-unit", "track")
+    candidates, n_tracks = api_preview(0.0, "track")
+    low = len(candidates)
+    assert low > high and n_tracks > 0, "at threshold 0 some tracks should be proposed"
+    expect(preview).to_have_text(re.compile(rf"^Would label {low} objects? in {n_tracks} tracks? at threshold 0\.00"))
     expect(page.locator("#propagate")).to_be_enabled()
 
     screenshot = screenshot_dir / "ui-labeled.png"
@@ -354,8 +360,10 @@ def test_browse_label_propagate_and_persist(page, live_api, screenshot_dir, labe
     expect(row.locator("td")).to_have_text(["3", "1", str(low)])
     expect(page.locator("#propagations li")).to_have_count(1)
     expect(page.locator("#propagations li").first).to_contain_text(f"{low} object")
+    expect(page.locator("#propagations li").first).to_contain_text("by track")
     (record,) = _api(page, live_api, "GET", f"collections/{collection}/labels/{_quote(label)}/propagations")
     assert sorted(record["sources"]) == sorted(positives) and record["negatives"] == [negative]
+    assert record["unit"] == "track"
     # Propagated labels are shown (as dashed chips) on the boxes and results that got one.
     shown_ids = page.locator("#boxes .box, #results > li").evaluate_all("els => els.map(e => e.dataset.objectId)")
     got_one = [i for i in shown_ids if i in set(candidates)]

@@ -1134,6 +1134,15 @@ function threshold() {
   return Number.parseFloat($("threshold").value);
 }
 
+// Propagation scores whole tracks (by their track vectors) or single objects.
+function propagationUnit() {
+  return $("prop-unit").value === "object" ? "object" : "track";
+}
+
+function inTracks(r) {
+  return r.tracks && r.tracks.length ? ` in ${plural(r.tracks.length, "track")}` : "";
+}
+
 async function runPreview() {
   const name = labelName();
   const info = $("preview-info");
@@ -1160,10 +1169,10 @@ async function runPreview() {
   try {
     const r = await api(`${col()}/labels/${enc(name)}/propagation/preview`, {
       method: "POST",
-      body: { threshold: threshold() },
+      body: { threshold: threshold(), unit: propagationUnit() },
     });
     if (seq !== state.previewSeq) return;
-    info.textContent = `Would label ${r.count} object${r.count === 1 ? "" : "s"} at threshold ${threshold().toFixed(2)}.`;
+    info.textContent = `Would label ${r.count} object${r.count === 1 ? "" : "s"}${inTracks(r)} at threshold ${threshold().toFixed(2)}.`;
     info.dataset.count = String(r.count);
     $("propagate").disabled = r.count === 0;
   } catch (err) {
@@ -1181,7 +1190,7 @@ async function propagate() {
   try {
     const r = await api(`${col()}/labels/${enc(name)}/propagation`, {
       method: "POST",
-      body: { threshold: threshold() },
+      body: { threshold: threshold(), unit: propagationUnit() },
     });
     await refreshAfterLabelChange();
     status(`Propagated “${name}” to ${r.count} object${r.count === 1 ? "" : "s"}.`);
@@ -1215,7 +1224,8 @@ async function refreshPropagations() {
   list.replaceChildren(
     ...props.map((p) => {
       const summary =
-        `${p.count} object${p.count === 1 ? "" : "s"} at ≥ ${fmt2(p.threshold)} · ` +
+        `${p.count} object${p.count === 1 ? "" : "s"} at ≥ ${fmt2(p.threshold)}` +
+        `${p.unit === "track" ? " by track" : ""} · ` +
         `${plural((p.sources || []).length, "source")}, ${plural((p.negatives || []).length, "negative")} · ` +
         `${fmtDate(p.created_at)}${p.created_by ? ` by ${p.created_by}` : ""}`;
       return el(
@@ -1315,6 +1325,7 @@ function wire() {
     $("threshold-value").textContent = threshold().toFixed(2);
     schedulePreview();
   });
+  $("prop-unit").addEventListener("change", schedulePreview);
   $("propagate").addEventListener("click", propagate);
 
   $("text-search").addEventListener("submit", (e) => {
