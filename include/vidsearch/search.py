@@ -53,10 +53,11 @@ import numpy as np
 from vidsearch.errors import InputError, NotFoundError
 from vidsearch.models import modelstore
 from vidsearch.params import COLLECTION_NAME_RE
+from vidsearch.settings import number_from_env
 from vidsearch.stores import catalog as cat
 from vidsearch.stores import storage
 from vidsearch.stores.browse import CatalogBrowser
-from vidsearch.stores.index import MAX_QUERY_RESULTS, ObjectIndex
+from vidsearch.stores.index import MAX_QUERY_RESULTS, ObjectIndex, Query, StoredVector
 from vidsearch.stores.labels import POLARITIES, POSITIVE, LabelStore, Polarity
 
 log = logging.getLogger(__name__)
@@ -149,15 +150,7 @@ class LRUCache:
 
 def cache_bytes_from_env(name: str, default_mb: int) -> int:
     """A cache bound in bytes from an environment variable in MiB (`0` disables the cache)."""
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default_mb * 2**20
-    try:
-        mb = float(raw)
-    except ValueError:
-        raise InputError(f"{name} must be a number of MiB, got {raw[:40]!r}") from None
-    if not 0 <= mb <= 1_000_000:  # also rejects NaN
-        raise InputError(f"{name} must be between 0 and 1000000 MiB, got {raw[:40]!r}")
+    mb = number_from_env(name, float(default_mb), float, lo=0, hi=1_000_000, error=InputError, unit="MiB")
     return int(mb * 2**20)
 
 
@@ -367,6 +360,9 @@ class SearchService:
         self.max_propagation_sources = max_propagation_sources
         self.max_propagation_negatives = max_propagation_negatives
         self.max_propagation_hits = max_propagation_hits
+        # Collection rows never change once registered (a collection is pinned to its embedding
+        # space) and are never deleted: found ones are kept, saving a query on every request.
+        self._collection_rows: dict[str, dict[str, Any]] = {}
 
     @classmethod
     def from_services(cls, svc: Any, **kwargs: Any) -> SearchService:
@@ -387,9 +383,12 @@ class SearchService:
     def require_collection(self, collection: str) -> dict[str, Any]:
         if not is_collection_name(collection):
             raise NotFoundError(f"no collection {str(collection)[:80]!r}")
-        row = self.catalog.get_collection(collection)
+        row = self._collection_rows.get(collection)
         if row is None:
-            raise NotFoundError(f"no collection {collection!r}")
+            row = self.catalog.get_collection(collection)
+            if row is None:  # not remembered: it may be registered by the next ingest
+                raise NotFoundError(f"no collection {collection!r}")
+            self._collection_rows[collection] = row
         return row
 
     def videos(self, collection: str) -> list[dict[str, Any]]:
@@ -493,7 +492,7 @@ class SearchService:
     def _search(
         self,
         collection: str,
-        vector: Sequence[float] | np.ndarray,
+        vector: Query,
         *,
         k: int = 20,
         min_similarity: float = 0.0,
@@ -608,15 +607,17 @@ class SearchService:
         """
         self.require_collection(collection)
         query = self.get_object(collection, object_id)
-        vectors = self.index.vectors(collection, [query["object_id"]])
-        if query["object_id"] not in vectors:
-            raise NotFoundError(f"object {query['object_id']!r} has no vector in the index")
         positive = [lb["name"] for lb in query["labels"] if lb["polarity"] == POSITIVE]
         exclude = {query["object_id"]}
         if positive:
             exclude |= self.labels.negative_for_any(collection, positive)
+        # Weaviate reads the query object's vector itself: one call, not a fetch and a search.
         results = self._search(
-            collection, vectors[query["object_id"]], exclude=exclude, exclude_track=query.get("track_id"), **options
+            collection,
+            StoredVector(query["object_id"]),
+            exclude=exclude,
+            exclude_track=query.get("track_id"),
+            **options,
         )
         return {"query": query, "results": results}
 

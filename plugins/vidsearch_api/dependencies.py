@@ -13,17 +13,26 @@ USER / OP / ADMIN also write, a token without a (known) role gets 403 everywhere
 manager it is `can_read` / `can_edit` on `DAG:video_ingest` (or on all DAGs): Viewer reads, User, Op
 and Admin write. Custom views are not used on purpose: SimpleAuthManager grants a custom view to any
 VIEWER whatever the method, so it could not tell a reader from a writer (docs/security.md §1).
+
+Validating a token costs ~5 ms (its signature, and Airflow's lookup of revoked tokens in its database),
+more than the search it guards. A validated token is remembered for `VIDSEARCH_AUTH_CACHE_S` seconds
+(default 30; 0 turns the cache off), never past its own expiry: a token revoked (logout) keeps
+working here for at most that long. Only successes are remembered; the key is the token's SHA-256.
 """
 
 from __future__ import annotations
 
+import collections
+import hashlib
 import logging
 import threading
+import time
 from typing import Any, Literal
 
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
 from vidsearch.search import SearchService
+from vidsearch.settings import number_from_env
 
 COOKIE_NAME = "_token"  # airflow.api_fastapi.auth.managers.base_auth_manager.COOKIE_NAME_JWT_TOKEN
 
@@ -36,6 +45,79 @@ log = logging.getLogger(__name__)
 AUTHZ_DAG_ID = "video_ingest"
 Access = Literal["read", "write"]
 _METHOD: dict[Access, Literal["GET", "PUT"]] = {"read": "GET", "write": "PUT"}  # PUT: FAB's can_edit
+
+
+AUTH_CACHE_ENV = "VIDSEARCH_AUTH_CACHE_S"
+DEFAULT_AUTH_CACHE_S = 30.0
+AUTH_CACHE_ENTRIES = 10_000
+
+
+class TokenCache:
+    """Users of recently validated tokens, each until `ttl_s` after its validation or its token's
+    expiry, whichever is first; at most `entries` (the least recently used go first)."""
+
+    def __init__(self, ttl_s: float, entries: int = AUTH_CACHE_ENTRIES, clock: Any = time.monotonic):
+        self.ttl_s = ttl_s
+        self.entries = entries
+        self._clock = clock
+        self._users: collections.OrderedDict[str, tuple[float, Any]] = collections.OrderedDict()
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _key(token: str) -> str:
+        return hashlib.sha256(token.encode()).hexdigest()
+
+    def get(self, token: str) -> Any | None:
+        if self.ttl_s <= 0:
+            return None
+        key = self._key(token)
+        with self._lock:
+            hit = self._users.get(key)
+            if hit is None:
+                return None
+            if self._clock() >= hit[0]:
+                del self._users[key]
+                return None
+            self._users.move_to_end(key)
+            return hit[1]
+
+    def put(self, token: str, user: Any) -> None:
+        if self.ttl_s <= 0:
+            return
+        deadline = self._clock() + min(self.ttl_s, _seconds_left(token))
+        with self._lock:
+            self._users[self._key(token)] = (deadline, user)
+            self._users.move_to_end(self._key(token))
+            while len(self._users) > self.entries:
+                self._users.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._users.clear()
+
+
+def _seconds_left(token: str) -> float:
+    """Seconds until the (already validated) token's `exp`; 0 when it has none or it cannot be read."""
+    import jwt
+
+    try:
+        exp = jwt.decode(token, options={"verify_signature": False}).get("exp")
+    except jwt.PyJWTError:
+        return 0.0
+    return max(0.0, float(exp) - time.time()) if isinstance(exp, (int, float)) else 0.0
+
+
+_tokens: TokenCache | None = None
+
+
+def token_cache() -> TokenCache:
+    """The process's token cache (its lifetime read from `VIDSEARCH_AUTH_CACHE_S` on first use)."""
+    global _tokens
+    if _tokens is None:
+        with _auth_lock:
+            if _tokens is None:
+                _tokens = TokenCache(number_from_env(AUTH_CACHE_ENV, DEFAULT_AUTH_CACHE_S, float, lo=0, hi=300))
+    return _tokens
 
 
 def _ensure_auth_manager() -> None:
@@ -58,11 +140,22 @@ async def current_user(
     _cookie_token: str | None = Depends(cookie_scheme),  # documents the cookie in the OpenAPI schema
 ) -> Any:
     """The authenticated Airflow user (401 without credentials, 403 for an invalid token), exactly as
-    Airflow's core API decides it."""
+    Airflow's core API decides it; a token it accepted is remembered for a while (`TokenCache`)."""
     from airflow.api_fastapi.core_api.security import get_user
 
+    # The token Airflow's get_user reads: the bearer credential wins over the cookie.
+    if bearer is not None and bearer.scheme.lower() == "bearer":
+        token: str | None = bearer.credentials
+    else:
+        token = request.cookies.get(COOKIE_NAME)
+    cache = token_cache()
+    if token and (user := cache.get(token)) is not None:
+        return user
     _ensure_auth_manager()
-    return await get_user(request, None, bearer)
+    user = await get_user(request, None, bearer)
+    if token:
+        cache.put(token, user)
+    return user
 
 
 def is_authorized(user: Any, access: Access) -> bool:

@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from vidsearch.errors import TransientError
+from vidsearch.settings import number_from_env
 
 T = TypeVar("T")
 
@@ -31,16 +31,7 @@ DEFAULT_QUEUE = 8
 
 
 def _setting(name: str, default: int, lo: int, hi: int) -> int:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ValueError(f"{name} must be an integer, got {raw[:40]!r}") from None
-    if not lo <= value <= hi:
-        raise ValueError(f"{name} must be between {lo} and {hi}, got {value}")
-    return value
+    return number_from_env(name, default, int, lo=lo, hi=hi)
 
 
 class BoundedWork:

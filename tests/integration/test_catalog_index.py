@@ -10,7 +10,7 @@ import pytest
 from vidsearch.errors import InputError, NotFoundError, TransientError
 from vidsearch.records import Box, DetectedObject, FrameBundle, FrameRef, Segment, VideoManifest, object_id
 from vidsearch.stores import catalog as cat
-from vidsearch.stores.index import ObjectIndex, is_transient, weaviate_collection_name
+from vidsearch.stores.index import ObjectIndex, StoredVector, is_transient, weaviate_collection_name
 from weaviate.exceptions import UnexpectedStatusCodeError
 
 
@@ -344,6 +344,14 @@ def test_index_vectors_and_nearest_neighbours(weaviate_client, video_id):
     assert {i for i, _ in index.near("idx_near", vecs[1], 100, -1.0, ids=[ids[4], ids[7]])} == {ids[4], ids[7]}
     assert [i for i, _ in index.near("idx_near", vecs[1], 100, -1.0, detector_label="dog")] == [ids[0]]
     assert index.near("idx_near", vecs[1], 100, -1.0, video_id="0" * 32) == []
+
+    # Near an object's stored vector (Weaviate reads it itself): the same answer as near that vector;
+    # an object without one is NotFoundError at once, not a retried server error.
+    by_object = index.near("idx_near", StoredVector(ids[1]), 100, -1.0, exclude_ids=[ids[1]])
+    assert [i for i, _ in by_object] == [i for _, i in oracle[1:]]
+    assert [s for _, s in by_object] == pytest.approx([s for s, _ in oracle[1:]], abs=1e-4)
+    with pytest.raises(NotFoundError, match="no vector"):  # (retried, it would end as TransientError)
+        index.near("idx_near", StoredVector(str(uuid.uuid4())), 5, -1.0)
 
 
 def _resp(status: int):

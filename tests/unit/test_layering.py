@@ -14,12 +14,13 @@ REPO = Path(__file__).resolve().parents[2]
 ROOTS = (REPO / "include", REPO / "plugins")
 OURS = ("vidsearch", "vidsearch_airflow", "vidsearch_api", "devstack", "airflow")
 
-BASE = ("vidsearch.errors", "vidsearch.records", "vidsearch.params")
+BASE = ("vidsearch.errors", "vidsearch.records", "vidsearch.params", "vidsearch.settings")
 # unit -> the modules (prefixes) it may import besides itself and the `vidsearch` package root.
 RULES: dict[str, tuple[str, ...]] = {
     "vidsearch.errors": (),
     "vidsearch.records": (),
     "vidsearch.procinfo": (),
+    "vidsearch.settings": (),
     "vidsearch.params": ("vidsearch.records",),
     "vidsearch.stores": BASE,
     "vidsearch.media": (*BASE, "vidsearch.stores.storage"),

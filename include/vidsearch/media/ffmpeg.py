@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from vidsearch.errors import PermanentError, TransientError, VidsearchError
+from vidsearch.settings import number_from_env
 
 # Demuxers a source video may be opened with (matched against ffmpeg's demuxer names, e.g. "mov"
 # matches "mov,mp4,m4a,3gp,3g2,mj2"). Deliberately excludes playlist/indirection demuxers (hls, concat,
@@ -118,16 +119,7 @@ def ffprobe_bin() -> str:
 
 
 def _positive_int_env(name: str, default: int) -> int:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise PermanentError(f"{name} must be a positive integer, got {raw!r}") from None
-    if value <= 0:
-        raise PermanentError(f"{name} must be a positive integer, got {raw!r}")
-    return value
+    return number_from_env(name, default, int, positive=True, error=PermanentError)
 
 
 def max_decode_pixels() -> int:

@@ -70,6 +70,7 @@ from urllib3.exceptions import (
 from urllib3.util import make_headers, parse_url
 
 from vidsearch.errors import InputError, PermanentError, TransientError
+from vidsearch.settings import number_from_env
 from vidsearch.stores import storage
 
 CONNECT_TIMEOUT_S = 10.0
@@ -184,27 +185,16 @@ def redact_url(source: str) -> str:
 # --- settings ---------------------------------------------------------------------------------------
 
 
-def _setting(name: str, default: float, kind: type) -> float:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = kind(raw)
-    except ValueError:
-        raise PermanentError(f"{name} must be a positive number, got {raw!r}") from None
-    if value <= 0:
-        raise PermanentError(f"{name} must be a positive number, got {raw!r}")
-    return value
-
-
 def max_source_bytes() -> int:
     """The default download cap: `VIDSEARCH_MAX_SOURCE_BYTES` (20 GiB)."""
-    return int(_setting(MAX_SOURCE_BYTES_ENV, DEFAULT_MAX_SOURCE_BYTES, int))
+    return number_from_env(MAX_SOURCE_BYTES_ENV, DEFAULT_MAX_SOURCE_BYTES, int, positive=True, error=PermanentError)
 
 
 def source_deadline_s() -> float:
     """The total time a download may take: `VIDSEARCH_SOURCE_DEADLINE_S` (3600 s)."""
-    return float(_setting(SOURCE_DEADLINE_ENV, DEFAULT_SOURCE_DEADLINE_S, float))
+    return number_from_env(
+        SOURCE_DEADLINE_ENV, float(DEFAULT_SOURCE_DEADLINE_S), float, positive=True, error=PermanentError
+    )
 
 
 def source_roots() -> list[Path]:

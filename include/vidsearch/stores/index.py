@@ -97,6 +97,17 @@ class TrackVector:
     vector: np.ndarray
 
 
+@dataclass(frozen=True)
+class StoredVector:
+    """A search's query vector as the vector stored for an object: Weaviate reads it itself
+    (`near_object`), one call instead of a fetch and a search."""
+
+    object_id: str
+
+
+Query = np.ndarray | Sequence[float] | StoredVector
+
+
 def validate_collection_name(collection: str) -> str:
     if not COLLECTION_NAME_RE.fullmatch(collection):
         raise InputError(
@@ -384,7 +395,7 @@ class ObjectIndex:
         return _vectors(self._coll(collection), object_ids, f"fetching vectors in {collection}")
 
     def near(
-        self, collection: str, vector: Sequence[float] | np.ndarray, limit: int, min_similarity: float, **filters: Any
+        self, collection: str, vector: Query, limit: int, min_similarity: float, **filters: Any
     ) -> list[tuple[str, float]]:
         """(object id, cosine similarity) of the objects nearest to `vector`: `near_with_tracks`
         without the track ids (same filters)."""
@@ -395,7 +406,7 @@ class ObjectIndex:
     def near_with_tracks(
         self,
         collection: str,
-        vector: Sequence[float] | np.ndarray,
+        vector: Query,
         limit: int,
         min_similarity: float,
         *,
@@ -433,25 +444,35 @@ class ObjectIndex:
 
 def _near(
     coll: Any,
-    vector: Sequence[float] | np.ndarray,
+    vector: Query,
     limit: int,
     min_similarity: float,
     filters: Any,
     what: str,
     track_property: str | None = None,
 ) -> list[tuple[str, float, str | None]]:
-    """(id, cosine similarity, the `track_property` value or None) of `coll`'s nearest objects."""
-    res = _retrying(
-        lambda: coll.query.near_vector(
-            near_vector=[float(x) for x in vector],
-            limit=min(limit, MAX_QUERY_RESULTS),
-            distance=min(2.0, 1.0 - min_similarity + 1e-6),
-            filters=filters,
-            return_metadata=MetadataQuery(distance=True),
-            return_properties=[track_property] if track_property else [],
-        ),
-        what,
+    """(id, cosine similarity, the `track_property` value or None) of `coll`'s nearest objects to
+    `vector` (or to the vector stored for a `StoredVector`'s object: NotFoundError when it has none)."""
+    options = dict(
+        limit=min(limit, MAX_QUERY_RESULTS),
+        distance=min(2.0, 1.0 - min_similarity + 1e-6),
+        filters=filters,
+        return_metadata=MetadataQuery(distance=True),
+        return_properties=[track_property] if track_property else [],
     )
+
+    def query() -> Any:
+        if not isinstance(vector, StoredVector):
+            return coll.query.near_vector(near_vector=[float(x) for x in vector], **options)
+        try:
+            return coll.query.near_object(near_object=vector.object_id, **options)
+        except WeaviateQueryError:
+            # The object has no vector here (mid-ingest, or the stores disagree): not worth retrying.
+            if coll.query.fetch_object_by_id(vector.object_id) is None:
+                raise NotFoundError(f"object {vector.object_id!r} has no vector in the index") from None
+            raise
+
+    res = _retrying(query, what)
     hits = []
     for obj in res.objects:
         similarity = 1.0 - float(obj.metadata.distance)
