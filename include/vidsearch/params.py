@@ -17,7 +17,7 @@ import copy
 import re
 from typing import Annotated, Any, ClassVar, Literal, get_args
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic.fields import FieldInfo
 
 from vidsearch.records import (
@@ -47,6 +47,35 @@ DEFAULT_REVIEW_CHOICE: ReviewChoice = "drop"
 DEFAULT_REVIEW_TIMEOUT_HOURS = 24.0
 
 _NUMBER_TEXT = r"[0-9]+(\.[0-9]+)?"
+
+# How a collection's vectors are compressed in Weaviate's HNSW index: none (full float32 vectors in
+# memory), rq8 / rq1 (rotational quantisation, 8 or 1 bits per dimension, rescored from the full
+# vectors on disk), sq (8-bit scalar), pq (product), bq (binary; rescored).
+Quantizer = Literal["none", "rq8", "rq1", "sq", "pq", "bq"]
+INDEX_SETTINGS_ENV = "VIDSEARCH_INDEX_SETTINGS"
+
+
+class IndexSettings(Record):
+    """A Weaviate collection's vector index, fixed when the collection is created (a collection
+    created before keeps its own: HNSW graphs and quantisers cannot be rebuilt in place). Defaults:
+    Weaviate's, until the sweep of `make bench-search` picks others (docs/configuration.md)."""
+
+    ef: int = Field(-1, ge=-1, le=10_000, description="Search list size; -1: dynamic (dynamic_ef_*).")
+    dynamic_ef_min: int = Field(100, ge=1, le=10_000)
+    dynamic_ef_max: int = Field(500, ge=1, le=10_000)
+    dynamic_ef_factor: int = Field(8, ge=1, le=1_000, description="Dynamic ef is limit x this, within min..max.")
+    ef_construction: int = Field(128, ge=4, le=4_096, description="Build-time search list size.")
+    max_connections: int = Field(32, ge=4, le=256, description="Graph degree per layer.")
+    quantizer: Quantizer = "none"
+    rescore_limit: int | None = Field(
+        None, ge=1, le=10_000, description="Candidates re-scored with full vectors (rq, sq); None: Weaviate's."
+    )
+
+    @model_validator(mode="after")
+    def _rescore_needs_a_rescoring_quantizer(self) -> IndexSettings:
+        if self.rescore_limit is not None and self.quantizer not in ("rq8", "rq1", "sq"):
+            raise ValueError(f"rescore_limit applies to the rq8, rq1 and sq quantizers, not {self.quantizer!r}")
+        return self
 
 
 class IngestParams(Record):
@@ -160,6 +189,11 @@ class IngestParams(Record):
     )
     review_default: ReviewChoice = Field(
         DEFAULT_REVIEW_CHOICE, description="The decision applied when nobody answers a review in time."
+    )
+    index: IndexSettings | None = Field(
+        None,
+        description="The vector index of the collection, when this run creates it (ignored for an existing "
+        f"collection). None: `{INDEX_SETTINGS_ENV}` (JSON of IndexSettings), else the defaults.",
     )
 
     @classmethod

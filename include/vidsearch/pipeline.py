@@ -166,7 +166,7 @@ def split_video(
             f"{covered:.0f} s in segments of {segment_seconds:g} s makes more than "
             f"{MAX_SEGMENTS} segments: raise segment_seconds"
         )
-    svc.index().ensure_collection(params.collection)
+    svc.index().ensure_collection(params.collection, params.index)
     try:
         with storage.local_file(probed.source_uri) as local:
             segments = split.run_split(

@@ -8,6 +8,7 @@ import uuid
 import numpy as np
 import pytest
 from vidsearch.errors import InputError, NotFoundError, TransientError
+from vidsearch.params import IndexSettings
 from vidsearch.records import Box, DetectedObject, FrameBundle, FrameRef, Segment, VideoManifest, object_id
 from vidsearch.stores import catalog as cat
 from vidsearch.stores.index import ObjectIndex, StoredVector, is_transient, weaviate_collection_name
@@ -358,3 +359,43 @@ def _resp(status: int):
     import httpx
 
     return httpx.Response(status, json={"error": [{"message": "x"}]})
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        IndexSettings(),
+        IndexSettings(ef=64, ef_construction=64, max_connections=16, quantizer="rq8", rescore_limit=200),
+        IndexSettings(ef_construction=96, quantizer="bq"),
+    ],
+    ids=["defaults", "rq8", "bq"],
+)
+def test_collection_settings_round_trip_and_an_existing_collection_keeps_its_own(weaviate_client, settings):
+    index = ObjectIndex(weaviate_client)
+    name = f"idx_settings_{uuid.uuid4().hex[:8]}"
+    index.ensure_collection(name, settings)
+    assert index.index_settings(name) == settings
+    # Created before: ensuring it again with other settings changes nothing.
+    index.ensure_collection(name, IndexSettings(ef_construction=200, max_connections=48, quantizer="sq"))
+    assert index.index_settings(name) == settings
+    # Searches still answer (a quantised index rescored from the full vectors).
+    vid = "a" * 32
+    objs = _objects(vid, 0, n_frames=4, per_frame=3)
+    vecs = _vectors(len(objs), seed=5)
+    index.upsert_segment(name, vid, 0, objs, vecs)
+    assert index.near(name, vecs[3], 1, -1.0)[0][0] == objs[3].object_id
+
+
+def test_index_settings_from_the_environment(monkeypatch, weaviate_client):
+    from vidsearch.stores.index import default_index_settings
+
+    monkeypatch.setenv("VIDSEARCH_INDEX_SETTINGS", '{"quantizer": "rq8", "ef_construction": 64}')
+    assert default_index_settings() == IndexSettings(quantizer="rq8", ef_construction=64)
+    index = ObjectIndex(weaviate_client)
+    name = f"idx_env_{uuid.uuid4().hex[:8]}"
+    index.ensure_collection(name)
+    assert index.index_settings(name).quantizer == "rq8"
+    for bad in ('{"quantizer": "lz4"}', '{"quantizer": "bq", "rescore_limit": 10}', "not json"):
+        monkeypatch.setenv("VIDSEARCH_INDEX_SETTINGS", bad)
+        with pytest.raises(InputError, match="VIDSEARCH_INDEX_SETTINGS"):
+            default_index_settings()

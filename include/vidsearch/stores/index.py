@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -40,7 +41,7 @@ from weaviate.exceptions import (
 )
 
 from vidsearch.errors import InputError, NotFoundError, TransientError
-from vidsearch.params import COLLECTION_NAME_RE
+from vidsearch.params import COLLECTION_NAME_RE, INDEX_SETTINGS_ENV, IndexSettings
 from vidsearch.records import DetectedObject
 
 log = logging.getLogger(__name__)
@@ -121,6 +122,73 @@ def weaviate_collection_name(collection: str) -> str:
     return f"VideoObjects_{validate_collection_name(collection)}"
 
 
+def default_index_settings() -> IndexSettings:
+    """`VIDSEARCH_INDEX_SETTINGS` (JSON of `IndexSettings`), else the defaults."""
+    raw = os.environ.get(INDEX_SETTINGS_ENV, "").strip()
+    if not raw:
+        return IndexSettings()
+    try:
+        return IndexSettings.model_validate_json(raw)
+    except ValueError as exc:
+        raise InputError(f"{INDEX_SETTINGS_ENV} is not valid index settings: {exc}") from None
+
+
+def hnsw_config(settings: IndexSettings) -> Any:
+    """The weaviate-client HNSW configuration of `settings` (cosine distance)."""
+    q = Configure.VectorIndex.Quantizer
+    rescore = settings.rescore_limit
+    quantizer = {
+        "none": None,
+        "rq8": lambda: q.rq(bits=8, rescore_limit=rescore),
+        "rq1": lambda: q.rq(bits=1, rescore_limit=rescore),
+        "sq": lambda: q.sq(rescore_limit=rescore),
+        "pq": lambda: q.pq(),
+        "bq": lambda: q.bq(),
+    }[settings.quantizer]
+    return Configure.VectorIndex.hnsw(
+        distance_metric=VectorDistances.COSINE,
+        ef=settings.ef,
+        dynamic_ef_min=settings.dynamic_ef_min,
+        dynamic_ef_max=settings.dynamic_ef_max,
+        dynamic_ef_factor=settings.dynamic_ef_factor,
+        ef_construction=settings.ef_construction,
+        max_connections=settings.max_connections,
+        quantizer=quantizer() if quantizer else None,
+    )
+
+
+def settings_of(config: Any) -> IndexSettings:
+    """`IndexSettings` of a collection's configuration as weaviate-client reads it back."""
+    vc = config.vector_config
+    index = (vc.get("default") or next(iter(vc.values()))).vector_index_config if vc else config.vector_index_config
+    quantizer = index.quantizer
+    kind = "none"
+    rescore = None
+    if quantizer is not None:
+        name = type(quantizer).__name__.lower()
+        if "rq" in name:
+            kind = "rq1" if getattr(quantizer, "bits", 8) == 1 else "rq8"
+        elif "sq" in name:
+            kind = "sq"
+        elif "pq" in name:
+            kind = "pq"
+        elif "bq" in name:
+            kind = "bq"
+        rescore = getattr(quantizer, "rescore_limit", None)
+        if kind not in ("rq8", "rq1", "sq") or (rescore is not None and rescore < 1):
+            rescore = None
+    return IndexSettings(
+        ef=index.ef,
+        dynamic_ef_min=index.dynamic_ef_min,
+        dynamic_ef_max=index.dynamic_ef_max,
+        dynamic_ef_factor=index.dynamic_ef_factor,
+        ef_construction=index.ef_construction,
+        max_connections=index.max_connections,
+        quantizer=kind,
+        rescore_limit=rescore,
+    )
+
+
 def weaviate_tracks_name(collection: str) -> str:
     """`demo` -> `VideoTracks_demo`: the tracks of a catalog collection."""
     return f"VideoTracks_{validate_collection_name(collection)}"
@@ -186,13 +254,20 @@ class ObjectIndex:
             self._client = _retrying(self._connect, "connecting")
         return self._client
 
-    def ensure_collection(self, collection: str) -> str:
-        """Create the Weaviate collections (objects, tracks) if needed; returns the objects' name.
+    def ensure_collection(self, collection: str, settings: IndexSettings | None = None) -> str:
+        """Create the Weaviate collections (objects, tracks) if needed, with `settings` (else
+        `default_index_settings()`); an existing one keeps its own. Returns the objects' name.
         Safe under concurrency."""
-        self._ensure(weaviate_tracks_name(collection), TRACK_PROPERTIES)
-        return self._ensure(weaviate_collection_name(collection), PROPERTIES)
+        settings = settings or default_index_settings()
+        self._ensure(weaviate_tracks_name(collection), TRACK_PROPERTIES, settings)
+        return self._ensure(weaviate_collection_name(collection), PROPERTIES, settings)
 
-    def _ensure(self, name: str, properties: list[Property]) -> str:
+    def index_settings(self, collection: str) -> IndexSettings:
+        """The settings the collection's object index was created with, read back from Weaviate."""
+        config = _retrying(lambda: self._coll(collection).config.get(), f"reading the schema of {collection}")
+        return settings_of(config)
+
+    def _ensure(self, name: str, properties: list[Property], settings: IndexSettings) -> str:
         def create() -> None:
             if self.client.collections.exists(name):
                 return
@@ -200,9 +275,7 @@ class ObjectIndex:
                 self.client.collections.create(
                     name,
                     properties=properties,
-                    vector_config=Configure.Vectors.self_provided(
-                        vector_index_config=Configure.VectorIndex.hnsw(distance_metric=VectorDistances.COSINE)
-                    ),
+                    vector_config=Configure.Vectors.self_provided(vector_index_config=hnsw_config(settings)),
                 )
             except UnexpectedStatusCodeError as exc:
                 # Another task created it between exists() and create(): that is fine.
