@@ -6,14 +6,14 @@ PY := $(VENV)/bin/python
 export PYTHONPATH := $(CURDIR)/include:$(CURDIR)/plugins
 export VIDSEARCH_DATA_DIR ?= $(CURDIR)/data
 
-.PHONY: help install system-deps venv weaviate up down status demo lint format test test-unit bench bench-search bench-gpu bench-e2e bench-tracking lock clean
+.PHONY: help install system-deps venv weaviate up down status demo lint format test test-unit bench bench-search bench-search-sweep bench-gpu bench-e2e bench-tracking lock clean
 
 help:
 	@echo "make demo    install everything, start the embedded stack, ingest a sample video"
 	@echo "make test    install everything, lint (ruff, mypy), run the whole test suite"
 	@echo "make lint    ruff check, ruff format --check, mypy (include/ and plugins/); make format fixes what it can"
 	@echo "make up / make down / make status   the embedded stack (Postgres, Weaviate, Airflow, warm worker)"
-	@echo "make bench   stage benchmarks (writes bench/reports/); make bench-search: search at 10k..1M objects"
+	@echo "make bench   stage benchmarks (writes bench/reports/); make bench-search: search at 10k..1M objects; make bench-search-sweep: index settings"
 	@echo "make bench-gpu   detect+embed frames/s with full-size models on a CUDA GPU"
 	@echo "make bench-e2e   end to end through the real scheduler, next to the reference design and Pixeltable"
 	@echo "make bench-tracking   tracker IDF1/MOTA on a generated 1 fps street scene (a few seconds)"
@@ -67,6 +67,10 @@ bench: install
 # Similar-object latency and import rate at 10k .. 1M objects (about 25 minutes).
 bench-search: install
 	$(PY) bench/search.py
+
+# Vector index settings (HNSW, quantisers): recall, p99, memory and import rate per configuration.
+bench-search-sweep: install
+	$(PY) bench/search_sweep.py $(SWEEP_ARGS)
 
 # Detect+embed frames/s, full-size random-init DETR-R50 + CLIP B/32 (needs a CUDA GPU; --device cpu works, slowly).
 bench-gpu: venv

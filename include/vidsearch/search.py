@@ -44,6 +44,7 @@ import unicodedata
 import uuid
 import zipfile
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -88,6 +89,8 @@ TRACK_OVERFETCH = 10
 GROUPS = ("object", "track")
 # What propagation scores and spreads between: objects, or whole tracks (by their track vectors).
 PROPAGATION_UNITS = ("object", "track")
+# Near-vector searches of one propagation in flight at once (one per source).
+PROPAGATION_SEARCH_THREADS = 4
 # One propagation by track labels at most this many objects (the members of its best tracks).
 MAX_PROPAGATION_OBJECTS = 100_000
 SEARCH_DEVICE_ENV = "VIDSEARCH_SEARCH_DEVICE"
@@ -831,10 +834,13 @@ class SearchService:
         extra = 0 if exclude_ids is not None else len(human)
         share = max(1, self.max_propagation_hits // len(source_vectors))
         per_source = min(reach + extra, MAX_QUERY_RESULTS, share)
-        for vector in source_vectors:
-            for oid, sim in near(vector, per_source, exclude_ids):
-                if oid not in human and sim > best_pos.get(oid, -2.0):
-                    best_pos[oid] = sim
+        # The searches run a few at a time (Weaviate answers them in parallel); merged in source order.
+        workers = min(PROPAGATION_SEARCH_THREADS, len(source_vectors))
+        with ThreadPoolExecutor(workers, thread_name_prefix="vidsearch-propagation-search") as pool:
+            for hits in pool.map(lambda vector: near(vector, per_source, exclude_ids), source_vectors):
+                for oid, sim in hits:
+                    if oid not in human and sim > best_pos.get(oid, -2.0):
+                        best_pos[oid] = sim
         if not best_pos:
             return []
         if not negative_vectors:

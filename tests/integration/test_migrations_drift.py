@@ -85,3 +85,45 @@ def test_the_comparison_sees_a_changed_column_index_and_foreign_key(migrated_eng
     assert ("modify_type", "objects", "score") in found, _format(diff)
     assert any(e[0] == "add_index" and e[1].name == "ix_channel_items_run" for e in flat), _format(diff)
     assert any(e[0] == "add_fk" and e[1].parent.name == "labels" for e in flat), _format(diff)
+
+
+@pytest.mark.parametrize("start", ["0006", "0007", "0008"])
+def test_an_install_at_an_earlier_revision_with_data_upgrades_to_the_models(pg_server, start):
+    """A catalog left at an earlier head (an install upgraded by a newer release), with a collection, a
+    video, an object and a propagation in it, is brought to head by `migrate` on first use: the rows
+    stay, and the schema then matches the models (the gap the 0007 -> 0008 split once left open)."""
+    import sqlalchemy as sa
+    from alembic import command
+    from vidsearch.stores import catalog as cat
+
+    name = f"upgrade_{uuid.uuid4().hex[:12]}"
+    assert pg_server.ensure_database(name)
+    engine = sa.create_engine(cat.sqlalchemy_url(pg_server.url(name)))
+    try:
+        cfg = cat._alembic_config()
+        with engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, start)
+        with engine.begin() as conn:
+            conn.execute(
+                sa.text(
+                    "INSERT INTO collections (name, embedder_model, embedding_dim, weaviate_collection) "
+                    "VALUES ('c', 'emb', 4, 'VideoObjects_c')"
+                )
+            )
+            conn.execute(
+                sa.text(
+                    "INSERT INTO propagations (id, collection, name, sources, negatives, model, threshold, count, "
+                    "created_by) VALUES (:id, 'c', 'cat', '[]', '[]', 'emb', 0.5, 0, 'someone')"
+                ),
+                {"id": str(uuid.uuid4())},
+            )
+        assert not cat.schema_is_current(engine)
+        cat.migrate(engine)
+        assert cat.schema_is_current(engine)
+        assert _schema_diff(engine) == []
+        with engine.connect() as conn:
+            assert conn.execute(sa.text("SELECT name FROM collections")).scalars().all() == ["c"]
+            assert conn.execute(sa.text("SELECT unit FROM propagations")).scalars().all() == ["object"]
+    finally:
+        engine.dispose()
