@@ -53,27 +53,38 @@ _NUMBER_TEXT = r"[0-9]+(\.[0-9]+)?"
 # vectors on disk), sq (8-bit scalar), pq (product), bq (binary; rescored).
 Quantizer = Literal["none", "rq8", "rq1", "sq", "pq", "bq"]
 INDEX_SETTINGS_ENV = "VIDSEARCH_INDEX_SETTINGS"
+RESCORING = ("rq8", "rq1", "sq")  # the quantizers that re-score their candidates with full vectors
 
 
 class IndexSettings(Record):
     """A Weaviate collection's vector index, fixed when the collection is created (a collection
     created before keeps its own: HNSW graphs and quantisers cannot be rebuilt in place). Defaults:
-    Weaviate's, until the sweep of `make bench-search` picks others (docs/configuration.md)."""
+    chosen by `make bench-search-sweep` (bench/reports/search_sweep*.md): 8-bit rotational
+    quantisation rescored over the best 200, efConstruction 256; Weaviate's for the rest."""
 
     ef: int = Field(-1, ge=-1, le=10_000, description="Search list size; -1: dynamic (dynamic_ef_*).")
     dynamic_ef_min: int = Field(100, ge=1, le=10_000)
     dynamic_ef_max: int = Field(500, ge=1, le=10_000)
     dynamic_ef_factor: int = Field(8, ge=1, le=1_000, description="Dynamic ef is limit x this, within min..max.")
-    ef_construction: int = Field(128, ge=4, le=4_096, description="Build-time search list size.")
+    ef_construction: int = Field(256, ge=4, le=4_096, description="Build-time search list size.")
     max_connections: int = Field(32, ge=4, le=256, description="Graph degree per layer.")
-    quantizer: Quantizer = "none"
+    quantizer: Quantizer = "rq8"
     rescore_limit: int | None = Field(
-        None, ge=1, le=10_000, description="Candidates re-scored with full vectors (rq, sq); None: Weaviate's."
+        200, ge=1, le=10_000, description="Candidates re-scored with full vectors (rq, sq); None: Weaviate's."
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_default_rescore_without_rescoring(cls, data: Any) -> Any:
+        # The default rescore limit belongs to the default quantizer: another one without rescoring
+        # (none, pq, bq) named without a rescore limit gets none.
+        if isinstance(data, dict) and data.get("quantizer", "rq8") not in RESCORING and "rescore_limit" not in data:
+            return {**data, "rescore_limit": None}
+        return data
 
     @model_validator(mode="after")
     def _rescore_needs_a_rescoring_quantizer(self) -> IndexSettings:
-        if self.rescore_limit is not None and self.quantizer not in ("rq8", "rq1", "sq"):
+        if self.rescore_limit is not None and self.quantizer not in RESCORING:
             raise ValueError(f"rescore_limit applies to the rq8, rq1 and sq quantizers, not {self.quantizer!r}")
         return self
 
