@@ -59,18 +59,20 @@ RESCORING = ("rq8", "rq1", "sq")  # the quantizers that re-score their candidate
 class IndexSettings(Record):
     """A Weaviate collection's vector index, fixed when the collection is created (a collection
     created before keeps its own: HNSW graphs and quantisers cannot be rebuilt in place). Defaults:
-    chosen by `make bench-search-sweep` (bench/reports/search_sweep*.md): 8-bit rotational
-    quantisation rescored over the best 200, efConstruction 256; Weaviate's for the rest."""
+    Weaviate's (exact distances; results stable at every size). For large collections
+    `make bench-search-sweep` measured rq8 (rescore 200) with efConstruction 256 better on recall and
+    memory (docs/deployment.md, Sizing); it is not the default because quantised distances reorder
+    near-equal results between queries of different k, which small collections show."""
 
     ef: int = Field(-1, ge=-1, le=10_000, description="Search list size; -1: dynamic (dynamic_ef_*).")
     dynamic_ef_min: int = Field(100, ge=1, le=10_000)
     dynamic_ef_max: int = Field(500, ge=1, le=10_000)
     dynamic_ef_factor: int = Field(8, ge=1, le=1_000, description="Dynamic ef is limit x this, within min..max.")
-    ef_construction: int = Field(256, ge=4, le=4_096, description="Build-time search list size.")
+    ef_construction: int = Field(128, ge=4, le=4_096, description="Build-time search list size.")
     max_connections: int = Field(32, ge=4, le=256, description="Graph degree per layer.")
-    quantizer: Quantizer = "rq8"
+    quantizer: Quantizer = "none"
     rescore_limit: int | None = Field(
-        200, ge=1, le=10_000, description="Candidates re-scored with full vectors (rq, sq); None: Weaviate's."
+        None, ge=1, le=10_000, description="Candidates re-scored with full vectors (rq, sq); None: Weaviate's."
     )
 
     @model_validator(mode="before")
@@ -78,7 +80,7 @@ class IndexSettings(Record):
     def _no_default_rescore_without_rescoring(cls, data: Any) -> Any:
         # The default rescore limit belongs to the default quantizer: another one without rescoring
         # (none, pq, bq) named without a rescore limit gets none.
-        if isinstance(data, dict) and data.get("quantizer", "rq8") not in RESCORING and "rescore_limit" not in data:
+        if isinstance(data, dict) and data.get("quantizer", "none") not in RESCORING and "rescore_limit" not in data:
             return {**data, "rescore_limit": None}
         return data
 

@@ -101,8 +101,10 @@ def _peak_while_iterating(uri: str, batch_size: int) -> int:
 
 def test_memory_stays_flat_as_the_bundle_grows(bundles: dict[int, FrameBundle]) -> None:
     frame_bytes = HEIGHT * WIDTH * 3
-    small = _peak_while_iterating(bundles[60].uri, 4)
-    large = _peak_while_iterating(bundles[300].uri, 4)
+    # tracemalloc counts every thread's allocations: threads left by earlier tests of the session (client
+    # pools, log handlers) can add to one pass, so each size takes the least of three passes.
+    small = min(_peak_while_iterating(bundles[60].uri, 4) for _ in range(3))
+    large = min(_peak_while_iterating(bundles[300].uri, 4) for _ in range(3))
     # About two batches of decoded frames (this one and the next), whatever the bundle's length: the
     # 300 frames at once would be 300 frames' worth.
     assert large < 4 * 4 * frame_bytes + 2_000_000, large
