@@ -759,43 +759,41 @@ class SearchService:
                 f"label {name!r} has more than {max_neg} human negatives: propagation takes at most "
                 f"{max_neg} negatives (remove some, or split the label)"
             )
+        # By object the items scored are the labelled objects and their neighbours; by track, the
+        # labelled objects' tracks (a track holding both a positive and a negative counts as a source)
+        # and their neighbouring tracks, scored by their track vectors.
+        near: Callable[..., list[tuple[str, float]]]
+        fetch: Callable[[str, Sequence[str]], dict[str, np.ndarray]]
         if unit == "object":
-            vectors = self.index.vectors(collection, sources + negatives)
-            ranked = self._rank(
-                [vectors[s] for s in sources if s in vectors],
-                [vectors[n] for n in negatives if n in vectors],
-                set(sources) | set(negatives),
-                threshold,
-                limit,
-                lambda v, n, exclude: self.index.near(collection, v, n, threshold, exclude_ids=exclude),
-                lambda ids: self.index.vectors(collection, ids),
-            )
-            return _Candidates(sources, negatives, ranked, [])
-        # Track to track: the labelled objects' tracks are the sources (a track holding both a
-        # positive and a negative counts as a source), scored by their track vectors.
-        track_of = self.catalog.tracks_of_objects(collection, sources + negatives)
-        source_tracks = sorted({track_of[s] for s in sources if s in track_of})
-        negative_tracks = sorted({track_of[n] for n in negatives if n in track_of} - set(source_tracks))
-        vectors = self.index.track_vectors(collection, source_tracks + negative_tracks)
-        if not any(t in vectors for t in source_tracks):
+            source_items, negative_items = sources, negatives
+            near, fetch = self.index.near, self.index.vectors
+        else:
+            track_of = self.catalog.tracks_of_objects(collection, sources + negatives)
+            source_items = sorted({track_of[s] for s in sources if s in track_of})
+            negative_items = sorted({track_of[n] for n in negatives if n in track_of} - set(source_items))
+            near, fetch = self.index.near_tracks, self.index.track_vectors
+        vectors = fetch(collection, source_items + negative_items)
+        if unit == "track" and not any(t in vectors for t in source_items):
             raise InputError(
                 f"the objects labeled {name!r} have no track vectors yet (their videos were indexed before "
                 "tracks had vectors, or are still being ingested): re-run their ingest, or propagate by object"
             )
-        ranked_tracks = self._rank(
-            [vectors[t] for t in source_tracks if t in vectors],
-            [vectors[t] for t in negative_tracks if t in vectors],
-            set(source_tracks) | set(negative_tracks),
+        ranked = self._rank(
+            [vectors[i] for i in source_items if i in vectors],
+            [vectors[i] for i in negative_items if i in vectors],
+            set(source_items) | set(negative_items),
             threshold,
             limit,
-            lambda v, n, exclude: self.index.near_tracks(collection, v, n, threshold, exclude_ids=exclude),
-            lambda ids: self.index.track_vectors(collection, ids),
+            lambda v, n, exclude: near(collection, v, n, threshold, exclude_ids=exclude),
+            lambda ids: fetch(collection, ids),
         )
-        members = self.catalog.track_object_ids(collection, [t for t, _ in ranked_tracks])
+        if unit == "object":
+            return _Candidates(sources, negatives, ranked, [])
+        members = self.catalog.track_object_ids(collection, [t for t, _ in ranked])
         human = set(sources) | set(negatives)
         objects: list[tuple[str, float]] = []
         tracks: list[dict[str, Any]] = []
-        for track_id, score in ranked_tracks:
+        for track_id, score in ranked:
             ids = [o for o in members.get(track_id, []) if o not in human]
             if not ids:
                 continue

@@ -196,17 +196,9 @@ def stitch_video(
         catalog.set_track_ids(collection, moved)
     # Weaviate keeps each part's index-time id; search maps it to the stitched track through these.
     part_of = {m["object_id"]: track_id_of(video_id, rows[0]["object_id"]) for rows in _all(parts) for m in rows}
-    catalog.replace_track_parts(
-        collection,
-        video_id,
-        {
-            part_of[m["object_id"]]: final
-            for (m, _), final in zip(flat, finals)
-            if final and final != part_of[m["object_id"]]
-        },
-    )
-    count = catalog.rebuild_tracks(collection, video_id)
     final_of = {m["object_id"]: final or part_of[m["object_id"]] for (m, _), final in zip(flat, finals)}
+    catalog.replace_track_parts(collection, video_id, {part_of[o]: t for o, t in final_of.items() if t != part_of[o]})
+    count = catalog.rebuild_tracks(collection, video_id)
     written, deleted = sync_track_vectors(index, collection, video_id, stored, part_of, final_of, vectors, states)
     summary = StitchSummary(
         tracks=count, joins=len(pairs), moved=len(moved), vectors_written=written, vectors_deleted=deleted

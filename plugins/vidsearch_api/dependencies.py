@@ -85,9 +85,10 @@ class TokenCache:
         if self.ttl_s <= 0:
             return
         deadline = self._clock() + min(self.ttl_s, _seconds_left(token))
+        key = self._key(token)
         with self._lock:
-            self._users[self._key(token)] = (deadline, user)
-            self._users.move_to_end(self._key(token))
+            self._users[key] = (deadline, user)
+            self._users.move_to_end(key)
             while len(self._users) > self.entries:
                 self._users.popitem(last=False)
 

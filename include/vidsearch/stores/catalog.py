@@ -836,10 +836,10 @@ class Catalog:
         UPDATE ... FROM VALUES per 5,000 objects, not one statement per object)."""
         items = list(track_ids.items())
         with transient_db_errors(), self.engine.begin() as conn:
-            for start in range(0, len(items), 5000):
+            for chunk in chunks(items, 5000):
                 moved = sa.values(
                     sa.column("oid", pg.UUID(as_uuid=False)), sa.column("tid", pg.UUID(as_uuid=False)), name="moved"
-                ).data(items[start : start + 5000])
+                ).data(list(chunk))
                 conn.execute(
                     sa.update(objects)
                     .where(objects.c.collection == collection, objects.c.object_id == moved.c.oid)
@@ -897,8 +897,8 @@ class Catalog:
                 )
                 for r in rows
             ]
-            for start in range(0, len(payload), 5000):
-                conn.execute(sa.insert(tracks), payload[start : start + 5000])
+            for chunk in chunks(payload, 5000):
+                conn.execute(sa.insert(tracks), list(chunk))
         return len(payload)
 
     def replace_track_parts(self, collection: str, video_id: str, parts: Mapping[str, str]) -> None:
@@ -908,8 +908,8 @@ class Catalog:
             conn.execute(
                 sa.delete(track_parts).where(track_parts.c.collection == collection, track_parts.c.video_id == video_id)
             )
-            for start in range(0, len(rows), 5000):
-                conn.execute(sa.insert(track_parts), rows[start : start + 5000])
+            for chunk in chunks(rows, 5000):
+                conn.execute(sa.insert(track_parts), list(chunk))
 
     def tracks_of_parts(self, collection: str, part_ids: Sequence[str]) -> dict[str, str]:
         """{part id: stitched track id} for the parts finalize recorded (others are their own track)."""
@@ -958,13 +958,10 @@ class Catalog:
             return {}
         out: dict[str, list[str]] = {}
         with self.engine.connect() as conn:
-            for start in range(0, len(track_ids), 5000):
+            for chunk in chunks(track_ids, 5000):
                 rows = conn.execute(
                     sa.select(objects.c.track_id, objects.c.object_id)
-                    .where(
-                        objects.c.collection == collection,
-                        objects.c.track_id.in_(list(track_ids[start : start + 5000])),
-                    )
+                    .where(objects.c.collection == collection, objects.c.track_id.in_(list(chunk)))
                     .order_by(objects.c.pts_s, objects.c.object_id)
                 ).all()
                 for r in rows:
@@ -977,11 +974,11 @@ class Catalog:
             return {}
         out: dict[str, str] = {}
         with self.engine.connect() as conn:
-            for start in range(0, len(object_ids), 5000):
+            for chunk in chunks(object_ids, 5000):
                 rows = conn.execute(
                     sa.select(objects.c.object_id, objects.c.track_id).where(
                         objects.c.collection == collection,
-                        objects.c.object_id.in_(list(object_ids[start : start + 5000])),
+                        objects.c.object_id.in_(list(chunk)),
                         objects.c.track_id.isnot(None),
                     )
                 ).all()
