@@ -439,6 +439,32 @@ def rss_mib(pid: int) -> float | None:
     return None
 
 
+def rss_parts_mib(pid: int) -> dict[str, float]:
+    """Resident memory split as the kernel counts it: anonymous (the Go heap, HNSW graph, vector
+    caches) and file-backed (memory-mapped LSM segments, which the kernel can drop under pressure)."""
+    out: dict[str, float] = {}
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key in ("RssAnon", "RssFile", "RssShmem"):
+                out[key] = r(int(value.split()[0]) / 1024, 1)
+    return out
+
+
+def wait_indexed(client: Any, collection: str, timeout_s: float = 3600.0) -> float:
+    """Block until every shard of `collection` has an empty vector queue (asynchronous indexing has
+    caught up; immediately without it); the seconds waited."""
+    t0 = time.perf_counter()
+    while True:
+        nodes = client.cluster.nodes(collection=collection, output="verbose")
+        shards = [sh for node in nodes for sh in (node.shards or [])]
+        if shards and all(sh.vector_queue_length == 0 and sh.vector_indexing_status == "READY" for sh in shards):
+            return time.perf_counter() - t0
+        if time.perf_counter() - t0 > timeout_s:
+            raise RuntimeError(f"the vector index of {collection} did not catch up in {timeout_s:.0f} s")
+        time.sleep(0.5)
+
+
 def cpu_s(pid: int) -> float:
     import psutil
 

@@ -162,9 +162,16 @@ def _cluster_ports(data_dir: Path) -> dict[str, int]:
     return ports
 
 
+# Server tuning that passes through from the caller's environment when set (docs/configuration.md,
+# "Weaviate memory and import"): Go's memory limit and GC target, how LSM segments are read (mmap or
+# pread), and asynchronous vector indexing.
+TUNING_ENV = ("GOMEMLIMIT", "GOGC", "PERSISTENCE_LSM_ACCESS_STRATEGY", "ASYNC_INDEXING")
+
+
 def server_env(data_dir: Path, grpc_port: int, ports: dict[str, int]) -> dict[str, str]:
-    """The complete environment of the server process (nothing inherited but PATH/HOME/TMPDIR)."""
-    env = {k: os.environ[k] for k in ("PATH", "HOME", "TMPDIR", "TZ") if k in os.environ}
+    """The complete environment of the server process (nothing inherited but PATH/HOME/TMPDIR and
+    the `TUNING_ENV` variables)."""
+    env = {k: os.environ[k] for k in ("PATH", "HOME", "TMPDIR", "TZ", *TUNING_ENV) if k in os.environ}
     env.update(
         {
             "PERSISTENCE_DATA_PATH": str(data_dir / "db"),

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 # Namespace for deterministic object ids. Never change it: ids in Weaviate and Postgres depend on it.
 OBJECT_NAMESPACE = uuid.UUID("6f1c1c52-7d2e-4c55-9a55-0d6a2f3e9b10")
 TRACK_NAMESPACE = uuid.UUID("0b5e6f3a-2d41-4c1e-8f7a-3c9d5b2e7a64")
+TRANSCRIPT_NAMESPACE = uuid.UUID("9a3d2c1e-5b7f-4e60-8c2a-1f4e6d8b0c37")
 
 
 # An ingest run's segment length: seconds of video (cuts land on the next keyframe), or "auto" (chosen
@@ -185,6 +186,62 @@ class DetectEmbedResult(Record):
     frame_count: int
     objects: list[DetectedObject]
     timings_s: dict[str, float] = Field(default_factory=dict)
+
+
+class AudioClip(Record):
+    """One segment's audio, cut for speech recognition: 16 kHz mono PCM (WAV) in object storage.
+
+    The clip reaches `overlap_s` past each end of its segment (within the video), so a word spoken
+    across a segment boundary is heard whole by one of the two segments; the words both hear are kept
+    once (`vidsearch.transcripts.owned_chunks`: a chunk belongs to the segment its midpoint falls in)."""
+
+    video_id: str
+    segment_index: int = Field(ge=0)
+    uri: str = Field(description="Object-storage URI of the WAV file.")
+    segment_start_s: float = Field(ge=0, description="The segment's own range (what it owns).")
+    segment_end_s: float
+    start_s: float = Field(ge=0, description="Where the clip starts in the video (segment start - overlap).")
+    end_s: float = Field(description="Where the clip ends in the video (segment end + overlap).")
+    sample_rate: int = 16_000
+    rms_dbfs: float = Field(description="Loudness of the whole clip; -inf for digital silence.")
+    speech_likely: bool = Field(description="Not silent: the clip is loud enough to hold speech.")
+
+
+class TranscriptChunk(Record):
+    """One timestamped phrase of a transcript; times relative to the video start."""
+
+    chunk_id: str = Field(description="`transcript_chunk_id`: deterministic, so re-runs overwrite.")
+    video_id: str
+    segment_index: int = Field(ge=0)
+    start_s: float = Field(ge=0)
+    end_s: float
+    text: str
+    language: str | None = Field(None, description="ISO 639-1 code Whisper detected for the segment.")
+    avg_logprob: float | None = Field(None, description="Mean token log-probability: the chunk's confidence.")
+    no_speech_prob: float | None = Field(None, ge=0, le=1)
+
+
+class TranscriptResult(Record):
+    """What the transcribe worker writes for one segment (`transcript.json`)."""
+
+    video_id: str
+    segment_index: int = Field(ge=0)
+    model: str
+    device: str
+    language: str | None = None
+    language_probability: float | None = Field(None, ge=0, le=1)
+    segment_start_s: float = Field(ge=0)
+    segment_end_s: float
+    clip_start_s: float = Field(ge=0)
+    clip_end_s: float
+    speech_likely: bool
+    chunks: list[TranscriptChunk] = Field(description="The chunks this segment owns, in time order.")
+    timings_s: dict[str, float] = Field(default_factory=dict)
+
+
+def transcript_chunk_id(video_id: str, segment_index: int, start_s: float) -> str:
+    """Deterministic transcript chunk id (uuid5 of the video, the segment and the start to the ms)."""
+    return str(uuid.uuid5(TRANSCRIPT_NAMESPACE, f"{video_id}/{segment_index}/{start_s:.3f}"))
 
 
 def object_id(video_id: str, segment_index: int, pts_s: float, box: Box) -> str:

@@ -28,7 +28,7 @@ __getattr__, __dir__, __all__ = lazy_exports(
             "Catalog",
         ),
         "browse": ("CatalogBrowser",),
-        "labels": ("Polarity", "Source", "Action", "attach_labels", "LabelStore"),
+        "labels": ("Polarity", "Source", "Action", "LabelStore"),
         "index": (
             "validate_collection_name",
             "weaviate_collection_name",

@@ -27,7 +27,7 @@ from vidsearch.stores.catalog import (
     tracks,
     videos,
 )
-from vidsearch.stores.labels import HUMAN, POSITIVE, PROPAGATED, attach_labels
+from vidsearch.stores.labels import HUMAN, POSITIVE, PROPAGATED, labels_column, object_labels
 
 
 class CatalogBrowser:
@@ -167,7 +167,7 @@ class CatalogBrowser:
             if keys:
                 o = objects
                 orows = conn.execute(
-                    sa.select(o)
+                    sa.select(o, labels_column(o))
                     .where(
                         o.c.collection == collection,
                         o.c.video_id == video_id,
@@ -175,12 +175,8 @@ class CatalogBrowser:
                     )
                     .order_by(o.c.segment_index, o.c.frame_index, o.c.score.desc(), o.c.object_id)
                 ).all()
-                by_id = {}
                 for r in orows:
-                    d = _object_dict(r)
-                    objs[(r.segment_index, r.frame_index)].append(d)
-                    by_id[d["object_id"]] = d
-                attach_labels(conn, collection, by_id)
+                    objs[(r.segment_index, r.frame_index)].append(_object_dict(r))
         return {
             "total": total,
             "frames": [
@@ -219,11 +215,10 @@ class CatalogBrowser:
         with self.engine.connect() as conn:
             for chunk in chunks(list(object_ids), 5000):
                 for r in conn.execute(
-                    sa.select(o).where(o.c.collection == collection, o.c.object_id.in_(list(chunk)))
+                    sa.select(o, labels_column(o)).where(o.c.collection == collection, o.c.object_id.in_(list(chunk)))
                 ).all():
                     d = _object_dict(r)
                     out[d["object_id"]] = d
-            attach_labels(conn, collection, out)
         return out
 
     def crop_source(self, collection: str, object_id: str) -> dict[str, Any] | None:
@@ -453,5 +448,5 @@ def _object_dict(row: Any) -> dict[str, Any]:
         "detector_label": row.label,
         "score": row.score,
         "track_id": str(row.track_id) if row.track_id else None,
-        "labels": [],
+        "labels": object_labels(row.labels_json),
     }

@@ -46,18 +46,37 @@ PROPAGATED: Source = "propagated"
 _LABEL_VALUES = ("polarity", "source", "propagation_id", "score", "created_by", "updated_at")
 
 
-def attach_labels(conn: sa.Connection, collection: str, objs: dict[str, dict[str, Any]]) -> None:
-    """Append each object's effective labels (ordered by name) to `objs[object_id]["labels"]`, read on
-    `conn` (so a page of objects and its labels come from one connection)."""
-    if not objs:
-        return
-    for chunk in chunks(list(objs), 5000):
-        for r in conn.execute(
-            sa.select(labels)
-            .where(labels.c.collection == collection, labels.c.object_id.in_(list(chunk)))
-            .order_by(labels.c.name)
-        ).all():
-            objs[str(r.object_id)]["labels"].append(_label_dict(r))
+def labels_column(objects_table: sa.Table) -> sa.ScalarSelect[Any]:
+    """A column for a select over `objects_table`: each object's effective labels, ordered by name, as
+    a JSON array of label dicts (see `object_labels`), so a page of objects and their labels are one
+    query and one round trip."""
+    lb = labels
+    fields = ("name", "polarity", "source", "score", "propagation_id")
+    entry = sa.func.json_build_object(*[part for name in fields for part in (name, lb.c[name])])
+    return (
+        sa.select(
+            sa.func.coalesce(
+                sa.func.json_agg(pg.aggregate_order_by(entry, lb.c.name)), sa.text("'[]'::json"), type_=pg.JSON
+            )
+        )
+        .where(lb.c.collection == objects_table.c.collection, lb.c.object_id == objects_table.c.object_id)
+        .scalar_subquery()
+        .label("labels_json")
+    )
+
+
+def object_labels(value: Any) -> list[dict[str, Any]]:
+    """The label dicts of a `labels_column` value (a list from psycopg's JSON decoding)."""
+    return [
+        {
+            "name": lb["name"],
+            "polarity": lb["polarity"],
+            "source": lb["source"],
+            "score": lb["score"],
+            "propagation_id": str(lb["propagation_id"]) if lb["propagation_id"] else None,
+        }
+        for lb in value or []
+    ]
 
 
 class LabelStore:
