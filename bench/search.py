@@ -60,6 +60,7 @@ sys.path[:0] = [str(ROOT / "include"), str(ROOT / "plugins")]
 import benchlib  # noqa: E402  (bench/ is on sys.path: scripts run as python bench/<name>.py)
 from benchlib import fmt, load_note, quiet, r, version  # noqa: E402
 from devstack import free_port  # noqa: E402
+from devstack.weaviate import TUNING_ENV  # noqa: E402
 from vidsearch.params import DEFAULT_DETECTOR, DEFAULT_EMBEDDER  # noqa: E402
 
 SCHEMA_VERSION = 1
@@ -102,6 +103,8 @@ COCO_LIKE = (
 
 WARMUP = 30
 K_MAIN, K_WIDE = 20, 100
+PROPAGATION_SOURCES = (100, 1000)
+PROPAGATION_THRESHOLD = 0.8
 
 log = logging.getLogger("bench")
 
@@ -212,9 +215,10 @@ class ServiceMeter:
 
     PARTS = {
         "index.vectors": "weaviate_fetch_vector",
-        "index.near": "weaviate_near_vector",
+        "index.near_with_tracks": "weaviate_near_vector",
         "require_collection": "postgres",
         "objects_by_id": "postgres",
+        "labels.negative_for_any": "postgres",
     }
 
     def __init__(self, service: Any):
@@ -595,12 +599,46 @@ def measure_size(ctx: dict[str, Any], n: int, queries_n: int, rng: np.random.Gen
         f"{direct['unfiltered']['p50_ms']:.1f} ms without"
     )
     out["weaviate_rss_mib"] = rss_mib(ctx["weaviate_pid"])
+    out["weaviate_rss_parts_mib"] = rss_parts_mib(ctx["weaviate_pid"])
     out["weaviate_disk_mib"] = dir_mib(ctx["weaviate_dir"])
     with ctx["engine"].connect() as conn:
         out["postgres_db_mib"] = r(
             conn.execute(sa.text("SELECT pg_database_size(current_database())")).scalar_one() / 2**20, 1
         )
     out["measure_s"] = r(time.perf_counter() - started, 1)
+    return out
+
+
+PROPAGATION_LABEL = "bench_propagation"
+
+
+def measure_propagation(ctx: dict[str, Any], n: int, sources: int, rng: np.random.Generator) -> dict[str, Any]:
+    """The propagation preview through the API from `sources` human positives (random objects,
+    labelled through the API), three times; their labels are removed afterwards."""
+    http, ids = ctx["http"], ctx["ids"]
+    picked = [ids[int(i)] for i in rng.choice(n, sources, replace=False)]
+    base = f"api/collections/{COLLECTION}/labels"
+    resp = http.post(base, json={"object_ids": picked, "name": PROPAGATION_LABEL, "polarity": "positive"})
+    if resp.status_code != 200:
+        raise RuntimeError(f"POST {base}: {resp.status_code} {resp.text[:300]}")
+    url = f"{base}/{PROPAGATION_LABEL}/propagation/preview"
+    body = {"threshold": PROPAGATION_THRESHOLD, "limit": 1000}
+    times, counts = [], []
+    try:
+        for _ in range(3):
+            t0 = time.perf_counter()
+            resp = http.post(url, json=body)
+            times.append(time.perf_counter() - t0)
+            if resp.status_code != 200:
+                raise RuntimeError(f"POST {url}: {resp.status_code} {resp.text[:300]}")
+            counts.append(resp.json()["count"])
+    finally:
+        http.request("DELETE", base, json={"object_ids": picked, "name": PROPAGATION_LABEL})
+    out = {"sources": sources, "threshold": PROPAGATION_THRESHOLD, "limit": 1000, "count": counts[-1]}
+    out.update(stats_ms(times))
+    say(
+        f"  propagation preview from {sources:,} sources: {1000 * float(np.median(times)):.0f} ms, {counts[-1]:,} candidates"
+    )
     return out
 
 
@@ -668,7 +706,7 @@ def run(args: argparse.Namespace, stack: Stack, report: dict[str, Any], t_start:
     # The importer's index (the project's import path) and the API's own service and Weaviate client.
     import_client = stack.weaviate_client()
     index = vindex.ObjectIndex(import_client)
-    index.ensure_collection(COLLECTION)
+    index.ensure_collection(COLLECTION, args.index_settings)
     catalog.register_collection(COLLECTION, DEFAULT_EMBEDDER, DIM, vindex.weaviate_collection_name(COLLECTION))
     api_client = stack.weaviate_client()
     service = SearchService(catalog, vindex.ObjectIndex(api_client))
@@ -694,6 +732,7 @@ def run(args: argparse.Namespace, stack: Stack, report: dict[str, Any], t_start:
         "vectors": vectors,
         "row_of": {},
         "wv_coll": wv_coll,
+        "client": direct_client,
         "weaviate_pid": stack.weaviate.pid,
         "weaviate_dir": stack.weaviate.data_dir,
         "engine": catalog.engine,
@@ -777,6 +816,10 @@ def run(args: argparse.Namespace, stack: Stack, report: dict[str, Any], t_start:
                     + (f", import ETA {clock((target - n) / (n / import_s))} at the overall rate" if done < 1 else "")
                 )
             if n in sizes:
+                # With asynchronous indexing the import is done when the vector queue is empty.
+                waited = wait_indexed(direct_client, vindex.weaviate_collection_name(COLLECTION))
+                import_s += waited
+                batch["index_wait_s"] = r(waited, 1)
                 say(f"measuring at {n:,} objects")
                 m = measure_size(ctx, n, args.queries, np.random.default_rng([args.seed, 3, n]))
                 m["import_s_so_far"] = r(import_s, 1)
@@ -784,12 +827,19 @@ def run(args: argparse.Namespace, stack: Stack, report: dict[str, Any], t_start:
                 measured.append(m)
                 last_measure_s = m["measure_s"]
         if n < target and (not measured or measured[-1]["objects"] != n):
+            import_s += wait_indexed(direct_client, vindex.weaviate_collection_name(COLLECTION))
             say(f"measuring at {n:,} objects (the largest size reached)")
             m = measure_size(ctx, n, args.queries, np.random.default_rng([args.seed, 3, n]))
             m["import_s_so_far"] = r(import_s, 1)
             m["import_rate_overall"] = r(n / import_s, 1)
             m["reached_by_budget"] = True
             measured.append(m)
+        if measured:
+            last = measured[-1]
+            last["propagation"] = [
+                measure_propagation(ctx, last["objects"], k, np.random.default_rng([args.seed, 5, k]))
+                for k in PROPAGATION_SOURCES
+            ]
     finally:
         writers.shutdown(wait=True)
         imp.update(
@@ -855,7 +905,18 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
         f"maxConnections {vi.get('max_connections')}, ef {vi.get('ef')} (dynamic {vi.get('dynamic_ef_min')}-"
         f"{vi.get('dynamic_ef_max')}, factor {vi.get('dynamic_ef_factor')}), filter strategy "
         f"{vi.get('filter_strategy')}, flat search cutoff {fmt(vi.get('flat_search_cutoff'))}, quantizer "
-        f"{vi.get('quantizer') or 'none'} (the project's defaults, `vidsearch.stores.index`).",
+        f"{vi.get('quantizer') or 'none'}"
+        + (
+            f" (`--index-settings {json.dumps(cfg['index_settings'])}`)"
+            if cfg.get("index_settings")
+            else " (the project's defaults, `vidsearch.params.IndexSettings`)"
+        )
+        + (
+            ". Weaviate server settings: " + ", ".join(f"`{k}={v}`" for k, v in cfg["weaviate_env"].items())
+            if cfg.get("weaviate_env")
+            else ""
+        )
+        + ".",
         "",
         *summary(report),
         "## Import",
@@ -910,8 +971,8 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
     lines += [
         "",
         f"Where a k={K_MAIN} request's time goes (mean ms), from timers around the search service's methods inside "
-        "the server: Weaviate vector fetch (the query object's stored vector), Weaviate near-vector search "
-        "(with the query object excluded by an id filter), Postgres (collection lookup, the query object and "
+        "the server: Weaviate vector fetch (none since the search reads the query object's stored vector "
+        "itself, `near_object`), Weaviate search (with the query object excluded by an id filter), Postgres (collection lookup, the query object and "
         "the results with their labels), and the rest (JWT validation including Airflow's revoked-token "
         "lookup, FastAPI, JSON, HTTP, the client). Next to it, near-vector searches sent directly to Weaviate "
         "(k=20, two more samples of objects no request had touched), with and without that id filter.",
@@ -930,6 +991,16 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
         )
     lines += ["", "![import rate, latency and where the time goes](search.png)", ""]
     path.write_text("\n".join(lines) + "\n")
+
+
+def memory_split(size: dict[str, Any]) -> str:
+    parts = size.get("weaviate_rss_parts_mib") or {}
+    if "RssAnon" not in parts or "RssFile" not in parts:
+        return ""
+    return (
+        f" ({fmt(parts['RssAnon'] / 1024, 2)} GiB anonymous, {fmt(parts['RssFile'] / 1024, 2)} GiB file-backed: "
+        "memory-mapped LSM segments the kernel can drop)"
+    )
 
 
 def summary(report: dict[str, Any]) -> list[str]:
@@ -951,7 +1022,8 @@ def summary(report: dict[str, Any]) -> list[str]:
         f"* **At {last['objects']:,} objects**: `similar?k={K_MAIN}` p50 **{fmt(q20['latency']['p50_ms'])} ms**, "
         f"p99 **{fmt(q20['latency']['p99_ms'])} ms** (k={K_WIDE}: {fmt(q100['latency']['p50_ms'])} / "
         f"{fmt(q100['latency']['p99_ms'])} ms), recall@{K_MAIN} {fmt(q20[f'recall_at_{K_MAIN}'], 3)}; Weaviate "
-        f"{fmt(last['weaviate_rss_mib'] / 1024, 2)} GiB resident, {fmt(last['weaviate_disk_mib'] / 1024, 2)} GiB on disk.",
+        f"{fmt(last['weaviate_rss_mib'] / 1024, 2)} GiB resident{memory_split(last)}, "
+        f"{fmt(last['weaviate_disk_mib'] / 1024, 2)} GiB on disk.",
         f"* **Import**: {fmt(imp['objects_per_s'], 0)} objects/s overall ({fmt(batches[0]['objects_per_s'], 0)}/s "
         f"into the empty index, {fmt(tail_rate, 0)}/s over the last {len(tail) * BATCH_OBJECTS:,}).",
         f"* **Where a k={K_MAIN} request's {fmt(total)} ms go** at {last['objects']:,} objects (means): Weaviate "
@@ -962,6 +1034,12 @@ def summary(report: dict[str, Any]) -> list[str]:
         f"query objects) takes {fmt(last['direct_near_vector_k20']['filtered']['mean_ms'])} ms on average "
         f"(inside the API: {fmt(q20['weaviate_near_vector']['mean_ms'])}).",
     ]
+    for prop in last.get("propagation", []):
+        lines.append(
+            f"* **Propagation preview** from {prop['sources']:,} human positives (threshold {prop['threshold']}, "
+            f"limit {prop['limit']:,}) through the API: p50 {fmt(prop['p50_ms'] / 1000, 2)} s, max "
+            f"{fmt(prop['max_ms'] / 1000, 2)} s over 3 requests; {prop['count']:,} candidates."
+        )
     cutoff = (report.get("weaviate", {}).get("vector_index") or {}).get("flat_search_cutoff")
     small = [s for s in sizes if cutoff and s["objects"] <= cutoff]
     big = [s for s in sizes if cutoff and s["objects"] > cutoff]
@@ -1083,6 +1161,15 @@ def write_chart(report: dict[str, Any], path: Path) -> None:
 # --------------------------------------------------------------------------------------------------
 
 
+def index_settings_arg(text: str) -> Any:
+    from vidsearch.params import IndexSettings
+
+    try:
+        return IndexSettings.model_validate_json(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not IndexSettings JSON: {exc}") from exc
+
+
 def parse_sizes(text: str) -> list[int]:
     sizes = []
     for part in text.split(","):
@@ -1119,6 +1206,20 @@ def main() -> int:
     )
     parser.add_argument("--queries", type=int, default=300, help="measured k=20 requests per size (default 300)")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--index-settings",
+        type=index_settings_arg,
+        default=None,
+        metavar="JSON",
+        help="the collection's vector index (vidsearch.params.IndexSettings as JSON); default: the project's defaults",
+    )
+    parser.add_argument(
+        "--weaviate-env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help=f"a Weaviate server setting (one of {', '.join(TUNING_ENV)}); repeatable",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "reports", help="report folder")
     parser.add_argument("--keep-temp", action="store_true", help="keep the temporary folder (servers' data, logs)")
     parser.add_argument(
@@ -1137,6 +1238,15 @@ def main() -> int:
         return 0
     if args.writers < 1 or args.queries < 10:
         parser.error("--writers must be >= 1 and --queries >= 10")
+    server_env = {}
+    for item in args.weaviate_env:
+        key, sep, value = item.partition("=")
+        if not sep or key not in TUNING_ENV:
+            parser.error(f"--weaviate-env takes KEY=VALUE with KEY one of {', '.join(TUNING_ENV)}: {item!r}")
+        server_env[key] = value
+    for key in TUNING_ENV:
+        os.environ.pop(key, None)
+    os.environ.update(server_env)
 
     from vidsearch.stores import index as vindex
 
@@ -1153,6 +1263,8 @@ def main() -> int:
         "config": {
             "sizes": sorted(set(args.sizes)),
             "budget_s": args.budget,
+            "index_settings": args.index_settings.model_dump() if args.index_settings else None,
+            "weaviate_env": server_env,
             "writers": args.writers,
             "queries": args.queries,
             "queries_k100": max(1, args.queries // 3),

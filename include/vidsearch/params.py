@@ -38,6 +38,10 @@ DEFAULT_COLLECTION = "default"
 
 DEFAULT_DETECTOR = "facebook/detr-resnet-50"
 DEFAULT_EMBEDDER = "openai/clip-vit-base-patch32"
+DEFAULT_ASR_MODEL = "openai/whisper-base"
+# How far each segment's audio clip reaches into its neighbours (seconds): a word spoken across a cut
+# is heard whole by one side; the chunks both hear are kept once (`vidsearch.transcripts`).
+DEFAULT_AUDIO_OVERLAP_S = 1.0
 
 # A number typed into the trigger form's text box arrives as a string.
 # An unanswered review of a quarantined segment drops it after a day (configurable per run).
@@ -105,6 +109,8 @@ class IngestParams(Record):
         "score_threshold",
         "detector_model",
         "embedder_model",
+        "transcribe",
+        "asr_model",
     )
 
     source: str = Field(
@@ -167,6 +173,29 @@ class IngestParams(Record):
         min_length=1,
         title="Embedder model",
         description="A CLIP-family model (hub id or local folder) embedding the object crops.",
+    )
+    transcribe: bool = Field(
+        True,
+        title="Transcribe speech",
+        description="Run the audio branch: each segment's audio is transcribed beside its frames (skipped, "
+        "not failed, for a video without audio).",
+    )
+    asr_model: str = Field(
+        DEFAULT_ASR_MODEL,
+        min_length=1,
+        title="Speech recognition model",
+        description="A transformers Whisper model (hub id such as openai/whisper-tiny, or a local folder).",
+    )
+    asr_language: str | None = Field(
+        None,
+        pattern=r"^[a-z]{2,3}$",
+        description="The spoken language (ISO 639-1, e.g. en) when known; None: Whisper detects it per segment.",
+    )
+    audio_overlap_s: float = Field(
+        DEFAULT_AUDIO_OVERLAP_S,
+        ge=0,
+        le=10,
+        description="Seconds each segment's audio clip reaches past its ends (words at a cut are kept once).",
     )
     batch_size: int = Field(16, ge=1, description="Frames per detector batch.")
     # Content rules (`vidsearch.media.content`); not on the form: a run conf sets them.

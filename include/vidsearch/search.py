@@ -24,8 +24,8 @@ propagations, the audit trail) and `ObjectIndex` (`stores/index.py`: stored vect
 
 Bounds (docs/security.md §1): a propagation takes at most `MAX_PROPAGATION_SOURCES` sources and
 `MAX_PROPAGATION_NEGATIVES` negatives (`InputError`, a 422, beyond: nothing is searched), and fetches
-at most `MAX_PROPAGATION_HITS` nearest-neighbour results in all: each source's search is cut to its
-share (and never beyond `MAX_QUERY_RESULTS`). The crop and frame-image caches are bounded in bytes
+at most `MAX_PROPAGATION_HITS` nearest-neighbour results in all (each source's search deepens only
+while it can still change the result, and never beyond `MAX_QUERY_RESULTS`; `SearchService._rank`). The crop and frame-image caches are bounded in bytes
 (`VIDSEARCH_CROP_CACHE_MB`, `VIDSEARCH_FRAME_CACHE_MB`) as well as in entries.
 
 Similarity is cosine similarity: 1 - Weaviate's cosine distance. Errors: `NotFoundError` for an unknown
@@ -91,6 +91,8 @@ GROUPS = ("object", "track")
 PROPAGATION_UNITS = ("object", "track")
 # Near-vector searches of one propagation in flight at once (one per source).
 PROPAGATION_SEARCH_THREADS = 4
+# What each propagation source asks for first (`SearchService._rank` deepens where needed).
+PROPAGATION_FIRST_FETCH = 10
 # One propagation by track labels at most this many objects (the members of its best tracks).
 MAX_PROPAGATION_OBJECTS = 100_000
 SEARCH_DEVICE_ENV = "VIDSEARCH_SEARCH_DEVICE"
@@ -784,7 +786,7 @@ class SearchService:
             set(source_items) | set(negative_items),
             threshold,
             limit,
-            lambda v, n, exclude: near(collection, v, n, threshold, exclude_ids=exclude),
+            lambda v, n: near(collection, v, n, threshold),
             lambda ids: fetch(collection, ids),
         )
         if unit == "object":
@@ -810,62 +812,84 @@ class SearchService:
         human: set[str],
         threshold: float,
         limit: int,
-        near: Callable[[np.ndarray, int, list[str] | None], list[tuple[str, float]]],
+        near: Callable[[np.ndarray, int], list[tuple[str, float]]],
         fetch: Callable[[list[str]], dict[str, np.ndarray]],
     ) -> list[tuple[str, float]]:
         """[(id, score)] best first, at most `limit`: the items (`near` searches them, `fetch` reads
         their vectors) scored `best source similarity - max(best negative similarity, 0)`, each at
-        least `threshold`, none of the `human`-labelled ones."""
-        # Best similarity to a source, over a near-vector search around each source. A candidate below
-        # the threshold there cannot reach it after the negative term, so the search stops at it.
-        best_pos: dict[str, float] = {}
-        # Without negatives the score is the source similarity, so each source's `limit` nearest
-        # (besides the human-labeled) hold the best `limit` candidates. The negative term re-ranks them,
-        # so then each source looks further (exact while its neighbourhood is within that reach).
-        # The human-labeled are excluded inside Weaviate (by id, when few enough), so they cost no
-        # results; each source gets its share of `max_propagation_hits`, so many sources search less
-        # deeply each (the candidates are then each source's nearest `per_source`, not an exact top).
+        least `threshold`, none of the `human`-labelled ones.
+
+        The searches deepen only where they must. Each source first asks for its few nearest
+        (`PROPAGATION_FIRST_FETCH`, or its share of `2 x limit`); `tau`, the `limit`-th best score so
+        far (the threshold until `limit` are scored), only rises. A source whose list came back full
+        with its last similarity still at least `tau` may hide more that could enter the top `limit`,
+        so it asks again for four times as many; the others cannot (a score is at most its source
+        similarity), so they stop. The result is the one-by-one computation's (every source searched
+        to the end of what can qualify) for far fewer results fetched. The human-labelled are dropped
+        from the hits (a list they crowd deepens like any other). `max_propagation_hits` bounds the
+        results fetched in all; a propagation that reaches it is cut there (logged)."""
         if not source_vectors:
             return []
-        reach = limit if not negative_vectors else 4 * limit + 100
-        exclude_ids = sorted(human) if len(human) <= MAX_ID_FILTER else None
-        extra = 0 if exclude_ids is not None else len(human)
-        share = max(1, self.max_propagation_hits // len(source_vectors))
-        per_source = min(reach + extra, MAX_QUERY_RESULTS, share)
-        # The searches run a few at a time (Weaviate answers them in parallel); merged in source order.
-        workers = min(PROPAGATION_SEARCH_THREADS, len(source_vectors))
-        with ThreadPoolExecutor(workers, thread_name_prefix="vidsearch-propagation-search") as pool:
-            for hits in pool.map(lambda vector: near(vector, per_source, exclude_ids), source_vectors):
-                for oid, sim in hits:
-                    if oid not in human and sim > best_pos.get(oid, -2.0):
-                        best_pos[oid] = sim
-        if not best_pos:
-            return []
-        if not negative_vectors:
-            scored = [(i, s) for i, s in best_pos.items() if s >= threshold]
-        else:
-            # A score is at most the source similarity: score the candidates best source similarity
-            # first, a chunk of vectors at a time, and stop once no later one can enter the top `limit`.
-            negs = _normalised(np.stack(negative_vectors))
-            order = sorted(best_pos, key=lambda i: (-best_pos[i], i))
-            scored = []
-            for start in range(0, len(order), _SCORE_CHUNK):
-                chunk = order[start : start + _SCORE_CHUNK]
-                if len(scored) >= limit:
-                    kth = sorted((s for _, s in scored), reverse=True)[limit - 1]
-                    if best_pos[chunk[0]] < kth:
-                        break
+        negs = _normalised(np.stack(negative_vectors)) if negative_vectors else None
+        best_pos: dict[str, float] = {}
+        neg_term: dict[str, float] = {}  # max(best negative similarity, 0) of the candidates scored
+
+        def tau() -> float:
+            if len(neg_term) < limit:
+                return threshold
+            scores = sorted((best_pos[i] - t for i, t in neg_term.items()), reverse=True)
+            return max(threshold, scores[limit - 1])
+
+        def score_new(changed: set[str]) -> None:
+            """Score the changed candidates that can still qualify (their negative term is fixed)."""
+            bar = tau()
+            todo = sorted(i for i in changed if i not in neg_term and best_pos[i] >= bar)
+            if negs is None:
+                neg_term.update(dict.fromkeys(todo, 0.0))
+                return
+            for start in range(0, len(todo), _SCORE_CHUNK):
+                chunk = todo[start : start + _SCORE_CHUNK]
                 cand = fetch(chunk)
                 ids = [i for i in chunk if i in cand]
-                if not ids:
-                    continue
-                matrix = _normalised(np.stack([cand[i] for i in ids]))
-                best_neg = (matrix @ negs.T).max(axis=1)
-                for i, neg in zip(ids, best_neg):
-                    score = best_pos[i] - max(float(neg), 0.0)
-                    if score >= threshold:
-                        scored.append((i, score))
-        ranked = sorted(((i, float(s)) for i, s in scored), key=lambda t: (-t[1], t[0]))
+                if ids:
+                    matrix = _normalised(np.stack([cand[i] for i in ids]))
+                    for i, neg in zip(ids, (matrix @ negs.T).max(axis=1)):
+                        neg_term[i] = max(float(neg), 0.0)
+
+        budget = self.max_propagation_hits
+        fetched = 0
+        pending = list(range(len(source_vectors)))
+        per = min(MAX_QUERY_RESULTS, max(PROPAGATION_FIRST_FETCH, math.ceil(2 * limit / len(source_vectors))))
+        workers = min(PROPAGATION_SEARCH_THREADS, len(source_vectors))
+        with ThreadPoolExecutor(workers, thread_name_prefix="vidsearch-propagation-search") as pool:
+            while pending:
+                ask = min(per, (budget - fetched) // len(pending))
+                if ask < 1:
+                    log.warning(
+                        "propagation cut at %d nearest-neighbour results (max_propagation_hits): %d sources "
+                        "could still find candidates",
+                        fetched,
+                        len(pending),
+                    )
+                    break
+                results = list(pool.map(lambda i, ask=ask: near(source_vectors[i], ask), pending))
+                changed: set[str] = set()
+                for hits in results:
+                    fetched += len(hits)
+                    for oid, sim in hits:
+                        if oid not in human and sim > best_pos.get(oid, -2.0):
+                            best_pos[oid] = sim
+                            changed.add(oid)
+                score_new(changed)
+                bar = tau()
+                pending = [
+                    i
+                    for i, hits in zip(pending, results)
+                    if len(hits) == ask and hits and hits[-1][1] >= bar and ask < MAX_QUERY_RESULTS
+                ]
+                per = min(4 * ask, MAX_QUERY_RESULTS)
+        scored = [(i, best_pos[i] - t) for i, t in neg_term.items()]
+        ranked = sorted(((i, float(s)) for i, s in scored if s >= threshold), key=lambda t: (-t[1], t[0]))
         return ranked[:limit]
 
     def propagation_preview(

@@ -28,6 +28,8 @@ SAMPLES: dict[str, list[Any]] = {
     "score_threshold": [0, 0.7, 1, 1.01, -0.1, "x"],
     "detector_model": ["facebook/detr-resnet-50", "/models/detr", ""],
     "embedder_model": ["openai/clip-vit-base-patch32", ""],
+    "transcribe": [True, False, "x", 3],
+    "asr_model": ["openai/whisper-base", "/models/whisper-tiny", ""],
 }
 
 

@@ -208,3 +208,9 @@ def vectors(ingested, weaviate_client) -> dict[str, np.ndarray]:
         out[str(obj.uuid)] = v / np.linalg.norm(v)
     assert set(out) == set(ingested["object_ids"])
     return out
+
+
+@pytest.fixture()
+def service(api_app):
+    """The SearchService the API app serves."""
+    return api_app.state.vidsearch.state.search.get()

@@ -441,6 +441,44 @@ def test_propagation_preview_is_monotonic_and_matches_the_oracle(api_client, ing
     assert all(plain[i] >= got[i] - 1e-6 for i in got)
 
 
+@pytest.mark.parametrize("limit", [7, 40])
+def test_propagation_from_many_sources_equals_the_one_by_one_computation(api_client, ingested, service, limit):
+    """The deepening searches (a few results per source, more only where they can still matter)
+    give what searching every source to the end gives: the same items, the same scores."""
+    ids = ingested["object_ids"]
+    name = _fresh("many")
+    sources, negatives = ids[0:60:2], ids[1:12:4]
+    _label(api_client, sources, name, "positive")
+    _label(api_client, negatives, name, "negative")
+    body = api_client.post(
+        f"{API}/labels/{_q(name)}/propagation/preview", json={"threshold": 0.0, "limit": limit}
+    ).json()
+    got = [(c["object_id"], c["score"]) for c in body["candidates"]]
+
+    # One by one: every source searched as deep as the index goes, every hit scored.
+    human = set(sources) | set(negatives)
+    stored = service.index.vectors(C, sources + negatives)
+    negs = np.stack([stored[n] / np.linalg.norm(stored[n]) for n in negatives])
+    best: dict[str, float] = {}
+    for s in sources:
+        for oid, sim in service.index.near(C, stored[s], 10_000, 0.0):
+            if oid not in human:
+                best[oid] = max(best.get(oid, -2.0), sim)
+    cand = service.index.vectors(C, list(best))
+    scores = {}
+    for oid, pos in best.items():
+        v = cand[oid] / np.linalg.norm(cand[oid])
+        scores[oid] = pos - max(float((negs @ v).max()), 0.0)
+    expected = sorted(((i, s) for i, s in scores.items() if s >= 0.0), key=lambda t: (-t[1], t[0]))[:limit]
+    assert len(got) == len(expected) == body["count"]
+    assert [s for _, s in got] == pytest.approx([s for _, s in expected], abs=1e-5)
+    # The same items, up to the order of equal scores (identical crops have identical vectors).
+    for oid, score in got:
+        assert scores[oid] == pytest.approx(score, abs=1e-5)
+    last = got[-1][1]
+    assert {i for i, sc in expected if sc > last + 1e-5} <= {i for i, _ in got}
+
+
 def test_propagation_apply_provenance_human_wins_and_undo(api_client, ingested, vectors, catalog):
     ids = ingested["object_ids"]
     name = _fresh("person")
