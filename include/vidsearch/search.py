@@ -14,6 +14,11 @@ propagations, the audit trail) and `ObjectIndex` (`stores/index.py`: stored vect
   space of the crops; loaded embedders are cached per model per process;
 * labels: human labels (positive / negative) with an audit trail; effective labels (one per name and
   object: a human label replaces a propagated one); per-name counts;
+* transcripts: keyword (BM25) or hybrid (BM25 fused with the query's text embedding) search over the
+  transcript chunks, each hit a moment (its time, its text with the query's words marked, the sampled
+  frame nearest it); a video's transcript with its per-segment audio states; and the combined query
+  "said X while Y is visible" (`moments`): the chunks matching X (Postgres full text, every match)
+  intersected in time with the ranges where Y (a detector label, or a positive label) is visible;
 * propagation: preview / apply / undo. Sources are the objects labeled positive by a human with the
   name, negatives those labeled negative. Candidates come from a near-vector search around each source;
   a candidate's score is its best cosine similarity to a source minus its best similarity to a negative
@@ -34,20 +39,23 @@ collection / video / frame / object / propagation, `InputError` for invalid para
 
 from __future__ import annotations
 
+import bisect
 import collections as _collections
+import html
 import io
 import logging
 import math
 import os
+import re
 import threading
 import unicodedata
 import uuid
 import zipfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -60,6 +68,7 @@ from vidsearch.stores import storage
 from vidsearch.stores.browse import CatalogBrowser
 from vidsearch.stores.index import MAX_QUERY_RESULTS, ObjectIndex, Query, StoredVector
 from vidsearch.stores.labels import POLARITIES, POSITIVE, LabelStore, Polarity
+from vidsearch.stores.transcripts import TranscriptStore
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +104,18 @@ PROPAGATION_SEARCH_THREADS = 4
 PROPAGATION_FIRST_FETCH = 10
 # One propagation by track labels at most this many objects (the members of its best tracks).
 MAX_PROPAGATION_OBJECTS = 100_000
+# Transcript search: keyword (BM25) or hybrid (BM25 fused with the text embedding of the query).
+TRANSCRIPT_MODES = ("keyword", "hybrid")
+# The combined query reads at most this many matching chunks (then says it was cut: `truncated`).
+MAX_MOMENT_CHUNKS = 10_000
+# Object ids listed per moment (its `object_count` counts them all).
+MAX_MOMENT_OBJECTS = 50
+# The padding of a visible range may not exceed this (s); by default it is half the sampling interval.
+MAX_TOLERANCE_S = 60.0
+# Where a video has no two sampled frames in a segment to measure its sampling interval by (s).
+DEFAULT_SAMPLING_S = 1.0
+# Detections of a label without a track are one sighting while apart by at most this many intervals.
+SIGHTING_GAP_INTERVALS = 1.5
 SEARCH_DEVICE_ENV = "VIDSEARCH_SEARCH_DEVICE"
 # The in-memory JPEG caches of the API process, in MiB (besides their entry counts).
 CROP_CACHE_MB_ENV = "VIDSEARCH_CROP_CACHE_MB"
@@ -322,6 +343,136 @@ def _check_range(name: str, value: float, lo: float, hi: float) -> None:
         raise InputError(f"{name} must be between {lo:g} and {hi:g}, got {value!r}")
 
 
+def _query_text(q: Any, name: str = "q") -> str:
+    """A text query: 1-`MAX_TEXT` characters, not blank."""
+    if not isinstance(q, str) or not 1 <= len(q) <= MAX_TEXT:
+        raise InputError(f"{name} must be 1-{MAX_TEXT} characters")
+    if not q.strip():
+        raise InputError(f"{name} must not be blank")
+    return q
+
+
+def _check_k(k: int) -> None:
+    if not 1 <= k <= MAX_K:
+        raise InputError(f"k must be between 1 and {MAX_K}, got {k}")
+
+
+def _check_times(from_s: float | None, to_s: float | None) -> None:
+    """Optional times in a video: each finite and >= 0, `from_s` not after `to_s`."""
+    for name, value in (("from_s", from_s), ("to_s", to_s)):
+        if value is not None and not (math.isfinite(value) and value >= 0):
+            raise InputError(f"{name} must be a time >= 0 in seconds, got {value!r}")
+    if from_s is not None and to_s is not None and from_s > to_s:
+        raise InputError(f"from_s ({from_s:g}) is after to_s ({to_s:g})")
+
+
+# ------------------------------------------------------------------------------------ transcripts
+
+_WORD = re.compile(r"\w+", re.UNICODE)
+# websearch_to_tsquery's operators: a word after '-' is excluded, a bare "or" is an operator.
+_EXCLUDED_WORD = re.compile(r"(?:^|\s)-\"?(\w+)", re.UNICODE)
+
+
+def query_terms(q: str) -> set[str]:
+    """The words of a web-search query that a matching text holds (lower-case): every word but the
+    `or` operator and words excluded with a leading '-'."""
+    excluded = {w.lower() for w in _EXCLUDED_WORD.findall(q)}
+    return {w.lower() for w in _WORD.findall(q)} - excluded - {"or"}
+
+
+def highlight(text: str, terms: Iterable[str]) -> str:
+    """`text` HTML-escaped, each word of it among `terms` (compared lower-case) wrapped in
+    `<mark>...</mark>`: safe to set as innerHTML (the words are matched before escaping, so an
+    entity such as `&amp;` is never taken apart)."""
+    wanted = {t.lower() for t in terms}
+    out: list[str] = []
+    last = 0
+    for m in _WORD.finditer(text):
+        out.append(html.escape(text[last : m.start()], quote=True))
+        word = html.escape(m.group(0), quote=True)
+        out.append(f"<mark>{word}</mark>" if m.group(0).lower() in wanted else word)
+        last = m.end()
+    out.append(html.escape(text[last:], quote=True))
+    return "".join(out)
+
+
+A = TypeVar("A")
+B = TypeVar("B")
+
+
+def merge_intervals(intervals: Iterable[tuple[float, float, A]]) -> list[tuple[float, float, list[A]]]:
+    """The union of closed intervals (start, end, payload): overlapping or touching ones become one,
+    carrying its members' payloads in start order; the result is sorted and disjoint."""
+    merged: list[tuple[float, float, list[A]]] = []
+    for start, end, payload in sorted(intervals, key=lambda i: (i[0], i[1])):
+        if start > end:
+            raise ValueError(f"interval starts after it ends: {start} > {end}")
+        if merged and start <= merged[-1][1]:
+            first, last, payloads = merged[-1]
+            merged[-1] = (first, max(last, end), [*payloads, payload])
+        else:
+            merged.append((start, end, [payload]))
+    return merged
+
+
+def intersect_intervals(
+    a: Iterable[tuple[float, float, A]], b: Iterable[tuple[float, float, B]]
+) -> list[tuple[float, float, A, B]]:
+    """Every overlapping pair of a closed interval of `a` and one of `b` (touching counts: a zero-length
+    overlap), as (max of the starts, min of the ends, a's payload, b's payload), ordered by start,
+    then end. Either input in any order; nested and overlapping intervals are fine."""
+    left = sorted(a, key=lambda i: (i[0], i[1]))
+    right = sorted(b, key=lambda i: (i[0], i[1]))
+    for start, end, _ in (*left, *right):
+        if start > end:
+            raise ValueError(f"interval starts after it ends: {start} > {end}")
+    starts = [r[0] for r in right]
+    # The running maximum of the ends: everything before the first reaching a start ends before it.
+    reach: list[float] = []
+    for r in right:
+        reach.append(max(reach[-1], r[1]) if reach else r[1])
+    out: list[tuple[float, float, A, B]] = []
+    for start, end, pa in left:
+        lo = bisect.bisect_left(reach, start)
+        hi = bisect.bisect_right(starts, end)
+        for r_start, r_end, pb in right[lo:hi]:
+            if r_end >= start:
+                out.append((max(start, r_start), min(end, r_end), pa, pb))
+    out.sort(key=lambda t: (t[0], t[1]))
+    return out
+
+
+def visible_ranges(
+    sightings: Iterable[dict[str, Any]], max_gap: float, pad: float
+) -> list[tuple[float, float, dict[str, Any]]]:
+    """The time ranges a set of detections (object_id, track_id, label, pts_s) shows something, each
+    [first pts - pad, last pts + pad] (never before 0) with its track id, detector label and object
+    ids: a track's detections are one range (its tracker linked them); detections without a track
+    are grouped per detector label, a new range starting where the gap to the previous exceeds
+    `max_gap`."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for s in sorted(sightings, key=lambda s: (s["pts_s"], s["object_id"])):
+        key = ("track", s["track_id"]) if s.get("track_id") else ("label", s["label"])
+        groups.setdefault(key, []).append(s)
+    ranges: list[tuple[float, float, dict[str, Any]]] = []
+    for (kind, _), members in groups.items():
+        runs: list[list[dict[str, Any]]] = []
+        for s in members:
+            if runs and (kind == "track" or s["pts_s"] - runs[-1][-1]["pts_s"] <= max_gap):
+                runs[-1].append(s)
+            else:
+                runs.append([s])
+        for run in runs:
+            info = {
+                "track_id": run[0].get("track_id"),
+                "label": run[0]["label"],
+                "objects": [(s["pts_s"], s["object_id"]) for s in run],
+            }
+            ranges.append((max(0.0, run[0]["pts_s"] - pad), run[-1]["pts_s"] + pad, info))
+    ranges.sort(key=lambda r: (r[0], r[1]))
+    return ranges
+
+
 # ------------------------------------------------------------------------------------------ service
 
 
@@ -347,6 +498,7 @@ class SearchService:
         self.catalog = catalog
         self.browser = CatalogBrowser(catalog.engine)
         self.labels = LabelStore(catalog.engine)
+        self.transcripts = TranscriptStore(catalog.engine)
         self._index: ObjectIndex | None = None
         self._index_factory: Callable[[], ObjectIndex] | None = None
         if isinstance(index, ObjectIndex):
@@ -517,13 +669,8 @@ class SearchService:
         `detector_label`, `label` (positive), `from_s`/`to_s` (time in the video), and `group`."""
         if group not in GROUPS:
             raise InputError(f"group must be one of {', '.join(GROUPS)}, got {group!r}")
-        for name, value in (("from_s", from_s), ("to_s", to_s)):
-            if value is not None and not (math.isfinite(value) and value >= 0):
-                raise InputError(f"{name} must be a time >= 0 in seconds, got {value!r}")
-        if from_s is not None and to_s is not None and from_s > to_s:
-            raise InputError(f"from_s ({from_s:g}) is after to_s ({to_s:g})")
-        if not 1 <= k <= MAX_K:
-            raise InputError(f"k must be between 1 and {MAX_K}, got {k}")
+        _check_times(from_s, to_s)
+        _check_k(k)
         _check_range("min_similarity", min_similarity, -1.0, 1.0)
         if label is not None:
             validate_label_name(label)
@@ -667,16 +814,140 @@ class SearchService:
     def text_search(self, collection: str, q: str, **options: Any) -> dict[str, Any]:
         """The objects (or tracks) nearest to the text `q` in the collection's embedding space (the
         CLIP text tower). `options`: the search options (`_search`)."""
-        if not isinstance(q, str) or not 1 <= len(q) <= MAX_TEXT:
-            raise InputError(f"q must be 1-{MAX_TEXT} characters")
-        if not q.strip():
-            raise InputError("q must not be blank")
+        _query_text(q)
+        return {"query": q, "results": self._search(collection, self._text_vector(collection, q), **options)}
+
+    def _text_vector(self, collection: str, q: str) -> np.ndarray:
+        """`q` embedded by the collection's embedder's text tower (the space of its crops)."""
         _, loaded = self.embedder_for(collection)
         if not loaded.embedder.supports_text:
             raise InputError(f"the embedder of collection {collection!r} has no text tower")
         with loaded.lock:
-            vector = loaded.embedder.embed_texts([q])[0]
-        return {"query": q, "results": self._search(collection, vector, **options)}
+            vector: np.ndarray = loaded.embedder.embed_texts([q])[0]
+        return vector
+
+    # -- transcripts -----------------------------------------------------------------------
+    def transcript_search(
+        self,
+        collection: str,
+        q: str,
+        *,
+        mode: str = "keyword",
+        k: int = 20,
+        alpha: float = 0.5,
+        video_id: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """The transcript moments best matching `q`, best first, at most `k`: by BM25 on the chunk
+        text (`mode="keyword"`), or BM25 fused with the cosine similarity of the chunks' text
+        embeddings to `q`'s (`mode="hybrid"`, `alpha` the weight of the vector side: 0 keyword only,
+        1 vector only). Each moment: chunk_id, video_id, segment_index, start_s, end_s, text,
+        highlighted (the escaped text with `q`'s words in `<mark>`), language, score, and frame (the
+        sampled frame nearest its start: segment_index, frame_index, pts_s; None if none)."""
+        self.require_collection(collection)
+        _query_text(q)
+        if mode not in TRANSCRIPT_MODES:
+            raise InputError(f"mode must be one of {', '.join(TRANSCRIPT_MODES)}, got {mode!r}")
+        _check_k(k)
+        _check_range("alpha", alpha, 0.0, 1.0)
+        if mode == "keyword":
+            hits = self.index.transcript_keyword(collection, q, k, video_id=video_id)
+        else:
+            vector = self._text_vector(collection, q)
+            hits = self.index.transcript_hybrid(collection, q, vector, k, alpha, video_id=video_id)
+        found = self.transcripts.chunks_by_id(collection, [cid for cid, _ in hits])
+        # In Weaviate but not (yet) in Postgres: mid-ingest, left out.
+        results = [{**found[cid], "score": score} for cid, score in hits if cid in found]
+        return self._as_moments(collection, results, query_terms(q))
+
+    def _as_moments(
+        self, collection: str, chunks: list[dict[str, Any]], terms: set[str] | None
+    ) -> list[dict[str, Any]]:
+        """Chunks with their nearest sampled frame (and, given `terms`, their highlighted text)."""
+        near = self.transcripts.nearest_frames(
+            collection, [(c["video_id"], c["segment_index"], c["start_s"]) for c in chunks]
+        )
+        out = []
+        for chunk, frame in zip(chunks, near):
+            extra = {"highlighted": highlight(chunk["text"], terms)} if terms is not None else {}
+            out.append({**chunk, **extra, "frame": frame})
+        return out
+
+    def video_transcript(
+        self, collection: str, video_id: str, from_s: float | None = None, to_s: float | None = None
+    ) -> dict[str, Any]:
+        """The video's transcript chunks in time order (those overlapping `from_s`..`to_s`, where
+        given), each with its nearest sampled frame, and each segment's audio state."""
+        _check_times(from_s, to_s)
+        self.require_video(collection, video_id)
+        chunks = self.transcripts.video_transcript(collection, video_id, from_s, to_s)
+        return {
+            "video_id": video_id,
+            "chunks": self._as_moments(collection, chunks, None),
+            "audio": self.transcripts.audio_status(collection, video_id),
+        }
+
+    def moments(
+        self,
+        collection: str,
+        said: str,
+        *,
+        visible_label: str | None = None,
+        label: str | None = None,
+        video_id: str | None = None,
+        tolerance_s: float | None = None,
+    ) -> dict[str, Any]:
+        """ "Said X while Y is visible": the chunks matching `said` (Postgres full text, every match up
+        to `MAX_MOMENT_CHUNKS`) intersected in time with the ranges where objects with detector label
+        `visible_label`, or carrying the label `label` positively, are visible (either, or both: any
+        of them). A track is visible from its first to its last detection in the matches; detections
+        without a track group per detector label while within `SIGHTING_GAP_INTERVALS` sampling
+        intervals; each range is padded by `tolerance_s` (default: half the video's sampling interval).
+
+        Returns {"videos": [{"video_id", "moments": [...]}], "chunks_matched", "truncated"}; a
+        moment is one overlap [max(starts), min(ends)] of a chunk with the union of the visible
+        ranges: start_s, end_s, the chunk (with its highlighted text), the track ids and detector
+        labels seen, the object ids seen in it (at most `MAX_MOMENT_OBJECTS`; `object_count` all),
+        and the sampled frame nearest its start."""
+        self.require_collection(collection)
+        _query_text(said, "said")
+        if visible_label is None and label is None:
+            raise InputError("name what is visible: visible_label (a detector label) or label (a label name)")
+        if visible_label is not None and not 1 <= len(visible_label) <= MAX_LABEL_NAME:
+            raise InputError(f"visible_label must be 1-{MAX_LABEL_NAME} characters")
+        if label is not None:
+            validate_label_name(label)
+        if tolerance_s is not None:
+            _check_range("tolerance_s", tolerance_s, 0.0, MAX_TOLERANCE_S)
+        found = self.transcripts.fulltext(collection, said, video_id=video_id, limit=MAX_MOMENT_CHUNKS + 1)
+        truncated = len(found) > MAX_MOMENT_CHUNKS
+        found = found[:MAX_MOMENT_CHUNKS]
+        by_video: dict[str, list[dict[str, Any]]] = {}
+        for chunk in found:
+            by_video.setdefault(chunk["video_id"], []).append(chunk)
+        videos = sorted(by_video)
+        sightings: dict[str, list[dict[str, Any]]] = {}
+        for s in self.transcripts.sightings(collection, videos, detector_label=visible_label, label=label):
+            sightings.setdefault(s["video_id"], []).append(s)
+        steps = self.transcripts.sampling_intervals(collection, videos)
+        terms = query_terms(said)
+        out: list[dict[str, Any]] = []
+        for vid in videos:
+            if vid not in sightings:
+                continue
+            step = steps.get(vid, DEFAULT_SAMPLING_S)
+            pad = step / 2 if tolerance_s is None else tolerance_s
+            visible = merge_intervals(visible_ranges(sightings[vid], SIGHTING_GAP_INTERVALS * step, pad))
+            overlaps = intersect_intervals([(c["start_s"], c["end_s"], c) for c in by_video[vid]], visible)
+            moments = [_moment(start, end, chunk, ranges, pad, terms) for start, end, chunk, ranges in overlaps]
+            if moments:
+                out.append({"video_id": vid, "moments": moments})
+        flat = [m for v in out for m in v["moments"]]
+        near = self.transcripts.nearest_frames(
+            collection, [(m["chunk"]["video_id"], m["chunk"]["segment_index"], m["start_s"]) for m in flat]
+        )
+        for moment, frame in zip(flat, near):
+            moment["frame"] = frame
+        return {"videos": out, "chunks_matched": len(found), "truncated": truncated}
 
     # -- labels ----------------------------------------------------------------------------
     def label_counts(self, collection: str) -> list[dict[str, Any]]:
@@ -940,6 +1211,22 @@ class SearchService:
         """Remove the labels this propagation stored (and still owns). Undoing twice removes nothing."""
         self.require_collection(collection)
         return self.labels.undo_propagation(collection, _uuid(propagation_id, "propagation id"), actor)
+
+
+def _moment(
+    start: float, end: float, chunk: dict[str, Any], ranges: list[dict[str, Any]], pad: float, terms: set[str]
+) -> dict[str, Any]:
+    """One overlap of a chunk with a union of visible ranges (see `SearchService.moments`)."""
+    seen = sorted({oid for r in ranges for pts, oid in r["objects"] if start - pad <= pts <= end + pad})
+    return {
+        "start_s": start,
+        "end_s": end,
+        "chunk": {**chunk, "highlighted": highlight(chunk["text"], terms)},
+        "track_ids": sorted({r["track_id"] for r in ranges if r["track_id"]}),
+        "labels": sorted({r["label"] for r in ranges}),
+        "object_ids": seen[:MAX_MOMENT_OBJECTS],
+        "object_count": len(seen),
+    }
 
 
 @dataclass(frozen=True)

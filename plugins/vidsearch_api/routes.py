@@ -21,7 +21,7 @@ from fastapi.responses import FileResponse, HTMLResponse, Response, StreamingRes
 from fastapi.security import HTTPAuthorizationCredentials
 from starlette.concurrency import run_in_threadpool
 from vidsearch.errors import InputError, NotFoundError
-from vidsearch.search import MAX_K, MAX_LABEL_NAME, MAX_QUERY_IMAGE_BYTES, MAX_TEXT, SearchService
+from vidsearch.search import MAX_K, MAX_LABEL_NAME, MAX_QUERY_IMAGE_BYTES, MAX_TEXT, MAX_TOLERANCE_S, SearchService
 from vidsearch.stores import storage
 
 from vidsearch_api.dependencies import (
@@ -40,6 +40,7 @@ from vidsearch_api.schemas import (
     ImageResults,
     LabelBody,
     LabelCount,
+    MomentResults,
     Object,
     Preview,
     Propagated,
@@ -49,9 +50,11 @@ from vidsearch_api.schemas import (
     SimilarResults,
     TextResults,
     Track,
+    TranscriptResults,
     UnlabelBody,
     Updated,
     Video,
+    VideoTranscript,
 )
 from vidsearch_api.work import BoundedWork
 
@@ -91,6 +94,12 @@ def _root_of(request: Request) -> str:
 def _with_urls(request: Request, collection: str, obj: dict[str, Any]) -> dict[str, Any]:
     crop = f"{_root_of(request)}/api/collections/{_quote(collection)}/objects/{_quote(obj['object_id'])}/crop"
     return {**obj, "crop_url": crop}
+
+
+def _frame_url(request: Request, collection: str, video_id: str, frame: dict[str, Any]) -> str:
+    """The image route of a frame ({segment_index, frame_index, ...}) of a video."""
+    base = f"{_root_of(request)}/api/collections/{_quote(collection)}/videos/{_quote(video_id)}/frames"
+    return f"{base}/{frame['segment_index']}/{frame['frame_index']}/image"
 
 
 def _jpeg(data: bytes) -> Response:
@@ -158,9 +167,8 @@ def list_frames(
     limit: int = Query(200, ge=1, le=1000),
 ) -> Any:
     page = svc.frames(c, video_id, offset, limit)
-    base = f"{_root_of(request)}/api/collections/{_quote(c)}/videos/{_quote(video_id)}/frames"
     for frame in page["frames"]:
-        frame["image_url"] = f"{base}/{frame['segment_index']}/{frame['frame_index']}/image"
+        frame["image_url"] = _frame_url(request, c, video_id, frame)
         frame["objects"] = [_with_urls(request, c, o) for o in frame["objects"]]
     return page
 
@@ -262,6 +270,70 @@ def _results_with_urls(request: Request, c: str, results: list[dict[str, Any]], 
     if group == "track":
         return [{**t, "best": _with_urls(request, c, t["best"])} for t in results]
     return [_with_urls(request, c, o) for o in results]
+
+
+# -- transcripts -------------------------------------------------------------------------
+def _with_frame_url(request: Request, c: str, video_id: str, item: dict[str, Any]) -> dict[str, Any]:
+    frame = item.get("frame")
+    if frame is None:
+        return item
+    return {**item, "frame": {**frame, "image_url": _frame_url(request, c, video_id, frame)}}
+
+
+@router.get("/collections/{c}/search/transcript", response_model=TranscriptResults)
+def transcript_search(
+    request: Request,
+    c: str,
+    q: Annotated[str, Query(min_length=1, max_length=MAX_TEXT)],
+    svc: Service,
+    mode: Literal["keyword", "hybrid"] = Query("keyword", description="keyword: BM25; hybrid: BM25 + text embedding"),
+    k: int = Query(20, ge=1, le=MAX_K),
+    alpha: float = Query(0.5, ge=0, le=1, description="hybrid: weight of the vector side (0 keyword .. 1 vector)"),
+    video_id: str | None = Query(None, max_length=200),
+) -> Any:
+    """Transcript moments best matching `q`, each with its text highlighted and its nearest frame."""
+    found = svc.transcript_search(c, q, mode=mode, k=k, alpha=alpha, video_id=video_id or None)
+    return {"query": q, "mode": mode, "results": [_with_frame_url(request, c, m["video_id"], m) for m in found]}
+
+
+@router.get("/collections/{c}/search/moments", response_model=MomentResults)
+def said_while_visible(
+    request: Request,
+    c: str,
+    said: Annotated[str, Query(min_length=1, max_length=MAX_TEXT, description="words said (web-search syntax)")],
+    svc: Service,
+    visible_label: str | None = Query(None, min_length=1, max_length=MAX_LABEL_NAME, description="a detector label"),
+    label: str | None = Query(None, min_length=1, max_length=MAX_LABEL_NAME, description="a label name (positive)"),
+    video_id: str | None = Query(None, max_length=200),
+    tolerance_s: float | None = Query(
+        None,
+        ge=0,
+        le=MAX_TOLERANCE_S,
+        description="padding of the visible ranges (default: half the sampling interval)",
+    ),
+) -> Any:
+    """ "Said X while Y is visible": the times a chunk matching `said` overlaps what is named visible."""
+    out = svc.moments(
+        c, said, visible_label=visible_label, label=label, video_id=video_id or None, tolerance_s=tolerance_s
+    )
+    for video in out["videos"]:
+        video["moments"] = [_with_frame_url(request, c, video["video_id"], m) for m in video["moments"]]
+    return {"said": said, "visible_label": visible_label, "label": label, **out}
+
+
+@router.get("/collections/{c}/videos/{video_id}/transcript", response_model=VideoTranscript)
+def video_transcript(
+    request: Request,
+    c: str,
+    video_id: str,
+    svc: Service,
+    from_s: float | None = Query(None, ge=0, description="only chunks overlapping this time (s) or later"),
+    to_s: float | None = Query(None, ge=0, description="only chunks overlapping this time (s) or earlier"),
+) -> Any:
+    """The video's transcript in time order, and each segment's audio state."""
+    out = svc.video_transcript(c, video_id, from_s, to_s)
+    out["chunks"] = [_with_frame_url(request, c, video_id, ch) for ch in out["chunks"]]
+    return out
 
 
 # -- labels ------------------------------------------------------------------------------

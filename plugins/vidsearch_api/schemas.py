@@ -224,3 +224,91 @@ class Updated(BaseModel):
 
 class Removed(BaseModel):
     removed: int
+
+
+# -- transcripts ---------------------------------------------------------------------------------------
+
+
+class MomentFrame(BaseModel):
+    """The sampled frame nearest a moment's start."""
+
+    segment_index: int
+    frame_index: int
+    pts_s: float
+    image_url: str
+
+
+class TranscriptChunk(BaseModel):
+    chunk_id: str
+    video_id: str
+    segment_index: int
+    start_s: float = Field(description="seconds from the video start")
+    end_s: float
+    text: str
+    language: str | None = None
+    avg_logprob: float | None = None
+    no_speech_prob: float | None = None
+    frame: MomentFrame | None = Field(None, description="the sampled frame nearest its start")
+
+
+class TranscriptMoment(TranscriptChunk):
+    """A transcript search hit."""
+
+    highlighted: str = Field(description="the text HTML-escaped, the query's words in <mark>: safe as innerHTML")
+    score: float = Field(description="BM25 score (keyword) or fused score (hybrid); higher is better")
+
+
+class TranscriptResults(BaseModel):
+    query: str
+    mode: Literal["keyword", "hybrid"]
+    results: list[TranscriptMoment]
+
+
+class MatchedChunk(TranscriptChunk):
+    highlighted: str
+    score: float = Field(description="ts_rank of the full-text match")
+
+
+class SaidWhileVisible(BaseModel):
+    """One overlap of a matching chunk with the time something named was visible."""
+
+    start_s: float = Field(description="max of the chunk's and the visible range's starts")
+    end_s: float = Field(description="min of their ends")
+    chunk: MatchedChunk
+    track_ids: list[str] = Field(description="tracks visible then")
+    labels: list[str] = Field(description="detector labels of what was visible")
+    object_ids: list[str] = Field(description="detections seen in it (the first ones, at most 50)")
+    object_count: int
+    frame: MomentFrame | None = None
+
+
+class VideoMoments(BaseModel):
+    video_id: str
+    moments: list[SaidWhileVisible]
+
+
+class MomentResults(BaseModel):
+    said: str
+    visible_label: str | None
+    label: str | None
+    chunks_matched: int = Field(description="chunks matching `said` that were read")
+    truncated: bool = Field(description="more chunks matched than one query reads")
+    videos: list[VideoMoments]
+
+
+class SegmentAudio(BaseModel):
+    segment_index: int
+    status: Literal["pending", "done", "skipped", "quarantined", "failed"]
+    language: str | None = None
+    language_probability: float | None = None
+    chunk_count: int
+    model: str | None = None
+    error: str | None = None
+    failed_expectations: Any = None
+    updated_at: Any = None
+
+
+class VideoTranscript(BaseModel):
+    video_id: str
+    chunks: list[TranscriptChunk]
+    audio: list[SegmentAudio] = Field(description="each segment's audio state")

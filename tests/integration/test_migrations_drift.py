@@ -87,7 +87,7 @@ def test_the_comparison_sees_a_changed_column_index_and_foreign_key(migrated_eng
     assert any(e[0] == "add_fk" and e[1].parent.name == "labels" for e in flat), _format(diff)
 
 
-@pytest.mark.parametrize("start", ["0006", "0007", "0008"])
+@pytest.mark.parametrize("start", ["0006", "0007", "0008", "0009"])
 def test_an_install_at_an_earlier_revision_with_data_upgrades_to_the_models(pg_server, start):
     """A catalog left at an earlier head (an install upgraded by a newer release), with a collection, a
     video, an object and a propagation in it, is brought to head by `migrate` on first use: the rows

@@ -20,7 +20,11 @@ C = "search_api"
 API = f"api/collections/{C}"
 PUBLIC = {"/openapi.json"}
 # Query parameters a GET route needs before it can answer 200.
-GET_PARAMS = {"/api/collections/{c}/search/text": {"q": "a red car", "k": 3}}
+GET_PARAMS = {
+    "/api/collections/{c}/search/text": {"q": "a red car", "k": 3},
+    "/api/collections/{c}/search/transcript": {"q": "hello", "k": 3},
+    "/api/collections/{c}/search/moments": {"said": "hello", "visible_label": "person"},
+}
 # Searches sent as POST because their query is an uploaded file: reads, like the GETs.
 READ_POSTS = {"/api/collections/{c}/search/image"}
 

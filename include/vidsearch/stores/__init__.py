@@ -2,7 +2,8 @@
 
 `catalog` (Postgres: the schema, and the pipeline's writes and reads of videos, segments, frames and
 objects; migrations in `migrations/`), `browse` (the search API's reads of the catalog), `labels`
-(labels, propagation and label events, and the label vocabulary), `index` (Weaviate: vectors, nearest
+(labels, propagation and label events, and the label vocabulary), `transcripts` (transcript chunks
+and each segment's audio state), `index` (Weaviate: vectors, nearest
 neighbours), `storage` (object storage: a folder or S3).
 """
 
@@ -29,9 +30,11 @@ __getattr__, __dir__, __all__ = lazy_exports(
         ),
         "browse": ("CatalogBrowser",),
         "labels": ("Polarity", "Source", "Action", "LabelStore"),
+        "transcripts": ("AudioStatus", "TranscriptStore"),
         "index": (
             "validate_collection_name",
             "weaviate_collection_name",
+            "weaviate_transcripts_name",
             "is_transient",
             "segment_filter",
             "ObjectIndex",

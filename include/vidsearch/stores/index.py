@@ -15,6 +15,12 @@ object search pays no filter for them): one object per track of a video, its vec
 members' L2-normalised embeddings, re-normalised (`TrackVector`), linked to its members through
 `parts` (the part ids its member objects carry as `track_id`). Index time writes one per segment-local
 part; finalize replaces those that stitching joined (`vidsearch.tracks.sync_track_vectors`).
+
+Transcripts live in `VideoTranscripts_<name>`: one object per transcript chunk (uuid = its chunk id),
+its `text` BM25-indexed (word tokenization), its vector the chunk's text embedding in the collection's
+space (when the audio branch supplies one: keyword search needs none). Keyword search is BM25 on
+`text`; hybrid fuses it with a near-vector search around a supplied query vector (`alpha`: 0 keyword
+only, 1 vector only), Weaviate's relative-score fusion.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ from typing import Any, TypeVar
 import numpy as np
 import tenacity
 import weaviate
-from weaviate.classes.config import Configure, DataType, Property, VectorDistances
+from weaviate.classes.config import Configure, DataType, Property, Tokenization, VectorDistances
 from weaviate.classes.data import DataObject
 from weaviate.classes.query import Filter, MetadataQuery
 from weaviate.exceptions import (
@@ -42,7 +48,7 @@ from weaviate.exceptions import (
 
 from vidsearch.errors import InputError, NotFoundError, TransientError
 from vidsearch.params import COLLECTION_NAME_RE, INDEX_SETTINGS_ENV, IndexSettings
-from vidsearch.records import DetectedObject
+from vidsearch.records import DetectedObject, TranscriptChunk
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +87,23 @@ TRACK_PROPERTIES = [
     # The part ids of its members (their `track_id` in the object collection), sorted.
     Property(name="parts", data_type=DataType.TEXT_ARRAY, skip_vectorization=True),
 ]
+
+
+TRANSCRIPT_PROPERTIES = [
+    *_PLACE,
+    Property(
+        name="text",
+        data_type=DataType.TEXT,
+        tokenization=Tokenization.WORD,
+        index_searchable=True,
+        skip_vectorization=True,
+    ),
+    Property(name="start_s", data_type=DataType.NUMBER),
+    Property(name="end_s", data_type=DataType.NUMBER),
+    _text("language"),
+]
+# The only property keyword and hybrid search read (video ids and languages are never matched).
+TRANSCRIPT_SEARCHED = ["text"]
 
 
 @dataclass(frozen=True)
@@ -192,6 +215,11 @@ def settings_of(config: Any) -> IndexSettings:
 def weaviate_tracks_name(collection: str) -> str:
     """`demo` -> `VideoTracks_demo`: the tracks of a catalog collection."""
     return f"VideoTracks_{validate_collection_name(collection)}"
+
+
+def weaviate_transcripts_name(collection: str) -> str:
+    """`demo` -> `VideoTranscripts_demo`: the transcript chunks of a catalog collection."""
+    return f"VideoTranscripts_{validate_collection_name(collection)}"
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -429,6 +457,139 @@ class ObjectIndex:
                 self._tracks(collection), vector, limit, min_similarity, filters, f"searching tracks of {collection}"
             )
         ]
+
+    # -- transcripts ------------------------------------------------------------------------
+    def ensure_transcript_collection(self, collection: str, settings: IndexSettings | None = None) -> str:
+        """Create the collection's transcript collection if needed, with `settings`, else those of its
+        object collection (when that exists), else `default_index_settings()`. Returns its name."""
+        if settings is None:
+            exists = self._exists(weaviate_collection_name(collection))
+            settings = self.index_settings(collection) if exists else default_index_settings()
+        return self._ensure(weaviate_transcripts_name(collection), TRANSCRIPT_PROPERTIES, settings)
+
+    def _transcripts(self, collection: str) -> Any:
+        return self.client.collections.use(weaviate_transcripts_name(collection))
+
+    def replace_segment_transcripts(
+        self,
+        collection: str,
+        video_id: str,
+        segment_index: int,
+        chunks: Sequence[TranscriptChunk],
+        vectors: np.ndarray | None,
+    ) -> int:
+        """Make the transcript collection hold exactly `chunks` for this segment (upsert by chunk id,
+        then drop the segment's stale chunks); `vectors` (one row per chunk) are their text
+        embeddings, or None / 0 rows for chunks without one (keyword search still finds them).
+        A rejected object raises."""
+        rows_of_vectors = 0 if vectors is None else len(vectors)
+        if rows_of_vectors not in (0, len(chunks)):
+            raise ValueError(f"{len(chunks)} chunks but {rows_of_vectors} vectors")
+        matrix = np.asarray(vectors, dtype=np.float64) if vectors is not None and rows_of_vectors else None
+        for c in chunks:
+            if c.video_id != video_id or c.segment_index != segment_index:
+                raise ValueError(f"chunk {c.chunk_id} is not of {video_id}/{segment_index}")
+        if weaviate_transcripts_name(collection) not in self._existing:
+            self.ensure_transcript_collection(collection)
+        coll = self._transcripts(collection)
+        rows = [
+            DataObject(
+                uuid=c.chunk_id,
+                properties={
+                    "collection": collection,
+                    "video_id": c.video_id,
+                    "segment_index": c.segment_index,
+                    "text": c.text,
+                    "start_s": c.start_s,
+                    "end_s": c.end_s,
+                    "language": c.language or "",
+                },
+                vector=matrix[i].tolist() if matrix is not None else None,
+            )
+            for i, c in enumerate(chunks)
+        ]
+        _insert(coll, rows, f"importing transcript chunks of {video_id}/{segment_index}")
+        keep = {c.chunk_id for c in chunks}
+        stale = [u for u in self.transcript_ids(collection, video_id, segment_index) if u not in keep]
+        _delete(coll, stale, f"deleting stale transcript chunks of {video_id}/{segment_index}")
+        return len(rows)
+
+    def transcript_ids(self, collection: str, video_id: str, segment_index: int | None = None) -> list[str]:
+        """Every chunk id stored for a video (or one of its segments), sorted; empty where the
+        collection has no transcript collection."""
+        if not self._exists(weaviate_transcripts_name(collection)):
+            return []
+        coll = self._transcripts(collection)
+
+        def fetch() -> list[str]:
+            return sorted(str(o.uuid) for o in _fetch_all(coll, segment_filter(video_id, segment_index)))
+
+        return _retrying(fetch, f"listing transcript chunks of {video_id}")
+
+    def delete_transcripts(self, collection: str, video_id: str, segment_index: int | None = None) -> None:
+        """Remove the transcript chunks of a video (or of one of its segments)."""
+        if not self._exists(weaviate_transcripts_name(collection)):
+            return
+        _retrying(
+            functools.partial(
+                self._transcripts(collection).data.delete_many, where=segment_filter(video_id, segment_index)
+            ),
+            f"deleting transcript chunks of {video_id}",
+        )
+
+    def transcript_keyword(
+        self, collection: str, q: str, k: int, video_id: str | None = None
+    ) -> list[tuple[str, float]]:
+        """(chunk id, BM25 score) of the chunks best matching `q`, best first, at most `k`."""
+        return self._transcript_query(
+            collection, f"keyword search in {collection}", "bm25", q, k, video_id, query_properties=TRANSCRIPT_SEARCHED
+        )
+
+    def transcript_hybrid(
+        self,
+        collection: str,
+        q: str,
+        vector: Sequence[float] | np.ndarray,
+        k: int,
+        alpha: float,
+        video_id: str | None = None,
+    ) -> list[tuple[str, float]]:
+        """(chunk id, fused score) of the chunks best matching `q` by BM25 and `vector` by cosine
+        similarity, fused with weight `alpha` on the vector side (Weaviate's relative-score fusion),
+        best first, at most `k`. Chunks stored without a vector score on their keyword side alone."""
+        return self._transcript_query(
+            collection,
+            f"hybrid search in {collection}",
+            "hybrid",
+            q,
+            k,
+            video_id,
+            query_properties=TRANSCRIPT_SEARCHED,
+            vector=[float(x) for x in vector],
+            alpha=float(alpha),
+        )
+
+    def _transcript_query(
+        self, collection: str, what: str, kind: str, q: str, k: int, video_id: str | None, **options: Any
+    ) -> list[tuple[str, float]]:
+        if not self._exists(weaviate_transcripts_name(collection)):
+            return []
+        coll = self._transcripts(collection)
+        run = coll.query.bm25 if kind == "bm25" else coll.query.hybrid
+        filters = Filter.by_property("video_id").equal(video_id) if video_id else None
+
+        def query() -> Any:
+            return run(
+                q,
+                limit=min(k, MAX_QUERY_RESULTS),
+                filters=filters,
+                return_metadata=MetadataQuery(score=True),
+                return_properties=[],
+                **options,
+            )
+
+        res = _retrying(query, what)
+        return [(str(o.uuid), float(o.metadata.score or 0.0)) for o in res.objects]
 
     def delete_segment(self, collection: str, video_id: str, segment_index: int) -> None:
         """Remove every object of one segment, and the tracks it starts (nothing to do for a
