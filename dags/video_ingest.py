@@ -4,7 +4,8 @@
 Turns one video into searchable objects. One DAG run = one video.
 
 `probe` → `split` → per segment (a mapped task group, one row per segment in the grid, named like
-`seg0003 [00:30.000-00:40.000]`): `extract_frames` → `detect_embed` → `index` → `plan_reviews` →
+`seg0003 [00:30.000-00:40.000]`): `extract_frames` → `detect_embed` → `index`, and beside it, in
+parallel, `extract_audio` → `transcribe` → `index_transcript` → `plan_reviews` →
 `review` (one per quarantined segment) → `plan_reprocess` → `reprocess` (the segment group again, for
 the segments a reviewer sent back) → `finalize`.
 
@@ -18,6 +19,18 @@ the segments a reviewer sent back) → `finalize`.
 * **detect_embed** runs the detect+embed worker command (DETR-family detector, CLIP-family crop
   embeddings) as a local process; the same argv runs in a GPU pod in production.
 * **index** upserts the segment's objects into Weaviate and its frames and objects into Postgres.
+* **extract_audio** cuts the segment's audio from the staged source, reaching `audio_overlap_s` (run
+  conf, default 1 s) into each neighbour so no word is lost at a cut, as 16 kHz mono WAV. A video
+  without an audio track, or a run with `transcribe: false`, skips the audio branch (its three tasks
+  show as skipped, not failed).
+* **transcribe** runs the transcribe worker command (transformers' Whisper, `asr_model`, default
+  openai/whisper-base) where detect+embed runs (same modes, same argv everywhere): timestamped
+  phrases relative to the video start, the language detected, each phrase's text embedded by the
+  run's CLIP-family embedder for hybrid search. A phrase heard by two neighbouring segments is kept
+  by the one its midpoint falls in.
+* **index_transcript** gates the transcript (timestamps inside the segment and increasing, no empty
+  texts, no repeated-token loops) and writes its chunks to Weaviate (BM25 and vectors) and Postgres
+  (full-text index). A failed gate quarantines the segment's audio only; its frames stay searchable.
 * **review** is Airflow's human-in-the-loop operator, one mapped instance per quarantined segment
   (none when nothing was quarantined): it shows the failed expectations and the quality report and
   waits (state `awaiting_input`, no worker slot) for **reprocess** (run the segment again in this run),

@@ -12,24 +12,26 @@ import logging
 import os
 import re
 import tempfile
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import numpy as np
 from pydantic import Field
 
 from vidsearch import quality, tracks
-from vidsearch.errors import PermanentError, QualityGateError, one_line
-from vidsearch.media import frames, probe, sources, split
+from vidsearch.errors import PermanentError, QualityGateError, TransientError, one_line
+from vidsearch.media import audio, frames, probe, sources, split
 from vidsearch.media.content import ContentRules
 from vidsearch.models import launcher
 from vidsearch.params import IngestParams
-from vidsearch.records import DetectEmbedResult, FrameBundle, Record, Segment, VideoManifest
+from vidsearch.records import AudioClip, DetectEmbedResult, FrameBundle, Record, Segment, VideoManifest
 from vidsearch.stores import catalog as cat
 from vidsearch.stores import storage
 from vidsearch.stores.index import ObjectIndex, validate_collection_name, weaviate_collection_name
+from vidsearch.stores.transcripts import TranscriptStore
 
 log = logging.getLogger(__name__)
 
@@ -420,6 +422,201 @@ def store_segment(
     svc.catalog.write_segment_index(collection, bundle, objects, result.detector_model, result.embedder_model)
 
 
+# ---------------------------------------------------------------------------------------------------
+# The audio branch: extract_audio -> transcribe -> index_transcript, beside the frames of each segment
+# ---------------------------------------------------------------------------------------------------
+
+
+def transcript_store(svc: Services) -> TranscriptStore:
+    return TranscriptStore(svc.catalog.engine)
+
+
+def audio_clip_uri(svc: Services, segment: Segment) -> str:
+    """Where a segment's AudioClip record lives (its WAV is next to it)."""
+    return storage.join(video_root(svc, segment.video_id), "audio", f"{segment.name}.json")
+
+
+def transcript_output_uri(svc: Services, segment: Segment) -> str:
+    return storage.join(video_root(svc, segment.video_id), "transcripts", segment.name)
+
+
+def audio_end_s(manifest: VideoManifest, params: IngestParams) -> float:
+    """Where the ingested part of the video ends: its duration, or the run's time limit."""
+    end = manifest.duration_s
+    return min(end, params.time_limit_seconds) if params.time_limit_seconds else end
+
+
+def audio_skip_reason(manifest: VideoManifest, params: IngestParams) -> str | None:
+    """Why a run's audio branch does not run (None: it runs)."""
+    if not params.transcribe:
+        return "transcription is off for this run (transcribe: false)"
+    if not manifest.has_audio:
+        return "the video has no audio track"
+    return None
+
+
+def mark_audio_failed(svc: Services, params: IngestParams, segment: Segment, exc: BaseException) -> None:
+    """Record an audio-branch failure. A failed transcript gate quarantines the segment's audio only
+    (its transcript leaves both stores; its frames and objects stay as they are)."""
+    gate_result = getattr(exc, "gate_result", None)
+    store = transcript_store(svc)
+    try:
+        if isinstance(exc, QualityGateError):
+            svc.index().delete_transcripts(params.collection, segment.video_id, segment.index)
+            store.mark_audio(
+                params.collection,
+                segment.video_id,
+                segment.index,
+                "quarantined",
+                error=one_line(exc),
+                failed_expectations=[f.model_dump(mode="json") for f in gate_result.failed] if gate_result else None,
+                model=params.asr_model,
+            )
+        else:
+            store.mark_audio(
+                params.collection,
+                segment.video_id,
+                segment.index,
+                "failed",
+                error=one_line(exc),
+                model=params.asr_model,
+            )
+    except Exception:
+        log.exception("could not record the audio failure of %s", segment.label)
+
+
+def extract_audio(svc: Services, params: IngestParams, segment: Segment, probed: ProbeOutput) -> AudioClip | None:
+    """Cut one segment's audio (its range plus `audio_overlap_s` each side, 16 kHz mono WAV) from the
+    staged source into object storage, with its AudioClip record next to it. None when the branch
+    does not run for this video (no audio track, transcription off): recorded as skipped."""
+    manifest = probed.manifest
+    store = transcript_store(svc)
+    reason = audio_skip_reason(manifest, params)
+    if reason is not None:
+        store.mark_audio(params.collection, segment.video_id, segment.index, "skipped", error=reason)
+        svc.index().delete_transcripts(params.collection, segment.video_id, segment.index)  # an earlier run's
+        log.info("%s: audio branch skipped: %s", segment.label, reason)
+        return None
+    try:
+        clip_uri = audio_clip_uri(svc, segment)
+        wav_uri = clip_uri.removesuffix(".json") + ".wav"
+        with storage.local_file(probed.source_uri) as local, tempfile.TemporaryDirectory() as tmp:
+            wav = Path(tmp) / f"{segment.name}.wav"
+            clip = audio.extract_audio_clip(
+                local,
+                segment.video_id,
+                segment,
+                audio_end_s(manifest, params),
+                params.audio_overlap_s,
+                wav,
+                uri=wav_uri,
+            )
+            storage.upload(wav, wav_uri)
+        storage.write_bytes(clip_uri, clip.model_dump_json().encode())
+        store.mark_audio(params.collection, segment.video_id, segment.index, "pending", model=params.asr_model)
+    except Exception as exc:
+        mark_audio_failed(svc, params, segment, exc)
+        raise
+    log.info(
+        "%s: audio %.3f-%.3f s, %.1f dBFS%s",
+        segment.label,
+        clip.start_s,
+        clip.end_s,
+        clip.rms_dbfs,
+        "" if clip.speech_likely else " (silent: nothing to transcribe)",
+    )
+    return clip
+
+
+def transcribe_argv(
+    svc: Services,
+    params: IngestParams,
+    segment: Segment,
+    manifest: VideoManifest,
+    *,
+    dtype: str = "float32",
+    model_cache: str | None | object = _UNSET,
+) -> list[str]:
+    """The transcribe command for one segment: the same argv for a local process, the warm worker or
+    a pod (`model_cache=None` for a pod, as `worker_argv`)."""
+    return launcher.transcriber_argv(
+        audio_clip_uri(svc, segment),
+        transcript_output_uri(svc, segment),
+        params.asr_model,
+        params.embedder_model,
+        last_segment=segment.end_s >= audio_end_s(manifest, params) - 1e-3,
+        language=params.asr_language or "auto",
+        device=params.device,
+        tiny=svc.tiny_models,
+        dtype=dtype,
+        model_cache=svc.model_cache if model_cache is _UNSET else cast("str | None", model_cache),
+    )
+
+
+def transcribe_locally(svc: Services, params: IngestParams, segment: Segment, manifest: VideoManifest) -> str:
+    """Run the transcribe command as a local process (or on the warm worker); its output URI."""
+    try:
+        launcher.run_transcribe_local(transcribe_argv(svc, params, segment, manifest))
+    except Exception as exc:
+        mark_audio_failed(svc, params, segment, exc)
+        raise
+    return transcript_output_uri(svc, segment)
+
+
+def transcribe_on_service(
+    svc: Services,
+    params: IngestParams,
+    segment: Segment,
+    argv: list[str],
+    url: str,
+    token: str | None,
+    timeout_s: float,
+) -> str:
+    """Run the transcribe command as a job of the warm-worker service at `url`; its output URI."""
+    try:
+        launcher.run_transcribe_on_service(argv, url, token, timeout_s)
+    except Exception as exc:
+        mark_audio_failed(svc, params, segment, exc)
+        raise
+    return transcript_output_uri(svc, segment)
+
+
+def index_transcript(
+    svc: Services, run_id: str, params: IngestParams, segment: Segment, output_uri: str
+) -> dict[str, Any]:
+    """Gate a segment's transcript, write its chunks to Weaviate (BM25 text and text vectors) and then
+    Postgres (marking the segment's audio done), then check both hold the same chunks."""
+    store = transcript_store(svc)
+    try:
+        result, vectors = launcher.read_transcript(output_uri)
+        gate(svc, run_id, quality.check_transcript(result))
+        index = svc.index()
+        index.replace_segment_transcripts(params.collection, segment.video_id, segment.index, result.chunks, vectors)
+        store.replace_segment(
+            params.collection,
+            segment.video_id,
+            segment.index,
+            result.chunks,
+            model=result.model,
+            language=result.language,
+            language_probability=result.language_probability,
+        )
+        in_weaviate = set(index.transcript_ids(params.collection, segment.video_id, segment.index))
+        in_postgres = {c.chunk_id for c in result.chunks}
+        if in_weaviate != in_postgres:
+            raise TransientError(
+                f"{segment.label}: transcript stores disagree ({len(in_postgres - in_weaviate)} chunks only in "
+                f"Postgres, {len(in_weaviate - in_postgres)} only in Weaviate)"
+            )
+    except Exception as exc:
+        mark_audio_failed(svc, params, segment, exc)
+        raise
+    log.info(
+        "%s: indexed %d transcript chunks (language %s)", segment.label, len(result.chunks), result.language or "-"
+    )
+    return {"chunks": len(result.chunks), "language": result.language}
+
+
 class IngestSummary(Record):
     video_id: str
     collection: str
@@ -437,7 +634,15 @@ class IngestSummary(Record):
     objects: int
     weaviate_objects: int
     tracks: int = Field(0, description="Tracks of the video's searchable objects, stitched across segments.")
+    audio: dict[str, int] = Field(
+        default_factory=dict, description="Segments by the state of their audio branch (done, skipped, ...)."
+    )
+    transcript_chunks: int = 0
 
+
+# Audio-branch states that still need someone (its tasks failed, or never finished): finalize fails.
+# A quarantined transcript is reported, not fatal: the segment's frames and objects are searchable.
+UNRESOLVED_AUDIO_STATES = ("failed", "pending")
 
 # Segment states that still need someone: reprocessing or a review. Finalize fails while any is left.
 UNRESOLVED_SEGMENT_STATES = (cat.SegmentState.QUARANTINED, cat.SegmentState.FAILED, cat.SegmentState.PENDING)
@@ -497,6 +702,21 @@ def finalize(svc: Services, run_id: str, params: IngestParams, video_id: str | N
             )
     if not states:
         problems.append("no segments")
+    audio_rows = transcript_store(svc).audio_status(params.collection, video_id)
+    for state in UNRESOLVED_AUDIO_STATES:
+        hit = [a for a in audio_rows if a["status"] == state]
+        if hit:
+            problems.append(
+                f"audio of {len(hit)} segment(s) {state}: "
+                + ", ".join(f"seg{a['segment_index']:04d} ({a['error'] or 'not finished'})" for a in hit)
+            )
+    pg_chunks = set(transcript_store(svc).chunk_ids(params.collection, video_id))
+    wv_chunks = set(index.transcript_ids(params.collection, video_id))
+    if pg_chunks != wv_chunks:
+        problems.append(
+            f"transcript stores disagree: {len(pg_chunks - wv_chunks)} chunks only in Postgres, "
+            f"{len(wv_chunks - pg_chunks)} only in Weaviate"
+        )
     summary = IngestSummary(
         video_id=video_id,
         collection=params.collection,
@@ -512,6 +732,8 @@ def finalize(svc: Services, run_id: str, params: IngestParams, video_id: str | N
         objects=pg_counts["objects"],
         weaviate_objects=len(wv_ids),
         tracks=track_count,
+        audio=dict(Counter(a["status"] for a in audio_rows)),
+        transcript_chunks=len(pg_chunks),
     )
     message = "; ".join(problems) or None
     svc.catalog.end_run(run_id, outcome, error=message, video_id=video_id, summary=summary.model_dump())

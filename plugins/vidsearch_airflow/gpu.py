@@ -127,13 +127,17 @@ def k8s_label(value: str) -> str:
     return _LABEL_UNSAFE.sub("_", value)[:63].strip("_.-") or "none"
 
 
-class DetectEmbedOperator(KubernetesPodOperator):
-    """The detect+embed step of one segment: a local worker process, or the same argv in a GPU pod."""
+class WorkerOperator(KubernetesPodOperator):
+    """One segment's step that runs a worker command: a local process or the warm worker, a job of
+    the warm-worker service, or the same argv in a GPU pod (module docstring). Subclasses say which
+    command (`remote_argv`), how it runs here (`run_local`, `run_service`), where its output lies
+    (`output_uri`) and how a failure is recorded (`record_failure`)."""
 
-    template_fields = (*KubernetesPodOperator.template_fields, "segment", "bundle", "ingest")
+    stage = "worker"
+    template_fields = (*KubernetesPodOperator.template_fields, "segment", "ingest")
 
-    def __init__(self, *, segment: Any, bundle: Any, ingest: Any = None, **kwargs: Any) -> None:
-        kwargs.setdefault("name", "vidsearch-detect-embed")
+    def __init__(self, *, segment: Any, ingest: Any = None, **kwargs: Any) -> None:
+        kwargs.setdefault("name", f"vidsearch-{self.stage.replace('_', '-')}")
         # The task's return value (the output URI) goes to XCom; the pod itself gets no XCom sidecar
         # (configure_pod turns it off): its results travel through object storage.
         kwargs.setdefault("do_xcom_push", True)
@@ -141,9 +145,28 @@ class DetectEmbedOperator(KubernetesPodOperator):
         kwargs.setdefault("get_logs", True)
         super().__init__(**kwargs)
         self.segment = segment
-        self.bundle = bundle
         self.ingest = ingest  # IngestParams JSON (reprocess_segments); None: the run's params
 
+    # -- what a subclass provides ------------------------------------------------------------------
+    def run_local(self, svc: Any, params: Any, segment: Any) -> str:
+        raise NotImplementedError
+
+    def remote_argv(self, svc: Any, params: Any, segment: Any, settings: GpuSettings) -> list[str]:
+        raise NotImplementedError
+
+    def run_service(self, svc: Any, params: Any, segment: Any, argv: list[str], settings: GpuSettings) -> str:
+        raise NotImplementedError
+
+    def output_uri(self, svc: Any, segment: Any) -> str:
+        raise NotImplementedError
+
+    def record_failure(self, svc: Any, params: Any, segment: Any, error: BaseException) -> None:
+        raise NotImplementedError
+
+    def describe(self, segment: Any) -> str:
+        return segment.label
+
+    # -- the shared part ---------------------------------------------------------------------------
     def configure_pod(
         self, argv: list[str], settings: GpuSettings, video_id: str, segment_name: str, storage_root: str | None = None
     ) -> None:
@@ -172,6 +195,7 @@ class DetectEmbedOperator(KubernetesPodOperator):
         self.labels = {
             **self.labels,
             "app.kubernetes.io/name": "vidsearch-worker",
+            "vidsearch/stage": k8s_label(self.stage),
             "vidsearch/video": k8s_label(video_id),
             "vidsearch/segment": k8s_label(segment_name),
         }
@@ -200,36 +224,28 @@ class DetectEmbedOperator(KubernetesPodOperator):
 
         segment = Segment.model_validate(self.segment)
         name_segment(segment)
-        with timed("detect_embed"):
-            return self._detect_embed(context, segment)
+        with timed(self.stage):
+            return self._run(context, segment)
 
-    def _detect_embed(self, context: Any, segment: Any) -> str:
-        from vidsearch import pipeline
+    def _run(self, context: Any, segment: Any) -> str:
         from vidsearch.errors import PermanentError
-        from vidsearch.records import FrameBundle
 
         from vidsearch_airflow.services import services
 
-        bundle = FrameBundle.model_validate(self.bundle)
         params, svc = ingest_params(self.ingest), services()
-        begin_segment_task("detect_embed", segment, svc, params)
+        begin_segment_task(self.stage, segment, svc, params)
         settings = gpu_settings()
-        self.log.info("%s: detect+embed %d frames (%s mode)", segment.label, len(bundle.frames), settings.mode)
+        self.log.info("%s (%s mode)", self.describe(segment), settings.mode)
         if settings.mode == "local":
             # The worker process reads and writes only under its VIDSEARCH_STORAGE_ROOT: this run's root
             # (already that variable, unless it came from the Airflow Variable).
             os.environ.setdefault(STORAGE_ROOT_ENV, svc.storage_root)
-            return pipeline.detect_and_embed_locally(svc, params, segment, bundle)
+            return self.run_local(svc, params, segment)
+        argv = self.remote_argv(svc, params, segment, settings)
         if settings.mode == "service":
-            argv = pipeline.worker_argv(svc, params, bundle, dtype=settings.dtype, model_cache=None)
-            token = os.environ.get(settings.service_token_env)
-            return pipeline.detect_and_embed_on_service(
-                svc, params, segment, bundle, argv, settings.service_url or "", token, settings.service_timeout_seconds
-            )
-
-        argv = pipeline.worker_argv(svc, params, bundle, dtype=settings.dtype, model_cache=None)
+            return self.run_service(svc, params, segment, argv, settings)
         # The pod runs in the cluster: object-storage URIs must be reachable from there (s3://).
-        self.configure_pod(argv, settings, bundle.video_id, segment.name, storage_root=svc.storage_root)
+        self.configure_pod(argv, settings, segment.video_id, segment.name, storage_root=svc.storage_root)
         try:
             super().execute(context)
             self.do_xcom_push = True  # push this method's return value, as in local mode
@@ -238,11 +254,106 @@ class DetectEmbedOperator(KubernetesPodOperator):
             error: BaseException = exc
             if code == EXIT_PERMANENT:
                 error = PermanentError(f"{segment.label}: worker pod failed permanently: {exc}")
-            pipeline.mark_segment_failed(svc, params, segment, error)
+            self.record_failure(svc, params, segment, error)
             if error is not exc:
                 raise error from exc
             raise
-        return pipeline.detections_uri(svc, bundle)
+        return self.output_uri(svc, segment)
+
+
+def _service(settings: GpuSettings) -> tuple[str, str | None, float]:
+    """(URL, bearer token, timeout) of the warm-worker service."""
+    return settings.service_url or "", os.environ.get(settings.service_token_env), settings.service_timeout_seconds
+
+
+class DetectEmbedOperator(WorkerOperator):
+    """The detect+embed step of one segment (DETR-family detector, CLIP-family crop embeddings)."""
+
+    stage = "detect_embed"
+    template_fields = (*WorkerOperator.template_fields, "bundle")
+
+    def __init__(self, *, segment: Any, bundle: Any, ingest: Any = None, **kwargs: Any) -> None:
+        super().__init__(segment=segment, ingest=ingest, **kwargs)
+        self.bundle = bundle
+
+    def _bundle(self) -> Any:
+        from vidsearch.records import FrameBundle
+
+        return FrameBundle.model_validate(self.bundle)
+
+    def describe(self, segment: Any) -> str:
+        return f"{segment.label}: detect+embed {len(self._bundle().frames)} frames"
+
+    def run_local(self, svc: Any, params: Any, segment: Any) -> str:
+        from vidsearch import pipeline
+
+        return pipeline.detect_and_embed_locally(svc, params, segment, self._bundle())
+
+    def remote_argv(self, svc: Any, params: Any, segment: Any, settings: GpuSettings) -> list[str]:
+        from vidsearch import pipeline
+
+        return pipeline.worker_argv(svc, params, self._bundle(), dtype=settings.dtype, model_cache=None)
+
+    def run_service(self, svc: Any, params: Any, segment: Any, argv: list[str], settings: GpuSettings) -> str:
+        from vidsearch import pipeline
+
+        return pipeline.detect_and_embed_on_service(svc, params, segment, self._bundle(), argv, *_service(settings))
+
+    def output_uri(self, svc: Any, segment: Any) -> str:
+        from vidsearch import pipeline
+
+        return pipeline.detections_uri(svc, self._bundle())
+
+    def record_failure(self, svc: Any, params: Any, segment: Any, error: BaseException) -> None:
+        from vidsearch import pipeline
+
+        pipeline.mark_segment_failed(svc, params, segment, error)
+
+
+class TranscribeOperator(WorkerOperator):
+    """The transcribe step of one segment (Whisper), through the same worker machinery: the audio
+    clip `extract_audio` cut, the transcript and its chunks' text vectors out."""
+
+    stage = "transcribe"
+    template_fields = (*WorkerOperator.template_fields, "clip", "probed")
+
+    def __init__(self, *, segment: Any, clip: Any, probed: Any, ingest: Any = None, **kwargs: Any) -> None:
+        super().__init__(segment=segment, ingest=ingest, **kwargs)
+        self.clip = clip  # extract_audio's AudioClip (the task order; the argv names its record's URI)
+        self.probed = probed
+
+    def _manifest(self) -> Any:
+        from vidsearch import pipeline
+
+        return pipeline.ProbeOutput.model_validate(self.probed).manifest
+
+    def describe(self, segment: Any) -> str:
+        return f"{segment.label}: transcribe {self.clip.get('start_s', 0):.3f}-{self.clip.get('end_s', 0):.3f} s"
+
+    def run_local(self, svc: Any, params: Any, segment: Any) -> str:
+        from vidsearch import pipeline
+
+        return pipeline.transcribe_locally(svc, params, segment, self._manifest())
+
+    def remote_argv(self, svc: Any, params: Any, segment: Any, settings: GpuSettings) -> list[str]:
+        from vidsearch import pipeline
+
+        return pipeline.transcribe_argv(svc, params, segment, self._manifest(), dtype=settings.dtype, model_cache=None)
+
+    def run_service(self, svc: Any, params: Any, segment: Any, argv: list[str], settings: GpuSettings) -> str:
+        from vidsearch import pipeline
+
+        return pipeline.transcribe_on_service(svc, params, segment, argv, *_service(settings))
+
+    def output_uri(self, svc: Any, segment: Any) -> str:
+        from vidsearch import pipeline
+
+        return pipeline.transcript_output_uri(svc, segment)
+
+    def record_failure(self, svc: Any, params: Any, segment: Any, error: BaseException) -> None:
+        from vidsearch import pipeline
+
+        pipeline.mark_audio_failed(svc, params, segment, error)
 
 
 def _worker_exit_code(pod: Any) -> int | None:

@@ -77,6 +77,11 @@ STAGES: dict[str, Stage] = {
     "detect_embed": Stage(2, _s(60), _m(15), _m(60), pool=GPU_POOL),
     # Weaviate 5xx/429 are the most common transient errors: retry often, starting soon.
     "index": Stage(5, _s(10), _m(5), _m(20), pool=WEAVIATE_POOL),
+    # The audio branch, beside extract_frames -> detect_embed -> index: the same policy per kind of work
+    # (ffmpeg on a core, a model on the GPU pool, writes bounded by the Weaviate writers).
+    "extract_audio": Stage(3, _s(15), _m(10), _m(20), pool=CPU_POOL),
+    "transcribe": Stage(2, _s(60), _m(15), _m(60), pool=GPU_POOL),
+    "index_transcript": Stage(5, _s(10), _m(5), _m(20), pool=WEAVIATE_POOL),
     "finalize": Stage(3, _s(15), _m(10), _m(10)),
     # channel_ingest and reprocess_segments
     "discover": Stage(3, _s(60), _m(15), _m(30)),
