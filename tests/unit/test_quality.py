@@ -14,13 +14,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from pydantic import ValidationError
+from quality_helpers import BETWEEN, IN_SET, failed, failed_columns
 from vidsearch import quality
 from vidsearch.errors import PermanentError, QualityGateError
 from vidsearch.media import bundle as frame_bundle
 from vidsearch.media import frames, probe, split, synth
 from vidsearch.media.stats import frame_stats
 from vidsearch.quality import (
-    FailedExpectation,
     GateResult,
     QualityConfig,
     SegmentFacts,
@@ -48,20 +48,6 @@ from vidsearch.records import (
 from vidsearch.stores import storage
 
 VIDEO_ID = "ab" * 16
-BETWEEN = "expect_column_values_to_be_between"
-IN_SET = "expect_column_values_to_be_in_set"
-
-
-def failed(result: GateResult, expectation: str, column: str | None) -> FailedExpectation:
-    """The failure of `expectation` on `column`; fails the test (listing what did fail) if absent."""
-    for f in result.failed:
-        if f.expectation == expectation and f.column == column:
-            return f
-    pytest.fail(f"no failed {expectation}({column}) in: {result.summary()}")
-
-
-def failed_columns(result: GateResult) -> set[str | None]:
-    return {f.column for f in result.failed}
 
 
 @pytest.fixture(autouse=True)

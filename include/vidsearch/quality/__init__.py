@@ -1,7 +1,8 @@
 """Data-quality gates between pipeline stages, run with Great Expectations (GX 1.x).
 
 Modules: `config` (which gates run, thresholds), `suites` (the expectations, as data), `gx` (the GX
-context and validation), `checks` (one gate per stage, and the segment-file measurements), `report`
+context and validation), `checks` (one gate per stage, and the segment-file measurements), `text`
+(the transcript gate's pure text measurements: repeated-token loops, compression ratio), `report`
 (results, `enforce`, JSON and Markdown reports).
 
 Every gate follows the same pattern: turn a stage's typed output (records, small measured facts; never
@@ -23,6 +24,7 @@ so one suite object per stage serves every run and configuration.
 | detections | segNNNN  | detected object        | box inside the frame, score, label                       |
 | embeddings | segNNNN  | embedding row          | dimension, finite, unit norm, unique ids                 |
 | index      | segNNNN  | object id (union)      | Postgres and Weaviate hold the same objects              |
+| transcript | segNNNN  | transcript chunk       | times in clip and segment, in order, text without loops  |
 
 GX notes (1.24): GX is imported lazily (it takes seconds; DAG parsing must not pay for it) and one
 ephemeral context per process is built on first use and cached. Column-map expectations (`..._values_
@@ -42,6 +44,7 @@ from vidsearch.quality.checks import (
     check_probe,
     check_segment,
     check_split,
+    check_transcript,
     expected_frame_count,
     segment_facts,
     split_tolerance,
@@ -49,6 +52,7 @@ from vidsearch.quality.checks import (
 from vidsearch.quality.config import ENV_VAR, STAGES, QualityConfig, QualityConfigError
 from vidsearch.quality.gx import expectation_suite, setup_seconds, warm_up
 from vidsearch.quality.report import FailedExpectation, GateResult, enforce, report_markdown, write_report
+from vidsearch.quality.text import compression_ratio, longest_repeat, repeated_loop
 
 __all__ = [
     "ENV_VAR",
@@ -65,9 +69,13 @@ __all__ = [
     "check_probe",
     "check_segment",
     "check_split",
+    "check_transcript",
+    "compression_ratio",
     "enforce",
     "expectation_suite",
     "expected_frame_count",
+    "longest_repeat",
+    "repeated_loop",
     "report_markdown",
     "segment_facts",
     "setup_seconds",

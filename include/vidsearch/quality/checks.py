@@ -18,7 +18,8 @@ from vidsearch.media import ffmpeg as ff
 from vidsearch.quality.config import QualityConfig
 from vidsearch.quality.gx import dataframe, validate
 from vidsearch.quality.report import GateResult
-from vidsearch.records import DetectEmbedResult, FrameBundle, Segment, VideoManifest
+from vidsearch.quality.text import compression_ratio, longest_repeat
+from vidsearch.records import DetectEmbedResult, FrameBundle, Segment, TranscriptResult, VideoManifest
 
 if TYPE_CHECKING:  # pragma: no cover
     pass
@@ -354,6 +355,60 @@ def check_index(
         }
     )
     return validate("index", segment_name, df, {}, cfg)
+
+
+def check_transcript(result: TranscriptResult, cfg: QualityConfig | None = None) -> GateResult:
+    """One segment's transcript, one row per chunk: each chunk of the result's video and segment,
+    with finite times, starting inside its clip and ending by the clip end, end >= start, its midpoint
+    (which decides the segment that owns it) inside the segment, starts non-decreasing, unique ids,
+    non-empty text without a decoding loop (`text.repeated_loop`: no 1-4 word n-gram repeated more
+    than transcript_max_repeats times in a row; compression ratio within
+    transcript_max_compression_ratio), avg_logprob finite and <= 0 where recorded, and language
+    codes (chunk's and result's, where given) of 2-3 lowercase letters. Every time bound allows
+    transcript_time_tolerance_s.
+
+    Zero chunks pass, `speech_likely` or not: Whisper emits nothing for noise, music or a quiet room.
+    """
+    cfg = _cfg(cfg)
+    tol = cfg.transcript_time_tolerance_s
+    chunks = result.chunks
+    previous = [None, *(c.start_s for c in chunks[:-1])]
+    repeats = [longest_repeat(c.text)[0] for c in chunks]
+    clip_lo = result.clip_start_s - tol
+    seg_lo = result.segment_start_s - tol
+    df = dataframe(
+        {
+            "chunk": ("int64", list(range(len(chunks)))),
+            "chunk_id": ("object", [c.chunk_id for c in chunks]),
+            "same_segment": (
+                "bool",
+                [c.video_id == result.video_id and c.segment_index == result.segment_index for c in chunks],
+            ),
+            "times_finite": ("bool", [math.isfinite(c.start_s) and math.isfinite(c.end_s) for c in chunks]),
+            "start_s": ("float64", [c.start_s for c in chunks]),
+            "end_s": ("float64", [c.end_s for c in chunks]),
+            "midpoint_s": ("float64", [(c.start_s + c.end_s) / 2 for c in chunks]),
+            # NaN compares False: a NaN start fails here too, not only in times_finite.
+            "start_after_previous": ("bool", [p is None or c.start_s >= p for c, p in zip(chunks, previous)]),
+            "text": ("object", [c.text.strip() for c in chunks]),
+            "repeat_count": ("int64", repeats),
+            "compression_ratio": ("float64", [round(compression_ratio(c.text.strip()), 3) for c in chunks]),
+            "avg_logprob_finite": ("bool", [c.avg_logprob is None or math.isfinite(c.avg_logprob) for c in chunks]),
+            "avg_logprob": ("float64", [math.nan if c.avg_logprob is None else c.avg_logprob for c in chunks]),
+            "language": ("object", [c.language for c in chunks]),
+            "result_language": ("object", [result.language for _ in chunks]),
+        }
+    )
+    params = {
+        "clip_start_min_s": clip_lo,
+        # max(): GX rejects min > max; a result with inverted bounds fails on its chunks instead.
+        "clip_end_max_s": max(result.clip_end_s + tol, clip_lo),
+        "segment_start_min_s": seg_lo,
+        "segment_end_max_s": max(result.segment_end_s + tol, seg_lo),
+        "max_repeats": cfg.transcript_max_repeats,
+        "max_compression_ratio": cfg.transcript_max_compression_ratio,
+    }
+    return validate("transcript", f"seg{result.segment_index:04d}", df, params, cfg)
 
 
 # ---------------------------------------------------------------------------------------------------

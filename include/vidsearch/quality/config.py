@@ -19,7 +19,16 @@ log = logging.getLogger(__name__)
 
 
 ENV_VAR = "VIDSEARCH_QUALITY"
-STAGES: tuple[str, ...] = ("probe", "split", "segment", "frames", "detections", "embeddings", "index")
+STAGES: tuple[str, ...] = (
+    "probe",
+    "split",
+    "segment",
+    "frames",
+    "detections",
+    "embeddings",
+    "index",
+    "transcript",
+)
 
 
 class QualityConfigError(PermanentError, ValueError):
@@ -90,6 +99,31 @@ class QualityConfig(BaseModel):
     )
     # embeddings
     unit_norm_tol: float = Field(1e-3, gt=0, description="Allowed |L2 norm - 1| of an embedding.")
+    # transcript (the audio branch: Whisper chunks of one segment's clip)
+    transcript_time_tolerance_s: float = Field(
+        0.5,
+        ge=0,
+        description="Allowed slack of a transcript chunk's times against its clip ([clip start, clip "
+        "end]) and its segment (the chunk's midpoint, which decides ownership, within [segment start, "
+        "segment end]). Whisper's timestamps step by 20 ms and its last end can overrun the audio "
+        "(the transcriber is to clamp ends to the clip); 0.5 s still catches misplaced chunks: a clip "
+        "offset missing or applied twice, a chunk kept by the wrong segment.",
+    )
+    transcript_max_repeats: int = Field(
+        8,
+        ge=1,
+        description="Most consecutive repeats of any 1-4 word n-gram in a chunk's text (case and "
+        "punctuation ignored). More: Whisper's decoding loop ('the the the ...', 'Thank you. Thank "
+        "you. ...', which runs to dozens). Speech and lyrics repeat a word a few times ('no, no, no').",
+    )
+    transcript_max_compression_ratio: float = Field(
+        6.0,
+        gt=0,
+        description="Highest zlib compression ratio of a chunk's text (UTF-8 bytes over compressed "
+        "bytes): a loop of a longer phrase, or in a script without spaces, that the n-gram count "
+        "misses. Normal phrases stay below ~2 (Whisper itself retries a window above 2.4), a phrase "
+        "repeated ten times reaches ~7.",
+    )
     # reporting
     partial_unexpected_count: int = Field(
         20, ge=1, le=1000, description="How many unexpected values GX lists per expectation."

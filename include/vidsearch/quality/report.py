@@ -137,6 +137,8 @@ def _expected(kwargs: dict[str, Any], expectation: str) -> str | None:
     """Human form of what the expectation required, from its resolved kwargs."""
     if "value_set" in kwargs:
         return f"in {_bound(kwargs['value_set'])}"
+    if "regex" in kwargs:
+        return f"matches {kwargs['regex']}"
     if "strictly" in kwargs and "increasing" in expectation:
         return "strictly increasing" if kwargs.get("strictly") else "increasing"
     if expectation.endswith("to_be_null"):

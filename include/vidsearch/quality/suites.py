@@ -336,6 +336,107 @@ SUITES: dict[str, SuiteSpec] = {
                 ),
             ),
         ),
+        # One row per transcript chunk. Zero chunks pass: Whisper emits nothing for noise, music or a
+        # quiet room, so an empty transcript is content, even where the clip is loud enough to hold
+        # speech (`speech_likely`). Result-wide facts (its language) ride on every row.
+        SuiteSpec(
+            "transcript",
+            "chunk",
+            (
+                _in_set(
+                    "same_segment",
+                    [True],
+                    "chunk belongs to the result's video and segment",
+                    "result mixes up segments: stale or merged output",
+                ),
+                _in_set(
+                    "times_finite",
+                    [True],
+                    "chunk start and end are finite",
+                    "NaN/inf timestamps: broken model output or arithmetic",
+                ),
+                _between(
+                    "start_s",
+                    "chunk starts inside its clip [clip start, clip end] (within the tolerance)",
+                    "misplaced chunk: clip offset missing or applied twice",
+                    min_value=_param("clip_start_min_s"),
+                    max_value=_param("clip_end_max_s"),
+                ),
+                Check(
+                    "ExpectColumnPairValuesAToBeGreaterThanB",
+                    "chunk end >= chunk start",
+                    {"column_A": "end_s", "column_B": "start_s", "or_equal": True},
+                    "inverted chunk: broken timestamps",
+                ),
+                _between(
+                    "end_s",
+                    "chunk ends inside its clip: end <= clip end (within the tolerance)",
+                    "chunk past the audio: a bad timestamp or a clip offset error",
+                    max_value=_param("clip_end_max_s"),
+                ),
+                _between(
+                    "midpoint_s",
+                    "chunk midpoint inside the segment it belongs to [segment start, segment end] (within the tolerance)",
+                    "chunk kept by the wrong segment: overlap not deduplicated, or misplaced",
+                    min_value=_param("segment_start_min_s"),
+                    max_value=_param("segment_end_max_s"),
+                ),
+                _in_set(
+                    "start_after_previous",
+                    [True],
+                    "chunk start times non-decreasing",
+                    "chunks out of order: a broken merge",
+                ),
+                Check(
+                    "ExpectColumnValuesToBeUnique",
+                    "no duplicate chunk ids",
+                    {"column": "chunk_id"},
+                    "duplicate ids: one chunk would overwrite another in the stores",
+                ),
+                Check(
+                    "ExpectColumnValueLengthsToBeBetween",
+                    "chunk text not empty",
+                    {"column": "text", "min_value": 1},
+                    "chunk without words: nothing to index",
+                ),
+                _between(
+                    "repeat_count",
+                    "no repeated-token loop: no 1-4 word n-gram repeated more than max_repeats times in a row",
+                    "Whisper decoding loop (the same word or phrase until the window ends)",
+                    max_value=_param("max_repeats"),
+                ),
+                _between(
+                    "compression_ratio",
+                    "text compression ratio within max_compression_ratio",
+                    "Whisper decoding loop of a longer phrase",
+                    max_value=_param("max_compression_ratio"),
+                ),
+                _in_set(
+                    "avg_logprob_finite",
+                    [True],
+                    "avg_logprob finite where recorded",
+                    "NaN/inf model output",
+                ),
+                _between(
+                    "avg_logprob",
+                    "avg_logprob <= 0 where recorded (a log-probability)",
+                    "wrong field or broken model output",
+                    max_value=0,
+                ),
+                Check(
+                    "ExpectColumnValuesToMatchRegex",
+                    "chunk language, where given, a 2-3 letter lowercase code",
+                    {"column": "language", "regex": r"^[a-z]{2,3}$"},
+                    "language name or label instead of its code: wrong field or model output",
+                ),
+                Check(
+                    "ExpectColumnValuesToMatchRegex",
+                    "result language, where given, a 2-3 letter lowercase code",
+                    {"column": "result_language", "regex": r"^[a-z]{2,3}$"},
+                    "language name or label instead of its code: wrong field or model output",
+                ),
+            ),
+        ),
         SuiteSpec(
             "index",
             None,  # the unexpected values are the object ids themselves
