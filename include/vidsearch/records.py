@@ -195,6 +195,9 @@ class AudioClip(Record):
     across a segment boundary is heard whole by one of the two segments; the words both hear are kept
     once (`vidsearch.transcripts.owned_chunks`: a chunk belongs to the segment its midpoint falls in)."""
 
+    # rms_dbfs is -inf for digital silence: JSON writes it as the string "-Infinity", which reads back.
+    model_config = ConfigDict(frozen=True, extra="forbid", ser_json_inf_nan="strings")
+
     video_id: str
     segment_index: int = Field(ge=0)
     uri: str = Field(description="Object-storage URI of the WAV file.")

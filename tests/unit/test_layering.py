@@ -24,7 +24,13 @@ RULES: dict[str, tuple[str, ...]] = {
     "vidsearch.params": ("vidsearch.records",),
     "vidsearch.stores": BASE,
     "vidsearch.media": (*BASE, "vidsearch.stores.storage"),
-    "vidsearch.models": (*BASE, "vidsearch.stores.storage", "vidsearch.media.bundle", "vidsearch.tracking"),
+    "vidsearch.models": (
+        *BASE,
+        "vidsearch.stores.storage",
+        "vidsearch.media.bundle",
+        "vidsearch.tracking",
+        "vidsearch.transcripts",
+    ),
     "vidsearch.quality": (*BASE, "vidsearch.stores.storage", "vidsearch.media"),
     "vidsearch.channels": (*BASE, "vidsearch.stores.storage", "vidsearch.media"),
     "vidsearch.pipeline": (
@@ -38,6 +44,8 @@ RULES: dict[str, tuple[str, ...]] = {
     ),
     # Association of detections into tracks: numpy/scipy only (the worker runs it).
     "vidsearch.tracking": BASE,
+    # Transcript chunks from timestamped phrases, boundary ownership: pure (the worker runs it).
+    "vidsearch.transcripts": BASE,
     # Tracks in the stores: ids at index time, stitching at finalize.
     "vidsearch.tracks": (*BASE, "vidsearch.stores", "vidsearch.tracking"),
     "vidsearch.reprocess": (*BASE, "vidsearch.stores", "vidsearch.pipeline"),

@@ -13,7 +13,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 INCLUDE = REPO / "include"
 DOCKERFILE = REPO / "images" / "worker" / "Dockerfile"
-ENTRY_POINTS = ("vidsearch.models.worker", "vidsearch.models.worker_server")
+ENTRY_POINTS = ("vidsearch.models.worker", "vidsearch.models.transcriber", "vidsearch.models.worker_server")
 FORBIDDEN = ("sqlalchemy", "great_expectations", "airflow", "pandas", "weaviate", "alembic")
 
 
@@ -70,6 +70,8 @@ def test_the_copied_modules_run_the_worker_without_database_quality_or_airflow_c
         f"for name in {sorted(_worker_closure())!r}: importlib.import_module(name)\n"
         "from vidsearch.models import worker\n"
         "try:\n    worker.main(['--help'])\nexcept SystemExit as exc:\n    assert exc.code == 0, exc.code\n"
+        "from vidsearch.models import transcriber\n"
+        "try:\n    transcriber.main(['--help'])\nexcept SystemExit as exc:\n    assert exc.code == 0, exc.code\n"
         f"loaded = sorted(m for m in sys.modules if m.split('.')[0] in {FORBIDDEN!r})\n"
         "print('LOADED', loaded)\n"
         "assert not loaded, loaded\n"

@@ -1,7 +1,8 @@
 """Media: where videos come from and how they become segments and frame bundles.
 
 `sources` (local paths, URLs, S3), `probe` (the manifest), `split` (segments), `frames` (sampling) and
-`bundle` (the bundle format and its readers), `stats` (pixel statistics of frames), `content` (which
+`bundle` (the bundle format and its readers), `audio` (a segment's audio clip for speech
+recognition), `stats` (pixel statistics of frames), `content` (which
 sampled frames are blank or repeats, skipped by detection), `ffmpeg` (the subprocess wrapper), `synth` (synthetic
 videos for tests and benchmarks).
 """
@@ -35,6 +36,7 @@ __getattr__, __dir__, __all__ = lazy_exports(
         ),
         "frames": ("select_frames", "extract_frames", "run_frames"),
         "bundle": ("member_name", "BundleReader", "open_bundle", "iter_bundle", "read_bundle", "read_frame"),
+        "audio": ("NoAudioStreamError", "clip_range", "extract_audio_clip", "read_wav_pcm", "rms_dbfs"),
         "stats": ("frame_stats",),
         "content": ("ContentRules", "ContentFilter", "Signature", "signature", "is_blank"),
         "ffmpeg": (

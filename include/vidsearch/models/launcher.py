@@ -1,9 +1,11 @@
-"""Launching the detect+embed worker and reading back what it wrote.
+"""Launching the detect+embed and transcribe workers and reading back what they wrote.
 
 `worker_argv` builds the exact command a Kubernetes pod runs; `run_local` runs the same command on this
 machine, as a subprocess or as a job of the warm worker (`vidsearch.models.worker_server`) when
 VIDSEARCH_WORKER_URL names one, and turns its exit code into the library's typed errors; `read_result`
 loads a finished worker's output (the indexer's input) and checks that its two files agree.
+The transcribe worker goes the same ways: `transcriber_argv`, `run_transcribe_local`,
+`run_transcribe_on_service`, `read_transcript`.
 """
 
 from __future__ import annotations
@@ -20,15 +22,17 @@ import sys
 import threading
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 from pydantic import ValidationError
 
 from vidsearch.errors import PermanentError, QualityGateError, TransientError
+from vidsearch.models.transcriber import TEXT_EMBEDDINGS_FILE, TRANSCRIPT_FILE
 from vidsearch.models.worker import EMBEDDINGS_FILE, ERROR_MARKER, EXIT_PERMANENT, EXIT_TRANSIENT, RESULT_FILE
-from vidsearch.records import DetectEmbedResult
+from vidsearch.records import DetectEmbedResult, TranscriptResult
 from vidsearch.stores import storage
 
 logger = logging.getLogger(__name__)
@@ -41,6 +45,9 @@ WORKER_URL_ENV = "VIDSEARCH_WORKER_URL"
 # The bearer token a warm worker requires (the same variable on both sides).
 WORKER_TOKEN_ENV = "VIDSEARCH_WORKER_TOKEN"
 _WORKER_MODULE = "vidsearch.models.worker"
+_TRANSCRIBER_MODULE = "vidsearch.models.transcriber"
+# The worker commands a warm worker runs (`worker_server.JOBS`), and what each is called in messages.
+_JOB_MODULES = {_WORKER_MODULE: "detect+embed worker", _TRANSCRIBER_MODULE: "transcribe worker"}
 
 
 def worker_argv(
@@ -85,14 +92,61 @@ def check_argv(
 
 
 def _model_arguments(
-    detector: str, embedder: str, device: str, tiny: bool, dtype: str, model_cache: str | None
+    detector: str | None, embedder: str, device: str, tiny: bool, dtype: str, model_cache: str | None
 ) -> list[str]:
-    args = ["--detector", detector, "--embedder", embedder, "--device", device, "--dtype", dtype]
+    args = ["--detector", detector] if detector is not None else []
+    args += ["--embedder", embedder, "--device", device, "--dtype", dtype]
     # Explicit either way: the pod's command must not depend on an environment variable it may not have.
     args.append("--tiny-models" if tiny else "--no-tiny-models")
     if model_cache:
         args += ["--model-cache", str(model_cache)]
     return args
+
+
+def transcriber_argv(
+    clip_uri: str,
+    output_uri: str,
+    model: str,
+    embedder: str,
+    *,
+    last_segment: bool,
+    language: str = "auto",
+    batch_size: int = 8,
+    device: str = "auto",
+    tiny: bool = False,
+    dtype: str = "float32",
+    model_cache: str | None = None,
+) -> list[str]:
+    """The transcribe worker command line, starting `python -m vidsearch.models.transcriber`: exactly
+    what a pod runs. `clip_uri` names the segment's AudioClip JSON (see the transcriber's docstring)."""
+    return [
+        "python", "-m", _TRANSCRIBER_MODULE,
+        "--clip-uri", clip_uri,
+        "--output-uri", output_uri,
+        *(["--last-segment"] if last_segment else []),
+        "--language", language,
+        "--batch-size", str(int(batch_size)),
+        *_transcriber_model_arguments(model, embedder, device, tiny, dtype, model_cache),
+    ]  # fmt: skip
+
+
+def transcriber_check_argv(
+    model: str, embedder: str, device: str, tiny: bool, *, dtype: str = "float32", model_cache: str | None = None
+) -> list[str]:
+    """The transcribe worker command that only loads the models a job with the same arguments would use."""
+    return [
+        "python",
+        "-m",
+        _TRANSCRIBER_MODULE,
+        "--check-models",
+        *_transcriber_model_arguments(model, embedder, device, tiny, dtype, model_cache),
+    ]
+
+
+def _transcriber_model_arguments(
+    model: str, embedder: str, device: str, tiny: bool, dtype: str, model_cache: str | None
+) -> list[str]:
+    return ["--model", model, *_model_arguments(None, embedder, device, tiny, dtype, model_cache)]
 
 
 def _output_uri(argv: list[str]) -> str:
@@ -119,24 +173,34 @@ def _failure_reason(tail: collections.deque[str]) -> str:
     return "no output"
 
 
-def _job_arguments(argv: list[str]) -> list[str] | None:
-    """The worker's own arguments in a `python -m vidsearch.models.worker ...` argv (None for another form)."""
-    if len(argv) >= 3 and argv[1:3] == ["-m", _WORKER_MODULE]:
-        return argv[3:]
+def _job_arguments(argv: list[str]) -> tuple[str, list[str]] | None:
+    """(module, the worker's own arguments) of a `python -m vidsearch.models.worker ...` (or
+    `.transcriber`) argv; None for another form."""
+    if len(argv) >= 3 and argv[1] == "-m" and argv[2] in _JOB_MODULES:
+        return argv[2], argv[3:]
     return None
 
 
+def _what(argv: list[str]) -> str:
+    """What the argv runs, for messages: "detect+embed worker" or "transcribe worker"."""
+    job = _job_arguments(argv)
+    return _JOB_MODULES[job[0]] if job is not None else "worker"
+
+
 def _run_on_warm_worker(
-    url: str, arguments: list[str], timeout_s: float | None, token: str | None = None
+    url: str, arguments: list[str], timeout_s: float | None, token: str | None = None, module: str = _WORKER_MODULE
 ) -> tuple[int, list[str]] | None:
     """Send one job to the warm worker at `url`: (exit code, its log lines), or None when nothing
     listens there (the caller then starts a worker process, or fails)."""
     headers = {"Content-Type": "application/json"}
     if token:
         headers["Authorization"] = f"Bearer {token}"
+    body: dict[str, object] = {"argv": arguments}
+    if module != _WORKER_MODULE:  # detect+embed jobs keep the body older warm workers take
+        body["module"] = module
     request = urllib.request.Request(
         url.rstrip("/") + "/run",
-        data=json.dumps({"argv": arguments}).encode(),
+        data=json.dumps(body).encode(),
         headers=headers,
         method="POST",
     )
@@ -184,13 +248,23 @@ def run_local(
     """
     argv = list(argv)
     output_uri = _output_uri(argv)
-    return _finish(*_run_job(argv, env, timeout_s), output_uri)
+    return _finish(*_run_job(argv, env, timeout_s), output_uri, read_result, _what(argv))
+
+
+def run_transcribe_local(
+    argv: list[str], env: Mapping[str, str] | None = None, timeout_s: float | None = None
+) -> TranscriptResult:
+    """`run_local` for a `transcriber_argv` command: the TranscriptResult it wrote (same warm-worker
+    routing, same typed errors)."""
+    argv = list(argv)
+    output_uri = _output_uri(argv)
+    return _finish(*_run_job(argv, env, timeout_s), output_uri, read_transcript, _what(argv))
 
 
 def check_models_local(argv: list[str], timeout_s: float | None = None) -> None:
     """Run a `check_argv` command where `run_local` would run jobs (the warm worker, else a process);
     raises as `run_local` does, e.g. PermanentError naming a model that cannot be loaded."""
-    _raise_for_exit(*_run_job(list(argv), None, timeout_s))
+    _raise_for_exit(*_run_job(list(argv), None, timeout_s), _what(list(argv)))
 
 
 def _run_job(
@@ -198,9 +272,9 @@ def _run_job(
 ) -> tuple[int, collections.deque[str]]:
     """(exit code, last output lines) of the worker argv, on the warm worker when one listens."""
     url = os.environ.get(WORKER_URL_ENV, "").strip()
-    arguments = _job_arguments(argv)
-    if url and not env and arguments is not None:
-        outcome = _warm_job(url, arguments, timeout_s, os.environ.get(WORKER_TOKEN_ENV))
+    job = _job_arguments(argv)
+    if url and not env and job is not None:
+        outcome = _warm_job(url, job[1], timeout_s, os.environ.get(WORKER_TOKEN_ENV), job[0])
         if outcome is not None:
             return outcome
         logger.warning("no warm worker listens at %s (%s): starting a worker process", url, WORKER_URL_ENV)
@@ -238,7 +312,7 @@ def _run_job(
         proc.kill()
         proc.wait()
         reader.join(timeout=5)
-        raise TransientError(f"detect+embed worker timed out after {timeout_s:g}s") from None
+        raise TransientError(f"{_what(argv)} timed out after {timeout_s:g}s") from None
     except BaseException:
         # Interrupted (task killed, Ctrl-C): do not leave an orphan holding the GPU.
         proc.kill()
@@ -249,10 +323,10 @@ def _run_job(
 
 
 def _warm_job(
-    url: str, arguments: list[str], timeout_s: float | None, token: str | None
+    url: str, arguments: list[str], timeout_s: float | None, token: str | None, module: str = _WORKER_MODULE
 ) -> tuple[int, collections.deque[str]] | None:
-    logger.info("sending worker job to the warm worker at %s: %s", url, " ".join(arguments))
-    outcome = _run_on_warm_worker(url, arguments, timeout_s, token)
+    logger.info("sending %s job to the warm worker at %s: %s", module, url, " ".join(arguments))
+    outcome = _run_on_warm_worker(url, arguments, timeout_s, token, module)
     if outcome is None:
         return None
     returncode, lines = outcome
@@ -264,10 +338,10 @@ def _warm_job(
 def _service_job(
     argv: list[str], url: str, token: str | None, timeout_s: float | None
 ) -> tuple[int, collections.deque[str]]:
-    arguments = _job_arguments(list(argv))
-    if arguments is None:
-        raise ValueError("a service job must be a `python -m vidsearch.models.worker ...` argv")
-    outcome = _warm_job(url, arguments, timeout_s, token)
+    job = _job_arguments(list(argv))
+    if job is None:
+        raise ValueError("a service job must be a `python -m vidsearch.models.worker ...` (or .transcriber) argv")
+    outcome = _warm_job(url, job[1], timeout_s, token, job[0])
     if outcome is None:
         raise TransientError(f"no warm worker service answers at {url}")
     return outcome
@@ -279,35 +353,50 @@ def run_on_service(
     """Run the worker argv as a job of the warm-worker service at `url` (GPU nodes of a cluster) and
     return its result. Unlike `run_local` there is no fallback: a service that does not answer is a
     TransientError (retried), a refused token a PermanentError."""
-    return _finish(*_service_job(argv, url, token, timeout_s), _output_uri(list(argv)))
+    return _finish(*_service_job(argv, url, token, timeout_s), _output_uri(list(argv)), read_result, _what(argv))
+
+
+def run_transcribe_on_service(
+    argv: list[str], url: str, token: str | None = None, timeout_s: float | None = None
+) -> TranscriptResult:
+    """`run_on_service` for a `transcriber_argv` command: its TranscriptResult (no fallback)."""
+    argv = list(argv)
+    return _finish(*_service_job(argv, url, token, timeout_s), _output_uri(argv), read_transcript, _what(argv))
 
 
 def check_models_on_service(
     argv: list[str], url: str, token: str | None = None, timeout_s: float | None = None
 ) -> None:
     """Run a `check_argv` command on the warm-worker service at `url` (no fallback, as `run_on_service`)."""
-    _raise_for_exit(*_service_job(argv, url, token, timeout_s))
+    _raise_for_exit(*_service_job(argv, url, token, timeout_s), _what(list(argv)))
 
 
-def _finish(returncode: int, tail: collections.deque[str], output_uri: str) -> DetectEmbedResult:
-    """The result of a worker that ended with `returncode`, or the typed error its exit code means."""
-    _raise_for_exit(returncode, tail)
+def _finish(
+    returncode: int,
+    tail: collections.deque[str],
+    output_uri: str,
+    read: Callable[[str], tuple[_Result, np.ndarray]],
+    what: str,
+) -> _Result:
+    """The result of a worker that ended with `returncode` (read back by `read`), or the typed error its
+    exit code means."""
+    _raise_for_exit(returncode, tail, what)
     try:
-        result, _ = read_result(output_uri)
+        result, _ = read(output_uri)
     except FileNotFoundError as exc:
-        raise RuntimeError(f"detect+embed worker exited 0 but {exc} is missing") from exc
+        raise RuntimeError(f"{what} exited 0 but {exc} is missing") from exc
     return result
 
 
-def _raise_for_exit(returncode: int, tail: collections.deque[str]) -> None:
+def _raise_for_exit(returncode: int, tail: collections.deque[str], what: str = "detect+embed worker") -> None:
     """The typed error a worker's non-zero exit code means (nothing for 0)."""
     if returncode == EXIT_PERMANENT:
         raise PermanentError(_failure_reason(tail))
     if returncode == EXIT_TRANSIENT:
-        raise TransientError(f"detect+embed worker: {_failure_reason(tail)}")
+        raise TransientError(f"{what}: {_failure_reason(tail)}")
     if returncode != 0:
         how = f"was killed by signal {-returncode}" if returncode < 0 else f"exited with code {returncode}"
-        raise RuntimeError(f"detect+embed worker {how}: {_failure_reason(tail)}")
+        raise RuntimeError(f"{what} {how}: {_failure_reason(tail)}")
 
 
 def read_result(output_uri: str) -> tuple[DetectEmbedResult, np.ndarray]:
@@ -317,27 +406,50 @@ def read_result(output_uri: str) -> tuple[DetectEmbedResult, np.ndarray]:
     embeddings.npy), QualityGateError when the two files disagree (row count, dimension, dtype,
     non-finite values).
     """
-    result_uri = storage.join(output_uri, RESULT_FILE)
+    result = _read_record(storage.join(output_uri, RESULT_FILE), DetectEmbedResult)
     embeddings_uri = storage.join(output_uri, EMBEDDINGS_FILE)
-    try:
-        result = DetectEmbedResult.model_validate_json(storage.read_bytes(result_uri))
-    except FileNotFoundError:
-        raise FileNotFoundError(result_uri) from None
-    except ValidationError as exc:
-        raise QualityGateError(f"{result_uri} is not a valid DetectEmbedResult: {exc.error_count()} errors") from exc
-    try:
-        raw = storage.read_bytes(embeddings_uri)
-    except FileNotFoundError:
-        raise FileNotFoundError(embeddings_uri) from None
-    try:
-        embeddings = np.load(io.BytesIO(raw), allow_pickle=False)
-    except ValueError as exc:
-        raise QualityGateError(f"{embeddings_uri} is not a numpy array: {exc}") from exc
-    expected = (len(result.objects), result.embedding_dim)
-    if embeddings.dtype != np.float32 or embeddings.shape != expected:
-        raise QualityGateError(
-            f"{embeddings_uri} holds {embeddings.dtype} {embeddings.shape}, expected float32 {expected}"
-        )
-    if not np.isfinite(embeddings).all():
-        raise QualityGateError(f"{embeddings_uri} holds non-finite values")
+    embeddings = _read_float32(embeddings_uri)
+    _check_rows(embeddings_uri, embeddings, (len(result.objects), result.embedding_dim))
     return result, embeddings
+
+
+def read_transcript(output_uri: str) -> tuple[TranscriptResult, np.ndarray]:
+    """The transcribe worker's output under `output_uri`: its TranscriptResult and float32 (N, D) text
+    embeddings, row i <-> chunks[i] (N = 0: any width, (0, 0) for a silent clip). Raises as `read_result`."""
+    result = _read_record(storage.join(output_uri, TRANSCRIPT_FILE), TranscriptResult)
+    embeddings_uri = storage.join(output_uri, TEXT_EMBEDDINGS_FILE)
+    embeddings = _read_float32(embeddings_uri)
+    # The width is the embedder's: any, as long as there is one when there are rows.
+    width = embeddings.shape[1] if embeddings.ndim == 2 and (embeddings.shape[1] or not result.chunks) else -1
+    _check_rows(embeddings_uri, embeddings, (len(result.chunks), width))
+    return result, embeddings
+
+
+_Result = TypeVar("_Result", DetectEmbedResult, TranscriptResult)
+
+
+def _read_record(uri: str, record: type[_Result]) -> _Result:
+    try:
+        return record.model_validate_json(storage.read_bytes(uri))
+    except FileNotFoundError:
+        raise FileNotFoundError(uri) from None
+    except ValidationError as exc:
+        raise QualityGateError(f"{uri} is not a valid {record.__name__}: {exc.error_count()} errors") from exc
+
+
+def _read_float32(uri: str) -> np.ndarray:
+    try:
+        raw = storage.read_bytes(uri)
+    except FileNotFoundError:
+        raise FileNotFoundError(uri) from None
+    try:
+        return np.load(io.BytesIO(raw), allow_pickle=False)
+    except ValueError as exc:
+        raise QualityGateError(f"{uri} is not a numpy array: {exc}") from exc
+
+
+def _check_rows(uri: str, embeddings: np.ndarray, expected: tuple[int, int]) -> None:
+    if embeddings.dtype != np.float32 or embeddings.shape != expected:
+        raise QualityGateError(f"{uri} holds {embeddings.dtype} {embeddings.shape}, expected float32 {expected}")
+    if not np.isfinite(embeddings).all():
+        raise QualityGateError(f"{uri} holds non-finite values")

@@ -27,7 +27,7 @@ import os
 import shutil
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, cast
 
@@ -38,7 +38,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-ModelKind = Literal["detector", "embedder"]
+ModelKind = Literal["detector", "embedder", "asr"]
+_KINDS: tuple[str, ...] = ("detector", "embedder", "asr")
 
 TINY_ENV = "VIDSEARCH_TINY_MODELS"
 CACHE_ENV = "VIDSEARCH_MODEL_CACHE"
@@ -124,7 +125,7 @@ def resolve_model(model: str, kind: ModelKind, *, tiny: bool, cache_dir: Path) -
     Raises ModelUnavailableError (one line, naming the model and how to provide it) when the weights
     cannot be had: offline and not cached, unknown id, gated repo, or a folder that is not a model.
     """
-    if kind not in ("detector", "embedder"):
+    if kind not in _KINDS:
         raise ValueError(f"unknown model kind {kind!r}")
     if tiny:
         if not within_model_roots(Path(cache_dir)):
@@ -252,7 +253,8 @@ def _hub_cache_dir() -> str:
 
 
 def _check_model_folder(path: Path, model: str, kind: ModelKind) -> None:
-    """Raise ModelUnavailableError unless `path` holds a config, weights and an image processor for `kind`."""
+    """Raise ModelUnavailableError unless `path` holds a config, weights and a processor for `kind` (an
+    image processor; for "asr" a Whisper feature extractor and a Whisper config)."""
     config_file = path / _CONFIG_FILE
     if not config_file.is_file():
         raise ModelUnavailableError(
@@ -264,8 +266,8 @@ def _check_model_folder(path: Path, model: str, kind: ModelKind) -> None:
         )
     if not any((path / name).is_file() for name in _PROCESSOR_FILES):
         raise ModelUnavailableError(
-            f"{kind} model {model!r} has no image processor ({' or '.join(_PROCESSOR_FILES)}): save the "
-            "processor with save_pretrained() into the same folder"
+            f"{kind} model {model!r} has no {'feature extractor' if kind == 'asr' else 'image processor'} "
+            f"({' or '.join(_PROCESSOR_FILES)}): save the processor with save_pretrained() into the same folder"
         )
     try:
         config = json.loads(config_file.read_text())
@@ -282,6 +284,10 @@ def _check_model_folder(path: Path, model: str, kind: ModelKind) -> None:
                 f"detector model {model!r} is a {model_type!r} model, not an object detector "
                 f"(supported: {', '.join(sorted(MODEL_FOR_OBJECT_DETECTION_MAPPING_NAMES))})"
             )
+    if kind == "asr" and model_type != "whisper":
+        raise ModelUnavailableError(
+            f"asr model {model!r} is a {model_type!r} model, not a Whisper model (expected model_type 'whisper')"
+        )
 
 
 def _resolve_hub_model(model: str, kind: ModelKind) -> str:
@@ -422,6 +428,38 @@ def tiny_embedder_spec() -> dict[str, Any]:
     }
 
 
+def tiny_asr_spec() -> dict[str, Any]:
+    """The tiny Whisper recipe: model config kwargs, feature extractor kwargs and the token layout (hashed).
+
+    The encoder keeps Whisper's real input geometry (80 mel bins, 3000 frames = 30 s, 1500 positions)
+    so feature extraction, windowing and timestamps are the real ones; everything else is tiny.
+    """
+    vocab, merges, special = _tiny_whisper_vocab()
+    return {
+        "model": {
+            "vocab_size": len(vocab),
+            "num_mel_bins": 80,
+            "encoder_layers": 1,
+            "decoder_layers": 1,
+            "encoder_attention_heads": 2,
+            "decoder_attention_heads": 2,
+            "encoder_ffn_dim": 64,
+            "decoder_ffn_dim": 64,
+            "d_model": 32,
+            "max_source_positions": 1500,
+            # Short: a random model never predicts <|endoftext|> on purpose, so every window decodes to
+            # this many tokens; 48 keeps a tiny job at a fraction of a second per window.
+            "max_target_positions": 48,
+            "bos_token_id": special["<|endoftext|>"],
+            "eos_token_id": special["<|endoftext|>"],
+            "pad_token_id": special["<|endoftext|>"],
+            "decoder_start_token_id": special["<|startoftranscript|>"],
+        },
+        "feature_extractor": {"feature_size": 80, "sampling_rate": 16_000, "chunk_length": 30, "hop_length": 160},
+        "tokenizer": {"vocab_size": len(vocab), "merges": [" ".join(m) for m in merges], "special": special},
+    }
+
+
 def tiny_model_dir(kind: ModelKind, cache_dir: Path) -> Path:
     """The folder the tiny model of `kind` lives in: `cache_dir/tiny-<kind>-<hash of recipe>`."""
     return Path(cache_dir) / f"tiny-{kind}-{_tiny_hash(kind)}"
@@ -447,6 +485,8 @@ def ensure_tiny_model(kind: ModelKind, cache_dir: Path) -> Path:
         try:
             if kind == "detector":
                 _build_tiny_detector(staging)
+            elif kind == "asr":
+                _build_tiny_asr(staging)
             else:
                 _build_tiny_embedder(staging)
             try:
@@ -465,7 +505,8 @@ def ensure_tiny_model(kind: ModelKind, cache_dir: Path) -> Path:
 def _tiny_hash(kind: ModelKind) -> str:
     import transformers
 
-    spec = tiny_detector_spec() if kind == "detector" else tiny_embedder_spec()
+    specs = {"detector": tiny_detector_spec, "embedder": tiny_embedder_spec, "asr": tiny_asr_spec}
+    spec = specs[kind]()
     # The transformers major.minor is part of the key: a saved tiny model is rebuilt, not reinterpreted,
     # after an upgrade that changes how configs or weights are laid out.
     version = ".".join(transformers.__version__.split(".")[:2])
@@ -551,16 +592,107 @@ def _tiny_bpe_vocab() -> tuple[dict[str, int], list[tuple[str, str]]]:
     symbols = list(_bytes_to_unicode().values())
     vocab_tokens = symbols + [s + "</w>" for s in symbols]
     merges: list[tuple[str, str]] = []
-    for word in _TINY_WORDS:
-        # Merge left to right: ((p e) r) ... the last symbol carries the end-of-word suffix.
-        parts = list(word[:-1]) + [word[-1] + "</w>"]
+    # The last symbol of a word carries the end-of-word suffix.
+    _add_merges((list(word[:-1]) + [word[-1] + "</w>"] for word in _TINY_WORDS), vocab_tokens, merges)
+    vocab_tokens += ["<|startoftext|>", "<|endoftext|>"]
+    return {token: index for index, token in enumerate(vocab_tokens)}, merges
+
+
+def _add_merges(words: Iterable[list[str]], tokens: list[str], merges: list[tuple[str, str]]) -> None:
+    """Merge each word's symbols left to right ((p e) r) ..., appending every new merge to `merges` and
+    every new merged symbol to `tokens`."""
+    for parts in words:
         while len(parts) > 1:
             pair = (parts[0], parts[1])
             merged = pair[0] + pair[1]
             if pair not in merges:
                 merges.append(pair)
-            if merged not in vocab_tokens:
-                vocab_tokens.append(merged)
+            if merged not in tokens:
+                tokens.append(merged)
             parts = [merged, *parts[2:]]
-    vocab_tokens += ["<|startoftext|>", "<|endoftext|>"]
-    return {token: index for index, token in enumerate(vocab_tokens)}, merges
+
+
+# Whisper's task and control tokens, in the order real checkpoints put them after the language tokens.
+_WHISPER_CONTROL = ("<|translate|>", "<|transcribe|>", "<|startoflm|>", "<|startofprev|>", "<|nospeech|>")
+_WHISPER_TIMESTAMPS = 1501  # <|0.00|> .. <|30.00|> at 0.02 s
+
+
+def _tiny_whisper_vocab() -> tuple[dict[str, int], list[tuple[str, str]], dict[str, int]]:
+    """A GPT-2-style byte-level vocab (no end-of-word suffix, as Whisper's) with merges for `_TINY_WORDS`
+    (with and without the leading space), then Whisper's special tokens laid out as in real checkpoints:
+    <|endoftext|>, <|startoftranscript|>, one token per language (in the tokenizer's LANGUAGES order: the
+    tokenizer finds a language's token at startoftranscript + 1 + its index), the task and control tokens,
+    <|notimestamps|> and the timestamp tokens right after it. Returns (vocab, merges, special token ids)."""
+    from transformers.models.whisper.tokenization_whisper import LANGUAGES
+
+    tokens = list(_bytes_to_unicode().values())
+    merges: list[tuple[str, str]] = []
+    space = _bytes_to_unicode()[ord(" ")]
+    # Space-prefixed words first: their merges rank higher, so " red" becomes one token, as in GPT-2.
+    _add_merges((list(word) for word in (*(space + w for w in _TINY_WORDS), *_TINY_WORDS)), tokens, merges)
+    special_tokens = [
+        "<|endoftext|>",
+        "<|startoftranscript|>",
+        *(f"<|{code}|>" for code in LANGUAGES),
+        *_WHISPER_CONTROL,
+        "<|notimestamps|>",
+    ]
+    tokens += special_tokens
+    tokens += [f"<|{i * 0.02:.2f}|>" for i in range(_WHISPER_TIMESTAMPS)]
+    vocab = {token: index for index, token in enumerate(tokens)}
+    return vocab, merges, {token: vocab[token] for token in special_tokens}
+
+
+def _build_tiny_asr(folder: Path) -> None:
+    from tokenizers import AddedToken
+    from transformers import (
+        GenerationConfig,
+        WhisperConfig,
+        WhisperFeatureExtractor,
+        WhisperForConditionalGeneration,
+        WhisperProcessor,
+        WhisperTokenizer,
+    )
+    from transformers.models.whisper.tokenization_whisper import LANGUAGES
+
+    spec = tiny_asr_spec()
+    vocab, merges, special = _tiny_whisper_vocab()
+    space_id = vocab[_bytes_to_unicode()[ord(" ")]]
+    eot = special["<|endoftext|>"]
+    # Suppression lives in the generation config only (transformers warns when the model config has it too).
+    config = WhisperConfig(**spec["model"], suppress_tokens=None, begin_suppress_tokens=None)
+    _seeded()
+    model = WhisperForConditionalGeneration(config).eval()
+    # What `generate` needs to detect languages, pick the task and predict timestamps, as in real
+    # checkpoints' generation_config.json.
+    model.generation_config = GenerationConfig(
+        decoder_start_token_id=special["<|startoftranscript|>"],
+        bos_token_id=eot,
+        eos_token_id=eot,
+        pad_token_id=eot,
+        max_length=spec["model"]["max_target_positions"],
+        begin_suppress_tokens=[space_id, eot],
+        suppress_tokens=[],
+        is_multilingual=True,
+        lang_to_id={f"<|{code}|>": special[f"<|{code}|>"] for code in LANGUAGES},
+        task_to_id={"translate": special["<|translate|>"], "transcribe": special["<|transcribe|>"]},
+        no_timestamps_token_id=special["<|notimestamps|>"],
+        prev_sot_token_id=special["<|startofprev|>"],
+        max_initial_timestamp_index=50,
+        return_timestamps=False,
+    )
+    model.save_pretrained(folder)
+
+    tokenizer = WhisperTokenizer(
+        vocab=vocab, merges=cast(Any, merges), model_max_length=spec["model"]["max_target_positions"]
+    )
+    # Control tokens are special (never split, skipped on decode); timestamp tokens are plain added
+    # tokens, as in real checkpoints (decode filters their text out).
+    tokenizer.add_tokens([AddedToken(t, special=True, normalized=False) for t in special], special_tokens=True)
+    tokenizer.add_tokens(
+        [AddedToken(f"<|{i * 0.02:.2f}|>", special=False, normalized=False) for i in range(_WHISPER_TIMESTAMPS)]
+    )
+    processor = WhisperProcessor(
+        feature_extractor=WhisperFeatureExtractor(**spec["feature_extractor"]), tokenizer=tokenizer
+    )
+    processor.save_pretrained(folder)

@@ -78,16 +78,16 @@ _LOCAL_SCHEMES = ("", "file")
 _S3_SCHEMES = ("s3", "s3a")
 
 
-class _ArgumentParser(argparse.ArgumentParser):
+class WorkerArgumentParser(argparse.ArgumentParser):
+    """argparse that raises InputError (permanent, exit 3) instead of exiting 2."""
+
     def error(self, message: str) -> NoReturn:
         raise InputError(f"invalid arguments: {message}")
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The worker's command line (also the documentation of its argv)."""
-    from vidsearch.models.modelstore import default_cache_dir, is_tiny_mode
-
-    parser = _ArgumentParser(
+    parser = WorkerArgumentParser(
         prog="python -m vidsearch.models.worker",
         description="Detect objects in a frame bundle and embed their crops; write result.json and embeddings.npy.",
     )
@@ -102,9 +102,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--embedder", default=DEFAULT_EMBEDDER, help="hub id or model folder")
     parser.add_argument("--score-threshold", type=float, default=0.7, help="keep detections scoring at least this")
     parser.add_argument("--batch-size", type=int, default=16, help="frames (or crops) per forward pass")
+    add_runtime_arguments(parser)
+    add_tracker_arguments(parser)
+    return parser
+
+
+def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
+    """Where and how every worker command runs its models: --device, --dtype, --tiny-models, --model-cache."""
+    from vidsearch.models.modelstore import default_cache_dir, is_tiny_mode
+
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
     parser.add_argument("--dtype", default="float32", help="float32, float16 or bfloat16 (half only on CUDA)")
-    add_tracker_arguments(parser)
     parser.add_argument(
         "--tiny-models",
         action=argparse.BooleanOptionalAction,
@@ -116,7 +124,6 @@ def build_parser() -> argparse.ArgumentParser:
         default=str(default_cache_dir()),
         help="folder for built tiny models; default from VIDSEARCH_MODEL_CACHE",
     )
-    return parser
 
 
 def add_tracker_arguments(parser: argparse.ArgumentParser) -> None:
@@ -227,7 +234,7 @@ class ModelCache:
             for k in stale:
                 del self._models[k]
             if stale:
-                _release_cuda_memory()
+                release_model_memory()
             self._models[key] = load()
             self.loads += 1
         return self._models[key]
@@ -360,16 +367,13 @@ def run(args: argparse.Namespace, models: ModelCache | None = None) -> DetectEmb
         )
 
         # Imported only now: a bad bundle or bad arguments fail in a fraction of a second, before torch loads.
-        import numpy as np
-
         from vidsearch.models.modelstore import select_device, select_dtype
 
         # Device and dtype first: an unusable one is reported before any model download.
         select_dtype(args.dtype, select_device(args.device))
 
         # A result.json left by an earlier run would pair with the embeddings this run is about to write.
-        if storage.exists(result_uri):
-            storage.delete_prefix(result_uri)
+        remove_stale(result_uri)
 
         cache_dir = Path(args.model_cache).expanduser()
         if args.tiny_models:
@@ -457,7 +461,7 @@ def run(args: argparse.Namespace, models: ModelCache | None = None) -> DetectEmb
             kept_by_frame = {ref.index: kept for ref, _, kept in detect_batches()}
             timings["detect"] = time.perf_counter() - phase - (waited[0] - waited_before)
             del detector
-            _release_cuda_memory()
+            release_model_memory()
             phase = time.perf_counter()
             embedder_path, embedder = load_model("embedder", args, None)
             timings["load_embedder"] = time.perf_counter() - phase
@@ -491,9 +495,7 @@ def run(args: argparse.Namespace, models: ModelCache | None = None) -> DetectEmb
     logger.info("track: %d tracks", len({obj.track for obj in objects}))
 
     phase = time.perf_counter()
-    buffer = io.BytesIO()
-    np.save(buffer, embeddings.astype(np.float32, copy=False), allow_pickle=False)
-    storage.write_bytes(embeddings_uri, buffer.getvalue())
+    write_float32(embeddings_uri, embeddings)
     timings["write_embeddings"] = time.perf_counter() - phase
     timings["total"] = time.perf_counter() - started
 
@@ -522,6 +524,21 @@ def run(args: argparse.Namespace, models: ModelCache | None = None) -> DetectEmb
     return result
 
 
+def write_float32(uri: str, array: np.ndarray) -> None:
+    """`array` as a float32 .npy file at `uri` (no pickles)."""
+    import numpy as np
+
+    buffer = io.BytesIO()
+    np.save(buffer, array.astype(np.float32, copy=False), allow_pickle=False)
+    storage.write_bytes(uri, buffer.getvalue())
+
+
+def remove_stale(uri: str) -> None:
+    """Remove a completion marker an earlier run left at `uri` (it would pair with this run's outputs)."""
+    if storage.exists(uri):
+        storage.delete_prefix(uri)
+
+
 def check_models(args: argparse.Namespace, models: ModelCache | None = None) -> list[str]:
     """Load the detector and the embedder of `args` as a job would (same resolution, device, dtype);
     returns the loaded model folders. Raises ModelUnavailableError (permanent) naming the one that fails.
@@ -542,13 +559,23 @@ def check_models(args: argparse.Namespace, models: ModelCache | None = None) -> 
 
 
 def load_model(kind: ModelKind, args: argparse.Namespace, models: ModelCache | None) -> tuple[str, Any]:
-    """(folder, loaded model) of the job's detector or embedder, from the warm worker's cache when given."""
-    from vidsearch.models.detect import Detector
-    from vidsearch.models.embed import Embedder
+    """(folder, loaded model) of the job's detector, embedder or speech model (`args.detector`,
+    `args.embedder`, `args.model`), from the warm worker's cache when given."""
     from vidsearch.models.modelstore import resolve_model
 
-    name = args.detector if kind == "detector" else args.embedder
-    model_class: Any = Detector if kind == "detector" else Embedder
+    model_class: Any
+    if kind == "detector":
+        from vidsearch.models.detect import Detector
+
+        name, model_class = args.detector, Detector
+    elif kind == "asr":
+        from vidsearch.models.asr import Transcriber
+
+        name, model_class = args.model, Transcriber
+    else:
+        from vidsearch.models.embed import Embedder
+
+        name, model_class = args.embedder, Embedder
     path = resolve_model(name, kind, tiny=args.tiny_models, cache_dir=Path(args.model_cache).expanduser())
     model = _model(models, kind, path, args, lambda: model_class(path, device=args.device, dtype=args.dtype))
     return path, model
@@ -560,7 +587,7 @@ def _model(models: ModelCache | None, kind: str, path: str, args: argparse.Names
     return models.get(kind, path, args.device, args.dtype, load)
 
 
-def _release_cuda_memory() -> None:
+def release_model_memory() -> None:
     import gc
 
     import torch
@@ -593,7 +620,27 @@ def execute(
     The command and the warm worker (`vidsearch.models.worker_server`) both run jobs through here, so they
     parse, check and classify errors identically. `usage` gets the usage text after bad arguments.
     """
-    parser = build_parser()
+
+    def job(args: argparse.Namespace) -> None:
+        if args.check_models:
+            check_models(args, models)
+        elif not args.frames_uri or not args.output_uri:
+            raise InputError("invalid arguments: --frames-uri and --output-uri are required (or --check-models)")
+        else:
+            run(args, models)
+
+    return execute_job(build_parser(), job, argv, usage)
+
+
+def execute_job(
+    parser: argparse.ArgumentParser,
+    job: Callable[[argparse.Namespace], object],
+    argv: Sequence[str] | None,
+    usage: TextIO | None = None,
+) -> tuple[int, str | None]:
+    """Parse `argv` with `parser` (a `WorkerArgumentParser`: bad arguments raise InputError) and run `job`
+    on the result: (exit code, the marked one-line reason, or None on success). Every worker command
+    (detect+embed, transcribe) classifies its errors here: permanent 3, transient 75, anything else 1."""
     try:
         args = parser.parse_args(argv)
     except InputError as exc:
@@ -602,12 +649,7 @@ def execute(
             parser.print_usage(usage)
         return EXIT_PERMANENT, f"{ERROR_MARKER} permanent: {one_line(exc, 400)}"
     try:
-        if args.check_models:
-            check_models(args, models)
-        elif not args.frames_uri or not args.output_uri:
-            raise InputError("invalid arguments: --frames-uri and --output-uri are required (or --check-models)")
-        else:
-            run(args, models)
+        job(args)
     except PermanentError as exc:
         return EXIT_PERMANENT, f"{ERROR_MARKER} permanent: {one_line(exc, 400)}"
     except TransientError as exc:
@@ -618,13 +660,18 @@ def execute(
     return EXIT_OK, None
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the worker; returns the process exit code (see the module docstring)."""
+def run_main(execute_argv: Callable[..., tuple[int, str | None]], argv: Sequence[str] | None) -> int:
+    """A worker command's `main`: logging set up, one job run, its marked reason printed last."""
     configure_logging()
-    code, reason = execute(argv, usage=sys.stderr)
+    code, reason = execute_argv(argv, usage=sys.stderr)
     if reason is not None:
         print(reason, file=sys.stderr, flush=True)
     return code
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the worker; returns the process exit code (see the module docstring)."""
+    return run_main(execute, argv)
 
 
 if __name__ == "__main__":

@@ -1,15 +1,19 @@
-"""The warm worker: the detect+embed worker served by one long-lived process that keeps its models loaded.
+"""The warm worker: the detect+embed and transcribe workers served by one long-lived process that keeps
+its models loaded.
 
     VIDSEARCH_WORKER_TOKEN=<secret> VIDSEARCH_STORAGE_ROOT=<root> \
         python -m vidsearch.models.worker_server [--host 127.0.0.1] [--port 8795] [--allowed-host NAME ...]
 
 A worker process spends most of a short segment starting Python, importing torch and loading two
 models (tens of seconds on a CPU, against seconds of inference). On one machine, a process that stays up
-pays that once. Each job is exactly a worker command line, run through `worker.execute`: the same
-parsing, checks, outputs in object storage and exit codes as `python -m vidsearch.models.worker`.
+pays that once. Each job is exactly a worker command line, run through its module's `execute`
+(`worker.execute`, `transcriber.execute`): the same parsing, checks, outputs in object storage and exit
+codes as `python -m vidsearch.models.worker` (or `.transcriber`).
 
-    POST /run     {"argv": [worker arguments, without "python -m vidsearch.models.worker"]}
+    POST /run     {"argv": [worker arguments, without "python -m <module>"], "module": <module>}
                   -> {"exit_code": int, "log": [lines]}  (the last line is the marked reason on failure)
+                  "module" is "vidsearch.models.worker" (detect+embed, the default when absent) or
+                  "vidsearch.models.transcriber" (transcribe); any other is refused (400).
     GET  /health  -> {"ok": true, "jobs": int, "model_loads": int, "models": [...], "busy": bool}
 
 Jobs run one at a time (one device; concurrent jobs would only contend for it); a request waits for
@@ -42,11 +46,12 @@ import secrets
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from vidsearch.models.worker import STORAGE_ROOT_ENV, ModelCache, configure_logging, execute
+from vidsearch.models import transcriber, worker
+from vidsearch.models.worker import STORAGE_ROOT_ENV, ModelCache, configure_logging
 
 logger = logging.getLogger("vidsearch.models.worker_server")
 
@@ -56,6 +61,12 @@ MAX_REQUEST_BYTES = 1 << 20
 TOKEN_ENV = "VIDSEARCH_WORKER_TOKEN"  # launcher.WORKER_TOKEN_ENV: the same variable on both sides
 ALLOWED_HOSTS_ENV = "VIDSEARCH_WORKER_ALLOWED_HOSTS"
 _WILDCARD_HOSTS = ("", "0.0.0.0", "::")
+DEFAULT_MODULE = "vidsearch.models.worker"
+# The worker commands a job may name, and how each runs one job (parse, run, classify errors).
+JOBS: dict[str, Callable[..., tuple[int, str | None]]] = {
+    DEFAULT_MODULE: worker.execute,
+    "vidsearch.models.transcriber": transcriber.execute,
+}
 
 
 class _JobLog(logging.Handler):
@@ -111,8 +122,10 @@ class WarmWorker:
     def busy(self) -> bool:
         return self._lock.locked()
 
-    def run_job(self, argv: list[str]) -> dict[str, Any]:
-        """Run one worker job (after any job in progress); its exit code and log lines."""
+    def run_job(self, argv: list[str], module: str = DEFAULT_MODULE) -> dict[str, Any]:
+        """Run one job of the worker command `module` (after any job in progress); its exit code and log
+        lines. The models it loads stay in this worker's one ModelCache, shared by both commands."""
+        execute = JOBS[module]
         with self._lock:
             self.jobs += 1
             job = self.jobs
@@ -156,7 +169,7 @@ def _is_ip(name: str) -> bool:
     return True
 
 
-def _handler(worker: WarmWorker) -> type[BaseHTTPRequestHandler]:
+def _handler(warm: WarmWorker) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         server_version = "vidsearch-worker"
 
@@ -169,7 +182,7 @@ def _handler(worker: WarmWorker) -> type[BaseHTTPRequestHandler]:
             self.wfile.write(data)
 
         def _host_refused(self) -> bool:
-            if worker.host_allowed(self.headers.get("Host")):
+            if warm.host_allowed(self.headers.get("Host")):
                 return False
             self._reply(421, {"error": "the Host header does not name this server"})
             return True
@@ -180,7 +193,7 @@ def _handler(worker: WarmWorker) -> type[BaseHTTPRequestHandler]:
             if self.path != "/health":
                 self._reply(404, {"error": f"no such path {self.path}"})
                 return
-            self._reply(200, worker.health())
+            self._reply(200, warm.health())
 
         def do_POST(self) -> None:
             if self._host_refused():
@@ -188,10 +201,10 @@ def _handler(worker: WarmWorker) -> type[BaseHTTPRequestHandler]:
             if self.path != "/run":
                 self._reply(404, {"error": f"no such path {self.path}"})
                 return
-            if worker.token is None:
+            if warm.token is None:
                 self._reply(401, {"error": f"this worker has no token ({TOKEN_ENV}): it runs no job"})
                 return
-            if not worker.authorised(self.headers.get("Authorization")):
+            if not warm.authorised(self.headers.get("Authorization")):
                 self._reply(401, {"error": "a valid bearer token is required"})
                 return
             if self.headers.get("Content-Type", "").split(";")[0].strip().lower() != "application/json":
@@ -205,13 +218,17 @@ def _handler(worker: WarmWorker) -> type[BaseHTTPRequestHandler]:
                 self._reply(400, {"error": f"a JSON body of 1 to {MAX_REQUEST_BYTES} bytes is required"})
                 return
             try:
-                argv = json.loads(self.rfile.read(length))["argv"]
-            except (ValueError, KeyError, TypeError):
-                argv = None
+                body = json.loads(self.rfile.read(length))
+                argv, module = body["argv"], body.get("module", DEFAULT_MODULE)
+            except (ValueError, KeyError, TypeError, AttributeError):
+                argv, module = None, None
             if not isinstance(argv, list) or not all(isinstance(arg, str) for arg in argv):
-                self._reply(400, {"error": 'the body must be {"argv": [strings]}'})
+                self._reply(400, {"error": 'the body must be {"argv": [strings], "module": name}'})
                 return
-            self._reply(200, worker.run_job(argv))
+            if module not in JOBS:
+                self._reply(400, {"error": f"unknown module {module!r} (expected one of {', '.join(JOBS)})"})
+                return
+            self._reply(200, warm.run_job(argv, module))
 
         def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
             logger.debug("%s %s", self.address_string(), format % args)
@@ -294,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     logger.info("warm worker listening on http://%s:%d", *server.server_address[:2])
     if not os.environ.get(STORAGE_ROOT_ENV):
-        logger.warning("%s is not set: every detect+embed job will be refused", STORAGE_ROOT_ENV)
+        logger.warning("%s is not set: every job will be refused", STORAGE_ROOT_ENV)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
