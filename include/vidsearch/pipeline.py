@@ -703,11 +703,11 @@ def finalize(svc: Services, run_id: str, params: IngestParams, video_id: str | N
     if not states:
         problems.append("no segments")
     audio_rows = transcript_store(svc).audio_status(params.collection, video_id)
-    for state in UNRESOLVED_AUDIO_STATES:
-        hit = [a for a in audio_rows if a["status"] == state]
+    for audio_state in UNRESOLVED_AUDIO_STATES:
+        hit = [a for a in audio_rows if a["status"] == audio_state]
         if hit:
             problems.append(
-                f"audio of {len(hit)} segment(s) {state}: "
+                f"audio of {len(hit)} segment(s) {audio_state}: "
                 + ", ".join(f"seg{a['segment_index']:04d} ({a['error'] or 'not finished'})" for a in hit)
             )
     pg_chunks = set(transcript_store(svc).chunk_ids(params.collection, video_id))

@@ -46,7 +46,7 @@ PROPAGATED: Source = "propagated"
 _LABEL_VALUES = ("polarity", "source", "propagation_id", "score", "created_by", "updated_at")
 
 
-def labels_column(objects_table: sa.Table) -> sa.ScalarSelect[Any]:
+def labels_column(objects_table: sa.Table) -> sa.Label[Any]:
     """A column for a select over `objects_table`: each object's effective labels, ordered by name, as
     a JSON array of label dicts (see `object_labels`), so a page of objects and their labels are one
     query and one round trip."""
