@@ -11,7 +11,11 @@ negative under a name full of HTML (which must stay text), the live propagation 
 propagating, the labels persisting across a reload, undoing a propagation, and the login message for a
 browser without a session (and for one whose session ends while the page is open);
 the video player (an object's video from the ranged video route at its `pts_s`, its box over the
-picture, keyboard use, Escape) and its fallback for a source this browser cannot play. The test video
+picture, keyboard use, Escape) and its fallback for a source this browser cannot play; the transcript
+panel (chunks seeded as the audio branch writes them: listed in time order, the chunk at the frame's
+time marked while stepping, a click going to its time, HTML in a chunk staying text, the empty states
+and the segments' audio states) and the "Said" search (keyword and hybrid, and "said X while Y is
+visible", checked against the API's answers; a click on a moment going to it; a 422 in the status line). The test video
 (the pipeline-ingested H.264 MP4) plays in Debian's Chromium as it is: no extra rendition is generated.
 
 Uses Debian's Chromium (/usr/bin/chromium); Playwright's own browsers are not needed.
@@ -773,4 +777,270 @@ def test_a_source_this_browser_cannot_play_gets_a_message_and_a_download_link(pa
     expect(page.locator("#player-reason")).to_contain_text("cannot play")
     page.keyboard.press("Escape")
     expect(dialog).to_be_hidden()
+    assert page.watch.errors == []
+
+
+# ------------------------------------------------------------------------------------- transcripts
+
+
+@pytest.fixture(scope="module")
+def transcript(live_api, search_services):
+    """Transcript chunks on the test video, written the way the audio branch's index task writes them
+    (`TranscriptStore.replace_segment` in Postgres, `ObjectIndex.replace_segment_transcripts` in
+    Weaviate, no vectors: keyword search needs none), placed on sampled frames' times; one holds HTML,
+    which must stay text. Removed afterwards."""
+    import httpx
+    from vidsearch.records import TranscriptChunk, transcript_chunk_id
+    from vidsearch.stores.transcripts import TranscriptStore
+
+    collection, video_id = live_api.data["collection"], live_api.data["video_id"]
+    api = f"{live_api.base_url}api/collections/{_quote(collection)}"
+    with httpx.Client(headers=live_api.headers, timeout=60) as client:
+        response = client.get(f"{api}/videos/{video_id}/frames", params={"limit": 1000})
+        response.raise_for_status()
+    frames = response.json()["frames"]
+    assert len(frames) >= 11
+    store = TranscriptStore(search_services.catalog.engine)
+    index = search_services.index()
+
+    def chunk(first: int, last: int, text: str) -> TranscriptChunk:
+        """A chunk over the sampled frames first..last (and not the ones around them)."""
+        segment = frames[first]["segment_index"]
+        start = round(frames[first]["pts_s"] - 0.05, 3) if first else 0.0
+        return TranscriptChunk(
+            chunk_id=transcript_chunk_id(video_id, segment, start),
+            video_id=video_id,
+            segment_index=segment,
+            start_s=start,
+            end_s=round(frames[last]["pts_s"] + 0.05, 3),
+            text=text,
+            language="en",
+            avg_logprob=-0.2,
+            no_speech_prob=0.01,
+        )
+
+    chunks = {
+        "octopus": chunk(1, 2, "the marmalade octopus waves hello"),
+        "quokka": chunk(4, 4, "beware <b>x</b> and <script>window.__vidsearchXss = 1</script> a quokka"),
+        "pelican": chunk(8, 9, "a pelican juggles by the octopus"),
+    }
+    by_segment: dict[int, list[TranscriptChunk]] = {}
+    for c in chunks.values():
+        by_segment.setdefault(c.segment_index, []).append(c)
+    for segment, cs in by_segment.items():
+        store.replace_segment(collection, video_id, segment, cs, model="test", language="en", language_probability=1.0)
+        index.replace_segment_transcripts(collection, video_id, segment, cs, None)
+    yield {"frames": frames, "chunks": chunks}
+    store.delete_video(collection, video_id)
+    index.delete_transcripts(collection, video_id)
+
+
+def _fmt_time(seconds: float) -> str:
+    """The UI's fmtTime: mm:ss.sss."""
+    minutes = int(seconds // 60)
+    return f"{minutes:02d}:{seconds - minutes * 60:06.3f}"
+
+
+def _frame_at(frames: list[dict], t: float) -> int:
+    """The frame the UI's gotoTime shows for `t`: the first at or after it (else the last)."""
+    return next((i for i, f in enumerate(frames) if f["pts_s"] >= t - 1e-6), len(frames) - 1)
+
+
+def _expect_at(page, frames: list[dict], index: int, chunk_id: str | None) -> None:
+    """The frame view at frame `index` (and the hash saying so), the transcript marking `chunk_id`."""
+    expect(page.locator("#frame-info")).to_contain_text(f"Frame {index + 1} / {len(frames)}")
+    current = page.locator("#transcript-list li.current")
+    if chunk_id is None:
+        expect(current).to_have_count(0)
+    else:
+        expect(current).to_have_count(1)
+        expect(current).to_have_attribute("data-chunk-id", chunk_id)
+        expect(current.locator("button")).to_have_attribute("aria-current", "true")
+    assert parse_qs(urlsplit(page.url).fragment)["f"] == [str(index)]
+
+
+def _no_html_from_text(page) -> None:
+    """The chunk holding HTML is shown as text: no element of it, its script never ran."""
+    for where in ("#transcript-list", "#said-results"):
+        assert page.locator(f"{where} b, {where} script").count() == 0
+    assert page.evaluate("() => window.__vidsearchXss") is None
+
+
+def test_the_transcript_panel_lists_the_chunks_and_jumps_to_them(page, live_api, transcript, screenshot_dir):
+    data = live_api.data
+    collection, video_id = data["collection"], data["video_id"]
+    frames, chunks = transcript["frames"], transcript["chunks"]
+    listed = _api(page, live_api, "GET", f"collections/{collection}/videos/{video_id}/transcript")["chunks"]
+    assert [c["chunk_id"] for c in listed] == [c.chunk_id for c in sorted(chunks.values(), key=lambda c: c.start_s)]
+    _open(page, live_api, collection, video_id)
+    items = page.locator("#transcript-list > li")
+    expect(items).to_have_count(len(listed))
+    assert items.evaluate_all("els => els.map(e => e.dataset.chunkId)") == [c["chunk_id"] for c in listed]
+    expect(items.nth(1).locator(".text")).to_have_text(chunks["quokka"].text)
+    expect(items.nth(1).locator(".time")).to_have_text(_fmt_time(chunks["quokka"].start_s))
+    expect(page.locator("#transcript-info")).to_have_text("3 chunks · en")
+    expect(page.locator("#transcript-audio")).to_be_hidden()  # every segment's audio is done
+    _no_html_from_text(page)
+    _expect_at(page, frames, 0, None)  # frame 0 is before the first chunk
+
+    # A click on a chunk shows its first frame and marks it; stepping through frames moves the mark.
+    pelican = chunks["pelican"]
+    page.locator(f'#transcript-list li[data-chunk-id="{pelican.chunk_id}"] button').click()
+    at = _frame_at(frames, pelican.start_s)
+    _expect_at(page, frames, at, pelican.chunk_id)
+    page.keyboard.press("ArrowRight")  # still inside the chunk
+    _expect_at(page, frames, at + 1, pelican.chunk_id)
+    page.keyboard.press("ArrowRight")  # past its end: no chunk there
+    _expect_at(page, frames, at + 2, None)
+    page.keyboard.press("ArrowLeft")
+    _expect_at(page, frames, at + 1, pelican.chunk_id)
+    page.screenshot(path=str(screenshot_dir / "transcript-panel.png"), full_page=True)
+    # The mark survives a reload (the hash keeps the frame).
+    page.reload()
+    page.wait_for_selector("body[data-ready=true]")
+    _expect_at(page, frames, at + 1, pelican.chunk_id)
+    assert page.watch.errors == []
+
+
+def test_said_search_finds_a_chunk_and_jumps_to_it(page, live_api, transcript):
+    data = live_api.data
+    collection, video_id = data["collection"], data["video_id"]
+    frames, quokka = transcript["frames"], transcript["chunks"]["quokka"]
+    expected = _api(
+        page, live_api, "GET", f"collections/{collection}/search/transcript", params={"q": "quokka", "mode": "keyword"}
+    )["results"]
+    assert [m["chunk_id"] for m in expected] == [quokka.chunk_id]
+    _open(page, live_api, collection, video_id)
+    page.fill("#said-query", "quokka")
+    page.press("#said-query", "Enter")
+    results = page.locator("#said-results > li")
+    expect(results).to_have_count(len(expected))
+    expect(page.locator("#said-info")).to_have_text("1 moment")
+    first = results.first
+    expect(first.locator(".said-text")).to_have_text(quokka.text)
+    expect(first.locator(".said-text mark")).to_have_text("quokka")
+    expect(first.locator(".video-line")).to_contain_text(
+        f"shapes.mp4 · {_fmt_time(quokka.start_s)}–{_fmt_time(quokka.end_s)}"
+    )
+    expect(first.locator("img.thumb")).to_have_attribute(
+        "src", re.compile(re.escape(expected[0]["frame"]["image_url"]) + "$")
+    )
+    _no_html_from_text(page)
+    first.locator("button").click()
+    _expect_at(page, frames, _frame_at(frames, quokka.start_s), quokka.chunk_id)
+
+    # Hybrid: the API's answer (BM25 fused with the text embedding; these chunks have no vectors).
+    hybrid = _api(
+        page, live_api, "GET", f"collections/{collection}/search/transcript", params={"q": "octopus", "mode": "hybrid"}
+    )["results"]
+    page.select_option("#said-mode", "hybrid")
+    page.fill("#said-query", "octopus")
+    page.press("#said-query", "Enter")
+    expect(page.locator("#said-info")).to_have_text(f"{len(hybrid)} moment{'' if len(hybrid) == 1 else 's'}")
+    assert results.evaluate_all("els => els.map(e => e.dataset.chunkId)") == [m["chunk_id"] for m in hybrid]
+
+    assert page.watch.errors == []
+
+    # An error of the API is said in the status line, readable (the browser logs the failed request).
+    search_url = re.compile(r".*/search/transcript\?.*")
+    detail = {"detail": [{"loc": ["query", "q"], "msg": "String should have at most 500 characters"}]}
+    page.route(search_url, lambda route: route.fulfill(status=422, json=detail))
+    page.press("#said-query", "Enter")
+    expect(page.locator("#status")).to_have_text("Said search: q String should have at most 500 characters")
+    page.unroute(search_url)
+    expect(results).to_have_count(len(hybrid))  # the last results stay
+
+
+def test_said_while_visible_gives_the_moments_the_api_computes(page, live_api, transcript, screenshot_dir):
+    data = live_api.data
+    collection, video_id = data["collection"], data["video_id"]
+    frames = transcript["frames"]
+    tracks = _api(page, live_api, "GET", f"collections/{collection}/videos/{video_id}/tracks")
+    label = max(tracks, key=lambda t: (t["end_pts_s"] - t["start_pts_s"], t["object_count"]))["detector_label"]
+    said = "octopus or quokka or pelican"
+    expected = _api(
+        page,
+        live_api,
+        "GET",
+        f"collections/{collection}/search/moments",
+        params={"said": said, "visible_label": label},
+    )
+    moments = [m for v in expected["videos"] for m in v["moments"]]
+    assert expected["chunks_matched"] >= len(transcript["chunks"])  # each chunk says one of the words
+    _open(page, live_api, collection, video_id)
+    page.select_option("#said-visible-kind", "detector")
+    page.fill("#said-visible", label)
+    expect(page.locator("#said-mode")).to_be_disabled()  # the combined query matches by keyword
+    page.fill("#said-query", said)
+    page.press("#said-query", "Enter")
+    results = page.locator("#said-results > li")
+    if moments:
+        expect(page.locator("#said-info")).to_contain_text(f"{len(moments)} moment")
+        expect(results).to_have_count(len(moments))
+        assert results.evaluate_all("els => els.map(e => e.dataset.chunkId)") == [
+            m["chunk"]["chunk_id"] for m in moments
+        ]
+        first = moments[0]
+        n = len(first["track_ids"])
+        expect(results.first.locator(".seen-line")).to_contain_text(
+            f"{label} visible · {n} track{'' if n == 1 else 's'}"
+        )
+        results.first.locator("button").click()
+        _expect_at(page, frames, _frame_at(frames, first["start_s"]), first["chunk"]["chunk_id"])
+        page.screenshot(path=str(screenshot_dir / "said-while-visible.png"), full_page=True)
+    else:
+        expect(page.locator("#said-info")).to_contain_text("No moments")
+        expect(results).to_have_count(0)
+
+    # A label nobody gave: no moments, said so.
+    page.select_option("#said-visible-kind", "label")
+    page.fill("#said-visible", "nobody-gave-this-label")
+    page.press("#said-query", "Enter")
+    expect(page.locator("#said-info")).to_have_text(
+        "No moments: “octopus or quokka or pelican” is not said while objects labelled “nobody-gave-this-label” "
+        f"is visible (said {expected['chunks_matched']} times, never then)."
+    )
+    expect(results).to_have_count(0)
+    # Without the visible part: a transcript search again, the mode can be chosen.
+    page.fill("#said-visible", "")
+    expect(page.locator("#said-mode")).to_be_enabled()
+    assert page.watch.errors == []
+
+
+def test_a_video_without_a_transcript_says_why(page, live_api):
+    """The empty states and the segments' audio states, from the transcript route's answer (replaced
+    here: the test video has no audio track, and no audio branch ran on it)."""
+    data = live_api.data
+    collection, video_id = data["collection"], data["video_id"]
+    answer = {"audio": []}
+
+    def fake(route):
+        route.fulfill(json={"video_id": video_id, "chunks": [], "audio": answer["audio"]})
+
+    page.route(re.compile(r".*/videos/[^/]+/transcript$"), fake)
+    _open(page, live_api, collection, video_id)
+    expect(page.locator("#transcript-info")).to_have_text("No transcript: this video has no audio track.")
+    expect(page.locator("#transcript-audio")).to_be_hidden()
+    expect(page.locator("#transcript-list > li")).to_have_count(0)
+
+    def audio(segment: int, status: str, error: str | None = None) -> dict:
+        return {"segment_index": segment, "status": status, "error": error, "chunk_count": 0}
+
+    answer["audio"] = [
+        audio(0, "skipped", "no audio track"),
+        audio(1, "quarantined", "clipped audio"),
+        audio(2, "quarantined", "clipped audio"),
+        audio(3, "done"),
+    ]
+    page.reload()
+    page.wait_for_selector("body[data-ready=true]")
+    expect(page.locator("#transcript-audio > li")).to_have_text(
+        ["seg0000: skipped (no audio track)", "seg0001–seg0002: quarantined (clipped audio)"]
+    )
+    expect(page.locator("#transcript-info")).to_contain_text("could not be transcribed")
+    answer["audio"] = [audio(0, "done"), audio(1, "pending")]
+    page.reload()
+    page.wait_for_selector("body[data-ready=true]")
+    expect(page.locator("#transcript-info")).to_have_text("No transcript: not transcribed yet.")
+    expect(page.locator("#transcript-audio > li")).to_have_text(["seg0001: pending"])
     assert page.watch.errors == []

@@ -165,9 +165,10 @@ def test_ingest_through_the_warm_worker_loads_the_models_once(dag, video, catalo
     video_id = probe_video(video, str(video)).video_id
     segments = catalog.segment_states("e2e_warm", video_id)
     assert len(segments) == 3 and {s["state"] for s in segments.values()} == {"done"}
-    # Three jobs, one load of each model.
-    # One job per segment, plus the probe's model check, which loaded the models the segments then used.
-    assert (warm.jobs, warm.models.loads) == (4, 2)
+    # One detect+embed and one transcribe job per segment, plus the probe's model check, which loaded
+    # the models the segments then used; the transcriber reuses the loaded embedder (its text tower):
+    # one load each of the detector, the embedder and Whisper.
+    assert (warm.jobs, warm.models.loads) == (7, 3)
     pg, wv = _store_counts(catalog, weaviate_client, "e2e_warm")
     assert pg == wv == catalog.counts("e2e_warm", video_id)["objects"] > 0
 

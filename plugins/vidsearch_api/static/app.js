@@ -44,8 +44,12 @@ const state = {
   includeQuery: true,
   searchedRange: "", // the time range ("from_s,to_s") of the last search sent
   rangeApplied: false, // the results shown come from a search with a time range
+  // The selected video's transcript: its chunks in time order, each segment's audio state, and the
+  // chunk a jump to a moment asked to mark (while the frame it went to is shown).
+  transcript: { videoId: null, chunks: [], audio: [], pinned: null, currentId: null, seq: 0 },
   frameSeq: 0,
   resultsSeq: 0,
+  saidSeq: 0,
   previewSeq: 0,
   propsSeq: 0,
 };
@@ -233,6 +237,7 @@ async function selectCollection(name, wanted = {}) {
   state.collection = name;
   state.video = null;
   clearResults();
+  clearSaid();
   refreshLabels()
     .then(() => schedulePreview(0))
     .catch((e) => reportError(e, "Loading labels"));
@@ -270,6 +275,7 @@ async function selectVideo(videoId, frameIndex = 0) {
       (v.segments_quarantined ? ` (${v.segments_quarantined} quarantined)` : "") +
       ` · ${v.objects} objects`,
   );
+  loadTranscript(v);
   const first = await loadPage(0);
   if (state.video !== v) return; // switched meanwhile
   state.total = first.total;
@@ -318,12 +324,14 @@ async function renderTimeline(v) {
       onclick: () => gotoTime(t.start_pts_s),
     });
   });
+  const detectorNames = [...new Set(tracks.map((t) => t.detector_label))].sort();
+  $("detector-names").replaceChildren(...detectorNames.map((name) => el("option", { value: name })));
   strip.style.height = `${Math.max(1, laneEnds.length) * 12}px`;
   strip.replaceChildren(...bars);
   $("timeline-wrap").hidden = tracks.length === 0;
 }
 
-// Show the first sampled frame at or after `t` seconds.
+// Show the first sampled frame at or after `t` seconds (the last one when `t` is after it).
 async function gotoTime(t) {
   try {
     for (let offset = 0; offset < state.total; offset += PAGE_SIZE) {
@@ -334,6 +342,7 @@ async function gotoTime(t) {
         return;
       }
     }
+    if (state.total > 0) await showFrame(state.total - 1);
   } catch (err) {
     reportError(err, "Loading frames");
   }
@@ -351,7 +360,10 @@ function resetViewer(message) {
   $("frame-info").textContent = "";
   $("frame-slider").disabled = $("prev-frame").disabled = $("next-frame").disabled = true;
   $("timeline-wrap").hidden = true;
-  if (!state.video) $("video-info").textContent = "";
+  if (!state.video) {
+    $("video-info").textContent = "";
+    clearTranscript("");
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -412,6 +424,7 @@ function renderFrame(frame, index) {
     `Frame ${index + 1} / ${state.total} · ${fmtTime(frame.pts_s)} · segment ${frame.segment_index}, ` +
     `frame ${frame.frame_index} · ${n} object${n === 1 ? "" : "s"}`;
   renderBoxes(frame);
+  updateTranscriptHighlight();
 }
 
 function renderBoxes(frame) {
@@ -483,14 +496,22 @@ function frameDimsOf(o) {
   return null;
 }
 
+// Make `videoId` the selected video (if it is not already); false (and said so) if it is not listed.
+async function showVideo(videoId) {
+  if (state.video && state.video.video_id === videoId) return true;
+  if (!state.videos.some((v) => v.video_id === videoId)) {
+    status("That video is not listed.", "error");
+    return false;
+  }
+  $("video-select").value = videoId;
+  await selectVideo(videoId, 0);
+  return true;
+}
+
 // Jump the viewer to the frame holding an object (switching video if needed).
 async function gotoObject(o) {
   try {
-    if (!state.video || o.video_id !== state.video.video_id) {
-      if (!state.videos.some((v) => v.video_id === o.video_id)) return status("That video is not listed.", "error");
-      $("video-select").value = o.video_id;
-      await selectVideo(o.video_id, 0);
-    }
+    if (!(await showVideo(o.video_id))) return;
     for (let offset = 0; offset < state.total; offset += PAGE_SIZE) {
       const page = await loadPage(offset);
       const i = page.frames.findIndex(
@@ -508,6 +529,264 @@ async function gotoObject(o) {
   } catch (err) {
     reportError(err, "Showing the frame");
   }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Transcript: the selected video's chunks beside the frame view. The chunk at the shown frame's time
+// is marked (and scrolled to in its list); a click on one shows the first frame at its start. Each
+// segment's audio state is listed, grouped, while not every segment is done.
+const segName = (i) => `seg${String(i).padStart(4, "0")}`;
+
+function clearTranscript(message) {
+  const t = state.transcript;
+  t.seq++;
+  Object.assign(t, { videoId: null, chunks: [], audio: [], pinned: null, currentId: null });
+  $("transcript-list").replaceChildren();
+  $("transcript-audio").replaceChildren();
+  $("transcript-audio").hidden = true;
+  $("transcript-info").textContent = message;
+}
+
+async function loadTranscript(v) {
+  clearTranscript("Loading the transcript…");
+  const t = state.transcript;
+  const seq = t.seq;
+  let data;
+  try {
+    data = await api(`${col()}/videos/${enc(v.video_id)}/transcript`);
+  } catch (err) {
+    if (seq !== t.seq) return;
+    $("transcript-info").textContent = "";
+    reportError(err, "Loading the transcript");
+    return;
+  }
+  if (seq !== t.seq || state.video !== v) return;
+  Object.assign(t, { videoId: v.video_id, chunks: data.chunks, audio: data.audio });
+  renderTranscript(v);
+}
+
+// Why a video has no transcript, from its audio states (and whether its source has an audio track).
+function noTranscriptText(v, audio) {
+  const noTrack = Boolean(v.video_codec) && !v.audio_codec; // probed, and no audio stream
+  const statuses = new Set(audio.map((a) => a.status));
+  if (noTrack && (audio.length === 0 || [...statuses].every((s) => s === "skipped"))) {
+    return "No transcript: this video has no audio track.";
+  }
+  if (audio.length === 0) {
+    return v.state === "ingesting"
+      ? "No transcript: not transcribed yet."
+      : "No transcript: transcription was off when this video was ingested.";
+  }
+  if (statuses.has("pending")) return "No transcript: not transcribed yet.";
+  if ([...statuses].every((s) => s === "done" || s === "skipped")) return "No transcript: no speech was heard.";
+  return "No transcript: the audio could not be transcribed (see the segments above).";
+}
+
+// The segments whose audio is not done, consecutive ones of the same state and reason on one line.
+function audioLines(audio) {
+  const groups = [];
+  for (const a of audio) {
+    if (a.status === "done") continue;
+    const reason = a.error || "";
+    const last = groups[groups.length - 1];
+    if (last && last.status === a.status && last.reason === reason && last.to === a.segment_index - 1) {
+      last.to = a.segment_index;
+    } else {
+      groups.push({ from: a.segment_index, to: a.segment_index, status: a.status, reason });
+    }
+  }
+  return groups.map((g) => {
+    const segs = g.from === g.to ? segName(g.from) : `${segName(g.from)}–${segName(g.to)}`;
+    return el("li", { class: `audio ${g.status}`, text: `${segs}: ${g.status}${g.reason ? ` (${g.reason})` : ""}` });
+  });
+}
+
+function renderTranscript(v) {
+  const t = state.transcript;
+  const lines = audioLines(t.audio);
+  $("transcript-audio").replaceChildren(...lines);
+  $("transcript-audio").hidden = lines.length === 0;
+  const languages = [...new Set(t.chunks.map((c) => c.language).filter(Boolean))];
+  $("transcript-info").textContent = t.chunks.length
+    ? `${plural(t.chunks.length, "chunk")}${languages.length ? ` · ${languages.join(", ")}` : ""}`
+    : noTranscriptText(v, t.audio);
+  $("transcript-list").replaceChildren(
+    ...t.chunks.map((c) =>
+      el(
+        "li",
+        { dataset: { chunkId: c.chunk_id } },
+        el(
+          "button",
+          {
+            type: "button",
+            class: "chunk",
+            title: `${fmtTime(c.start_s)}–${fmtTime(c.end_s)}: show this moment`,
+            onclick: () => showMoment({ video_id: v.video_id, chunk_id: c.chunk_id, start_s: c.start_s }),
+          },
+          el("span", { class: "time", text: fmtTime(c.start_s) }),
+          el("span", { class: "text", text: c.text }),
+        ),
+      ),
+    ),
+  );
+  t.currentId = null;
+  updateTranscriptHighlight();
+}
+
+// The chunk of the shown frame: the one a jump marked while its frame is shown, else the latest
+// starting chunk whose time range holds the frame's time (none between chunks).
+function currentChunkId(frame) {
+  const t = state.transcript;
+  const p = t.pinned;
+  if (p && p.frameIndex === state.frameIndex && t.chunks.some((c) => c.chunk_id === p.chunkId)) return p.chunkId;
+  let found = null;
+  for (const c of t.chunks) {
+    if (c.start_s > frame.pts_s + 1e-6) break;
+    if (frame.pts_s <= c.end_s + 1e-6) found = c.chunk_id;
+  }
+  return found;
+}
+
+function updateTranscriptHighlight() {
+  const t = state.transcript;
+  if (!state.frame || !state.video || t.videoId !== state.video.video_id) return;
+  const id = currentChunkId(state.frame);
+  if (id === t.currentId) return;
+  t.currentId = id;
+  const list = $("transcript-list");
+  let current = null;
+  for (const li of list.children) {
+    const on = li.dataset.chunkId === id;
+    li.classList.toggle("current", on);
+    if (on) {
+      li.firstChild.setAttribute("aria-current", "true");
+      current = li;
+    } else {
+      li.firstChild.removeAttribute("aria-current");
+    }
+  }
+  // Scroll the list only (never the page): the marked chunk into its view.
+  if (current) {
+    const top = current.offsetTop;
+    const bottom = top + current.offsetHeight;
+    if (top < list.scrollTop) list.scrollTop = top;
+    else if (bottom > list.scrollTop + list.clientHeight) list.scrollTop = bottom - list.clientHeight;
+  }
+}
+
+// Show a moment: its video, the first frame at its start, its chunk marked in the transcript.
+async function showMoment(m) {
+  try {
+    if (!(await showVideo(m.video_id))) return;
+    await gotoTime(m.start_s);
+    state.transcript.pinned = { chunkId: m.chunk_id, frameIndex: state.frameIndex };
+    state.transcript.currentId = null;
+    updateTranscriptHighlight();
+  } catch (err) {
+    reportError(err, "Showing the moment");
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// "Said" search: transcript moments matching words (keyword or hybrid), or with something named
+// visible, the moments they are said while it is in view ("said X while Y is visible").
+
+// The server's `highlighted` text (HTML-escaped, <mark> around the matched words) as nodes: parsed
+// inert (a DOMParser document runs no script and loads nothing), rebuilt from its text and marks only.
+function markedText(highlighted) {
+  const doc = new DOMParser().parseFromString(String(highlighted), "text/html");
+  return [...doc.body.childNodes].map((n) =>
+    n.nodeName === "MARK" ? el("mark", { text: n.textContent }) : document.createTextNode(n.textContent),
+  );
+}
+
+function visibleFilter() {
+  const name = $("said-visible").value.trim();
+  if (!name) return null;
+  return $("said-visible-kind").value === "label"
+    ? { key: "label", name, what: `objects labelled “${name}”` }
+    : { key: "visible_label", name, what: `a “${name}”` };
+}
+
+function onSaidVisibleChanged() {
+  $("said-visible").setAttribute("list", $("said-visible-kind").value === "label" ? "label-names" : "detector-names");
+  // The combined query matches the words by keyword (full text): no mode to choose.
+  $("said-mode").disabled = visibleFilter() !== null;
+}
+
+function clearSaid() {
+  state.saidSeq++; // an answer on its way belongs to the collection left
+  $("said-results").replaceChildren();
+  $("said-info").textContent = "";
+}
+
+async function runSaid() {
+  const q = $("said-query").value.trim();
+  if (!q || !state.collection) return;
+  const visible = visibleFilter();
+  const videoId = $("said-this-video").checked && state.video ? state.video.video_id : null;
+  const seq = ++state.saidSeq;
+  $("said-info").textContent = "Searching…";
+  let moments;
+  let none;
+  let note = "";
+  try {
+    if (visible) {
+      const data = await api(`${col()}/search/moments`, {
+        params: { said: q, [visible.key]: visible.name, video_id: videoId },
+      });
+      if (seq !== state.saidSeq) return;
+      moments = data.videos.flatMap((v) =>
+        v.moments.map((m) => ({
+          video_id: v.video_id,
+          chunk_id: m.chunk.chunk_id,
+          start_s: m.start_s,
+          end_s: m.end_s,
+          highlighted: m.chunk.highlighted,
+          frame: m.frame,
+          seen: `${m.labels.join(", ")} visible · ${plural(m.track_ids.length, "track")} · ${plural(m.object_count, "object")}`,
+        })),
+      );
+      none = `No moments: “${q}” is not said while ${visible.what} is visible` +
+        (data.chunks_matched ? ` (said ${plural(data.chunks_matched, "time")}, never then).` : ".");
+      if (data.truncated) note = ` (the first ${plural(data.chunks_matched, "matching chunk")} only)`;
+    } else {
+      const data = await api(`${col()}/search/transcript`, {
+        params: { q, mode: $("said-mode").value, video_id: videoId },
+      });
+      if (seq !== state.saidSeq) return;
+      moments = data.results;
+      none = `Nothing said matches “${q}”.`;
+    }
+  } catch (err) {
+    if (seq === state.saidSeq) $("said-info").textContent = "";
+    reportError(err, "Said search");
+    return;
+  }
+  $("said-results").replaceChildren(...moments.map(momentItem));
+  $("said-info").textContent = moments.length ? `${plural(moments.length, "moment")}${note}` : none;
+}
+
+function momentItem(m) {
+  const range = `${fmtTime(m.start_s)}–${fmtTime(m.end_s)}`;
+  return el(
+    "li",
+    { class: "moment", dataset: { chunkId: m.chunk_id, videoId: m.video_id } },
+    el(
+      "button",
+      { type: "button", class: "moment-open", title: `Show this moment (${range})`, onclick: () => showMoment(m) },
+      m.frame
+        ? el("img", { class: "thumb", src: resolveUrl(m.frame.image_url), alt: "", loading: "lazy" })
+        : el("span", { class: "thumb", "aria-hidden": "true" }),
+      el(
+        "span",
+        { class: "moment-meta" },
+        el("span", { class: "muted video-line", text: `${videoName(m.video_id)} · ${range}` }),
+        el("span", { class: "said-text" }, ...markedText(m.highlighted)),
+        m.seen ? el("span", { class: "muted seen-line", text: m.seen }) : null,
+      ),
+    ),
+  );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1333,6 +1612,12 @@ function wire() {
     const q = $("text-query").value.trim();
     if (q) queryText(q);
   });
+  $("said-search").addEventListener("submit", (e) => {
+    e.preventDefault();
+    runSaid();
+  });
+  $("said-visible-kind").addEventListener("change", onSaidVisibleChanged);
+  $("said-visible").addEventListener("input", onSaidVisibleChanged);
   $("image-search").addEventListener("submit", (e) => {
     e.preventDefault();
     const file = $("image-query").files[0];
