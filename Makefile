@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 export PYTHONPATH := $(CURDIR)/include:$(CURDIR)/plugins
 export VIDSEARCH_DATA_DIR ?= $(CURDIR)/data
 
-.PHONY: help install system-deps venv weaviate up down status demo lint format test test-unit bench bench-search bench-search-sweep bench-gpu bench-e2e bench-tracking lock clean
+.PHONY: help install system-deps venv weaviate up down status demo lint format test test-unit bench bench-search bench-search-sweep bench-gpu bench-e2e bench-tracking bench-transcribe lock clean
 
 help:
 	@echo "make demo    install everything, start the embedded stack, ingest a sample video"
@@ -17,6 +17,7 @@ help:
 	@echo "make bench-gpu   detect+embed frames/s with full-size models on a CUDA GPU"
 	@echo "make bench-e2e   end to end through the real scheduler, next to the reference design and Pixeltable"
 	@echo "make bench-tracking   tracker IDF1/MOTA on a generated 1 fps street scene (a few seconds)"
+	@echo "make bench-transcribe   speech-to-text real-time factor (tiny + random whisper-base) next to the video branch's, per segment"
 
 install: system-deps venv weaviate
 
@@ -84,6 +85,11 @@ bench-e2e: install
 # Tracker quality (motmetrics MOTA, IDF1, ID switches, stitching) on generated scenes with known trajectories.
 bench-tracking: venv
 	$(PY) bench/tracking.py --seed 0 --heldout 100-109 --tune 1-5
+
+# Transcription real-time factor per segment, tiny and random-init whisper-base (its FLOPs), next to the
+# video branch (1 fps frames + detect+embed); TRANSCRIBE_ARGS="--device cuda" on a GPU.
+bench-transcribe: venv
+	$(PY) bench/transcribe.py $(TRANSCRIBE_ARGS)
 
 # Re-resolve requirements.in into exact pins (needs the package index).
 lock:

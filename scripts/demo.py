@@ -24,7 +24,7 @@ from devstack.client import TERMINAL_RUN_STATES, AirflowClient  # noqa: E402
 from vidsearch.errors import ModelUnavailableError  # noqa: E402
 from vidsearch.media import synth  # noqa: E402
 from vidsearch.models import modelstore  # noqa: E402
-from vidsearch.params import DEFAULT_DETECTOR, DEFAULT_EMBEDDER  # noqa: E402
+from vidsearch.params import DEFAULT_ASR_MODEL, DEFAULT_DETECTOR, DEFAULT_EMBEDDER  # noqa: E402
 
 DAG_ID = "video_ingest"
 
@@ -37,7 +37,7 @@ def choose_tiny_models() -> bool:
     if setting in ("0", "false", "no"):
         return False
     try:
-        for model, kind in ((DEFAULT_DETECTOR, "detector"), (DEFAULT_EMBEDDER, "embedder")):
+        for model, kind in ((DEFAULT_DETECTOR, "detector"), (DEFAULT_EMBEDDER, "embedder"), (DEFAULT_ASR_MODEL, "asr")):
             modelstore.resolve_model(model, kind, tiny=False, cache_dir=modelstore.default_cache_dir())
     except ModelUnavailableError as exc:
         print(f"[demo] real model weights are not available here: {exc}")
@@ -76,7 +76,10 @@ def main() -> int:
     tiny = choose_tiny_models()
     os.environ["VIDSEARCH_TINY_MODELS"] = "1" if tiny else "0"
     if tiny:
-        print("[demo] *** running on TINY RANDOM MODELS: the pipeline is real, detections are not ***")
+        print(
+            "[demo] *** running on TINY RANDOM MODELS: the pipeline is real, detections and transcripts are not "
+            "(a random Whisper writes random words) ***"
+        )
     subprocess.run([sys.executable, "-m", "devstack", "up"], check=True, cwd=ROOT, env=os.environ.copy())
 
     cfg = StackConfig.from_env()
@@ -107,7 +110,8 @@ def main() -> int:
         print(
             f"[demo] video {summary['video_id']} in collection '{summary['collection']}': "
             f"{summary['segments']} segments, {summary['frames']} frames, {summary['objects']} objects "
-            f"(Weaviate holds {summary['weaviate_objects']})"
+            f"(Weaviate holds {summary['weaviate_objects']}); audio {summary.get('audio', {})}, "
+            f"{summary.get('transcript_chunks', 0)} transcript chunks"
         )
     print(f"[demo] Airflow UI: {api_url(cfg)}  (user admin, password in {admin_password_file(cfg)})")
     print(f"[demo] the run: {api_url(cfg)}/dags/{DAG_ID}/runs/{run_id}")
