@@ -146,3 +146,30 @@ class ServerStack:
             if server is not None:
                 with contextlib.suppress(Exception):
                     server.stop()
+
+
+def cached_video(params: dict[str, Any], timeout_s: float | None = None) -> tuple[Path, dict[str, Any]]:
+    """A generated benchmark video (`synth.make_video(**params)`), made once per parameter set and
+    synth.py version and kept in the cache folder; (path, facts: params, cached, generate_s, size)."""
+    import hashlib
+    import json
+    import time
+
+    from devstack import cache_dir
+    from vidsearch.media import synth
+
+    recipe = json.dumps(params, sort_keys=True) + Path(synth.__file__).read_text()
+    key = hashlib.sha256(recipe.encode()).hexdigest()[:12]
+    folder = cache_dir() / "bench"
+    path = folder / f"shapes-{params['duration_s']:g}s-{params['width']}x{params['height']}-{key}.mp4"
+    info: dict[str, Any] = {"params": params, "path": str(path), "cached": path.exists()}
+    if not path.exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp.mp4")
+        started = time.perf_counter()
+        extra = {"timeout_s": timeout_s} if timeout_s is not None else {}
+        synth.make_video(tmp, **params, **extra)
+        tmp.replace(path)
+        info["generate_s"] = r(time.perf_counter() - started)
+    info["size_bytes"] = path.stat().st_size
+    return path, info

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import hashlib
 import json
 import logging
 import os
@@ -135,8 +134,6 @@ def machine_facts() -> dict[str, Any]:
 
 def bench_video(duration_s: float) -> tuple[Path, dict[str, Any]]:
     """The benchmark video, generated once per parameter set (and synth.py version) and cached."""
-    from vidsearch.media import synth
-
     params = {
         "duration_s": float(duration_s),
         "width": WIDTH,
@@ -145,19 +142,7 @@ def bench_video(duration_s: float) -> tuple[Path, dict[str, Any]]:
         "audio": True,
         "gop_frames": GOP_FRAMES,
     }
-    recipe = json.dumps(params, sort_keys=True) + Path(synth.__file__).read_text()
-    key = hashlib.sha256(recipe.encode()).hexdigest()[:12]
-    folder = cache_dir() / "bench"
-    path = folder / f"shapes-{duration_s:g}s-{WIDTH}x{HEIGHT}-{key}.mp4"
-    info: dict[str, Any] = {"params": params, "path": str(path), "cached": path.exists()}
-    if not path.exists():
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp.mp4")
-        _, seconds = timed(lambda: synth.make_video(tmp, **params))
-        tmp.replace(path)
-        info["generate_s"] = r(seconds)
-    info["size_bytes"] = path.stat().st_size
-    return path, info
+    return benchlib.cached_video(params)
 
 
 def decode_only(path: Path, runs: int = DECODE_RUNS) -> dict[str, Any]:

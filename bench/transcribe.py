@@ -83,6 +83,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "include")]
 
+import benchlib  # noqa: E402  (bench/ is on sys.path)
 from benchlib import fmt, load_note, machine_facts, quiet, r, version  # noqa: E402
 from devstack import cache_dir  # noqa: E402
 
@@ -124,8 +125,6 @@ log = logging.getLogger("bench.transcribe")
 
 def make_input(minutes: float) -> tuple[Path, dict[str, Any]]:
     """The test video, generated once per parameters and synth.py source (cached)."""
-    from vidsearch.media import synth
-
     params = {
         "duration_s": round(minutes * 60.0, 3),
         "width": WIDTH,
@@ -134,20 +133,7 @@ def make_input(minutes: float) -> tuple[Path, dict[str, Any]]:
         "audio": True,
         "gop_frames": GOP_FRAMES,
     }
-    recipe = json.dumps(params, sort_keys=True) + Path(synth.__file__).read_text()
-    key = hashlib.sha256(recipe.encode()).hexdigest()[:12]
-    folder = cache_dir() / "bench"
-    path = folder / f"shapes-{params['duration_s']:g}s-{WIDTH}x{HEIGHT}-{key}.mp4"
-    info: dict[str, Any] = {"params": params, "path": str(path), "cached": path.exists()}
-    if not path.exists():
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp.mp4")
-        started = time.perf_counter()
-        synth.make_video(tmp, timeout_s=600 + 60 * params["duration_s"], **params)
-        tmp.replace(path)
-        info["generate_s"] = r(time.perf_counter() - started)
-    info["size_bytes"] = path.stat().st_size
-    return path, info
+    return benchlib.cached_video(params, timeout_s=600 + 60 * params["duration_s"])
 
 
 # ------------------------------------------------------------------------------------ base-random
@@ -216,15 +202,8 @@ def ensure_base_random(models_dir: Path) -> Path:
 
 def _build_base_random(folder: Path) -> None:
     import torch
-    from tokenizers import AddedToken
-    from transformers import (
-        GenerationConfig,
-        WhisperConfig,
-        WhisperFeatureExtractor,
-        WhisperForConditionalGeneration,
-        WhisperProcessor,
-        WhisperTokenizer,
-    )
+    from transformers import WhisperConfig
+    from vidsearch.models.modelstore import save_whisper
 
     vocab, merges, special = _base_vocab()
     eot, sot = special["<|endoftext|>"], special["<|startoftranscript|>"]
@@ -238,33 +217,18 @@ def _build_base_random(folder: Path) -> None:
         begin_suppress_tokens=None,
     )
     torch.manual_seed(_BASE_SEED)
-    model = WhisperForConditionalGeneration(config).eval()
     # As openai/whisper-base's generation_config.json, less its suppress_tokens list (punctuation ids of
     # the real vocabulary, meaningless here) and alignment heads (word timestamps are not used).
-    model.generation_config = GenerationConfig(
-        decoder_start_token_id=sot,
-        bos_token_id=eot,
-        eos_token_id=eot,
-        pad_token_id=eot,
-        max_length=BASE_ARCH["max_target_positions"],
-        begin_suppress_tokens=[vocab[_space()], eot],
-        suppress_tokens=[],
-        is_multilingual=True,
-        lang_to_id={t: i for t, i in special.items() if t[2:-2] not in _NON_LANGUAGE},
-        task_to_id={"translate": special["<|translate|>"], "transcribe": special["<|transcribe|>"]},
-        no_timestamps_token_id=special["<|notimestamps|>"],
-        prev_sot_token_id=special["<|startofprev|>"],
-        max_initial_timestamp_index=50,
-        return_timestamps=False,
+    lang_to_id = {t: i for t, i in special.items() if t[2:-2] not in _NON_LANGUAGE}
+    save_whisper(
+        folder,
+        config,
+        vocab,
+        merges,
+        special,
+        lang_to_id,
+        {"feature_size": 80, "sampling_rate": 16_000, "chunk_length": 30},
     )
-    model.save_pretrained(folder)
-    tokenizer = WhisperTokenizer(vocab=vocab, merges=merges, model_max_length=BASE_ARCH["max_target_positions"])
-    tokenizer.add_tokens([AddedToken(t, special=True, normalized=False) for t in special], special_tokens=True)
-    tokenizer.add_tokens([AddedToken(f"<|{i * 0.02:.2f}|>", special=False, normalized=False) for i in range(1501)])
-    WhisperProcessor(
-        feature_extractor=WhisperFeatureExtractor(feature_size=80, sampling_rate=16_000, chunk_length=30),
-        tokenizer=tokenizer,
-    ).save_pretrained(folder)
 
 
 _NON_LANGUAGE = {
@@ -277,12 +241,6 @@ _NON_LANGUAGE = {
     "nospeech",
     "notimestamps",
 }
-
-
-def _space() -> str:
-    from vidsearch.models.modelstore import _bytes_to_unicode
-
-    return _bytes_to_unicode()[ord(" ")]
 
 
 # ------------------------------------------------------------------------------------------ timing

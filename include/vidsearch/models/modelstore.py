@@ -644,37 +644,53 @@ def _tiny_whisper_vocab() -> tuple[dict[str, int], list[tuple[str, str]], dict[s
 
 
 def _build_tiny_asr(folder: Path) -> None:
+    from transformers import WhisperConfig
+    from transformers.models.whisper.tokenization_whisper import LANGUAGES
+
+    spec = tiny_asr_spec()
+    vocab, merges, special = _tiny_whisper_vocab()
+    # Suppression lives in the generation config only (transformers warns when the model config has it too).
+    config = WhisperConfig(**spec["model"], suppress_tokens=None, begin_suppress_tokens=None)
+    _seeded()
+    lang_to_id = {f"<|{code}|>": special[f"<|{code}|>"] for code in LANGUAGES}
+    save_whisper(folder, config, vocab, merges, special, lang_to_id, spec["feature_extractor"])
+
+
+def save_whisper(
+    folder: Path,
+    config: Any,
+    vocab: dict[str, int],
+    merges: list[tuple[str, str]],
+    special: dict[str, int],
+    lang_to_id: dict[str, int],
+    feature_extractor: dict[str, Any],
+) -> None:
+    """A randomly initialised Whisper of `config` with the byte-level tokenizer `vocab`/`merges`, its
+    control tokens `special` and 1,501 timestamp tokens, and the generation config `generate` needs to
+    detect languages, pick the task and predict timestamps (as real checkpoints' generation_config.json),
+    saved into `folder` so that `from_pretrained` loads model, tokenizer and processor."""
     from tokenizers import AddedToken
     from transformers import (
         GenerationConfig,
-        WhisperConfig,
         WhisperFeatureExtractor,
         WhisperForConditionalGeneration,
         WhisperProcessor,
         WhisperTokenizer,
     )
-    from transformers.models.whisper.tokenization_whisper import LANGUAGES
 
-    spec = tiny_asr_spec()
-    vocab, merges, special = _tiny_whisper_vocab()
-    space_id = vocab[_bytes_to_unicode()[ord(" ")]]
     eot = special["<|endoftext|>"]
-    # Suppression lives in the generation config only (transformers warns when the model config has it too).
-    config = WhisperConfig(**spec["model"], suppress_tokens=None, begin_suppress_tokens=None)
-    _seeded()
+    max_length = config.max_target_positions
     model = WhisperForConditionalGeneration(config).eval()
-    # What `generate` needs to detect languages, pick the task and predict timestamps, as in real
-    # checkpoints' generation_config.json.
     model.generation_config = GenerationConfig(
         decoder_start_token_id=special["<|startoftranscript|>"],
         bos_token_id=eot,
         eos_token_id=eot,
         pad_token_id=eot,
-        max_length=spec["model"]["max_target_positions"],
-        begin_suppress_tokens=[space_id, eot],
+        max_length=max_length,
+        begin_suppress_tokens=[vocab[_bytes_to_unicode()[ord(" ")]], eot],
         suppress_tokens=[],
         is_multilingual=True,
-        lang_to_id={f"<|{code}|>": special[f"<|{code}|>"] for code in LANGUAGES},
+        lang_to_id=lang_to_id,
         task_to_id={"translate": special["<|translate|>"], "transcribe": special["<|transcribe|>"]},
         no_timestamps_token_id=special["<|notimestamps|>"],
         prev_sot_token_id=special["<|startofprev|>"],
@@ -682,17 +698,13 @@ def _build_tiny_asr(folder: Path) -> None:
         return_timestamps=False,
     )
     model.save_pretrained(folder)
-
-    tokenizer = WhisperTokenizer(
-        vocab=vocab, merges=cast(Any, merges), model_max_length=spec["model"]["max_target_positions"]
-    )
+    tokenizer = WhisperTokenizer(vocab=vocab, merges=cast(Any, merges), model_max_length=max_length)
     # Control tokens are special (never split, skipped on decode); timestamp tokens are plain added
     # tokens, as in real checkpoints (decode filters their text out).
     tokenizer.add_tokens([AddedToken(t, special=True, normalized=False) for t in special], special_tokens=True)
     tokenizer.add_tokens(
         [AddedToken(f"<|{i * 0.02:.2f}|>", special=False, normalized=False) for i in range(_WHISPER_TIMESTAMPS)]
     )
-    processor = WhisperProcessor(
-        feature_extractor=WhisperFeatureExtractor(**spec["feature_extractor"]), tokenizer=tokenizer
-    )
-    processor.save_pretrained(folder)
+    WhisperProcessor(
+        feature_extractor=WhisperFeatureExtractor(**feature_extractor), tokenizer=tokenizer
+    ).save_pretrained(folder)
