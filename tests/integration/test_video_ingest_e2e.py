@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import http.server
 import os
+import re
 import socket
 import threading
 from functools import partial
@@ -139,6 +140,25 @@ def test_ingest_end_to_end_then_rerun_changes_nothing(dag, video, catalog, weavi
     track_vectors = {t for seg in segments for t in index.stored_tracks("e2e", manifest.video_id, seg)}
     assert track_vectors == {r["track_id"] for r in track_rows}
 
+    # The audio branch (issue 16): every segment's audio done, the same chunks in both stores, and
+    # keyword search over Weaviate finds a chunk the indexer wrote (the tiny random Whisper's words).
+    from vidsearch.stores.transcripts import TranscriptStore
+
+    transcripts = TranscriptStore(catalog.engine)
+    audio = transcripts.audio_status("e2e", manifest.video_id)
+    assert [a["status"] for a in audio] == ["done"] * n_segments
+    chunk_ids = set(transcripts.chunk_ids("e2e", manifest.video_id))
+    assert chunk_ids == set(index.transcript_ids("e2e", manifest.video_id))
+    assert run["summary"]["transcript_chunks"] == len(chunk_ids)
+    chunks = transcripts.video_transcript("e2e", manifest.video_id)
+    assert chunks, "the generated audio track (a tone: loud enough to be transcribed) gave no chunks"
+    words = [(c, w) for c in chunks for w in re.findall(r"[A-Za-z0-9]{2,}", c["text"])]
+    assert words, [c["text"] for c in chunks]
+    chunk, word = words[0]
+    assert chunk["chunk_id"] in {i for i, _ in index.transcript_keyword("e2e", word, 200)}
+    starts = [c["start_s"] for c in chunks]
+    assert starts == sorted(starts) and all(0 <= t <= manifest.duration_s for t in starts)
+
     # The same video again: same ids, same counts, same tracks, in both stores.
     before = _store_counts(catalog, weaviate_client, "e2e")
     again = dag.test(run_conf=_conf(str(video)))
@@ -146,6 +166,8 @@ def test_ingest_end_to_end_then_rerun_changes_nothing(dag, video, catalog, weavi
     assert catalog.counts("e2e", manifest.video_id) == counts
     assert catalog.object_ids("e2e", manifest.video_id) == pg_ids
     assert _store_counts(catalog, weaviate_client, "e2e") == before
+    assert set(transcripts.chunk_ids("e2e", manifest.video_id)) == chunk_ids
+    assert set(index.transcript_ids("e2e", manifest.video_id)) == chunk_ids
     assert {m["object_id"]: m["track_id"] for m in catalog.track_members("e2e", manifest.video_id)} == tracks
     assert [r["track_id"] for r in catalog.video_tracks("e2e", manifest.video_id)] == [
         r["track_id"] for r in track_rows
