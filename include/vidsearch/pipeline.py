@@ -553,34 +553,6 @@ def transcribe_argv(
     )
 
 
-def transcribe_locally(svc: Services, params: IngestParams, segment: Segment, manifest: VideoManifest) -> str:
-    """Run the transcribe command as a local process (or on the warm worker); its output URI."""
-    try:
-        launcher.run_transcribe_local(transcribe_argv(svc, params, segment, manifest))
-    except Exception as exc:
-        mark_audio_failed(svc, params, segment, exc)
-        raise
-    return transcript_output_uri(svc, segment)
-
-
-def transcribe_on_service(
-    svc: Services,
-    params: IngestParams,
-    segment: Segment,
-    argv: list[str],
-    url: str,
-    token: str | None,
-    timeout_s: float,
-) -> str:
-    """Run the transcribe command as a job of the warm-worker service at `url`; its output URI."""
-    try:
-        launcher.run_transcribe_on_service(argv, url, token, timeout_s)
-    except Exception as exc:
-        mark_audio_failed(svc, params, segment, exc)
-        raise
-    return transcript_output_uri(svc, segment)
-
-
 def index_transcript(
     svc: Services, run_id: str, params: IngestParams, segment: Segment, output_uri: str
 ) -> dict[str, Any]:
@@ -702,7 +674,8 @@ def finalize(svc: Services, run_id: str, params: IngestParams, video_id: str | N
             )
     if not states:
         problems.append("no segments")
-    audio_rows = transcript_store(svc).audio_status(params.collection, video_id)
+    transcripts = transcript_store(svc)
+    audio_rows = transcripts.audio_status(params.collection, video_id)
     for audio_state in UNRESOLVED_AUDIO_STATES:
         hit = [a for a in audio_rows if a["status"] == audio_state]
         if hit:
@@ -710,7 +683,7 @@ def finalize(svc: Services, run_id: str, params: IngestParams, video_id: str | N
                 f"audio of {len(hit)} segment(s) {audio_state}: "
                 + ", ".join(f"seg{a['segment_index']:04d} ({a['error'] or 'not finished'})" for a in hit)
             )
-    pg_chunks = set(transcript_store(svc).chunk_ids(params.collection, video_id))
+    pg_chunks = set(transcripts.chunk_ids(params.collection, video_id))
     wv_chunks = set(index.transcript_ids(params.collection, video_id))
     if pg_chunks != wv_chunks:
         problems.append(

@@ -148,13 +148,16 @@ class WorkerOperator(KubernetesPodOperator):
         self.ingest = ingest  # IngestParams JSON (reprocess_segments); None: the run's params
 
     # -- what a subclass provides ------------------------------------------------------------------
-    def run_local(self, svc: Any, params: Any, segment: Any) -> str:
+    def argv(self, svc: Any, params: Any, segment: Any, *, dtype: str = "float32", remote: bool = False) -> list[str]:
+        """The worker command; `remote` (service, pod): without this machine's model cache folder."""
         raise NotImplementedError
 
-    def remote_argv(self, svc: Any, params: Any, segment: Any, settings: GpuSettings) -> list[str]:
+    def run_argv_locally(self, argv: list[str]) -> object:
+        """Run the command as a local process or on the warm worker (a `launcher.run_*local` function)."""
         raise NotImplementedError
 
-    def run_service(self, svc: Any, params: Any, segment: Any, argv: list[str], settings: GpuSettings) -> str:
+    def run_argv_on_service(self, argv: list[str], url: str, token: str | None, timeout_s: float) -> object:
+        """Run the command as a job of the warm-worker service (a `launcher.run_*on_service` function)."""
         raise NotImplementedError
 
     def output_uri(self, svc: Any, segment: Any) -> str:
@@ -228,42 +231,43 @@ class WorkerOperator(KubernetesPodOperator):
             return self._run(context, segment)
 
     def _run(self, context: Any, segment: Any) -> str:
-        from vidsearch.errors import PermanentError
-
         from vidsearch_airflow.services import services
 
         params, svc = ingest_params(self.ingest), services()
         begin_segment_task(self.stage, segment, svc, params)
         settings = gpu_settings()
         self.log.info("%s (%s mode)", self.describe(segment), settings.mode)
-        if settings.mode == "local":
-            # The worker process reads and writes only under its VIDSEARCH_STORAGE_ROOT: this run's root
-            # (already that variable, unless it came from the Airflow Variable).
-            os.environ.setdefault(STORAGE_ROOT_ENV, svc.storage_root)
-            return self.run_local(svc, params, segment)
-        argv = self.remote_argv(svc, params, segment, settings)
-        if settings.mode == "service":
-            return self.run_service(svc, params, segment, argv, settings)
+        try:
+            if settings.mode == "local":
+                # The worker process reads and writes only under its VIDSEARCH_STORAGE_ROOT: this run's
+                # root (already that variable, unless it came from the Airflow Variable).
+                os.environ.setdefault(STORAGE_ROOT_ENV, svc.storage_root)
+                self.run_argv_locally(self.argv(svc, params, segment))
+            elif settings.mode == "service":
+                argv = self.argv(svc, params, segment, dtype=settings.dtype, remote=True)
+                token = os.environ.get(settings.service_token_env)
+                self.run_argv_on_service(argv, settings.service_url or "", token, settings.service_timeout_seconds)
+            else:
+                self._run_pod(context, segment, svc, settings, params)
+        except Exception as exc:
+            self.record_failure(svc, params, segment, exc)
+            raise
+        return self.output_uri(svc, segment)
+
+    def _run_pod(self, context: Any, segment: Any, svc: Any, settings: GpuSettings, params: Any) -> None:
+        from vidsearch.errors import PermanentError
+
+        argv = self.argv(svc, params, segment, dtype=settings.dtype, remote=True)
         # The pod runs in the cluster: object-storage URIs must be reachable from there (s3://).
         self.configure_pod(argv, settings, segment.video_id, segment.name, storage_root=svc.storage_root)
         try:
             super().execute(context)
-            self.do_xcom_push = True  # push this method's return value, as in local mode
         except Exception as exc:
             code = _worker_exit_code(getattr(self, "remote_pod", None) or getattr(self, "pod", None))
-            error: BaseException = exc
             if code == EXIT_PERMANENT:
-                error = PermanentError(f"{segment.label}: worker pod failed permanently: {exc}")
-            self.record_failure(svc, params, segment, error)
-            if error is not exc:
-                raise error from exc
+                raise PermanentError(f"{segment.label}: worker pod failed permanently: {exc}") from exc
             raise
-        return self.output_uri(svc, segment)
-
-
-def _service(settings: GpuSettings) -> tuple[str, str | None, float]:
-    """(URL, bearer token, timeout) of the warm-worker service."""
-    return settings.service_url or "", os.environ.get(settings.service_token_env), settings.service_timeout_seconds
+        self.do_xcom_push = True  # push this method's return value, as in local mode
 
 
 class DetectEmbedOperator(WorkerOperator):
@@ -284,20 +288,21 @@ class DetectEmbedOperator(WorkerOperator):
     def describe(self, segment: Any) -> str:
         return f"{segment.label}: detect+embed {len(self._bundle().frames)} frames"
 
-    def run_local(self, svc: Any, params: Any, segment: Any) -> str:
+    def argv(self, svc: Any, params: Any, segment: Any, *, dtype: str = "float32", remote: bool = False) -> list[str]:
         from vidsearch import pipeline
 
-        return pipeline.detect_and_embed_locally(svc, params, segment, self._bundle())
+        cache = {"model_cache": None} if remote else {}
+        return pipeline.worker_argv(svc, params, self._bundle(), dtype=dtype, **cache)
 
-    def remote_argv(self, svc: Any, params: Any, segment: Any, settings: GpuSettings) -> list[str]:
-        from vidsearch import pipeline
+    def run_argv_locally(self, argv: list[str]) -> object:
+        from vidsearch.models import launcher
 
-        return pipeline.worker_argv(svc, params, self._bundle(), dtype=settings.dtype, model_cache=None)
+        return launcher.run_local(argv)
 
-    def run_service(self, svc: Any, params: Any, segment: Any, argv: list[str], settings: GpuSettings) -> str:
-        from vidsearch import pipeline
+    def run_argv_on_service(self, argv: list[str], url: str, token: str | None, timeout_s: float) -> object:
+        from vidsearch.models import launcher
 
-        return pipeline.detect_and_embed_on_service(svc, params, segment, self._bundle(), argv, *_service(settings))
+        return launcher.run_on_service(argv, url, token, timeout_s)
 
     def output_uri(self, svc: Any, segment: Any) -> str:
         from vidsearch import pipeline
@@ -322,28 +327,25 @@ class TranscribeOperator(WorkerOperator):
         self.clip = clip  # extract_audio's AudioClip (the task order; the argv names its record's URI)
         self.probed = probed
 
-    def _manifest(self) -> Any:
-        from vidsearch import pipeline
-
-        return pipeline.ProbeOutput.model_validate(self.probed).manifest
-
     def describe(self, segment: Any) -> str:
         return f"{segment.label}: transcribe {self.clip.get('start_s', 0):.3f}-{self.clip.get('end_s', 0):.3f} s"
 
-    def run_local(self, svc: Any, params: Any, segment: Any) -> str:
+    def argv(self, svc: Any, params: Any, segment: Any, *, dtype: str = "float32", remote: bool = False) -> list[str]:
         from vidsearch import pipeline
 
-        return pipeline.transcribe_locally(svc, params, segment, self._manifest())
+        manifest = pipeline.ProbeOutput.model_validate(self.probed).manifest
+        cache = {"model_cache": None} if remote else {}
+        return pipeline.transcribe_argv(svc, params, segment, manifest, dtype=dtype, **cache)
 
-    def remote_argv(self, svc: Any, params: Any, segment: Any, settings: GpuSettings) -> list[str]:
-        from vidsearch import pipeline
+    def run_argv_locally(self, argv: list[str]) -> object:
+        from vidsearch.models import launcher
 
-        return pipeline.transcribe_argv(svc, params, segment, self._manifest(), dtype=settings.dtype, model_cache=None)
+        return launcher.run_transcribe_local(argv)
 
-    def run_service(self, svc: Any, params: Any, segment: Any, argv: list[str], settings: GpuSettings) -> str:
-        from vidsearch import pipeline
+    def run_argv_on_service(self, argv: list[str], url: str, token: str | None, timeout_s: float) -> object:
+        from vidsearch.models import launcher
 
-        return pipeline.transcribe_on_service(svc, params, segment, argv, *_service(settings))
+        return launcher.run_transcribe_on_service(argv, url, token, timeout_s)
 
     def output_uri(self, svc: Any, segment: Any) -> str:
         from vidsearch import pipeline

@@ -78,9 +78,10 @@ def segment_group(group_id: str = "segment") -> Any:
         with timed("extract_audio"):
             params, svc = ingest_params(ingest), services()
             begin_segment_task("extract_audio", seg, svc, params)
-            clip = pipeline.extract_audio(svc, params, seg, pipeline.ProbeOutput.model_validate(probed))
+            probe_output = pipeline.ProbeOutput.model_validate(probed)
+            clip = pipeline.extract_audio(svc, params, seg, probe_output)
             if clip is None:
-                reason = pipeline.audio_skip_reason(pipeline.ProbeOutput.model_validate(probed).manifest, params)
+                reason = pipeline.audio_skip_reason(probe_output.manifest, params)
                 raise AirflowSkipException(f"{seg.label}: audio branch skipped: {reason}")
             return clip.model_dump(mode="json")
 
