@@ -6,7 +6,8 @@ from __future__ import annotations
 import io
 import json
 import os
-import tracemalloc
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -84,27 +85,43 @@ def test_reader_reads_a_subset_and_single_frames(bundles: dict[int, FrameBundle]
             next(reader.batches(0))
 
 
-def _peak_while_iterating(uri: str, batch_size: int) -> int:
-    """Peak traced bytes (numpy tracks its arrays) while a reader that keeps nothing iterates."""
+PEAK_WHILE_ITERATING = r"""
+import sys, tracemalloc
+from vidsearch.media import bundle as frame_bundle
+
+uri, batch_size = sys.argv[1], int(sys.argv[2])
+peaks = []
+for _ in range(3):
     tracemalloc.start()
-    try:
-        tracemalloc.reset_peak()
-        base = tracemalloc.get_traced_memory()[0]
-        count = 0
-        for batch in frame_bundle.iter_bundle(uri, batch_size):
-            count += len(batch)
-            del batch
-        return tracemalloc.get_traced_memory()[1] - base
-    finally:
-        tracemalloc.stop()
+    tracemalloc.reset_peak()
+    base = tracemalloc.get_traced_memory()[0]
+    for batch in frame_bundle.iter_bundle(uri, batch_size):
+        del batch
+    peaks.append(tracemalloc.get_traced_memory()[1] - base)
+    tracemalloc.stop()
+print(min(peaks))
+"""
+
+
+def _peak_while_iterating(uri: str, batch_size: int) -> int:
+    """Peak traced bytes (numpy tracks its arrays) while a reader that keeps nothing iterates, the least
+    of three passes. Measured in a fresh interpreter: tracemalloc counts every thread's allocations, and
+    threads left by earlier tests of the session (client pools, log handlers) would add to the peak."""
+    proc = subprocess.run(
+        [sys.executable, "-c", PEAK_WHILE_ITERATING, uri, str(batch_size)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=os.environ.copy(),
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return int(proc.stdout.strip().splitlines()[-1])
 
 
 def test_memory_stays_flat_as_the_bundle_grows(bundles: dict[int, FrameBundle]) -> None:
     frame_bytes = HEIGHT * WIDTH * 3
-    # tracemalloc counts every thread's allocations: threads left by earlier tests of the session (client
-    # pools, log handlers) can add to one pass, so each size takes the least of three passes.
-    small = min(_peak_while_iterating(bundles[60].uri, 4) for _ in range(3))
-    large = min(_peak_while_iterating(bundles[300].uri, 4) for _ in range(3))
+    small = _peak_while_iterating(bundles[60].uri, 4)
+    large = _peak_while_iterating(bundles[300].uri, 4)
     # About two batches of decoded frames (this one and the next), whatever the bundle's length: the
     # 300 frames at once would be 300 frames' worth.
     assert large < 4 * 4 * frame_bytes + 2_000_000, large

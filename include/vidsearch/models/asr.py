@@ -18,8 +18,9 @@ How a clip is transcribed (`Transcriber.transcribe`):
    probability averaged over the windows (weighted by how likely each holds speech); it is recorded
    with that probability, and every window is decoded in it. An English-only model (`*.en`) records
    "en" without a probability.
-3. Decoding: `generate(..., return_timestamps=True, return_segments=True, task="transcribe")`; each
-   segment (start and end timestamp tokens) is a phrase. Its `avg_logprob` is the mean log-probability
+3. Decoding: `generate(..., return_timestamps=True, return_segments=True, task="transcribe")` from the
+   encoder states of step 2 (the encoder runs once per window); each segment (start and end timestamp
+   tokens) is a phrase. Its `avg_logprob` is the mean log-probability
    the model gives its tokens (a teacher-forced pass over what was generated; the raw model
    distribution, before Whisper's timestamp rules), its `no_speech_prob` that of its window. As Whisper
    does, a window whose no-speech probability is above `no_speech_threshold` (0.6) while its mean
@@ -281,8 +282,13 @@ class Transcriber:
         kwargs: dict[str, Any] = {"return_timestamps": True, "return_segments": True}
         if self.multilingual:
             kwargs.update(language=code, task="transcribe")
+        # The encoder ran once, for language and no-speech: generate decodes from its states.
+        from transformers.modeling_outputs import BaseModelOutput
+
         with torch.inference_mode():
-            output = self.model.generate(input_features=features, attention_mask=mask, **kwargs)
+            output = self.model.generate(
+                encoder_outputs=BaseModelOutput(last_hidden_state=states), attention_mask=mask, **kwargs
+            )
         segments_per_window = output["segments"]
         token_lists = [[seg["tokens"].tolist() for seg in segs] for segs in segments_per_window]
         logprobs = self._token_logprobs(states, [sum(t, []) for t in token_lists], code)
