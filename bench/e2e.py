@@ -64,7 +64,8 @@ CHUNK_S = 600.0  # synth.make_video gives ffmpeg 10 minutes: longer videos are m
 PIXELTABLE_VERSION = "0.7.21"
 PINNED_WITH_PIXELTABLE = ("torch", "torchvision", "transformers")
 SEGMENT_TASKS = ("segment.extract_frames", "segment.detect_embed", "segment.index")
-TASK_ORDER = ("probe", "split", *SEGMENT_TASKS, "finalize")
+AUDIO_TASKS = ("segment.extract_audio", "segment.transcribe", "segment.index_transcript")
+TASK_ORDER = ("probe", "split", *SEGMENT_TASKS, *AUDIO_TASKS, "finalize")
 SYSTEMS = ("ours", "refdesign", "pixeltable")
 TWO_HOURS_S = 7200.0
 WARMUP_MINUTES = 0.25  # a 15 s clip, two segments
@@ -211,7 +212,7 @@ def bench_video(minutes: float, folder: Path) -> tuple[Path, dict[str, Any]]:
 def tiny_models(model_cache: Path) -> dict[str, str]:
     from vidsearch.models import modelstore
 
-    return {kind: str(modelstore.ensure_tiny_model(kind, model_cache)) for kind in ("detector", "embedder")}
+    return {kind: str(modelstore.ensure_tiny_model(kind, model_cache)) for kind in ("detector", "embedder", "asr")}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -486,7 +487,7 @@ def run_ours(
     index_ends = [row["end_at"] for row in rows if row["task_id"] == "segment.index" and row["state"] == "success"
                   and row["end_at"]]  # fmt: skip
     out["first_object_s"] = r(min(index_ends) - start) if index_ends and start else None
-    seg_rows = [row for row in rows if row["task_id"] in SEGMENT_TASKS]
+    seg_rows = [row for row in rows if row["task_id"] in SEGMENT_TASKS + AUDIO_TASKS and row["state"] == "success"]
     fixed = [row["fixed_cost_s"] for row in seg_rows if isinstance(row.get("fixed_cost_s"), (int, float))]
     out["fixed_cost_per_segment_task_s"] = _mean(fixed)
     out["fixed_cost_measured_tasks"] = len(fixed)
@@ -698,6 +699,17 @@ def ensure_pixeltable_venv(bench_dir: Path, log_dir: Path) -> Path:
 # --------------------------------------------------------------------------------------------------
 
 
+def audio_note(config: dict[str, Any]) -> str:
+    """What our run did with the sound track (reports written before the audio branch say nothing)."""
+    transcribe = config.get("transcribe")
+    if transcribe is None:
+        return "(Written before the audio branch existed: ours did not transcribe.)"
+    if transcribe:
+        return ("Ours also runs the audio branch: every segment's AAC track is cut and transcribed by the tiny "
+                "random Whisper (the peers and the reference design do not transcribe).")  # fmt: skip
+    return "Ours ran with `transcribe: false`: the audio branch's tasks skip, as the peers do not transcribe."
+
+
 def planned(duration_s: float, segment_seconds: float | None, sample_fps: float) -> dict[str, Any]:
     """Segments and task instances our DAG would make for a video of `duration_s`, from the planner
     the split task itself uses (`segment_seconds: auto`), or from --segment-seconds when given.
@@ -719,8 +731,9 @@ def planned(duration_s: float, segment_seconds: float | None, sample_fps: float)
     segments = max(1, math.ceil(duration_s / seg_s - 1e-9))
     out.update({
         "segment_seconds": r(seg_s, 3), "segments": segments,
-        # probe, split, finalize + extract_frames, detect_embed, index per segment
-        "task_instances": 3 + 3 * segments,
+        # probe, split, finalize + per segment extract_frames, detect_embed, index and the audio branch's
+        # extract_audio, transcribe, index_transcript (skipped, still instances, with transcribe off)
+        "task_instances": 3 + 6 * segments,
     })  # fmt: skip
     return out
 
@@ -840,8 +853,9 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
         f"moving boxes. Models: the tiny random DETR and CLIP folders of `vidsearch.models.modelstore`, the same two "
         f"folders for all three systems; sampling {report['config']['sample_fps']:g} frame/s; score threshold "
         f"{report['config']['score_threshold']:g}. Ours: `segment_seconds` "
-        f"{report['config']['segment_seconds'] if report['config']['segment_seconds'] is not None else 'the DAG default (auto)'}; "
-        f"reference design: 10 s segments, {report['config']['workers']} worker processes.",
+        f"{report['config']['segment_seconds'] if report['config']['segment_seconds'] is not None else 'the DAG default (auto)'}. "
+        f"{audio_note(report['config'])} "
+        f"Reference design: 10 s segments, {report['config']['workers']} worker processes.",
         "",
         "Every time has the load average (1-minute value, mean / max over that time, sampled every second) next "
         "to it; CPU-s are the whole machine's busy seconds (/proc/stat) over the same window.",
@@ -1113,6 +1127,11 @@ def main() -> int:
     parser.add_argument("--skip-peers", action="store_true", help="run ours only")
     parser.add_argument("--keep-stack", action="store_true", help="leave the stack running at the end")
     parser.add_argument("--segment-seconds", type=float, help="pass segment_seconds to our DAG (default: not passed)")
+    parser.add_argument(
+        "--no-transcribe",
+        action="store_true",
+        help="pass transcribe: false to our DAG (its audio branch skips; the peers never transcribe)",
+    )
     parser.add_argument("--sample-fps", type=float, default=1.0, help="frames/s for all three systems (default 1)")
     parser.add_argument("--score-threshold", type=float, default=0.0, help="for all three systems (default 0)")
     parser.add_argument(
@@ -1159,6 +1178,7 @@ def main() -> int:
             "sample_fps": args.sample_fps,
             "score_threshold": args.score_threshold,
             "segment_seconds": args.segment_seconds,
+            "transcribe": not args.no_transcribe,
             "workers": args.workers,
             "warmup": False,
             "log_dir": str(log_dir),
@@ -1225,7 +1245,8 @@ def main() -> int:
         collection = f"e2e_{stamp}"
         base_conf: dict[str, Any] = {"collection": collection, "detector_model": models["detector"],
                                      "embedder_model": models["embedder"], "score_threshold": args.score_threshold,
-                                     "sample_fps": args.sample_fps}  # fmt: skip
+                                     "sample_fps": args.sample_fps, "asr_model": models["asr"],
+                                     "transcribe": not args.no_transcribe}  # fmt: skip
         if args.segment_seconds is not None:
             base_conf["segment_seconds"] = args.segment_seconds
         report["config"]["collection"] = collection

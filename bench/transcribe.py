@@ -824,9 +824,9 @@ def render(report: dict[str, Any], out: Path) -> None:
         "* A clip is its segment plus the overlap on both sides (within the video), so an inner 30 s segment is "
         "heard as ~32 s: two Whisper windows, each padded to 30 s for the encoder and decoded in one batch, so "
         "30 s segments pay about two encoder passes where 28 s ones would pay one (the windows column).",
-        "* The Transcriber runs the encoder itself (language and no-speech probabilities) and `generate` runs it "
-        "again on the same features, and a teacher-forced decoder pass scores the generated tokens: all inside "
-        "the transcribe time, as in the worker.",
+        "* The Transcriber runs the encoder once per window (its states give the language and no-speech "
+        "probabilities, and `generate` decodes from them), and a teacher-forced decoder pass scores the generated "
+        "tokens: all inside the transcribe time, as in the worker.",
         "* The audio is a sine tone, not speech (the pipeline transcribes it: it is loud enough to be speech-likely).",
         "* Single runs on whatever machine ran them; the load average above says how busy it was.",
         "",

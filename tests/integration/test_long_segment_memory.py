@@ -7,9 +7,10 @@ worker decodes the bundle batch by batch. So each step's peak stays under 1.5 GB
 needs no more memory than a 30-second one of the same video (within a small bound for allocator noise
 and per-frame records).
 
-Cost on 2 cores (about two minutes in all): the source is 10 minutes of 1080p at 5 fps, so the 3000
+Cost on 2 cores (about three minutes in all): the source is 10 minutes of 1080p at 5 fps, so the 3000
 sampled frames are all of its frames and encoding it is quick (x264 ultrafast, ~20 s); sampling and
-JPEG-encoding them takes ~25 s, the worker (tiny models; decoding 3000 1080p JPEGs dominates) ~45 s.
+JPEG-encoding them takes ~25 s, the worker (tiny models; decoding 3000 1080p JPEGs dominates) ~50 s,
+twice (its peak is noisy, see the test).
 A high score threshold keeps the embedding pass short: memory is what is measured, not the models.
 No Postgres or Weaviate is involved.
 """
@@ -28,6 +29,7 @@ from vidsearch.media import probe, split, synth
 LIMIT_BYTES = 1.5e9  # per step
 GROWTH_BYTES = 150e6  # long segment minus short segment, per process
 SAMPLE_FPS = 5.0
+WORKER_RUNS = {"short": 3, "long": 2}  # the short one takes seconds, the long one ~50 s
 
 EXTRACT = r"""
 import json, sys
@@ -96,32 +98,38 @@ def test_long_segment_memory_is_bounded_and_flat(
             f"file://{tmp_path / name}",
             str(SAMPLE_FPS),
         )
-        detect_embed = _measure(
-            WORKER,
-            "--frames-uri", extract["uri"],
-            "--output-uri", f"file://{tmp_path / name / 'objects'}",
-            "--score-threshold", "0.9",
-            "--batch-size", "16",
-            "--device", "cpu",
-            "--tiny-models",
-            "--model-cache", str(model_cache_dir),
-        )  # fmt: skip
-        assert detect_embed["code"] == 0
-        runs[name] = (extract, detect_embed)
+        # The worker's peak varies by up to ~100 MB between identical runs (where glibc's heap lands
+        # around the detector's large transient buffers), more than what the long segment adds: each
+        # is run more than once and compared by its least peak. Every run must stay under the limit.
+        peaks = []
+        for _ in range(WORKER_RUNS[name]):
+            detect_embed = _measure(
+                WORKER,
+                "--frames-uri", extract["uri"],
+                "--output-uri", f"file://{tmp_path / name / 'objects'}",
+                "--score-threshold", "0.9",
+                "--batch-size", "16",
+                "--device", "cpu",
+                "--tiny-models",
+                "--model-cache", str(model_cache_dir),
+            )  # fmt: skip
+            assert detect_embed["code"] == 0
+            peaks.append(detect_embed["self"])
+        runs[name] = (extract, peaks)
         print(
             f"{name}: {extract['frames']} frames; extract_frames peak {_mb(extract['self'])} "
-            f"(+ ffmpeg {_mb(extract['children'])}); detect+embed peak {_mb(detect_embed['self'])}"
+            f"(+ ffmpeg {_mb(extract['children'])}); detect+embed peaks {', '.join(map(_mb, peaks))}"
         )
 
     (short_x, short_w), (long_x, long_w) = runs["short"], runs["long"]
     assert (short_x["frames"], long_x["frames"]) == (150, 3000)
     # Under the limit, counting ffmpeg's peak as if it coincided with Python's.
     assert long_x["self"] + long_x["children"] < LIMIT_BYTES
-    assert long_w["self"] < LIMIT_BYTES
+    assert max(long_w) < LIMIT_BYTES
     # Flat: 20 times the frames, (almost) no more memory.
     assert long_x["self"] - short_x["self"] < GROWTH_BYTES
     assert long_x["children"] - short_x["children"] < GROWTH_BYTES
-    assert long_w["self"] - short_w["self"] < GROWTH_BYTES
+    assert min(long_w) - min(short_w) < GROWTH_BYTES
 
 
 @pytest.fixture(scope="module")
