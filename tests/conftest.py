@@ -235,3 +235,24 @@ def s3_server():
     server.start()
     yield f"http://127.0.0.1:{port}"
     server.stop()
+
+
+@pytest.fixture()
+def s3_bucket(s3_server, monkeypatch):
+    """`make(name) -> "s3://name"`: creates a bucket on the local S3 server, with this test's AWS
+    environment pointing at that server (test credentials)."""
+    import boto3
+
+    for key, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": s3_server,
+    }.items():
+        monkeypatch.setenv(key, value)
+
+    def make(name: str) -> str:
+        boto3.client("s3", endpoint_url=s3_server).create_bucket(Bucket=name)
+        return f"s3://{name}"
+
+    return make

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, cast
+from urllib.parse import urlparse
 
 import numpy as np
 from pydantic import Field
@@ -500,16 +501,18 @@ def extract_audio(svc: Services, params: IngestParams, segment: Segment, probed:
     try:
         clip_uri = audio_clip_uri(svc, segment)
         wav_uri = clip_uri.removesuffix(".json") + ".wav"
-        with storage.local_file(probed.source_uri) as local, tempfile.TemporaryDirectory() as tmp:
+        # From S3, ffmpeg reads the seconds it needs through a presigned URL, not a copy of the whole source.
+        with storage.media_input(probed.source_uri) as source, tempfile.TemporaryDirectory() as tmp:
             wav = Path(tmp) / f"{segment.name}.wav"
             clip = audio.extract_audio_clip(
-                local,
+                source,
                 segment.video_id,
                 segment,
                 audio_end_s(manifest, params),
                 params.audio_overlap_s,
                 wav,
                 uri=wav_uri,
+                name=Path(urlparse(probed.source_uri).path).name,
             )
             storage.upload(wav, wav_uri)
         storage.write_bytes(clip_uri, clip.model_dump_json().encode())

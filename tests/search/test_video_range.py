@@ -294,23 +294,15 @@ def test_a_real_server_streams_ranges_too(live_api, source):
 
 
 @pytest.fixture()
-def s3_video(s3_server, catalog, ingested, tmp_path, monkeypatch):
+def s3_video(s3_bucket, catalog, ingested, tmp_path):
     """A 2 s VP9 WebM in a bucket of the local S3 server, the staged source of a video of its own
     collection (removed afterwards)."""
-    import boto3
     import sqlalchemy as sa
     from vidsearch.media.probe import probe_video
     from vidsearch.stores.catalog import collections, videos
 
-    for key, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_ENDPOINT_URL": s3_server,
-    }.items():
-        monkeypatch.setenv(key, value)
     bucket = f"vidsearch-video-{uuid.uuid4().hex[:8]}"
-    boto3.client("s3", endpoint_url=s3_server).create_bucket(Bucket=bucket)
+    s3_bucket(bucket)
     local = tmp_path / "clip.webm"
     subprocess.run(
         [

@@ -137,3 +137,78 @@ def test_the_media_package_exports_it():
 
     assert media.extract_audio_clip is audio.extract_audio_clip
     assert media.NoAudioStreamError is audio.NoAudioStreamError
+
+
+# ------------------------------------------------------------------------------------------ from S3
+
+
+@pytest.fixture()
+def bucket(s3_bucket) -> str:
+    return s3_bucket("audio-test")
+
+
+def _pcm(path: Path) -> bytes:
+    with wave.open(str(path), "rb") as wav:
+        return wav.readframes(wav.getnframes())
+
+
+def test_an_s3_source_is_read_through_a_presigned_url_not_copied(videos, tmp_path, bucket, monkeypatch):
+    from vidsearch.stores import storage
+
+    uri = f"{bucket}/videos/v/source.mp4"
+    storage.upload(videos["tone"], uri)
+
+    def no_copies(*args, **kwargs):
+        raise AssertionError("the whole source was downloaded")
+
+    monkeypatch.setattr(storage, "local_file", no_copies)
+    segment = _segment(1, 2.0, 4.0)
+    with storage.media_input(uri) as source:
+        assert isinstance(source, str) and source.startswith("http://") and "X-Amz-Signature=" in source  # SigV4
+        clip = audio.extract_audio_clip(source, "v", segment, DURATION, 0.5, tmp_path / "s3.wav", name="source.mp4")
+    local = audio.extract_audio_clip(videos["tone"], "v", segment, DURATION, 0.5, tmp_path / "local.wav")
+    assert (clip.start_s, clip.end_s, clip.rms_dbfs) == (local.start_s, local.end_s, local.rms_dbfs)
+    assert _pcm(tmp_path / "s3.wav") == _pcm(tmp_path / "local.wav")  # the very samples
+
+    # Without audio, and with corrupt audio: the same permanent errors as from a local file, named.
+    storage.upload(videos["mute"], f"{bucket}/mute.mp4")
+    with storage.media_input(f"{bucket}/mute.mp4") as source, pytest.raises(audio.NoAudioStreamError, match="mute"):
+        audio.extract_audio_clip(source, "v", segment, DURATION, 0.5, tmp_path / "m.wav", name="mute.mp4")
+    storage.upload(videos["corrupt"], f"{bucket}/corrupt.mp4")
+    with storage.media_input(f"{bucket}/corrupt.mp4") as source, pytest.raises(InputError, match="corrupt audio in"):
+        audio.extract_audio_clip(source, "v", segment, DURATION, 0.5, tmp_path / "c.wav", name="corrupt.mp4")
+    with pytest.raises(FileNotFoundError), storage.media_input(f"{bucket}/missing.mp4"):
+        pass
+
+
+def test_an_url_the_server_cannot_serve_or_nobody_serves_is_transient_and_not_shown(videos, tmp_path, bucket):
+    from devstack import free_port
+    from vidsearch.errors import TransientError
+    from vidsearch.stores import storage
+
+    uri = f"{bucket}/source.mp4"
+    storage.upload(videos["tone"], uri)
+    with storage.media_input(uri) as url:
+        pass
+    # The object gone since the URL was signed (the server answers 404), and nobody listening.
+    gone = url.replace("/source.mp4?", "/gone.mp4?")
+    unserved = f"http://127.0.0.1:{free_port()}/audio-test/source.mp4?Signature=secret"
+    for bad in (gone, unserved):
+        with pytest.raises(TransientError) as caught:
+            audio.extract_audio_clip(bad, "v", _segment(0, 0.0, 2.0), DURATION, 0.5, tmp_path / "t.wav", name="src.mp4")
+        assert "'src.mp4'" in str(caught.value) and "Signature" not in str(caught.value)
+        assert not (tmp_path / "t.wav").exists()
+
+
+def test_url_inputs_allow_http_only_and_local_sources_stay_files(tmp_path):
+    from vidsearch.stores import storage
+
+    args = ff.url_input_args("https://example.invalid/v.mp4")
+    assert args[args.index("-protocol_whitelist") + 1] == "http,https,tcp,tls"
+    assert args[-2:] == ["-i", "https://example.invalid/v.mp4"]
+    with pytest.raises(ValueError):
+        ff.url_input_args("file:/etc/passwd")
+    assert ff.source_input_args(tmp_path / "a.mp4") == ff.input_args(tmp_path / "a.mp4")
+    (tmp_path / "a.mp4").write_bytes(b"x")
+    with storage.media_input(f"file://{tmp_path / 'a.mp4'}") as local:
+        assert local == tmp_path / "a.mp4"

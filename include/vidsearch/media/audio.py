@@ -15,7 +15,7 @@ not sent to the speech model (the transcribe worker writes an empty transcript f
 Errors: a source without an audio stream raises `NoAudioStreamError` (an `InputError`: permanent;
 callers may skip the audio branch for such a video); audio that does not decode raises `InputError`
 naming the file and ffmpeg's reason; an ffmpeg run past its timeout raises `FFmpegTimeoutError`
-(transient).
+(transient), and so does a URL source the network or the server failed (`TransientError`).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import wave
 from pathlib import Path
 from typing import Protocol
 
-from vidsearch.errors import InputError
+from vidsearch.errors import InputError, TransientError
 from vidsearch.media import ffmpeg as ff
 from vidsearch.records import AudioClip
 
@@ -74,7 +74,7 @@ def clip_range(
 
 
 def extract_audio_clip(
-    source_path: str | os.PathLike[str],
+    source: str | os.PathLike[str],
     video_id: str,
     segment: SegmentLike,
     video_duration_s: float,
@@ -82,24 +82,30 @@ def extract_audio_clip(
     out_path: str | os.PathLike[str],
     *,
     uri: str | None = None,
+    name: str | None = None,
     timeout_s: float = AUDIO_TIMEOUT_S,
 ) -> AudioClip:
-    """Decode the audio of `segment` (widened by `overlap_s`, see the module docstring) from the local
-    source video into the WAV file `out_path`; return its AudioClip. `uri` is where the caller will
-    keep the WAV in object storage (default: the `file://` URI of `out_path`)."""
-    source = Path(source_path)
-    name = source.name
-    if not source.is_file():
-        raise InputError(f"no such file: {name!r}")
+    """Decode the audio of `segment` (widened by `overlap_s`, see the module docstring) from the source
+    video into the WAV file `out_path`; return its AudioClip. `source` is a local path, or an HTTP(S)
+    URL (`storage.media_input`: ffmpeg seeks in it with ranged requests); `name` is how messages call it
+    (default: the file's name; a URL is never shown). `uri` is where the caller will keep the WAV in
+    object storage (default: the `file://` URI of `out_path`)."""
+    remote = ff.is_url(source)
+    if remote:
+        name = name or "the source video"
+    else:
+        name = name or Path(source).name
+        if not Path(source).is_file():
+            raise InputError(f"no such file: {name!r}")
     start, end = clip_range(segment.start_s, segment.end_s, video_duration_s, overlap_s)
-    _require_audio_stream(source)
+    _require_audio_stream(source, name)
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
     try:
         ff.ffmpeg(
             [
                 "-xerror",
-                *ff.input_args(source, before=["-ss", f"{start:.6f}"]),
+                *ff.source_input_args(source, before=["-ss", f"{start:.6f}"]),
                 "-t",
                 f"{end - start:.6f}",
                 "-map",
@@ -119,12 +125,14 @@ def extract_audio_clip(
                 ff.file_url(out),
             ],
             timeout_s=timeout_s,
-            strip_prefix=ff.file_url(source),
+            strip_prefix=ff.source_name(source),
         )
     except ff.FFmpegTimeoutError:
+        out.unlink(missing_ok=True)
         raise
     except ff.FFmpegError as exc:
         out.unlink(missing_ok=True)
+        _raise_if_network(exc, remote, name)
         raise InputError(f"corrupt audio in {name!r}: the audio does not decode ({exc.reason})") from exc
     level = rms_dbfs(read_wav_pcm(out))
     return AudioClip(
@@ -141,19 +149,27 @@ def extract_audio_clip(
     )
 
 
-def _require_audio_stream(source: Path) -> None:
+def _require_audio_stream(source: str | os.PathLike[str], name: str) -> None:
     try:
         doc = ff.ffprobe_json(
-            ["-select_streams", "a", "-show_entries", "stream=index,codec_name", *ff.input_args(source)],
+            ["-select_streams", "a", "-show_entries", "stream=index,codec_name", *ff.source_input_args(source)],
             timeout_s=_PROBE_TIMEOUT_S,
-            strip_prefix=ff.file_url(source),
+            strip_prefix=ff.source_name(source),
         )
     except ff.FFmpegTimeoutError:
         raise
     except ff.FFmpegError as exc:
-        raise InputError(f"cannot read {source.name!r}: {exc.reason}") from exc
+        _raise_if_network(exc, ff.is_url(source), name)
+        raise InputError(f"cannot read {name!r}: {exc.reason}") from exc
     if not doc.get("streams"):
-        raise NoAudioStreamError(f"no audio stream in {source.name!r}: nothing to transcribe")
+        raise NoAudioStreamError(f"no audio stream in {name!r}: nothing to transcribe")
+
+
+def _raise_if_network(exc: ff.FFmpegError, remote: bool, name: str) -> None:
+    """A URL input that failed for the network's or the server's sake is worth a retry (TransientError);
+    the reason is kept, the URL (a credential) is not."""
+    if remote and ff.is_network_failure(exc.reason):
+        raise TransientError(f"cannot fetch {name!r} from object storage: {exc.reason}") from None
 
 
 def read_wav_pcm(path: str | os.PathLike[str]) -> bytes:

@@ -11,6 +11,8 @@ safety options for untrusted input and error reporting are the same everywhere:
 * `input_args()` opens a local file defensively: only the `file` protocol and a whitelist of container
   demuxers, so a hostile "video" (an HLS or concat playlist, an ANSI text file) cannot make ffmpeg open
   network URLs or other local files, and is rejected as "not a media file" instead;
+  `url_input_args()` does the same for our own staged object behind a presigned HTTP(S) URL (only the
+  http(s) protocols, the same demuxers);
 * resource bounds on every run: `input_args()` caps decoded frame size (`-max_pixels`, from
   `VIDSEARCH_MAX_DECODE_PIXELS`, default 8192 x 8192: a decoder refuses a larger frame before
   allocating it, so a tiny file declaring a 16000 x 16000 picture cannot take gigabytes) and
@@ -80,6 +82,14 @@ _CONTEXT_PTR = re.compile(r"\s@\s0x[0-9a-fA-F]+\]")
 _MAX_REASON = 300
 # "[error] msg" / "[h264] [error] msg": the level tag a `level+...` loglevel adds says nothing itself.
 _LEVEL_TAG = re.compile(r"(^|\]\s)\[(?:quiet|panic|fatal|error|warning|info|verbose|debug|trace)\]\s*")
+# Protocols a URL input may use (`url_input_args`): HTTP(S) and what they run on, nothing else.
+REMOTE_PROTOCOLS = "http,https,tcp,tls"
+# How ffmpeg words a failure of the network or of the server behind a URL input.
+_NETWORK_FAILURE = re.compile(
+    r"Server returned|Connection (refused|reset|timed out)|timed out|Input/output error|Network is unreachable"
+    r"|Failed to resolve|Broken pipe|HTTP error",
+    re.IGNORECASE,
+)
 
 
 class FFmpegNotFoundError(PermanentError):
@@ -164,9 +174,44 @@ def input_args(path: str | os.PathLike[str], *, before: Sequence[str] = ()) -> l
     `before` holds per-input options that must precede `-i` (e.g. `-ss`, `-t`, `-noautorotate`).
     The decoders of this input get `-max_pixels` and `-threads` (see the module docstring).
     """
+    return _input_args("file", file_url(path), before)
+
+
+def url_input_args(url: str, *, before: Sequence[str] = ()) -> list[str]:
+    """`[... -i URL]` for a media object behind an HTTP(S) URL (a presigned GET of our own staged
+    source, `storage.media_input`): ffmpeg reads it with ranged requests. Only the http(s) protocols
+    (and the tcp/tls they run on) are allowed, with the same demuxer whitelist and decoder bounds as
+    `input_args`: the file cannot make ffmpeg open a local file or another kind of URL."""
+    if not url.startswith(("http://", "https://")):
+        raise ValueError("url_input_args takes an http(s) URL")
+    return _input_args(REMOTE_PROTOCOLS, url, before)
+
+
+def is_url(source: str | os.PathLike[str]) -> bool:
+    """Whether `source` is an HTTP(S) URL (`url_input_args`) rather than a local path (`input_args`)."""
+    return isinstance(source, str) and source.startswith(("http://", "https://"))
+
+
+def source_input_args(source: str | os.PathLike[str], *, before: Sequence[str] = ()) -> list[str]:
+    """`url_input_args` for an HTTP(S) URL, else `input_args`."""
+    return url_input_args(str(source), before=before) if is_url(source) else input_args(source, before=before)
+
+
+def source_name(source: str | os.PathLike[str]) -> str:
+    """What ffmpeg calls `source` at the start of its messages (`strip_prefix`)."""
+    return str(source) if is_url(source) else file_url(source)
+
+
+def is_network_failure(reason: str) -> bool:
+    """Whether ffmpeg's one-line `reason` for a URL input is the network's or the server's doing (worth
+    a retry: a fresh URL, another connection) rather than the media's."""
+    return bool(_NETWORK_FAILURE.search(reason))
+
+
+def _input_args(protocols: str, name: str, before: Sequence[str]) -> list[str]:
     return [
         "-protocol_whitelist",
-        "file",
+        protocols,
         "-format_whitelist",
         ",".join(ALLOWED_DEMUXERS),
         "-max_pixels",
@@ -175,7 +220,7 @@ def input_args(path: str | os.PathLike[str], *, before: Sequence[str] = ()) -> l
         str(thread_count()),
         *before,
         "-i",
-        file_url(path),
+        name,
     ]
 
 

@@ -25,7 +25,12 @@ from vidsearch.errors import TransientError
 def _storage_options(protocol: str) -> dict[str, Any]:
     if protocol in ("s3", "s3a"):
         endpoint = os.environ.get("VIDSEARCH_S3_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT_URL")
-        return {"client_kwargs": {"endpoint_url": endpoint}} if endpoint else {}
+        # SigV4 everywhere, presigned URLs included (botocore may presign with SigV2 in us-east-1, which
+        # newer regions and some S3-compatible servers refuse).
+        options: dict[str, Any] = {"config_kwargs": {"signature_version": "s3v4"}}
+        if endpoint:
+            options["client_kwargs"] = {"endpoint_url": endpoint}
+        return options
     return {}
 
 
@@ -124,6 +129,29 @@ def local_file(uri: str, suffix: str = "") -> Iterator[Path]:
             fs, remote = filesystem(uri)
             fs.get_file(remote, str(target))
         yield target
+
+
+@contextlib.contextmanager
+def media_input(uri: str, expires_s: int = 900) -> Iterator[Path | str]:
+    """What ffmpeg can read the object at `uri` from without copying all of it: the file itself when
+    local; for S3 a presigned HTTP(S) GET URL valid for `expires_s` seconds, which ffmpeg reads with
+    ranged requests, fetching only what its seeks need (a segment's audio is seconds of a long source,
+    and `local_file` would download the whole object for each segment); other schemes: a temporary copy.
+
+    The URL is a credential while it lasts: pass it to ffmpeg only (`ffmpeg.url_input_args`), never log it.
+    `FileNotFoundError` when the object is not there.
+    """
+    protocol = urlparse(uri).scheme
+    if protocol not in ("s3", "s3a"):
+        with local_file(uri, Path(urlparse(uri).path).suffix) as local:
+            yield local
+        return
+    with _storage_errors(uri):
+        fs, remote = filesystem(uri)
+        if not fs.exists(remote):
+            raise FileNotFoundError(uri)
+        url = str(fs.url(remote, expires=expires_s))
+    yield url
 
 
 def size(uri: str) -> int:
