@@ -122,10 +122,13 @@ def test_memory_stays_flat_as_the_bundle_grows(bundles: dict[int, FrameBundle]) 
     frame_bytes = HEIGHT * WIDTH * 3
     small = _peak_while_iterating(bundles[60].uri, 4)
     large = _peak_while_iterating(bundles[300].uri, 4)
-    # About two batches of decoded frames (this one and the next), whatever the bundle's length: the
-    # 300 frames at once would be 300 frames' worth.
+    # About two batches of decoded frames (this one and the next) plus decoding transients, whatever the
+    # bundle's length: the 300 frames at once would be 300 frames' worth (17 MB), 60 of them 3.5 MB.
+    # The peak itself wanders between passes (it is the worst moment of the decoding threads' timing:
+    # 0.55 MB for 60 frames and 1.1 MB for 300 in one CI run), so the bundles are compared with a
+    # margin far below what holding the extra 240 frames would add (13.8 MB).
     assert large < 4 * 4 * frame_bytes + 2_000_000, large
-    assert large < small + 2 * 4 * frame_bytes, (small, large)
+    assert large < small + 2_000_000, (small, large)
     assert large < 300 * frame_bytes / 5
 
 
