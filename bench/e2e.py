@@ -487,7 +487,7 @@ def run_ours(
     index_ends = [row["end_at"] for row in rows if row["task_id"] == "segment.index" and row["state"] == "success"
                   and row["end_at"]]  # fmt: skip
     out["first_object_s"] = r(min(index_ends) - start) if index_ends and start else None
-    seg_rows = [row for row in rows if row["task_id"] in SEGMENT_TASKS + AUDIO_TASKS and row["state"] == "success"]
+    seg_rows = [row for row in rows if row["task_id"] in SEGMENT_TASKS + AUDIO_TASKS]
     fixed = [row["fixed_cost_s"] for row in seg_rows if isinstance(row.get("fixed_cost_s"), (int, float))]
     out["fixed_cost_per_segment_task_s"] = _mean(fixed)
     out["fixed_cost_measured_tasks"] = len(fixed)

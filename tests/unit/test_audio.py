@@ -208,7 +208,7 @@ def test_url_inputs_allow_http_only_and_local_sources_stay_files(tmp_path):
     assert args[-2:] == ["-i", "https://example.invalid/v.mp4"]
     with pytest.raises(ValueError):
         ff.url_input_args("file:/etc/passwd")
-    assert ff.source_input_args(tmp_path / "a.mp4") == ff.input_args(tmp_path / "a.mp4")
+    assert ff.source_input(tmp_path / "a.mp4") == (ff.input_args(tmp_path / "a.mp4"), ff.file_url(tmp_path / "a.mp4"))
     (tmp_path / "a.mp4").write_bytes(b"x")
     with storage.media_input(f"file://{tmp_path / 'a.mp4'}") as local:
         assert local == tmp_path / "a.mp4"

@@ -101,11 +101,12 @@ def extract_audio_clip(
     _require_audio_stream(source, name)
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
+    input_args, prefix = ff.source_input(source, before=["-ss", f"{start:.6f}"])
     try:
         ff.ffmpeg(
             [
                 "-xerror",
-                *ff.source_input_args(source, before=["-ss", f"{start:.6f}"]),
+                *input_args,
                 "-t",
                 f"{end - start:.6f}",
                 "-map",
@@ -125,7 +126,7 @@ def extract_audio_clip(
                 ff.file_url(out),
             ],
             timeout_s=timeout_s,
-            strip_prefix=ff.source_name(source),
+            strip_prefix=prefix,
         )
     except ff.FFmpegTimeoutError:
         out.unlink(missing_ok=True)
@@ -150,11 +151,12 @@ def extract_audio_clip(
 
 
 def _require_audio_stream(source: str | os.PathLike[str], name: str) -> None:
+    input_args, prefix = ff.source_input(source)
     try:
         doc = ff.ffprobe_json(
-            ["-select_streams", "a", "-show_entries", "stream=index,codec_name", *ff.source_input_args(source)],
+            ["-select_streams", "a", "-show_entries", "stream=index,codec_name", *input_args],
             timeout_s=_PROBE_TIMEOUT_S,
-            strip_prefix=ff.source_name(source),
+            strip_prefix=prefix,
         )
     except ff.FFmpegTimeoutError:
         raise

@@ -86,7 +86,7 @@ _LEVEL_TAG = re.compile(r"(^|\]\s)\[(?:quiet|panic|fatal|error|warning|info|verb
 REMOTE_PROTOCOLS = "http,https,tcp,tls"
 # How ffmpeg words a failure of the network or of the server behind a URL input.
 _NETWORK_FAILURE = re.compile(
-    r"Server returned|Connection (refused|reset|timed out)|timed out|Input/output error|Network is unreachable"
+    r"Server returned|Connection (refused|reset)|timed out|Input/output error|Network is unreachable"
     r"|Failed to resolve|Broken pipe|HTTP error",
     re.IGNORECASE,
 )
@@ -192,14 +192,12 @@ def is_url(source: str | os.PathLike[str]) -> bool:
     return isinstance(source, str) and source.startswith(("http://", "https://"))
 
 
-def source_input_args(source: str | os.PathLike[str], *, before: Sequence[str] = ()) -> list[str]:
-    """`url_input_args` for an HTTP(S) URL, else `input_args`."""
-    return url_input_args(str(source), before=before) if is_url(source) else input_args(source, before=before)
-
-
-def source_name(source: str | os.PathLike[str]) -> str:
-    """What ffmpeg calls `source` at the start of its messages (`strip_prefix`)."""
-    return str(source) if is_url(source) else file_url(source)
+def source_input(source: str | os.PathLike[str], *, before: Sequence[str] = ()) -> tuple[list[str], str]:
+    """(`url_input_args` for an HTTP(S) URL, else `input_args`; the name ffmpeg's messages start with,
+    for `strip_prefix`)."""
+    if is_url(source):
+        return url_input_args(str(source), before=before), str(source)
+    return input_args(source, before=before), file_url(source)
 
 
 def is_network_failure(reason: str) -> bool:
